@@ -1,0 +1,55 @@
+// Elementwise activations of the f32 GEMM outputs, written as the next GEMM's bf16 input.
+// bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5).
+// Grid-stride loops; 4 elements per step where the row length is a multiple of 4.
+#include "common.cuh"
+
+__device__ __forceinline__ float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + __expf(-x)); }
+
+extern "C" __global__ void bias_gelu(const float* __restrict__ x,     // x: [T, N] f32
+                                     const float* __restrict__ bias,  // bias: [N] f32 or nullptr
+                                     bf16* __restrict__ out,          // out: [T, N] bf16
+                                     int T, int N) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (N % 4 == 0) {
+        const size_t n4 = N / 4, total = (size_t)T * n4;
+        const float4* x4 = reinterpret_cast<const float4*>(x);
+        const float4* b4 = reinterpret_cast<const float4*>(bias);
+        uint2* o2 = reinterpret_cast<uint2*>(out);
+        for (size_t i = start; i < total; i += stride) {
+            float4 v = x4[i];
+            if (bias) {
+                const float4 b = b4[i % n4];
+                v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+            }
+            o2[i] = make_uint2(pack_bf16x2(gelu(v.x), gelu(v.y)), pack_bf16x2(gelu(v.z), gelu(v.w)));
+        }
+    } else {
+        const size_t total = (size_t)T * N;
+        for (size_t i = start; i < total; i += stride)
+            out[i] = f32_to_bf16(gelu(x[i] + (bias ? bias[i % N] : 0.0f)));
+    }
+}
+
+extern "C" __global__ void silu_mul(const float* __restrict__ gu,  // gu: [T, 2F] f32: gate (w1) | up (w3)
+                                    bf16* __restrict__ out,        // out: [T, F] bf16
+                                    int T, int F) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (F % 4 == 0) {
+        const size_t f4 = F / 4, total = (size_t)T * f4;
+        const float4* g4 = reinterpret_cast<const float4*>(gu);
+        uint2* o2 = reinterpret_cast<uint2*>(out);
+        for (size_t i = start; i < total; i += stride) {
+            const size_t t = i / f4, f = i % f4;
+            const float4 g = g4[t * 2 * f4 + f], u = g4[t * 2 * f4 + f4 + f];
+            o2[i] = make_uint2(pack_bf16x2(silu(g.x) * u.x, silu(g.y) * u.y),
+                               pack_bf16x2(silu(g.z) * u.z, silu(g.w) * u.w));
+        }
+    } else {
+        const size_t total = (size_t)T * F;
+        for (size_t i = start; i < total; i += stride) {
+            const size_t t = i / F, f = i % F;
+            out[i] = f32_to_bf16(silu(gu[t * 2 * F + f]) * gu[t * 2 * F + F + f]);
+        }
+    }
+}

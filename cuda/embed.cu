@@ -1,0 +1,26 @@
+// Decoder input (SPEC §5): h[t] = a[p] + E[token], the audio embedding read from its stream's ring.
+// One block per position; 4 elements per step where D % 4 == 0.
+#include "common.cuh"
+
+extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T] int32
+                                 const bf16* __restrict__ E,      // E: [V, D] bf16 token embeddings
+                                 const float* __restrict__ audio, // audio: [B, Ra, D] f32 ring of audio embeddings
+                                 const int* __restrict__ pos,     // pos: [T] int32
+                                 const int* __restrict__ stream,  // stream: [T] int32
+                                 float* __restrict__ h,           // h: [T, D] f32
+                                 int D, int Ra) {
+    const int t = blockIdx.x;
+    const float* a = audio + ((size_t)stream[t] * Ra + (size_t)(pos[t] % Ra)) * D;
+    const bf16* e = E + (size_t)tokens[t] * D;
+    float* o = h + (size_t)t * D;
+    if (D % 4 == 0) {
+        for (int i = threadIdx.x; i < D / 4; i += blockDim.x) {
+            const float4 av = reinterpret_cast<const float4*>(a)[i];
+            const uint2 ev = reinterpret_cast<const uint2*>(e)[i];
+            reinterpret_cast<float4*>(o)[i] = make_float4(av.x + bf16_lo(ev.x), av.y + bf16_hi(ev.x),
+                                                          av.z + bf16_lo(ev.y), av.w + bf16_hi(ev.y));
+        }
+    } else {
+        for (int i = threadIdx.x; i < D; i += blockDim.x) o[i] = a[i] + bf16_to_f32(e[i]);
+    }
+}

@@ -1,0 +1,49 @@
+// Bias + interleaved RoPE on a fused q|k|v projection, q out in bf16, k and v into the ring caches
+// (SPEC §3.4, §5). One block per position t. Pair i of a head turns by pos·θ^(−2i/Dh); the angle is
+// formed and reduced mod 2π in double so that positions up to 10^6 match a float64 reference.
+#include "common.cuh"
+
+extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T, (H+2·Hkv)·Dh] f32, q | k | v
+                                    const float* __restrict__ bias,  // bias: [(H+2·Hkv)·Dh] f32 or nullptr
+                                    const int* __restrict__ pos,     // pos: [T] int32 absolute positions
+                                    const int* __restrict__ stream,  // stream: [T] int32 stream index b
+                                    bf16* __restrict__ q_out,        // q_out: [T, H, Dh] bf16
+                                    bf16* __restrict__ k_cache,      // k_cache: [B, R, Hkv, Dh] bf16
+                                    bf16* __restrict__ v_cache,      // v_cache: [B, R, Hkv, Dh] bf16
+                                    int H, int Hkv, int Dh, int R, float theta) {
+    extern __shared__ float2 cs[];  // [Dh/2] (cos, sin) of this position
+    const int t = blockIdx.x, half = Dh / 2;
+    const int p = pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        const double two_pi = 6.283185307179586476925286766559;
+        const double inv = pow((double)theta, -2.0 * i / Dh);
+        double ang = fmod((double)p * inv, two_pi);
+        float s, c;
+        sincosf((float)ang, &s, &c);
+        cs[i] = make_float2(c, s);
+    }
+    __syncthreads();
+    const int width = (H + 2 * Hkv) * Dh;
+    const float2* row = reinterpret_cast<const float2*>(qkv + (size_t)t * width);
+    const float2* b2 = reinterpret_cast<const float2*>(bias);
+    const size_t slot = ((size_t)stream[t] * R + (size_t)(p % R)) * Hkv * Dh;
+    unsigned* q32 = reinterpret_cast<unsigned*>(q_out + (size_t)t * H * Dh);
+    unsigned* k32 = reinterpret_cast<unsigned*>(k_cache + slot);
+    unsigned* v32 = reinterpret_cast<unsigned*>(v_cache + slot);
+    const int n_rot = (H + Hkv) * half;  // pairs of q and k, rotated; the v pairs follow
+    for (int j = threadIdx.x; j < width / 2; j += blockDim.x) {
+        float2 v = row[j];
+        if (bias) {
+            const float2 b = b2[j];
+            v.x += b.x, v.y += b.y;
+        }
+        if (j < n_rot) {
+            const float2 a = cs[j % half];
+            v = make_float2(v.x * a.x - v.y * a.y, v.x * a.y + v.y * a.x);
+        }
+        const unsigned packed = pack_bf16x2(v.x, v.y);
+        if (j < H * half) q32[j] = packed;
+        else if (j < n_rot) k32[j - H * half] = packed;
+        else v32[j - n_rot] = packed;
+    }
+}

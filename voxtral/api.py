@@ -1,0 +1,155 @@
+"""The public API: load() a checkpoint onto a device; Model.transcribe() and Model.trace()."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import audio as audio_io
+from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from .errors import DeviceError, OptionError
+from .schedule import Schedule, greedy
+from .transcript import Transcript, align_words, segments_from_words
+
+log = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Intermediate results of the offline schedule, for conformance checks (all NumPy float32)."""
+
+    mel: np.ndarray  # [M, T]
+    audio_embeds: np.ndarray  # [N, D]
+    logits: np.ndarray  # [n_steps, V]
+    tokens: np.ndarray  # [n_steps] the backend's own argmax at each step
+
+
+class Model:
+    def __init__(self, checkpoint: Checkpoint, backend, schedule: Schedule, load_seconds: float):
+        self.checkpoint = checkpoint
+        self.backend = backend
+        self.schedule = schedule
+        self.load_seconds = load_seconds
+
+    @property
+    def config(self):
+        return self.checkpoint.config
+
+    @property
+    def tokenizer(self):
+        return self.checkpoint.tokenizer
+
+    @property
+    def device(self) -> str:
+        return self.backend.name
+
+    def _features(self, source, sample_rate, timings: dict) -> tuple[np.ndarray, float]:
+        """Audio → offline-padded log-mel [M, T] and the audio's duration in seconds."""
+        t0 = time.perf_counter()
+        cfg = self.config.audio
+        samples = audio_io.load_audio(source, sample_rate, target_rate=cfg.sampling_rate)
+        padded = audio_io.pad_offline(
+            samples, self.schedule.n_left, self.schedule.n_right, cfg.samples_per_token
+        )
+        t1 = time.perf_counter()
+        mel = audio_io.log_mel(padded, cfg)
+        timings["audio"] = t1 - t0
+        timings["mel"] = time.perf_counter() - t1
+        return mel, len(samples) / cfg.sampling_rate
+
+    def _encode(self, mel: np.ndarray, timings: dict):
+        t0 = time.perf_counter()
+        embeds = self.backend.encode(mel)
+        self.backend.synchronize()
+        timings["encoder"] = time.perf_counter() - t0
+        return embeds
+
+    def transcribe(self, audio, sample_rate: int | None = None) -> Transcript:
+        """Transcribe a file path or an array (with its sample_rate) with the offline schedule."""
+        timings: dict[str, float] = {}
+        mel, duration = self._features(audio, sample_rate, timings)
+        embeds = self._encode(mel, timings)
+        n_positions = mel.shape[1] // self.config.audio.frames_per_token
+        state = self.backend.start(embeds, n_positions)
+        tokens = greedy(self.backend, state, self.schedule, n_positions, timings=timings)
+        words = align_words(tokens, self.tokenizer, duration)
+        info = {
+            "device": self.device,
+            "delay_ms": self.schedule.delay_ms,
+            "steps": len(tokens),
+            "model": str(self.checkpoint.directory),
+        }
+        return Transcript(
+            text=self.tokenizer.decode(tokens).strip(),
+            tokens=tokens,
+            segments=segments_from_words(words),
+            duration=duration,
+            timings=timings,
+            info=info,
+        )
+
+    def trace(self, audio, n_steps: int, forced_tokens=None, sample_rate: int | None = None) -> Trace:
+        """mel, audio embeddings, logits and argmax of the first n_steps greedy steps.
+
+        With forced_tokens, step k ≥ 1 takes forced_tokens[k − 1] as its input instead of the
+        argmax of step k − 1 (teacher forcing), so two backends can be compared step by step.
+        """
+        timings: dict[str, float] = {}
+        mel, _ = self._features(audio, sample_rate, timings)
+        embeds = self._encode(mel, timings)
+        n_positions = mel.shape[1] // self.config.audio.frames_per_token
+        if not 1 <= n_steps <= self.schedule.n_generated(n_positions):
+            raise OptionError(f"n_steps must be 1 … {self.schedule.n_generated(n_positions)} for this audio")
+        state = self.backend.start(embeds, n_positions)
+        self.backend.prefill(state, self.schedule.prompt)
+        inputs = None
+        if forced_tokens is not None:
+            forced = np.asarray(forced_tokens, np.int64)
+            if len(forced) < n_steps - 1:
+                raise OptionError(f"forced_tokens needs at least {n_steps - 1} tokens")
+            inputs = np.concatenate([self.schedule.prompt[-1:], forced[: n_steps - 1]])
+        tokens, logits = self.backend.step(state, n_steps, inputs=inputs, want_logits=True)
+        return Trace(mel=mel, audio_embeds=self.backend.to_numpy(embeds), logits=logits, tokens=tokens)
+
+
+def _backend(device: str, checkpoint: Checkpoint, n_delay: int, dtype):
+    if device not in DEVICES:
+        raise OptionError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device != "cpu":
+        from .gpu.device import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason is None:
+            from .gpu.backend import GpuBackend
+
+            return GpuBackend(checkpoint, n_delay)
+        if device == "cuda":
+            raise DeviceError(f"cannot use the GPU: {reason}; use --device cpu")
+        log.warning("no usable GPU (%s); running on the CPU", reason)
+    from .cpu.backend import CpuBackend
+
+    return CpuBackend(checkpoint, n_delay, dtype)
+
+
+def load(
+    model: str | Path = DEFAULT_MODEL,
+    device: str = "auto",
+    delay_ms: int | None = None,
+    dtype: str = "float32",
+) -> Model:
+    """Load a checkpoint (local directory or Hub id) onto "cpu", "cuda" or the best "auto" device.
+
+    dtype applies to the CPU path only ("float32", or "float64" for precision checks).
+    """
+    t0 = time.perf_counter()
+    if dtype not in ("float32", "float64"):
+        raise OptionError(f"dtype must be float32 or float64, got {dtype!r}")
+    checkpoint = load_checkpoint(model)
+    schedule = Schedule.create(checkpoint.tokenizer, delay_ms)
+    backend = _backend(device, checkpoint, schedule.n_delay, np.dtype(dtype))
+    return Model(checkpoint, backend, schedule, time.perf_counter() - t0)

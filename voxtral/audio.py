@@ -1,0 +1,159 @@
+"""Audio front end (SPEC §2): file or array → mono float32 samples → padded → log-mel.
+
+    load_audio(source)        path or array → [S] float32, mono, 16 kHz
+    pad_offline(samples, …)   [S] → [S'] with S' a whole number of tokens (S' % 1280 == 0)
+    log_mel(samples, cfg)     [S] → [M, T] float32, T = S // hop (offline: T % 8 == 0)
+
+Every model number (rate, hop, window, mel bins, log-mel ceiling) comes from `AudioConfig`;
+the constants below are the fixed parts of the recipe, shared with Whisper.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+import os
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from .config import AudioConfig
+from .errors import AudioError, OptionError
+
+LOG_MEL_FLOOR = 1e-10  # power floor before log10: keeps silence finite (−10)
+LOG_MEL_RANGE = 8.0  # log10 units kept below the ceiling: 8 × 10 dB = 80 dB
+LOG_MEL_SHIFT = 4.0  # (x + 4) / 4 maps the kept range to about [-1, 1] (Whisper's scaling)
+LOG_MEL_SCALE = 4.0
+RESAMPLER = "soxr_hq"  # band-limited FFT resampler (librosa's default, via soxr)
+CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
+
+Source = str | os.PathLike | np.ndarray
+
+
+def load_audio(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> np.ndarray:
+    """Decode a file or take an array ([S] or [S, C]); return mono float32 [S] at target_rate."""
+    target_rate = _check_rate(target_rate, "target_rate", OptionError)
+    if isinstance(source, np.ndarray):
+        if sample_rate is None:
+            raise AudioError("audio array: sample_rate is required with an array, e.g. sample_rate=16000")
+        name, rate = "audio array", _check_rate(sample_rate, "audio array: sample_rate", AudioError)
+        samples = _array_to_mono(source, name)
+    elif isinstance(source, str | os.PathLike):
+        if sample_rate is not None:
+            raise OptionError(f"{source}: sample_rate is only for arrays; a file carries its own rate")
+        name = str(source)
+        samples, rate = _read_file(Path(source))
+    else:
+        raise AudioError(f"audio source of type {type(source).__name__}: pass a file path or a NumPy array")
+    if samples.size == 0:
+        raise AudioError(f"{name}: the audio is empty (0 samples); pass a recording with sound in it")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: the audio has non-finite samples (NaN or Inf); fix or re-export it")
+    if rate != target_rate:
+        samples = librosa.resample(samples, orig_sr=rate, target_sr=target_rate, res_type=RESAMPLER)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def _check_rate(rate, what: str, error: type[Exception]) -> int:
+    """A positive whole number of samples per second (ints or integral floats)."""
+    ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool | np.bool_)
+    if not ok or not np.isfinite(rate) or rate <= 0 or rate != int(rate):
+        raise error(f"{what} must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    """Decode with libsndfile to float32 and mix to mono."""
+    if not path.exists():
+        raise AudioError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory; pass an audio file inside it")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [S, C]
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
+        reason = " ".join(str(getattr(e, "error_string", e)).split())
+        raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None
+    return data.mean(axis=1, dtype=np.float32), int(rate)
+
+
+def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
+    """[S] or [S, C] float/int → [S] float32; ints scaled to [-1, 1)."""
+    if x.ndim not in (1, 2):
+        raise AudioError(f"{name}: shape {x.shape} has {x.ndim} dims; pass samples as [S] or [S, C]")
+    if x.ndim == 2 and x.shape[1] > x.shape[0]:
+        raise AudioError(f"{name}: shape {x.shape} looks channels-first; pass [S, C] (e.g. x.T)")
+    if np.issubdtype(x.dtype, np.signedinteger):
+        x = x.astype(np.float64) / 2.0 ** (8 * x.dtype.itemsize - 1)
+    elif np.issubdtype(x.dtype, np.unsignedinteger):  # unsigned PCM is centred at half range
+        half = 2.0 ** (8 * x.dtype.itemsize - 1)
+        x = (x.astype(np.float64) - half) / half
+    elif not np.issubdtype(x.dtype, np.floating):
+        raise AudioError(f"{name}: dtype {x.dtype} is not audio; pass float or integer samples")
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    return np.asarray(x, dtype=np.float32)
+
+
+def pad_offline(
+    samples: np.ndarray, n_left_tokens: int, n_right_tokens: int, samples_per_token: int
+) -> np.ndarray:
+    """Silence: n_left tokens before; after, up to a whole token, then n_right tokens (SPEC §2.2)."""
+    if n_left_tokens < 0 or n_right_tokens < 0 or samples_per_token <= 0:
+        raise OptionError(
+            f"pad_offline: need n_left_tokens, n_right_tokens >= 0 and samples_per_token > 0, got "
+            f"{n_left_tokens}, {n_right_tokens}, {samples_per_token}"
+        )
+    n = len(samples)
+    left = n_left_tokens * samples_per_token
+    to_token = -n % samples_per_token
+    out = np.zeros(left + n + to_token + n_right_tokens * samples_per_token, dtype=np.float32)
+    out[left : left + n] = samples
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filters(sampling_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-scale, Slaney-normalised mel filterbank [M, n_fft // 2 + 1], 0 Hz to Nyquist (float64)."""
+    fb = librosa.filters.mel(
+        sr=sampling_rate,
+        n_fft=n_fft,
+        n_mels=n_mels,
+        fmin=0.0,
+        fmax=sampling_rate / 2,
+        htk=False,
+        norm="slaney",
+        dtype=np.float64,
+    )
+    fb.setflags(write=False)  # cached and shared: nobody may change it
+    return fb
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann window of n samples (the STFT convention: period n, not n - 1)."""
+    w = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+    w.setflags(write=False)
+    return w
+
+
+def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """[S] samples → [M, T] normalised log-mel, T = S // hop_length (SPEC §2.3)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 1:
+        raise AudioError(f"log_mel: samples must be 1-D [S], got shape {x.shape}")
+    n_fft, hop = cfg.window_size, cfg.hop_length
+    n_frames = len(x) // hop  # centred STFT gives 1 + S // hop frames; the last is dropped
+    if n_frames == 0:
+        return np.zeros((cfg.num_mel_bins, 0), dtype=np.float32)
+    # Reflect padding; numpy reflects repeatedly when S <= n_fft // 2 (an edge case: offline
+    # padding always gives far longer inputs).
+    padded = np.pad(x, n_fft // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]  # [T, n_fft]
+    spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)  # [T, n_fft // 2 + 1]
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = mel_filters(cfg.sampling_rate, n_fft, cfg.num_mel_bins) @ power.T  # [M, T]
+    log_spec = np.log10(np.maximum(mel, LOG_MEL_FLOOR))
+    log_spec = np.maximum(log_spec, cfg.global_log_mel_max - LOG_MEL_RANGE)
+    return ((log_spec + LOG_MEL_SHIFT) / LOG_MEL_SCALE).astype(np.float32)

@@ -1,0 +1,71 @@
+"""The NumPy backend: the readable reference, same operations as the GPU backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from . import decoder, encoder
+from .transformer import KVCache
+
+
+@dataclass
+class CpuState:
+    audio: np.ndarray  # [N, D] audio embeddings
+    cache: KVCache
+    pos: int = 0  # next position to run
+    pending: int = -1  # input token of the next step
+
+
+PREFILL_CHUNK = 64  # positions per decoder call in prefill; the ring holds window + chunk − 1
+
+
+class CpuBackend:
+    name = "cpu"
+    burst = 1  # tokens are on the host already: look at each one
+
+    def __init__(self, checkpoint: Checkpoint, delay_tokens: int, dtype=np.float32):
+        self.weights = checkpoint.weights
+        self.cfg = checkpoint.config
+        self.dtype = np.dtype(dtype)
+        self.ada = decoder.ada_scales(self.weights, self.cfg.decoder, delay_tokens, self.dtype)  # [L, D]
+
+    def encode(self, mel: np.ndarray) -> np.ndarray:
+        x = encoder.encode(mel, self.weights, self.cfg, self.dtype)  # [S, E]
+        return encoder.adapter(x, self.weights, self.cfg)  # [N, D]
+
+    def start(self, audio: np.ndarray, n_positions: int | None = None) -> CpuState:
+        n = len(audio) if n_positions is None else n_positions
+        cache = decoder.new_cache(self.cfg.decoder, max(n, 1), max_new=PREFILL_CHUNK, dtype=self.dtype)
+        return CpuState(audio=np.asarray(audio, self.dtype), cache=cache)
+
+    def _run(self, state: CpuState, tokens: np.ndarray) -> np.ndarray:
+        pos = np.arange(state.pos, state.pos + len(tokens))
+        h = decoder.embed(state.audio[pos], np.asarray(tokens), self.weights)  # [T, D]
+        state.pos += len(tokens)
+        return decoder.forward(h, pos, self.weights, self.cfg.decoder, state.cache, self.ada)
+
+    def prefill(self, state: CpuState, tokens: np.ndarray) -> None:
+        tokens = np.asarray(tokens)
+        for start in range(0, len(tokens) - 1, PREFILL_CHUNK):
+            self._run(state, tokens[start : min(start + PREFILL_CHUNK, len(tokens) - 1)])
+        state.pending = int(tokens[-1])
+
+    def step(self, state: CpuState, n: int, inputs=None, want_logits: bool = False):
+        tokens = np.empty(n, np.int64)
+        logits = np.empty((n, self.cfg.decoder.vocab_size), np.float32) if want_logits else None
+        for i in range(n):
+            token_in = state.pending if inputs is None else int(inputs[i])
+            row = decoder.logits(self._run(state, np.array([token_in])), self.weights, self.cfg.decoder)[0]
+            state.pending = tokens[i] = int(np.argmax(row))
+            if want_logits:
+                logits[i] = row
+        return tokens, logits
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x, np.float32)
+
+    def synchronize(self) -> None:
+        pass

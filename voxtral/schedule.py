@@ -1,0 +1,105 @@
+"""The offline schedule (SPEC §6), written once for every backend.
+
+Prompt, padding, prefill, the greedy loop and its stop rule. Token k of the output (k = 0 is
+chosen at position L − 1) belongs to audio frame k, 80 ms each from the start of the audio.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .backend import Backend
+from .config import FRAME_MS, MAX_DELAY_MS
+from .errors import OptionError
+from .tokenizer import Tokenizer
+
+RIGHT_PAD_EXTRA_TOKENS = 10  # silence after the delay + 1 tokens, so the last words come out (SPEC §6)
+
+
+def delay_tokens(delay_ms: int) -> int:
+    """80 … 2400 ms in steps of 80 → 1 … 30 decoder positions."""
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, (int, np.integer)):
+        raise OptionError(f"delay_ms must be a whole number of milliseconds, got {delay_ms!r}")
+    if not FRAME_MS <= delay_ms <= MAX_DELAY_MS or delay_ms % FRAME_MS:
+        raise OptionError(
+            f"delay_ms must be a multiple of {FRAME_MS} from {FRAME_MS} to {MAX_DELAY_MS}, got {delay_ms}"
+        )
+    return int(delay_ms) // FRAME_MS
+
+
+@dataclass(frozen=True)
+class Schedule:
+    n_delay: int  # decoder positions of transcription delay
+    n_left: int  # silence tokens prepended (32)
+    bos: int
+    pad: int  # [STREAMING_PAD]
+    eos: int
+
+    @classmethod
+    def create(cls, tokenizer: Tokenizer, delay_ms: int | None = None) -> Schedule:
+        ms = tokenizer.default_delay_ms if delay_ms is None else delay_ms
+        return cls(
+            n_delay=delay_tokens(ms),
+            n_left=tokenizer.n_left_pad_tokens,
+            bos=tokenizer.bos_id,
+            pad=tokenizer.streaming_pad_id,
+            eos=tokenizer.eos_id,
+        )
+
+    @property
+    def delay_ms(self) -> int:
+        return self.n_delay * FRAME_MS
+
+    @property
+    def n_right(self) -> int:
+        """Silence tokens appended offline: n_delay + 1 + 10."""
+        return self.n_delay + 1 + RIGHT_PAD_EXTRA_TOKENS
+
+    @property
+    def prompt(self) -> np.ndarray:
+        """[BOS] + [STREAMING_PAD] × (n_left + n_delay), length L."""
+        return np.array([self.bos] + [self.pad] * (self.n_left + self.n_delay), np.int64)
+
+    def n_generated(self, n_positions: int) -> int:
+        """Greedy steps the audio allows: positions L − 1 … N − 1."""
+        return n_positions - len(self.prompt) + 1
+
+
+def greedy(
+    backend: Backend,
+    state,
+    schedule: Schedule,
+    n_positions: int,
+    on_tokens: Callable[[np.ndarray], None] | None = None,
+    timings: dict | None = None,
+) -> list[int]:
+    """Prefill the prompt, then greedy steps until EOS or the audio ends; returns generated ids.
+
+    Steps run in bursts of backend.burst with one host look per burst; whatever a burst decoded
+    past EOS is discarded.
+    """
+    total = schedule.n_generated(n_positions)
+    if total < 1:
+        raise ValueError(f"{n_positions} audio positions cannot hold a prompt of {len(schedule.prompt)}")
+    t0 = time.perf_counter()
+    backend.prefill(state, schedule.prompt)
+    backend.synchronize()
+    t1 = time.perf_counter()
+    out: list[int] = []
+    while len(out) < total:
+        tokens, _ = backend.step(state, min(backend.burst, total - len(out)))
+        hit = np.flatnonzero(tokens == schedule.eos)
+        keep = tokens[: hit[0] + 1] if hit.size else tokens
+        out.extend(int(t) for t in keep)
+        if on_tokens is not None:
+            on_tokens(keep)
+        if hit.size:
+            break
+    if timings is not None:
+        timings["prefill"] = t1 - t0
+        timings["decode"] = time.perf_counter() - t1
+    return out
