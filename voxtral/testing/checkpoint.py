@@ -100,9 +100,9 @@ def params(size: str) -> dict:
 def _scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
     """(mean, std) of a tensor's entries: keeps activations O(1) through every layer.
 
-    tok_embeddings gets std 1/√D like any [out, in] weight: the input token's own logit
-    (|E[t]|² through the tied output) then stays below the audio's influence, so a random
-    model follows its audio instead of repeating its input token.
+    tok_embeddings gets std 0.5/√D: the input token's own logit (|E[t]|² through the tied
+    output) then stays below the audio's influence, so a random model follows its audio
+    instead of repeating its input token.
     """
     if name.endswith("norm.weight"):
         return 1.0, 0.1
@@ -111,6 +111,8 @@ def _scale(name: str, shape: tuple[int, ...]) -> tuple[float, float]:
     if "ada_rms_norm_t_cond.2" in name:
         return 0.0, 0.2 / np.sqrt(shape[1])  # (1 + ada) stays near 1
     fan_in = int(np.prod(shape[1:]))
+    if name.endswith("tok_embeddings.weight"):
+        return 0.0, 0.5 / np.sqrt(fan_in)
     return 0.0, 1.0 / np.sqrt(fan_in)
 
 

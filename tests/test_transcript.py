@@ -1,0 +1,41 @@
+"""Token → time alignment (SPEC §6) on a hand-made token sequence."""
+
+from voxtral.testing.tekken import make_tekken
+from voxtral.tokenizer import Tokenizer
+from voxtral.transcript import align_words, segments_from_words
+
+PAD, WORD = 32, 33
+
+
+def _tok():
+    return Tokenizer.from_dict(make_tekken(1000 + 400, seed=0))
+
+
+def _id(tok, text: bytes) -> int:
+    return tok.pieces.index(text)
+
+
+def test_words_end_one_frame_before_their_first_token():
+    tok = _tok()
+    hello, dot = _id(tok, b" the"), _id(tok, b".")
+    a = _id(tok, b" and")
+    # frames:   0    1    2      3     4    5     6     7   8
+    tokens = [PAD, PAD, hello, WORD, PAD, a, dot, WORD, PAD]
+    words = align_words(tokens, tok, duration=10.0)
+    assert [w.text for w in words] == [" the", " and."]
+    assert words[0].end == 0.08  # (2 − 1) × 80 ms
+    assert words[0].start == 0.08  # first non-pad frame is 2 (0.16 s), clamped to the end
+    assert words[1].start == 0.08 and words[1].end == 0.32  # (5 − 1) × 80 ms
+    segs = segments_from_words(words)
+    assert len(segs) == 1 and segs[0].text == "the and."
+
+
+def test_sentence_punctuation_splits_segments_and_times_stay_in_audio():
+    tok = _tok()
+    the, dot = _id(tok, b" the"), _id(tok, b".")
+    tokens = [the, dot, WORD] * 3 + [the] * 50
+    words = align_words(tokens, tok, duration=1.0)
+    segs = segments_from_words(words)
+    assert [s.text for s in segs][:3] == ["the.", "the.", "the."]
+    assert all(0 <= w.start <= w.end <= 1.0 for w in words)
+    assert all(a.end <= b.start + 1e-9 for a, b in zip(words, words[1:], strict=False))

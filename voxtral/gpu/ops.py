@@ -1,0 +1,252 @@
+"""CuPy launchers of the kernels in cuda/: one function per kernel, with the kernel's name.
+
+Arrays are CuPy arrays; BF16 tensors are uint16 arrays holding the bit patterns. Each launcher checks
+dtypes, shapes and contiguity, launches on the current stream and allocates only the outputs (or the
+attention workspace) that the caller did not pass: a decoder step passes preallocated buffers so
+that it can be captured as a CUDA graph. Positions and stream indices are device int32 arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxtral.gpu import kernels
+
+BF16 = np.uint16  # BF16 storage dtype on the device (raw bit patterns)
+ELEMENTWISE_THREADS = 256
+ELEMENTWISE_MAX_BLOCKS = 4096  # grid-stride beyond this: 132 SMs × ~31 blocks is plenty
+ROPE_THREADS = 256
+EMBED_THREADS = 256
+ARGMAX_THREADS = 1024
+SPLIT_THREADS = 128  # = SPLIT_THREADS in attention.cu
+COMBINE_ROWS = 8  # = COMBINE_ROWS in attention.cu
+SPLIT_GROUPS = (1, 2, 4, 8)  # query heads per kv head served by attention_split
+TILED_WARPS = (4, 8)  # warps (16 query rows each) per attention_tiled block
+
+
+def split_chunk(group: int) -> int:
+    """Keys per attention_split block: 64, halved for 8 query heads per kv head to bound registers."""
+    return 64 if group <= 4 else 32
+
+
+def attention_splits(window: int, group: int) -> int:
+    """Blocks per (query, kv head) of attention_split: enough for a full window at any position."""
+    return -(-window // split_chunk(group))
+
+
+TEMPLATES = {
+    "attention.cu": tuple(
+        [f"attention_split<{dh}, {g}, {split_chunk(g)}>" for dh in (64, 128) for g in SPLIT_GROUPS]
+        + [f"attention_combine<{dh}>" for dh in (64, 128)]
+        + ["attention_tiled<64, 4>", "attention_tiled<64, 8>", "attention_tiled<128, 4>"]
+    )
+}
+
+
+def _fn(filename: str, name: str):
+    return kernels.function(filename, name, TEMPLATES.get(filename, ()))
+
+
+def _check(a, name: str, dtype, shape: tuple | None = None) -> None:
+    import cupy
+
+    assert isinstance(a, cupy.ndarray), f"{name} must be a cupy.ndarray, got {type(a).__name__}"
+    assert a.dtype == np.dtype(dtype), f"{name} must be {np.dtype(dtype)}, got {a.dtype}"
+    assert a.flags.c_contiguous, f"{name} must be C-contiguous"
+    if shape is not None:
+        ok = len(shape) == a.ndim and all(s is None or s == d for s, d in zip(shape, a.shape, strict=False))
+        assert ok, f"{name} must have shape {shape} (None = any), got {a.shape}"
+
+
+def _out(out, name: str, dtype, shape: tuple):
+    import cupy
+
+    if out is None:
+        return cupy.empty(shape, dtype=dtype)
+    _check(out, name, dtype, shape)
+    return out
+
+
+def _null_or(a):
+    return np.uint64(0) if a is None else a
+
+
+def _blocks(n: int, per_block: int = ELEMENTWISE_THREADS) -> int:
+    return max(1, min(ELEMENTWISE_MAX_BLOCKS, -(-n // per_block)))
+
+
+def rms_norm(x, w, eps: float, *, bias=None, out=None):
+    """out = x·rsqrt(mean(x²)+eps)·w as bf16 [T, D]; with `bias`, x += bias first (written back to x)."""
+    _check(x, "x", np.float32)
+    assert x.ndim == 2, f"x must be [T, D], got {x.shape}"
+    t, d = x.shape
+    _check(w, "w", np.float32, (d,))
+    if bias is not None:
+        _check(bias, "bias", np.float32, (d,))
+    out = _out(out, "out", BF16, (t, d))
+    per_thread = 4 if d % 4 == 0 else 1
+    threads = min(1024, max(32, 32 * -(-d // (32 * per_thread))))
+    if t:
+        _fn("rms_norm.cu", "rms_norm")((t,), (threads,), (x, _null_or(bias), w, out, np.int32(d), np.float32(eps)))
+    return out
+
+
+def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out=None):
+    """Bias + interleaved RoPE on q|k|v [T, (H+2Hkv)·Dh] f32: returns q bf16 [T, H, Dh]; k, v → ring slot pos % R."""
+    _check(k_cache, "k_cache", BF16)
+    assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
+    b, r, hkv, dh = k_cache.shape
+    _check(v_cache, "v_cache", BF16, k_cache.shape)
+    _check(qkv, "qkv", np.float32)
+    assert qkv.ndim == 2 and qkv.shape[1] % dh == 0, f"qkv must be [T, (H+2Hkv)·Dh], got {qkv.shape}"
+    assert dh % 2 == 0, f"head dim must be even, got {dh}"
+    t, h = qkv.shape[0], qkv.shape[1] // dh - 2 * hkv
+    assert h > 0, f"qkv width {qkv.shape[1]} leaves no query heads beside {hkv} kv heads of {dh}"
+    _check(pos, "pos", np.int32, (t,))
+    _check(stream, "stream", np.int32, (t,))
+    if bias is not None:
+        _check(bias, "bias", np.float32, (qkv.shape[1],))
+    out = _out(out, "out", BF16, (t, h, dh))
+    if t:
+        args = (qkv, _null_or(bias), pos, stream, out, k_cache, v_cache)
+        args += (np.int32(h), np.int32(hkv), np.int32(dh), np.int32(r), np.float32(theta))
+        _fn("rope.cu", "rope_qkv")((t,), (ROPE_THREADS,), args, shared_mem=4 * dh)
+    return out
+
+
+def attention(
+    q, k_cache, v_cache, window: int, *, pos=None, stream=None, p0: int | None = None, b: int = 0,
+    tiled: bool = False, out=None, workspace=None, warps: int = 4,
+):  # fmt: skip
+    """Sliding-window GQA attention of q bf16 [T, H, Dh] over the ring caches → bf16 [T, H, Dh].
+
+    tiled=False (decoder, few queries): query t is at position pos[t] of stream stream[t] (device
+    int32 arrays); workspace f32 [T, H, attention_splits(window, H/Hkv), Dh+2] is allocated if not given.
+    tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints).
+    """
+    _check(k_cache, "k_cache", BF16)
+    assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
+    nb, r, hkv, dh = k_cache.shape
+    _check(v_cache, "v_cache", BF16, k_cache.shape)
+    _check(q, "q", BF16)
+    assert q.ndim == 3 and q.shape[2] == dh, f"q must be [T, H, {dh}], got {q.shape}"
+    t, h = q.shape[:2]
+    assert h % hkv == 0, f"{h} query heads are not a multiple of {hkv} kv heads"
+    assert dh in (64, 128), f"head dim {dh} not compiled (64, 128)"
+    assert window >= 1, f"window must be ≥ 1, got {window}"
+    out = _out(out, "out", BF16, (t, h, dh))
+    if t == 0:
+        return out
+    group = h // hkv
+    if tiled:
+        assert p0 is not None and p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
+        assert 0 <= b < nb, f"stream {b} outside the cache's {nb} streams"
+        assert r >= window + t - 1, f"ring of {r} slots cannot hold window {window} + {t} new positions"
+        assert warps in TILED_WARPS and not (dh == 128 and warps != 4), f"warps={warps} not compiled for Dh={dh}"
+        grid = (-(-t // (16 * warps)), h)
+        args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
+        args += (np.int32(window), np.int32(p0), np.int32(b))
+        _fn("attention.cu", f"attention_tiled<{dh}, {warps}>")(grid, (32 * warps,), args)
+        return out
+    assert group in SPLIT_GROUPS, f"{group} query heads per kv head not compiled {SPLIT_GROUPS}"
+    _check(pos, "pos", np.int32, (t,))
+    _check(stream, "stream", np.int32, (t,))
+    n_splits, chunk = attention_splits(window, group), split_chunk(group)
+    if workspace is None:
+        import cupy
+
+        workspace = cupy.empty((t, h, n_splits, dh + 2), dtype=np.float32)
+    _check(workspace, "workspace", np.float32, (t, h, n_splits, dh + 2))
+    args = (q, k_cache, v_cache, pos, stream, workspace, np.int32(hkv), np.int32(r), np.int32(window))
+    _fn("attention.cu", f"attention_split<{dh}, {group}, {chunk}>")((n_splits, hkv, t), (SPLIT_THREADS,), args)
+    args = (workspace, pos, out, np.int32(n_splits), np.int32(window), np.int32(chunk))
+    _fn("attention.cu", f"attention_combine<{dh}>")((h, t), (dh // 4 * COMBINE_ROWS,), args)
+    return out
+
+
+def bias_gelu(x, bias=None, *, out=None):
+    """Exact (erf) GELU of x [T, N] f32 (+ bias [N]) → bf16 [T, N]."""
+    _check(x, "x", np.float32)
+    assert x.ndim == 2, f"x must be [T, N], got {x.shape}"
+    t, n = x.shape
+    if bias is not None:
+        _check(bias, "bias", np.float32, (n,))
+    out = _out(out, "out", BF16, (t, n))
+    if x.size:
+        grid = _blocks(x.size // 4 if n % 4 == 0 else x.size)
+        _fn("activations.cu", "bias_gelu")((grid,), (ELEMENTWISE_THREADS,), (x, _null_or(bias), out, np.int32(t), np.int32(n)))
+    return out
+
+
+def silu_mul(gu, *, out=None):
+    """SwiGLU: gu [T, 2F] f32 = gate | up → silu(gate)·up as bf16 [T, F]."""
+    _check(gu, "gu", np.float32)
+    assert gu.ndim == 2 and gu.shape[1] % 2 == 0, f"gu must be [T, 2F], got {gu.shape}"
+    t, f = gu.shape[0], gu.shape[1] // 2
+    out = _out(out, "out", BF16, (t, f))
+    if out.size:
+        grid = _blocks(out.size // 4 if f % 4 == 0 else out.size)
+        _fn("activations.cu", "silu_mul")((grid,), (ELEMENTWISE_THREADS,), (gu, out, np.int32(t), np.int32(f)))
+    return out
+
+
+def im2col_causal(x, kernel: int, stride: int, pad_left: int, *, time_axis: int, t_out: int | None = None, out=None):
+    """Columns bf16 [T_out, C·K] of a causal conv input x f32 ([T, C] if time_axis=0, [C, T] if 1).
+
+    cols[t, c·K + k] = x[t·stride − pad_left + k, c], 0 outside [0, T_in); T_out defaults to
+    ceil(T_in / stride) (right zero padding as in SPEC §3.1).
+    """
+    _check(x, "x", np.float32)
+    assert x.ndim == 2 and time_axis in (0, 1), f"x must be 2-D with time_axis 0 or 1, got {x.shape}, {time_axis}"
+    t_in, c = (x.shape[0], x.shape[1]) if time_axis == 0 else (x.shape[1], x.shape[0])
+    st, sc = (c, 1) if time_axis == 0 else (1, t_in)
+    t_out = -(-t_in // stride) if t_out is None else t_out
+    out = _out(out, "out", BF16, (t_out, c * kernel))
+    if out.size:
+        args = (x, np.int32(t_in), np.int32(c), np.int64(st), np.int64(sc), out)
+        args += (np.int32(t_out), np.int32(kernel), np.int32(stride), np.int32(pad_left))
+        _fn("conv.cu", "im2col_causal")((_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
+    return out
+
+
+def embed(tokens, E, audio, pos, stream, *, out=None):
+    """Decoder input h [T, D] f32 = audio[stream, pos % Ra] + E[token] (E bf16 [V, D], audio f32 [B, Ra, D])."""
+    _check(E, "E", BF16)
+    assert E.ndim == 2, f"E must be [V, D], got {E.shape}"
+    d = E.shape[1]
+    _check(audio, "audio", np.float32, (None, None, d))
+    _check(tokens, "tokens", np.int32)
+    assert tokens.ndim == 1, f"tokens must be [T], got {tokens.shape}"
+    t = tokens.shape[0]
+    _check(pos, "pos", np.int32, (t,))
+    _check(stream, "stream", np.int32, (t,))
+    out = _out(out, "out", np.float32, (t, d))
+    if t:
+        args = (tokens, E, audio, pos, stream, out, np.int32(d), np.int32(audio.shape[1]))
+        _fn("embed.cu", "embed")((t,), (EMBED_THREADS,), args)
+    return out
+
+
+def argmax_advance(logits, tokens, pos, history) -> None:
+    """Per stream b: tokens[b] = argmax(logits[b]); history[b, pos[b] % K] = tokens[b]; pos[b] += 1."""
+    _check(logits, "logits", np.float32)
+    assert logits.ndim == 2, f"logits must be [B, V], got {logits.shape}"
+    nb, v = logits.shape
+    _check(tokens, "tokens", np.int32, (nb,))
+    _check(pos, "pos", np.int32, (nb,))
+    _check(history, "history", np.int32, (nb, None))
+    if nb:
+        args = (logits, np.int32(v), tokens, pos, history, np.int32(history.shape[1]))
+        _fn("argmax.cu", "argmax_advance")((nb,), (ARGMAX_THREADS,), args)
+
+
+def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> int:
+    """Useful (unmasked) FLOPs of attention_tiled: 4·Dh per visible (query, key) pair and head."""
+    visible = sum(min(p + 1, window) for p in range(p0, p0 + t))
+    return 4 * head_dim * n_heads * visible
+
+
+__all__ = [
+    "argmax_advance", "attention", "attention_splits", "bias_gelu", "embed", "im2col_causal",
+    "rms_norm", "rope_qkv", "silu_mul", "split_chunk", "tiled_flops",
+]  # fmt: skip
