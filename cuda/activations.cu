@@ -1,6 +1,7 @@
 // Elementwise activations of the f32 GEMM outputs, written as the next GEMM's bf16 input.
 // bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5).
-// Grid-stride loops; 4 elements per step where the row length is a multiple of 4.
+// Grid-stride loops; 4 elements per step where the row length is a multiple of 4 and the pointers
+// are aligned for 16-byte loads.
 #include "common.cuh"
 
 __device__ __forceinline__ float gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
@@ -11,7 +12,8 @@ extern "C" __global__ void bias_gelu(const float* __restrict__ x,     // x: [T, 
                                      bf16* __restrict__ out,          // out: [T, N] bf16
                                      int T, int N) {
     const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (N % 4 == 0) {
+    const bool vec = N % 4 == 0 && ((size_t)x | (size_t)(bias ? bias : x)) % 16 == 0 && (size_t)out % 8 == 0;
+    if (vec) {
         const size_t n4 = N / 4, total = (size_t)T * n4;
         const float4* x4 = reinterpret_cast<const float4*>(x);
         const float4* b4 = reinterpret_cast<const float4*>(bias);
@@ -35,7 +37,7 @@ extern "C" __global__ void silu_mul(const float* __restrict__ gu,  // gu: [T, 2F
                                     bf16* __restrict__ out,        // out: [T, F] bf16
                                     int T, int F) {
     const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (F % 4 == 0) {
+    if (F % 4 == 0 && (size_t)gu % 16 == 0 && (size_t)out % 8 == 0) {
         const size_t f4 = F / 4, total = (size_t)T * f4;
         const float4* g4 = reinterpret_cast<const float4*>(gu);
         uint2* o2 = reinterpret_cast<uint2*>(out);

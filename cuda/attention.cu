@@ -174,7 +174,9 @@ __global__ void __launch_bounds__(DH / 4 * COMBINE_ROWS)
     for (int s = row; s < n_active; s += COMBINE_ROWS) {
         const float* ps = base + (size_t)s * (DH + 2);
         const float ms = ps[DH], ls = ps[DH + 1];
-        const float4 a = reinterpret_cast<const float4*>(ps)[d4];
+        // A record is DH+2 floats, so only 8-byte alignment holds for every split.
+        const float2 a01 = reinterpret_cast<const float2*>(ps)[2 * d4], a23 = reinterpret_cast<const float2*>(ps)[2 * d4 + 1];
+        const float4 a = make_float4(a01.x, a01.y, a23.x, a23.y);
         const float mn = fmaxf(m, ms);
         const float c_old = exp2f(m - mn), c_new = exp2f(ms - mn);  // m may be −inf; ms is finite
         l = l * c_old + ls * c_new;

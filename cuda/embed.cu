@@ -1,5 +1,5 @@
 // Decoder input (SPEC §5): h[t] = a[p] + E[token], the audio embedding read from its stream's ring.
-// One block per position; 4 elements per step where D % 4 == 0.
+// One block per position; 4 elements per step where D % 4 == 0 and the pointers are aligned.
 #include "common.cuh"
 
 extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T] int32
@@ -13,7 +13,7 @@ extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T]
     const float* a = audio + ((size_t)stream[t] * Ra + (size_t)(pos[t] % Ra)) * D;
     const bf16* e = E + (size_t)tokens[t] * D;
     float* o = h + (size_t)t * D;
-    if (D % 4 == 0) {
+    if (D % 4 == 0 && ((size_t)audio | (size_t)h) % 16 == 0 && (size_t)E % 8 == 0) {
         for (int i = threadIdx.x; i < D / 4; i += blockDim.x) {
             const float4 av = reinterpret_cast<const float4*>(a)[i];
             const uint2 ev = reinterpret_cast<const uint2*>(e)[i];

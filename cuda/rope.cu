@@ -12,27 +12,27 @@ extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T,
                                     bf16* __restrict__ v_cache,      // v_cache: [B, R, Hkv, Dh] bf16
                                     int H, int Hkv, int Dh, int R, float theta) {
     extern __shared__ float2 cs[];  // [Dh/2] (cos, sin) of this position
-    const int t = blockIdx.x, half = Dh / 2;
+    const int t = blockIdx.x, half = Dh / 2, n_pairs = (H + 2 * Hkv) * half;
+    const float2* row = reinterpret_cast<const float2*>(qkv + (size_t)t * n_pairs * 2);
+    float2 next = threadIdx.x < n_pairs ? row[threadIdx.x] : make_float2(0.f, 0.f);  // in flight meanwhile
     const int p = pos[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        const double two_pi = 6.283185307179586476925286766559;
-        const double inv = pow((double)theta, -2.0 * i / Dh);
-        double ang = fmod((double)p * inv, two_pi);
+        const double two_pi = 6.283185307179586476925286766559, inv_two_pi = 0.15915494309189533576888376337251;
+        const double ang = (double)p * exp(-2.0 * i / Dh * log((double)theta));  // θ^(−2i/Dh)
         float s, c;
-        sincosf((float)ang, &s, &c);
+        sincosf((float)(ang - floor(ang * inv_two_pi) * two_pi), &s, &c);
         cs[i] = make_float2(c, s);
     }
     __syncthreads();
-    const int width = (H + 2 * Hkv) * Dh;
-    const float2* row = reinterpret_cast<const float2*>(qkv + (size_t)t * width);
     const float2* b2 = reinterpret_cast<const float2*>(bias);
     const size_t slot = ((size_t)stream[t] * R + (size_t)(p % R)) * Hkv * Dh;
     unsigned* q32 = reinterpret_cast<unsigned*>(q_out + (size_t)t * H * Dh);
     unsigned* k32 = reinterpret_cast<unsigned*>(k_cache + slot);
     unsigned* v32 = reinterpret_cast<unsigned*>(v_cache + slot);
     const int n_rot = (H + Hkv) * half;  // pairs of q and k, rotated; the v pairs follow
-    for (int j = threadIdx.x; j < width / 2; j += blockDim.x) {
-        float2 v = row[j];
+    for (int j = threadIdx.x; j < n_pairs; j += blockDim.x) {
+        float2 v = next;
+        if (j + (int)blockDim.x < n_pairs) next = row[j + blockDim.x];
         if (bias) {
             const float2 b = b2[j];
             v.x += b.x, v.y += b.y;

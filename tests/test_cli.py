@@ -13,7 +13,11 @@ import soundfile as sf
 def voxtral(*args, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "voxtral", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=300
+        [sys.executable, "-m", "voxtral", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
     )
 
 
@@ -137,6 +141,11 @@ def test_info(tiny_dir):
 
 
 def test_help_on_every_command():
-    for args in (["--help"], ["transcribe", "--help"], ["info", "--help"], ["dev", "random-checkpoint", "--help"]):
+    for args in (
+        ["--help"],
+        ["transcribe", "--help"],
+        ["info", "--help"],
+        ["dev", "random-checkpoint", "--help"],
+    ):
         r = voxtral(*args)
         assert r.returncode == 0 and "Usage" in r.stdout

@@ -11,7 +11,12 @@ from voxtral.testing import params
 def test_official_config_parses_to_official_numbers():
     cfg = ModelConfig.from_dict(params("full"))
     assert (cfg.encoder.dim, cfg.encoder.n_layers, cfg.encoder.sliding_window) == (1280, 32, 750)
-    assert (cfg.decoder.dim, cfg.decoder.n_layers, cfg.decoder.group, cfg.decoder.vocab_size) == (3072, 26, 4, 131072)
+    assert (cfg.decoder.dim, cfg.decoder.n_layers, cfg.decoder.group, cfg.decoder.vocab_size) == (
+        3072,
+        26,
+        4,
+        131072,
+    )
     assert cfg.adapter_in == 5120
     assert cfg.audio.samples_per_token == 1280 and cfg.audio.frames_per_token == 8
 

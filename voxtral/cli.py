@@ -139,6 +139,52 @@ def info(model: ModelOpt = DEFAULT_MODEL) -> None:
     typer.echo(describe(ckpt))
 
 
+@app.command()
+def bench(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model directory or Hub id.")] = None,
+    random_weights: Annotated[
+        str | None, typer.Option(help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.")
+    ] = None,
+    audio: Annotated[Path | None, typer.Option(help="Audio file (default: the 60 s clip of audio/).")] = None,
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="Comma-separated devices: cpu,cuda.")
+    ] = "cpu,cuda",
+    positions: Annotated[
+        str, typer.Option(help="Decode profile positions (GPU), comma-separated.")
+    ] = "500,5000",
+    steps: Annotated[int, typer.Option(help="Timed decode steps per position (GPU).")] = 100,
+    cpu_steps: Annotated[int, typer.Option(help="Timed decode steps on the CPU.")] = 4,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
+    ] = None,
+) -> None:
+    """CPU vs GPU speed per stage and decode ms/step vs the bandwidth roofline (table; JSON with --json)."""
+    _setup_logging(False, False)
+    from . import bench as bench_mod
+
+    if (model is None) == (random_weights is None):
+        _error("give exactly one of --model or --random-weights")
+        raise typer.Exit(2)
+    opts = bench_mod.BenchOptions(
+        model=model,
+        random_weights=random_weights,
+        devices=tuple(d.strip() for d in device.split(",") if d.strip()),
+        positions=tuple(int(p) for p in positions.split(",")),
+        steps=steps,
+        cpu_steps=cpu_steps,
+    )
+    if audio is not None:
+        opts.audio = audio
+    try:
+        result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
+    except VoxtralError as e:
+        _error(str(e))
+        raise typer.Exit(e.exit_code) from None
+    if json_out is not None:
+        bench_mod.write_json(result, json_out)
+    typer.echo(bench_mod.table(result))
+
+
 @dev_app.command("random-checkpoint")
 def random_checkpoint(
     directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created if needed).")],

@@ -47,10 +47,14 @@ def test_rms_norm_gelu_silu_linear_vs_scalar_math():
     rng = np.random.default_rng()
     x = rng.standard_normal((4, 37))
     g = rng.standard_normal(37)
-    ref = np.array([[x[i, j] / math.sqrt(np.mean(x[i] ** 2) + 1e-5) * g[j] for j in range(37)] for i in range(4)])
+    ref = np.array(
+        [[x[i, j] / math.sqrt(np.mean(x[i] ** 2) + 1e-5) * g[j] for j in range(37)] for i in range(4)]
+    )
     np.testing.assert_allclose(ops.rms_norm(x, g, 1e-5), ref, rtol=1e-12)
     flat = x.ravel()
-    np.testing.assert_allclose(ops.gelu(flat), [0.5 * a * (1 + math.erf(a / math.sqrt(2))) for a in flat], rtol=1e-12)
+    np.testing.assert_allclose(
+        ops.gelu(flat), [0.5 * a * (1 + math.erf(a / math.sqrt(2))) for a in flat], rtol=1e-12
+    )
     np.testing.assert_allclose(ops.silu(flat), [a / (1 + math.exp(-a)) for a in flat], rtol=1e-12)
     w = rng.standard_normal((2500, 37))  # more rows than one LINEAR_ROW_BLOCK
     b = rng.standard_normal(2500)

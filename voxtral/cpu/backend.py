@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,15 @@ class CpuBackend:
             if want_logits:
                 logits[i] = row
         return tokens, logits
+
+    def step_times(self, state: CpuState, n: int) -> np.ndarray:
+        """Milliseconds of each of n greedy steps."""
+        times = np.empty(n)
+        for i in range(n):
+            t0 = time.perf_counter()
+            self.step(state, 1)
+            times[i] = 1000 * (time.perf_counter() - t0)
+        return times
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x, np.float32)

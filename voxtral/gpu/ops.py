@@ -87,12 +87,14 @@ def rms_norm(x, w, eps: float, *, bias=None, out=None):
     per_thread = 4 if d % 4 == 0 else 1
     threads = min(1024, max(32, 32 * -(-d // (32 * per_thread))))
     if t:
-        _fn("rms_norm.cu", "rms_norm")((t,), (threads,), (x, _null_or(bias), w, out, np.int32(d), np.float32(eps)))
+        _fn("rms_norm.cu", "rms_norm")(
+            (t,), (threads,), (x, _null_or(bias), w, out, np.int32(d), np.float32(eps))
+        )
     return out
 
 
 def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out=None):
-    """Bias + interleaved RoPE on q|k|v [T, (H+2Hkv)·Dh] f32: returns q bf16 [T, H, Dh]; k, v → ring slot pos % R."""
+    """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 → q bf16 [T, H, Dh]; k, v → ring slot pos % R."""
     _check(k_cache, "k_cache", BF16)
     assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
     b, r, hkv, dh = k_cache.shape
@@ -135,6 +137,8 @@ def attention(
     assert dh in (64, 128), f"head dim {dh} not compiled (64, 128)"
     assert window >= 1, f"window must be ≥ 1, got {window}"
     out = _out(out, "out", BF16, (t, h, dh))
+    for name, a in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+        assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
     if t == 0:
         return out
     group = h // hkv
@@ -142,7 +146,9 @@ def attention(
         assert p0 is not None and p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
         assert 0 <= b < nb, f"stream {b} outside the cache's {nb} streams"
         assert r >= window + t - 1, f"ring of {r} slots cannot hold window {window} + {t} new positions"
-        assert warps in TILED_WARPS and not (dh == 128 and warps != 4), f"warps={warps} not compiled for Dh={dh}"
+        assert warps in TILED_WARPS and not (dh == 128 and warps != 4), (
+            f"warps={warps} not compiled for Dh={dh}"
+        )
         grid = (-(-t // (16 * warps)), h)
         args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
         args += (np.int32(window), np.int32(p0), np.int32(b))
@@ -158,7 +164,9 @@ def attention(
         workspace = cupy.empty((t, h, n_splits, dh + 2), dtype=np.float32)
     _check(workspace, "workspace", np.float32, (t, h, n_splits, dh + 2))
     args = (q, k_cache, v_cache, pos, stream, workspace, np.int32(hkv), np.int32(r), np.int32(window))
-    _fn("attention.cu", f"attention_split<{dh}, {group}, {chunk}>")((n_splits, hkv, t), (SPLIT_THREADS,), args)
+    _fn("attention.cu", f"attention_split<{dh}, {group}, {chunk}>")(
+        (n_splits, hkv, t), (SPLIT_THREADS,), args
+    )
     args = (workspace, pos, out, np.int32(n_splits), np.int32(window), np.int32(chunk))
     _fn("attention.cu", f"attention_combine<{dh}>")((h, t), (dh // 4 * COMBINE_ROWS,), args)
     return out
@@ -174,7 +182,9 @@ def bias_gelu(x, bias=None, *, out=None):
     out = _out(out, "out", BF16, (t, n))
     if x.size:
         grid = _blocks(x.size // 4 if n % 4 == 0 else x.size)
-        _fn("activations.cu", "bias_gelu")((grid,), (ELEMENTWISE_THREADS,), (x, _null_or(bias), out, np.int32(t), np.int32(n)))
+        _fn("activations.cu", "bias_gelu")(
+            (grid,), (ELEMENTWISE_THREADS,), (x, _null_or(bias), out, np.int32(t), np.int32(n))
+        )
     return out
 
 
@@ -186,18 +196,24 @@ def silu_mul(gu, *, out=None):
     out = _out(out, "out", BF16, (t, f))
     if out.size:
         grid = _blocks(out.size // 4 if f % 4 == 0 else out.size)
-        _fn("activations.cu", "silu_mul")((grid,), (ELEMENTWISE_THREADS,), (gu, out, np.int32(t), np.int32(f)))
+        _fn("activations.cu", "silu_mul")(
+            (grid,), (ELEMENTWISE_THREADS,), (gu, out, np.int32(t), np.int32(f))
+        )
     return out
 
 
-def im2col_causal(x, kernel: int, stride: int, pad_left: int, *, time_axis: int, t_out: int | None = None, out=None):
+def im2col_causal(
+    x, kernel: int, stride: int, pad_left: int, *, time_axis: int, t_out: int | None = None, out=None
+):
     """Columns bf16 [T_out, C·K] of a causal conv input x f32 ([T, C] if time_axis=0, [C, T] if 1).
 
     cols[t, c·K + k] = x[t·stride − pad_left + k, c], 0 outside [0, T_in); T_out defaults to
     ceil(T_in / stride) (right zero padding as in SPEC §3.1).
     """
     _check(x, "x", np.float32)
-    assert x.ndim == 2 and time_axis in (0, 1), f"x must be 2-D with time_axis 0 or 1, got {x.shape}, {time_axis}"
+    assert x.ndim == 2 and time_axis in (0, 1), (
+        f"x must be 2-D with time_axis 0 or 1, got {x.shape}, {time_axis}"
+    )
     t_in, c = (x.shape[0], x.shape[1]) if time_axis == 0 else (x.shape[1], x.shape[0])
     st, sc = (c, 1) if time_axis == 0 else (1, t_in)
     t_out = -(-t_in // stride) if t_out is None else t_out
@@ -210,7 +226,7 @@ def im2col_causal(x, kernel: int, stride: int, pad_left: int, *, time_axis: int,
 
 
 def embed(tokens, E, audio, pos, stream, *, out=None):
-    """Decoder input h [T, D] f32 = audio[stream, pos % Ra] + E[token] (E bf16 [V, D], audio f32 [B, Ra, D])."""
+    """Decoder input h [T, D] f32 = audio[stream, pos % Ra] + E[token]; E bf16 [V, D], audio [B, Ra, D]."""
     _check(E, "E", BF16)
     assert E.ndim == 2, f"E must be [V, D], got {E.shape}"
     d = E.shape[1]

@@ -1,0 +1,102 @@
+"""The GPU path against the CPU path on tiny checkpoints, and the graphed step against eager."""
+
+import numpy as np
+import pytest
+
+import voxtral
+from voxtral.gpu import decoder
+
+N_STEPS = 24
+MARGIN = 0.05  # top-1 − top-2 logit gap the CPU run must keep for token identity to be meaningful
+
+
+def rel_l2(x, ref):
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+@pytest.fixture(scope="module")
+def cpu(tiny_dir):
+    return voxtral.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def gpu(tiny_dir):
+    return voxtral.load(tiny_dir, device="cuda")
+
+
+def test_device_selection(gpu):
+    assert gpu.device == "cuda"
+    assert voxtral.load(gpu.checkpoint.directory).device == "cuda"  # auto picks the GPU
+
+
+def test_encoder_matches_cpu(cpu, gpu, clip15):
+    ref = cpu.trace(clip15, 1)
+    out = gpu.trace(clip15, 1)
+    np.testing.assert_array_equal(out.mel, ref.mel)
+    err = rel_l2(out.audio_embeds, ref.audio_embeds)
+    print(f"audio embeddings GPU vs CPU: rel L2 {err:.2e}")
+    assert err < 2e-2
+
+
+def test_logits_match_cpu_with_teacher_forcing(cpu, gpu, clip15):
+    n = 80  # past the tiny decoder window of 40
+    ref = cpu.trace(clip15, n)
+    out = gpu.trace(clip15, n, forced_tokens=ref.tokens)
+    err = rel_l2(out.logits, ref.logits)
+    per_step = max(rel_l2(out.logits[i], ref.logits[i]) for i in range(n))
+    print(f"logits GPU vs CPU over {n} steps: rel L2 {err:.2e} (worst step {per_step:.2e})")
+    assert err < 2e-2 and per_step < 2e-2
+
+
+def test_greedy_tokens_and_text_match_cpu(cpu, gpu, clip5, clip15):
+    for clip in (clip5, clip15):
+        ref = cpu.trace(clip, N_STEPS)
+        top2 = np.sort(ref.logits, axis=1)[:, -2:]
+        assert (top2[:, 1] - top2[:, 0]).min() > MARGIN, "checkpoint lacks clear margins: pick another seed"
+        np.testing.assert_array_equal(gpu.trace(clip, N_STEPS).tokens, ref.tokens)
+        t_cpu, t_gpu = cpu.transcribe(clip), gpu.transcribe(clip)
+        assert t_gpu.tokens == t_cpu.tokens
+        assert t_gpu.text == t_cpu.text
+
+
+def test_eos_stops_the_gpu_run_like_the_cpu_run(tiny_eos_dir, clip15):
+    cpu = voxtral.load(tiny_eos_dir, device="cpu").transcribe(clip15)
+    gpu = voxtral.load(tiny_eos_dir, device="cuda").transcribe(clip15)
+    assert gpu.tokens == cpu.tokens
+
+
+def test_prefill_equals_position_by_position(gpu, clip5):
+    b = gpu.backend
+    audio = b.encode(gpu.trace(clip5, 1).mel)
+    prompt = gpu.schedule.prompt
+    s1 = b.start(audio)
+    b.prefill(s1, prompt)
+    t1, l1 = b.step(s1, 30, want_logits=True)
+    s2 = b.start(audio)
+    b.prefill(s2, prompt[:1])
+    b.step(s2, len(prompt) - 1, inputs=prompt)
+    t2, l2 = b.step(s2, 30, inputs=np.concatenate([prompt[-1:], t1[:-1]]), want_logits=True)
+    np.testing.assert_array_equal(t1, t2)
+    assert rel_l2(l2, l1) < 1e-2
+
+
+class _Eager:
+    """Stands in for the captured graph: runs the same step eagerly."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def launch(self, stream):
+        decoder.step(self.backend.weights, self.backend.cfg.decoder, self.backend.buffers)
+
+
+def test_graph_replay_equals_eager(gpu, clip5):
+    graphed = gpu.trace(clip5, 40)
+    saved = gpu.backend.graph
+    try:
+        gpu.backend.graph = _Eager(gpu.backend)
+        eager = gpu.trace(clip5, 40)
+    finally:
+        gpu.backend.graph = saved
+    np.testing.assert_array_equal(graphed.tokens, eager.tokens)
+    np.testing.assert_array_equal(graphed.logits, eager.logits)

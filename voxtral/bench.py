@@ -1,0 +1,243 @@
+"""`voxtral bench`: CPU vs GPU speed per stage, decode ms/step against the bandwidth roofline (SPEC §8).
+
+Per device: load time, the stages of a real transcription (mel, encoder + adapter, prefill, decode),
+then a decode profile: per-step times (median, p90) in windows around given positions, reached by
+real greedy steps over long audio. On the GPU, the same run measures the device copy bandwidth and
+a large BF16 GEMM, and reports the decode step as a share of the bandwidth roofline and the encoder
+as a share of the GEMM rate. Use a checkpoint with EOS unreachable so every run decodes every step.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio as audio_io
+from .config import ModelConfig
+
+DEFAULT_AUDIO = (
+    Path(__file__).parents[1] / "audio" / "night1968" / "60s_i_dont_want_anyones_life_on_my_hands.wav"
+)
+COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
+GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
+
+
+@dataclass
+class BenchOptions:
+    model: str | None = None  # checkpoint directory or Hub id
+    random_weights: str | None = None  # "full" or "tiny": generate one (EOS unreachable) instead
+    audio: Path = DEFAULT_AUDIO
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    positions: tuple[int, ...] = (500, 5000)  # decode profile windows (GPU)
+    steps: int = 100  # timed steps per window (GPU)
+    cpu_steps: int = 4  # timed steps on the CPU (after the prompt)
+    delay_ms: int | None = None
+
+
+@dataclass
+class DeviceReport:
+    device: str
+    load_s: float
+    audio_s: float
+    stages_ms: dict[str, float]
+    steps: int
+    decode_profile: list[dict] = field(default_factory=list)  # {position, median_ms, p90_ms, ...}
+    extra: dict = field(default_factory=dict)
+
+
+def decode_bytes(cfg: ModelConfig, position: int) -> int:
+    """Bytes one decoder step must read at `position`: every BF16 weight once plus the KV cache."""
+    d = cfg.decoder
+    per_layer = (d.q_dim + 2 * d.kv_dim) * d.dim + d.dim * d.q_dim + 3 * d.hidden_dim * d.dim
+    keys = min(position + 1, d.sliding_window)
+    return 2 * (d.n_layers * per_layer + d.vocab_size * d.dim) + d.n_layers * keys * 2 * d.kv_dim * 2
+
+
+def encoder_flops(cfg: ModelConfig, n_frames: int) -> float:
+    """FLOPs of conv stem + encoder + adapter for n_frames mel frames (2 per multiply-add)."""
+    e, a = cfg.encoder, cfg.audio
+    s = n_frames // 2
+    linear = (e.q_dim + 2 * e.kv_dim) * e.dim + e.dim * e.q_dim + 3 * e.hidden_dim * e.dim
+    visible = sum(min(p + 1, e.sliding_window) for p in range(s))
+    attention = 4 * e.head_dim * e.n_heads * visible * e.n_layers
+    conv = 2 * n_frames * e.dim * a.num_mel_bins * 3 + 2 * s * e.dim * e.dim * 3
+    adapter = 2 * (s // 4) * (cfg.decoder.dim * cfg.adapter_in + cfg.decoder.dim**2)
+    return 2.0 * s * linear * e.n_layers + attention + conv + adapter
+
+
+def _gpu_ceilings() -> dict:
+    """Measured device copy bandwidth (bytes read + written) and BF16 GEMM rate."""
+    import cupy
+
+    from .gpu.gemm import gemm
+
+    src = cupy.random.random(COPY_BYTES // 4, dtype=np.float32)
+    dst = cupy.empty_like(src)
+    x = (cupy.random.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32).view(np.uint32) >> 16).astype(
+        np.uint16
+    )
+    out = cupy.empty((GEMM_SIZE, GEMM_SIZE), np.float32)
+
+    def timed(fn, reps: int) -> float:
+        fn()
+        begin, end = cupy.cuda.Event(), cupy.cuda.Event()
+        samples = []
+        for _ in range(reps):
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(cupy.cuda.get_elapsed_time(begin, end) / 1000)
+        return float(np.median(samples))
+
+    copy_s = timed(lambda: dst.__setitem__(Ellipsis, src), 10)
+    gemm_s = timed(lambda: gemm(x, x, out=out), 10)
+    return {"copy_GBps": 2 * COPY_BYTES / copy_s / 1e9, "gemm_TFLOPs": 2 * GEMM_SIZE**3 / gemm_s / 1e12}
+
+
+def _long_audio(samples: np.ndarray, n_positions: int, spt: int) -> np.ndarray:
+    reps = -(-(n_positions * spt) // len(samples))
+    return np.tile(samples, reps)
+
+
+def _profile(model, samples: np.ndarray, positions, steps: int) -> list[dict]:
+    """Per-step times in a window starting at each position, reached by real greedy steps."""
+    cfg = model.config
+    n_needed = max(positions) + steps + 1
+    long = _long_audio(samples, n_needed, cfg.audio.samples_per_token)
+    mel = audio_io.log_mel(
+        audio_io.pad_offline(long, model.schedule.n_left, 0, cfg.audio.samples_per_token), cfg.audio
+    )
+    backend = model.backend
+    state = backend.start(backend.encode(mel))
+    backend.prefill(state, model.schedule.prompt)
+    rows = []
+    for p in sorted(positions):
+        while state.pos < p:
+            backend.step(state, min(backend.burst * 4, p - state.pos))
+        ms = backend.step_times(state, steps)
+        rows.append(
+            {
+                "position": p,
+                "median_ms": float(np.median(ms)),
+                "p90_ms": float(np.percentile(ms, 90)),
+                "n": len(ms),
+            }
+        )
+    return rows
+
+
+def bench_device(
+    model_dir: str, device: str, opts: BenchOptions, samples: np.ndarray, sr: int
+) -> DeviceReport:
+    import voxtral
+
+    t0 = time.perf_counter()
+    model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms)
+    load_s = time.perf_counter() - t0
+    runs = 2 if device == "cuda" else 1  # the first GPU run compiles kernels and captures the graph
+    for _ in range(runs):
+        t = model.transcribe(samples, sample_rate=sr)
+    stages = {k: 1000 * v for k, v in t.timings.items()}
+    stages["decode_ms_per_step"] = stages["decode"] / max(len(t.tokens), 1)
+    report = DeviceReport(
+        device=device, load_s=load_s, audio_s=t.duration, stages_ms=stages, steps=len(t.tokens)
+    )
+    if device == "cuda":
+        report.decode_profile = _profile(model, samples, opts.positions, opts.steps)
+        report.extra = _gpu_ceilings() | model.backend.memory_bytes()
+    else:
+        report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
+    return report
+
+
+def add_rooflines(report: DeviceReport, cfg: ModelConfig) -> None:
+    """Decode step vs the bandwidth floor and encoder vs the GEMM rate, both measured in the same run."""
+    bw, rate = report.extra.get("copy_GBps"), report.extra.get("gemm_TFLOPs")
+    if not bw:
+        return
+    for row in report.decode_profile:
+        floor_ms = decode_bytes(cfg, row["position"]) / (bw * 1e9) * 1000
+        row["roofline_ms"] = floor_ms
+        row["roofline_pct"] = 100 * floor_ms / row["median_ms"]
+    n_frames = int(report.audio_s * cfg.audio.sampling_rate) // cfg.audio.hop_length
+    flops = encoder_flops(cfg, n_frames)
+    report.extra["encoder_flop_limit_ms"] = flops / (rate * 1e12) * 1000
+    report.extra["encoder_flop_pct"] = (
+        100 * report.extra["encoder_flop_limit_ms"] / report.stages_ms["encoder"]
+    )
+
+
+def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
+    """Run the benchmark on every available device; returns the JSON-ready report."""
+    from .gpu.device import unavailable_reason
+
+    samples = audio_io.load_audio(opts.audio)
+    sr = 16000
+    with tempfile.TemporaryDirectory(prefix="voxtral-bench-") as tmp:
+        model_dir = opts.model
+        if opts.random_weights:
+            from .testing import write_checkpoint
+
+            progress(f"writing a random {opts.random_weights} checkpoint (EOS unreachable)")
+            model_dir = str(write_checkpoint(tmp, opts.random_weights, seed=0, eos_reachable=False))
+        cfg = ModelConfig.from_file(Path(model_dir) / "params.json") if Path(model_dir).is_dir() else None
+        reports = []
+        for device in opts.devices:
+            if device == "cuda" and unavailable_reason():
+                progress(f"skipping cuda: {unavailable_reason()}")
+                continue
+            progress(f"benchmarking {device}")
+            r = bench_device(model_dir, device, opts, samples, sr)
+            if cfg is not None:
+                add_rooflines(r, cfg)
+            reports.append(r)
+    result = {"audio": str(opts.audio), "audio_s": len(samples) / sr, "devices": [asdict(r) for r in reports]}
+    if len(reports) == 2:
+        cpu, gpu = reports
+        result["cpu_over_gpu"] = {
+            k: cpu.stages_ms[k] / gpu.stages_ms[k] for k in cpu.stages_ms if gpu.stages_ms.get(k, 0) > 0
+        }
+    return result
+
+
+def table(result: dict) -> str:
+    """A short human-readable table of the report."""
+    lines = [f"audio {result['audio_s']:.1f} s"]
+    for r in result["devices"]:
+        s = r["stages_ms"]
+        lines.append(
+            f"{r['device']:>5}: load {r['load_s']:.1f} s | mel {s['mel']:.0f} ms"
+            f" | encoder+adapter {s['encoder']:.1f} ms | prefill {s['prefill']:.1f} ms"
+            f" | decode {s['decode_ms_per_step']:.2f} ms/step over {r['steps']} steps"
+        )
+        for row in r["decode_profile"]:
+            roof = (
+                f" | roofline {row['roofline_ms']:.2f} ms = {row['roofline_pct']:.0f}%"
+                if "roofline_ms" in row
+                else ""
+            )
+            lines.append(
+                f"       step @ pos {row['position']}: median {row['median_ms']:.3f} ms,"
+                f" p90 {row['p90_ms']:.3f} ms{roof}"
+            )
+        x = r["extra"]
+        if "copy_GBps" in x:
+            lines.append(
+                f"       copy {x['copy_GBps']:.0f} GB/s, GEMM {x['gemm_TFLOPs']:.0f} TFLOP/s, encoder at "
+                f"{x.get('encoder_flop_pct', 0):.0f}% of its FLOP limit "
+                f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
+                f"device pool {x['pool_total'] / 1e9:.2f} GB"
+            )
+    if "cpu_over_gpu" in result:
+        lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=2))

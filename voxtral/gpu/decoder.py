@@ -1,0 +1,109 @@
+"""Text decoder on the GPU (SPEC §5): preallocated buffers, prefill, and the graphed greedy step.
+
+Everything a step touches lives in fixed device buffers with a batch dimension B (streams), so a
+step is captured once as a CUDA graph and replayed unchanged: the input token, the position and
+the audio ring slot are read from device memory, and argmax_advance writes the next token,
+advances the position and records the token in a history ring that the host reads once per burst.
+Shapes: B streams, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V vocab, R ring slots.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import DecoderConfig
+from . import ops
+from .gemm import gemm
+from .weights import GpuWeights
+
+AUDIO_RING = 256  # audio embedding slots per stream; the host feeds them ahead of each burst
+HISTORY = 64  # token history slots per stream; a burst must not exceed it
+
+
+class DecoderBuffers:
+    """All device memory a decoder step uses, for B streams."""
+
+    def __init__(self, cfg: DecoderConfig, batch: int = 1):
+        import cupy
+
+        b, d = batch, cfg.dim
+        self.batch = batch
+        cache = (cfg.n_layers, b, cfg.sliding_window, cfg.n_kv_heads, cfg.head_dim)
+        self.k = cupy.empty(cache, np.uint16)  # [L, B, R, Hkv, Dh] bf16
+        self.v = cupy.empty(cache, np.uint16)
+        self.audio = cupy.zeros((b, AUDIO_RING, d), np.float32)  # [B, Ra, D]
+        self.tokens = cupy.zeros(b, np.int32)  # [B] input token of the next step
+        self.pos = cupy.zeros(b, np.int32)  # [B] position of the next step
+        self.stream = cupy.arange(b, dtype=np.int32)  # [B]
+        self.history = cupy.zeros((b, HISTORY), np.int32)  # [B, K] token chosen at position p in slot p % K
+        self.h = cupy.empty((b, d), np.float32)  # [B, D] residual stream
+        self.x = cupy.empty((b, d), np.uint16)  # [B, D] normed input of a GEMM, bf16
+        self.qkv = cupy.empty((b, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
+        self.q = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
+        self.o = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
+        splits = ops.attention_splits(cfg.sliding_window, cfg.group)
+        self.workspace = cupy.empty((b, cfg.n_heads, splits, cfg.head_dim + 2), np.float32)
+        self.gu = cupy.empty((b, 2 * cfg.hidden_dim), np.float32)  # [B, 2F] gate | up
+        self.u = cupy.empty((b, cfg.hidden_dim), np.uint16)  # [B, F] bf16
+        self.logits = cupy.empty((b, cfg.vocab_size), np.float32)  # [B, V]
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
+
+
+def layers(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, h, pos, stream, scratch) -> None:
+    """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of streams stream [T].
+
+    scratch holds the per-position buffers (x, qkv, q, o, workspace, gu, u) sized for T.
+    """
+    t = h.shape[0]
+    for i, lw in enumerate(w.decoder_layers):
+        x = ops.rms_norm(h, lw.attention_norm, cfg.norm_eps, out=scratch.x)
+        qkv = gemm(x, lw.wqkv, out=scratch.qkv)
+        q = ops.rope_qkv(qkv, pos, stream, buf.k[i], buf.v[i], cfg.rope_theta, out=scratch.q)
+        o = ops.attention(
+            q, buf.k[i], buf.v[i], cfg.sliding_window, pos=pos, stream=stream, out=scratch.o,
+            workspace=scratch.workspace,
+        )  # fmt: skip
+        gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
+        x = ops.rms_norm(h, lw.ffn_norm, cfg.norm_eps, out=scratch.x)
+        ops.silu_mul(gemm(x, lw.w13, out=scratch.gu), out=scratch.u)
+        gemm(scratch.u, lw.w2, out=h, beta=1.0)
+
+
+def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers) -> None:
+    """One greedy step for every stream; only device buffers in and out (capturable)."""
+    ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.stream, out=buf.h)
+    layers(w, cfg, buf, buf.h, buf.pos, buf.stream, buf)
+    x = ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x)
+    gemm(x, w.tok_embeddings, out=buf.logits)
+    ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history)
+
+
+class PrefillScratch:
+    """Per-position buffers for a prefill of T positions (allocated per call, not graphed)."""
+
+    def __init__(self, cfg: DecoderConfig, t: int):
+        import cupy
+
+        self.x = cupy.empty((t, cfg.dim), np.uint16)
+        self.qkv = cupy.empty((t, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
+        self.q = cupy.empty((t, cfg.n_heads, cfg.head_dim), np.uint16)
+        self.o = cupy.empty((t, cfg.n_heads, cfg.head_dim), np.uint16)
+        splits = ops.attention_splits(cfg.sliding_window, cfg.group)
+        self.workspace = cupy.empty((t, cfg.n_heads, splits, cfg.head_dim + 2), np.float32)
+        self.gu = cupy.empty((t, 2 * cfg.hidden_dim), np.float32)
+        self.u = cupy.empty((t, cfg.hidden_dim), np.uint16)
+
+
+def prefill(
+    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, b: int, tokens: np.ndarray, p0: int
+) -> None:
+    """Positions p0 … p0+T−1 of stream b with inputs tokens [T], all in one pass per layer."""
+    import cupy
+
+    t = len(tokens)
+    pos = cupy.arange(p0, p0 + t, dtype=np.int32)
+    stream = cupy.full(t, b, dtype=np.int32)
+    h = ops.embed(cupy.asarray(tokens, np.int32), w.tok_embeddings, buf.audio, pos, stream)  # [T, D]
+    layers(w, cfg, buf, h, pos, stream, PrefillScratch(cfg, t))

@@ -1,0 +1,239 @@
+"""Isolated timings of every CUDA kernel at the real model's sizes (SPEC §8), with bytes moved.
+
+time_kernels() returns one row per case: microseconds (median of CUDA-event timings of a captured
+graph of many launches), the fewest bytes the kernel must move, GB/s and % of the device-to-device
+copy bandwidth measured in the same call, and TFLOP/s for attention_tiled. Inputs are rotated over
+several sets so that repeated launches are not served from L2 (50 MB on an H100) where a set is big.
+Run `python -m voxtral.gpu.kernel_timing` to print the table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxtral.gpu import ops
+
+ROTATE_BYTES = 160 << 20  # input sets cycled per case: > 3× an H100's L2
+MAX_SETS = 16
+LAUNCHES_PER_GRAPH = 64
+REPS = 30
+COPY_BYTES = 1 << 30
+# Decoder (SPEC §5) and encoder (SPEC §3) sizes; T_ENC is 60 s of audio (4 encoder positions per 80 ms).
+D_DEC, H_DEC, HKV_DEC, DH_DEC, F_DEC, W_DEC, V = 3072, 32, 8, 128, 9216, 8192, 131072
+D_ENC, H_ENC, DH_ENC, F_ENC, W_ENC, T_ENC, M_MEL = 1280, 32, 64, 5120, 750, 3000, 128
+
+
+def _time_us(launch, n_sets: int) -> float:
+    """Median µs per launch of `launch(i)` (i picks the input set) over REPS replays of a graph."""
+    import cupy as cp
+
+    cp.cuda.Device().synchronize()  # inputs were made on the legacy stream, which `stream` does not wait for
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        for i in range(2 * n_sets):  # compile, load and warm up outside the capture
+            launch(i % n_sets)
+        stream.synchronize()
+        stream.begin_capture()
+        for i in range(LAUNCHES_PER_GRAPH):
+            launch(i % n_sets)
+        graph = stream.end_capture()
+        graph.launch(stream)
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        times = []
+        for _ in range(REPS):
+            start.record(stream)
+            graph.launch(stream)
+            stop.record(stream)
+            stop.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3 / LAUNCHES_PER_GRAPH)
+    return float(np.median(times))
+
+
+def _sets(nbytes: int) -> int:
+    return int(max(1, min(MAX_SETS, -(-ROTATE_BYTES // max(nbytes, 1)))))
+
+
+def copy_bandwidth_gbps() -> float:
+    """Device-to-device copy rate, bytes read plus written per second, in GB/s."""
+    import cupy as cp
+
+    src = cp.random.random(COPY_BYTES // 4, dtype=np.float32)
+    dst = cp.empty_like(src)
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for i in range(12):
+        start.record()
+        cp.cuda.runtime.memcpyAsync(
+            dst.data.ptr, src.data.ptr, COPY_BYTES, cp.cuda.runtime.memcpyDeviceToDevice, 0
+        )
+        stop.record()
+        stop.synchronize()
+        if i >= 2:
+            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return 2 * COPY_BYTES / float(np.median(times)) / 1e9
+
+
+def _randn(*shape, dtype=np.float32):
+    import cupy as cp
+
+    return cp.random.standard_normal(shape, dtype=np.float32).astype(dtype)
+
+
+def _bf16(*shape):
+    """Random BF16 bit patterns of N(0, 1) values (the top halves of float32s)."""
+    return (_randn(*shape).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _cases():
+    """(kernel, case, setup) with setup() → (launch(i), n_sets, nbytes, flops)."""
+    import cupy as cp
+
+    def i32(values):
+        return cp.asarray(np.asarray(values, dtype=np.int32))
+
+    def empty_bf16(*shape):
+        return cp.empty(shape, np.uint16)
+
+    def rms(t, d, bias):
+        nbytes = (14 if bias else 6) * t * d + 8 * d  # x read (+ written back), out, w (+ bias)
+        n = _sets(nbytes)
+        xs, w, b = [_randn(t, d) for _ in range(n)], _randn(d), _randn(d) if bias else None
+        outs = [empty_bf16(t, d) for _ in range(n)]
+        return lambda i: ops.rms_norm(xs[i], w, 1e-5, bias=b, out=outs[i]), n, nbytes, 0
+
+    def rope(t, h, hkv, dh, bias):
+        width = (h + 2 * hkv) * dh
+        nbytes = 6 * t * width
+        n = _sets(nbytes)
+        qkv, outs = [_randn(t, width) for _ in range(n)], [empty_bf16(t, h, dh) for _ in range(n)]
+        kc, vc = empty_bf16(n, 8192, hkv, dh), empty_bf16(n, 8192, hkv, dh)
+        b, pos, st = (
+            _randn(width) if bias else None,
+            i32(np.arange(t) + 4000),
+            [i32([i] * t) for i in range(n)],
+        )
+        return lambda i: ops.rope_qkv(qkv[i], pos, st[i], kc, vc, 1e6, bias=b, out=outs[i]), n, nbytes, 0
+
+    def split(ctx, nb):
+        chunk = ops.split_chunk(H_DEC // HKV_DEC)
+        partials = nb * H_DEC * -(-ctx // chunk) * (DH_DEC + 2) * 4 * 2  # written, then read back
+        nbytes = nb * ctx * HKV_DEC * DH_DEC * 4 + partials
+        n = _sets(nbytes)
+        kc, vc = _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC), _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC)
+        q, out = _bf16(nb, H_DEC, DH_DEC), empty_bf16(nb, H_DEC, DH_DEC)
+        ws = cp.empty((nb, H_DEC, ops.attention_splits(W_DEC, H_DEC // HKV_DEC), DH_DEC + 2), np.float32)
+        pos, st = i32([ctx - 1] * nb), [i32(np.arange(nb) + i * nb) for i in range(n)]
+        launch = lambda i: ops.attention(q, kc, vc, W_DEC, pos=pos, stream=st[i], out=out, workspace=ws)
+        return launch, n, nbytes, 0
+
+    def tiled(t, warps):
+        r = t + W_ENC
+        kc, vc, q = _bf16(1, r, H_ENC, DH_ENC), _bf16(1, r, H_ENC, DH_ENC), _bf16(t, H_ENC, DH_ENC)
+        out = empty_bf16(t, H_ENC, DH_ENC)
+        nbytes = (r - 1) * H_ENC * DH_ENC * 4 + 4 * t * H_ENC * DH_ENC
+        flops = ops.tiled_flops(t, 0, W_ENC, H_ENC, DH_ENC)
+        launch = lambda i: ops.attention(q, kc, vc, W_ENC, p0=0, b=0, tiled=True, out=out, warps=warps)
+        return launch, 1, nbytes, flops
+
+    def gelu(t, m, bias):
+        n = _sets(6 * t * m)
+        xs, outs = [_randn(t, m) for _ in range(n)], [empty_bf16(t, m) for _ in range(n)]
+        b = _randn(m) if bias else None
+        return lambda i: ops.bias_gelu(xs[i], b, out=outs[i]), n, 6 * t * m, 0
+
+    def swiglu(t, f):
+        n = _sets(10 * t * f)
+        gus, outs = [_randn(t, 2 * f) for _ in range(n)], [empty_bf16(t, f) for _ in range(n)]
+        return lambda i: ops.silu_mul(gus[i], out=outs[i]), n, 10 * t * f, 0
+
+    def im2col(x_shape, k, stride, pad, axis):
+        t_in, c = x_shape[axis], x_shape[1 - axis]
+        t_out = -(-t_in // stride)
+        nbytes = 4 * t_in * c + 2 * t_out * c * k
+        n = _sets(nbytes)
+        xs, outs = [_randn(*x_shape) for _ in range(n)], [empty_bf16(t_out, c * k) for _ in range(n)]
+        return lambda i: ops.im2col_causal(xs[i], k, stride, pad, time_axis=axis, out=outs[i]), n, nbytes, 0
+
+    def emb(t):
+        e, audio, out = _bf16(V, D_DEC), _randn(4, 64, D_DEC), cp.empty((t, D_DEC), np.float32)
+        tok, pos, st = i32(np.arange(t) * 997 % V), i32(np.arange(t)), i32(np.arange(t) % 4)
+        return lambda i: ops.embed(tok, e, audio, pos, st, out=out), 1, 10 * t * D_DEC, 0
+
+    def argmax(nb):
+        n = _sets(4 * nb * V)
+        logits = [_randn(nb, V) for _ in range(n)]
+        tok, pos, hist = i32([0] * nb), i32([0] * nb), cp.zeros((nb, 64), np.int32)
+        return lambda i: ops.argmax_advance(logits[i], tok, pos, hist), n, 4 * nb * V, 0
+
+    tm = 2 * T_ENC  # mel frames of T_ENC encoder positions
+    return [
+        ("rms_norm", f"decoder T=1 D={D_DEC}", lambda: rms(1, D_DEC, False)),
+        ("rms_norm", f"encoder T={T_ENC} D={D_ENC} +bias", lambda: rms(T_ENC, D_ENC, True)),
+        ("rope_qkv", "decoder T=1 H=32 Hkv=8 Dh=128", lambda: rope(1, H_DEC, HKV_DEC, DH_DEC, False)),
+        ("rope_qkv", f"encoder T={T_ENC} H=Hkv=32 Dh=64", lambda: rope(T_ENC, H_ENC, H_ENC, DH_ENC, True)),
+        ("attention_split", f"decode ctx=500 W={W_DEC}", lambda: split(500, 1)),
+        ("attention_split", f"decode ctx=5000 W={W_DEC}", lambda: split(5000, 1)),
+        ("attention_split", "decode ctx=5000 B=16", lambda: split(5000, 16)),
+        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 4 warps", lambda: tiled(T_ENC, 4)),
+        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 8 warps", lambda: tiled(T_ENC, 8)),
+        ("bias_gelu", f"conv T={T_ENC} N={D_ENC} +bias", lambda: gelu(T_ENC, D_ENC, True)),
+        ("bias_gelu", "adapter T=750 N=3072", lambda: gelu(750, 3072, False)),
+        ("silu_mul", f"decoder T=1 F={F_DEC}", lambda: swiglu(1, F_DEC)),
+        ("silu_mul", f"encoder T={T_ENC} F={F_ENC}", lambda: swiglu(T_ENC, F_ENC)),
+        ("im2col_causal", f"conv0 mel [{M_MEL}, {tm}] K=3", lambda: im2col((M_MEL, tm), 3, 1, 2, 1)),
+        ("im2col_causal", f"conv1 [{tm}, {D_ENC}] K=3 s=2", lambda: im2col((tm, D_ENC), 3, 2, 1, 0)),
+        ("embed", f"decoder T=1 D={D_DEC}", lambda: emb(1)),
+        ("argmax_advance", f"B=1 V={V}", lambda: argmax(1)),
+        ("argmax_advance", f"B=16 V={V}", lambda: argmax(16)),
+    ]
+
+
+def time_kernels(only: str | None = None) -> list[dict]:
+    """Time every kernel (or those whose name contains `only`) in isolation; one dict per case.
+
+    Keys: kernel, case, us, bytes, gbps, pct_bw, tflops (attention_tiled only), or error.
+    """
+    bw = copy_bandwidth_gbps()
+    rows = [dict(kernel="copy (D2D)", case=f"{COPY_BYTES >> 20} MiB", us=2 * COPY_BYTES / bw / 1e3,
+                 bytes=2 * COPY_BYTES, gbps=bw, pct_bw=100.0, tflops=None)]  # fmt: skip
+    for kernel, case, setup in _cases():
+        if only and only not in kernel:
+            continue
+        try:
+            launch, n_sets, nbytes, flops = setup()
+            us = _time_us(launch, n_sets)
+        except Exception as e:  # one failing case must not hide the others' numbers
+            rows.append(dict(kernel=kernel, case=case, error=f"{type(e).__name__}: {e}"))
+            continue
+        gbps = nbytes / us / 1e3
+        tflops = flops / us / 1e6 if flops else None
+        rows.append(
+            dict(
+                kernel=kernel,
+                case=case,
+                us=us,
+                bytes=nbytes,
+                gbps=gbps,
+                pct_bw=100 * gbps / bw,
+                tflops=tflops,
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'kernel':<16} {'case':<34} {'µs':>9} {'MB':>8} {'GB/s':>7} {'%bw':>5} {'TFLOP/s':>8}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['kernel']:<16} {r['case']:<34} FAILED {r['error'][:200]}")
+            continue
+        tf = f"{r['tflops']:8.1f}" if r["tflops"] else ""
+        head = f"{r['kernel']:<16} {r['case']:<34} {r['us']:9.2f} {r['bytes'] / 1e6:8.2f}"
+        lines.append(f"{head} {r['gbps']:7.0f} {r['pct_bw']:5.1f} {tf}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(format_table(time_kernels(sys.argv[1] if len(sys.argv) > 1 else None)))
