@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     static_assert(CHUNK % KPI == 0, "CHUNK must be a multiple of the keys per iteration");
     const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, n_splits = gridDim.x;
     const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int p = pos[t], lo = max(0, p - W + 1), k0 = lo + split * CHUNK;
+    const int p = pos[t], sb = stream[t];  // both loads issued together
+    const int lo = max(0, p - W + 1), k0 = lo + split * CHUNK;
     const size_t gstride = (size_t)n_splits * (DH + 2);
     float* part = ws + (((size_t)t * H + hk * G) * n_splits + split) * (DH + 2);  // + g·gstride
     if (k0 > p) {
@@ -39,7 +40,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         return;
     }
     const int sub = lane % LPK, kid = warp * KPW + lane / LPK;  // dims sub·8…+7 of key kid + i·KPI
-    const size_t b_base = (size_t)stream[t] * R;
+    const size_t b_base = (size_t)sb * R;
     uint4 kr[NK], vr[NK];
 #pragma unroll
     for (int i = 0; i < NK; ++i) {
@@ -104,7 +105,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         const unsigned w[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-            const float pr = exp2f(s[i][g] - mx[g]);  // 0 for masked keys (s = −inf, mx finite)
+            const float pr = fast_exp2(s[i][g] - mx[g]);  // 0 for masked keys (s = −inf, mx finite)
             l[g] += sub == 0 ? pr : 0.f;
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
@@ -154,9 +155,10 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     }
 }
 
-// Merges the partials of attention_split. Grid (H, T), block (DH/4)·COMBINE_ROWS threads: each
-// thread owns 4 dims and every COMBINE_ROWS-th split; the rows are merged in shared memory.
-constexpr int COMBINE_ROWS = 8;
+// Merges the partials of attention_split. Grid (H, T), block (DH/4)·COMBINE_ROWS threads. Pass 1 finds
+// the largest partial max; pass 2 sums the rescaled partials, each thread owning 4 dims and every
+// COMBINE_ROWS-th split (independent loads, no loop-carried rescaling); rows are merged in shared memory.
+constexpr int COMBINE_ROWS = 16;
 
 template <int DH>
 __global__ void __launch_bounds__(DH / 4 * COMBINE_ROWS)
@@ -164,43 +166,43 @@ __global__ void __launch_bounds__(DH / 4 * COMBINE_ROWS)
                       const int* __restrict__ pos,   // pos: [T] int32
                       bf16* __restrict__ out,        // out: [T, H, DH] bf16
                       int n_splits, int W, int chunk) {
-    constexpr int TPR = DH / 4;  // threads per split row
+    constexpr int TPR = DH / 4, NT = TPR * COMBINE_ROWS;  // threads per split row, per block
     const int h = blockIdx.x, t = blockIdx.y, H = gridDim.x;
-    const int d4 = threadIdx.x % TPR, row = threadIdx.x / TPR;
+    const int d4 = threadIdx.x % TPR, row = threadIdx.x / TPR, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int p = pos[t], n_active = min(n_splits, (p - max(0, p - W + 1)) / chunk + 1);
     const float* base = ws + ((size_t)t * H + h) * n_splits * (DH + 2);
-    float m = NEG_INF, l = 0.f;
+    __shared__ float red[NT / 32], sl[COMBINE_ROWS];
+    __shared__ float4 sa[COMBINE_ROWS][TPR];
+    float m = NEG_INF;
+    for (int s = threadIdx.x; s < n_active; s += NT) m = fmaxf(m, base[(size_t)s * (DH + 2) + DH]);
+    m = warp_max(m);
+    if (lane == 0) red[warp] = m;
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < NT / 32; ++w) m = fmaxf(m, red[w]);  // every active partial max is finite
+    float l = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
     for (int s = row; s < n_active; s += COMBINE_ROWS) {
         const float* ps = base + (size_t)s * (DH + 2);
-        const float ms = ps[DH], ls = ps[DH + 1];
         // A record is DH+2 floats, so only 8-byte alignment holds for every split.
-        const float2 a01 = reinterpret_cast<const float2*>(ps)[2 * d4], a23 = reinterpret_cast<const float2*>(ps)[2 * d4 + 1];
-        const float4 a = make_float4(a01.x, a01.y, a23.x, a23.y);
-        const float mn = fmaxf(m, ms);
-        const float c_old = exp2f(m - mn), c_new = exp2f(ms - mn);  // m may be −inf; ms is finite
-        l = l * c_old + ls * c_new;
-        acc = make_float4(acc.x * c_old + a.x * c_new, acc.y * c_old + a.y * c_new, acc.z * c_old + a.z * c_new,
-                          acc.w * c_old + a.w * c_new);
-        m = mn;
+        const float2 a01 = reinterpret_cast<const float2*>(ps)[2 * d4];
+        const float2 a23 = reinterpret_cast<const float2*>(ps)[2 * d4 + 1];
+        const float c = fast_exp2(ps[DH] - m);
+        l = fmaf(c, ps[DH + 1], l);
+        acc = make_float4(fmaf(c, a01.x, acc.x), fmaf(c, a01.y, acc.y), fmaf(c, a23.x, acc.z), fmaf(c, a23.y, acc.w));
     }
-    __shared__ float sm[COMBINE_ROWS], sl[COMBINE_ROWS];
-    __shared__ float4 sa[COMBINE_ROWS][TPR];
-    if (d4 == 0) sm[row] = m, sl[row] = l;
+    if (d4 == 0) sl[row] = l;
     sa[row][d4] = acc;
     __syncthreads();
     if (row == 0) {
-        float mt = sm[0];
-#pragma unroll
-        for (int r = 1; r < COMBINE_ROWS; ++r) mt = fmaxf(mt, sm[r]);
         float lt = 0.f;
         float4 at = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
         for (int r = 0; r < COMBINE_ROWS; ++r) {
-            const float c = sm[r] == NEG_INF ? 0.f : exp2f(sm[r] - mt);
             const float4 a = sa[r][d4];
-            lt += sl[r] * c;
-            at.x += a.x * c, at.y += a.y * c, at.z += a.z * c, at.w += a.w * c;
+            lt += sl[r];
+            at.x += a.x, at.y += a.y, at.z += a.z, at.w += a.w;
         }
         const float inv = 1.f / lt;
         uint2* o = reinterpret_cast<uint2*>(out + ((size_t)t * H + h) * DH) + d4;
@@ -209,22 +211,24 @@ __global__ void __launch_bounds__(DH / 4 * COMBINE_ROWS)
 }
 
 // ---- attention_tiled ----
-// Block: NW warps, BM = 16·NW query rows × one head; key tiles of BN rows. Shared-memory rows are
-// DH bf16 = DH/8 chunks of 16 bytes; chunk c of row r is stored at chunk c ^ (r & 7) so that the 8 row
-// addresses of an ldmatrix hit 8 different bank groups.
+// Block: NW warps of MT·16 query rows each (BM = 16·MT·NW rows) × one head; key tiles of BN rows. Each
+// K/V fragment read from shared memory feeds MT row tiles, which halves shared-memory traffic per
+// FLOP at MT = 2 (the limit at MT = 1). Shared-memory rows are DH bf16 = DH/8 chunks of 16 bytes;
+// chunk c of row r is stored at chunk c ^ (r & 7) so that the 8 row addresses of an ldmatrix hit 8
+// different bank groups.
 template <int DH>
 __device__ __forceinline__ int swz(int row, int c) {
     return row * DH + ((c ^ (row & 7)) << 3);
 }
 
-template <int DH, int NW>
+template <int DH, int NW, int MT>
 __global__ void __launch_bounds__(NW * 32)
     attention_tiled(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, queries at positions p0 … p0+T−1
                     const bf16* __restrict__ k_cache,  // k_cache: [B, R, Hkv, DH] bf16
                     const bf16* __restrict__ v_cache,  // v_cache: [B, R, Hkv, DH] bf16
                     bf16* __restrict__ out,            // out: [T, H, DH] bf16
                     int T, int H, int Hkv, int R, int W, int p0, int b) {
-    constexpr int BM = 16 * NW, BN = DH == 64 ? 64 : 32, CH = DH / 8, NT = NW * 32;
+    constexpr int BM = 16 * MT * NW, BN = DH == 64 ? 64 : 32, CH = DH / 8, NT = NW * 32;
     __shared__ __align__(128) bf16 sQ[BM * DH];
     __shared__ __align__(128) bf16 sK[2][BN * DH];
     __shared__ __align__(128) bf16 sV[2][BN * DH];
@@ -253,108 +257,129 @@ __global__ void __launch_bounds__(NW * 32)
     cp_async_commit();
 
     const float sl = 1.44269504088896341f * rsqrtf((float)DH);
-    const int g = lane >> 2, tq = lane & 3;                // mma fragment coordinates
-    const int qp0 = p0 + m0 + warp * 16 + g, qp1 = qp0 + 8;  // positions of this thread's two rows
-    float o[DH / 8][4];
+    const int g = lane >> 2, tq = lane & 3;  // mma fragment coordinates
+    const int row0 = warp * 16 * MT + g;      // block row of this thread's first fragment row
+    float o[MT][DH / 8][4];
+    float m_r[MT][2], l_r[MT][2];
+    unsigned qa[MT][DH / 16][4];
 #pragma unroll
-    for (int i = 0; i < DH / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m_r[2] = {NEG_INF, NEG_INF}, l_r[2] = {0.f, 0.f};
-    unsigned qa[DH / 16][4];
+    for (int mt = 0; mt < MT; ++mt) {
+        m_r[mt][0] = m_r[mt][1] = NEG_INF;
+        l_r[mt][0] = l_r[mt][1] = 0.f;
+#pragma unroll
+        for (int i = 0; i < DH / 8; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    }
 
     for (int n = 0; n < n_tiles; ++n) {
+        cp_async_wait<0>();
+        __syncthreads();  // tile n landed for everyone, and everyone is done with tile n−1's stage
         if (n + 1 < n_tiles) {
             load_kv(n + 1, (n + 1) & 1);
             cp_async_commit();
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
         }
-        __syncthreads();
         if (n == 0) {
 #pragma unroll
-            for (int kk = 0; kk < DH / 16; ++kk)
-                ldmatrix_x4(qa[kk], smem_addr(sQ + swz<DH>(warp * 16 + (lane & 15), kk * 2 + (lane >> 4))));
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int kk = 0; kk < DH / 16; ++kk)
+                    ldmatrix_x4(qa[mt][kk],
+                                smem_addr(sQ + swz<DH>(warp * 16 * MT + mt * 16 + (lane & 15), kk * 2 + (lane >> 4))));
         }
         const bf16* k = sK[n & 1];
         const bf16* v = sV[n & 1];
-        float s[BN / 8][4];
+        float s[MT][BN / 8][4];
 #pragma unroll
         for (int nt = 0; nt < BN / 8; ++nt) {
-            s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
             for (int kk = 0; kk < DH / 16; kk += 2) {
                 unsigned kb[4];
                 ldmatrix_x4(kb, smem_addr(k + swz<DH>(nt * 8 + (lane & 7), kk * 2 + (lane >> 3))));
-                mma_bf16_16816(s[nt], qa[kk], kb[0], kb[1]);
-                mma_bf16_16816(s[nt], qa[kk + 1], kb[2], kb[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16_16816(s[mt][nt], qa[mt][kk], kb[0], kb[1]);
+                    mma_bf16_16816(s[mt][nt], qa[mt][kk + 1], kb[2], kb[3]);
+                }
             }
         }
         // Mask only the tiles that cross the window's lower edge or the causal diagonal for some row.
         const int ka = kstart + n * BN;
         if (ka + BN - 1 > pfirst || ka <= p0 + m0 + BM - 1 - W) {
 #pragma unroll
-            for (int nt = 0; nt < BN / 8; ++nt) {
+            for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int kj = ka + nt * 8 + 2 * tq + (e & 1), qp = e < 2 ? qp0 : qp1;
-                    if (kj > qp || kj <= qp - W) s[nt][e] = NEG_INF;
+                for (int nt = 0; nt < BN / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int kj = ka + nt * 8 + 2 * tq + (e & 1), qp = p0 + m0 + row0 + mt * 16 + (e >> 1) * 8;
+                        if (kj > qp || kj <= qp - W) s[mt][nt][e] = NEG_INF;
+                    }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float mx = NEG_INF;
+#pragma unroll
+                for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mn = fmaxf(m_r[mt][r], mx * sl);
+                const float mu = mn == NEG_INF ? 0.f : mn;  // a row with no visible key yet
+                const float alpha = fast_exp2(m_r[mt][r] - mu);
+                m_r[mt][r] = mn;
+                float rs = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < BN / 8; ++nt) {
+                    s[mt][nt][2 * r] = fast_exp2(fmaf(s[mt][nt][2 * r], sl, -mu));
+                    s[mt][nt][2 * r + 1] = fast_exp2(fmaf(s[mt][nt][2 * r + 1], sl, -mu));
+                    rs += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
                 }
+                l_r[mt][r] = l_r[mt][r] * alpha + rs;
+#pragma unroll
+                for (int i = 0; i < DH / 8; ++i) o[mt][i][2 * r] *= alpha, o[mt][i][2 * r + 1] *= alpha;
             }
-        }
-        float alpha[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float mx = NEG_INF;
-#pragma unroll
-            for (int nt = 0; nt < BN / 8; ++nt) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float mn = fmaxf(m_r[r], mx * sl);
-            const float mu = mn == NEG_INF ? 0.f : mn;  // a row with no visible key yet
-            alpha[r] = exp2f(m_r[r] - mu);
-            m_r[r] = mn;
-            float rs = 0.f;
-#pragma unroll
-            for (int nt = 0; nt < BN / 8; ++nt) {
-                s[nt][2 * r] = exp2f(fmaf(s[nt][2 * r], sl, -mu));
-                s[nt][2 * r + 1] = exp2f(fmaf(s[nt][2 * r + 1], sl, -mu));
-                rs += s[nt][2 * r] + s[nt][2 * r + 1];
-            }
-            l_r[r] = l_r[r] * alpha[r] + rs;
-        }
-#pragma unroll
-        for (int i = 0; i < DH / 8; ++i) {
-            o[i][0] *= alpha[0], o[i][1] *= alpha[0], o[i][2] *= alpha[1], o[i][3] *= alpha[1];
         }
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
-            const unsigned pa[4] = {cvt_bf16x2(s[2 * kk][0], s[2 * kk][1]), cvt_bf16x2(s[2 * kk][2], s[2 * kk][3]),
-                                    cvt_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                    cvt_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            unsigned pa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                pa[mt][0] = cvt_bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                pa[mt][1] = cvt_bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                pa[mt][2] = cvt_bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                pa[mt][3] = cvt_bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dt = 0; dt < DH / 8; dt += 2) {
                 unsigned vb[4];
                 ldmatrix_x4_trans(vb, smem_addr(v + swz<DH>(kk * 16 + (lane & 15), dt + (lane >> 4))));
-                mma_bf16_16816(o[dt], pa, vb[0], vb[1]);
-                mma_bf16_16816(o[dt + 1], pa, vb[2], vb[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16_16816(o[mt][dt], pa[mt], vb[0], vb[1]);
+                    mma_bf16_16816(o[mt][dt + 1], pa[mt], vb[2], vb[3]);
+                }
             }
         }
-        __syncthreads();  // this stage is refilled by the next iteration's prefetch
     }
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 1);
-        l_r[r] += __shfl_xor_sync(0xffffffffu, l_r[r], 2);
-    }
-    const float inv0 = 1.f / l_r[0], inv1 = 1.f / l_r[1];
-    const int r0 = m0 + warp * 16 + g, r1 = r0 + 8;
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int dt = 0; dt < DH / 8; ++dt) {
-        const int d = dt * 8 + 2 * tq;
-        if (r0 < T)
-            *reinterpret_cast<unsigned*>(out + ((size_t)r0 * H + h) * DH + d) = cvt_bf16x2(o[dt][0] * inv0, o[dt][1] * inv0);
-        if (r1 < T)
-            *reinterpret_cast<unsigned*>(out + ((size_t)r1 * H + h) * DH + d) = cvt_bf16x2(o[dt][2] * inv1, o[dt][3] * inv1);
+        for (int r = 0; r < 2; ++r) {
+            float l = l_r[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = 1.f / l;
+            const int row = m0 + row0 + mt * 16 + r * 8;
+            if (row < T) {
+                bf16* dst = out + ((size_t)row * H + h) * DH + 2 * tq;
+#pragma unroll
+                for (int dt = 0; dt < DH / 8; ++dt)
+                    *reinterpret_cast<unsigned*>(dst + dt * 8) =
+                        cvt_bf16x2(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+            }
+        }
     }
 }
 
@@ -365,10 +390,10 @@ template __global__ void attention_split<64, 8, 32>(const bf16*, const bf16*, co
                                                     float*, int, int, int);
 template __global__ void attention_combine<128>(const float*, const int*, bf16*, int, int, int);
 template __global__ void attention_combine<64>(const float*, const int*, bf16*, int, int, int);
-template __global__ void attention_tiled<64, 4>(const bf16*, const bf16*, const bf16*, bf16*, int, int, int, int,
-                                                int, int, int);
-template __global__ void attention_tiled<64, 8>(const bf16*, const bf16*, const bf16*, bf16*, int, int, int, int,
-                                                int, int, int);
-template __global__ void attention_tiled<128, 4>(const bf16*, const bf16*, const bf16*, bf16*, int, int, int, int,
-                                                 int, int, int);
+#define TILED(DH, NW, MT)                                                                                       \
+    template __global__ void attention_tiled<DH, NW, MT>(const bf16*, const bf16*, const bf16*, bf16*, int, int, \
+                                                         int, int, int, int, int)
+TILED(64, 4, 1);
+TILED(64, 4, 2);
+TILED(128, 4, 1);
 #endif

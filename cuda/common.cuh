@@ -79,6 +79,12 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const unsigned (&a
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// 2^x on the special-function unit (flush-to-zero; 2^−inf = 0), without exp2f's denormal fix-ups.
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
 // Round two floats to bf16 with the hardware converter (RNE), `lo` in the low half.
 __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {
     unsigned r;

@@ -155,16 +155,17 @@ def test_attention_split_vs_numpy(rng, h, hkv, dh, window, r, queries):
     assert_bf16_close(out, expected)
 
 
-@pytest.mark.parametrize("t,p0,window,h,hkv,dh,r,warps", [
-    (200, 1000, 750, 4, 4, 64, 1000, 4), (77, 0, 37, 3, 3, 64, 128, 4), (1, 5, 750, 2, 2, 64, 751, 4),
-    (130, 3, 37, 4, 2, 128, 200, 4), (300, 40, 750, 2, 2, 64, 1100, 8), (129, 2000, 750, 3, 3, 64, 900, 8),
-    (65, 7000, 100, 2, 1, 128, 170, 4)])  # fmt: skip
-def test_attention_tiled_vs_numpy(rng, t, p0, window, h, hkv, dh, r, warps):
+@pytest.mark.parametrize("t,p0,window,h,hkv,dh,r,rows", [
+    (200, 1000, 750, 4, 4, 64, 1000, 64), (77, 0, 37, 3, 3, 64, 128, 64), (1, 5, 750, 2, 2, 64, 751, 64),
+    (130, 3, 37, 4, 2, 128, 200, 64), (300, 40, 750, 2, 2, 64, 1100, 128), (65, 7000, 99, 2, 1, 128, 170, 64),
+    (129, 2000, 750, 3, 3, 64, 900, 128), (77, 0, 37, 3, 3, 64, 128, 128), (1, 5, 750, 2, 2, 64, 751, 128),
+    (200, 1000, 750, 4, 2, 64, 1000, 128), (257, 260, 20, 2, 2, 64, 300, 128)])  # fmt: skip
+def test_attention_tiled_vs_numpy(rng, t, p0, window, h, hkv, dh, r, rows):
     b, s = 2, 1
     k_dev, v_dev, k64, v64 = make_ring(rng, b, r, hkv, dh, {s: (max(0, p0 - window + 1), p0 + t - 1)})
     q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
     out = poison_bf16((t, h, dh))
-    ops.attention(q_dev, k_dev, v_dev, window, p0=p0, b=s, tiled=True, out=out, warps=warps)
+    ops.attention(q_dev, k_dev, v_dev, window, p0=p0, b=s, tiled=True, out=out, block_rows=rows)
     assert_bf16_close(out, attention_ref(q64, k64, v64, s, p0 + np.arange(t), window))
 
 
@@ -222,8 +223,9 @@ def test_embed_vs_numpy(rng, d):
     np.testing.assert_allclose(cp.asnumpy(out), expected, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("v", [131072, 1001, 1])
-def test_argmax_advance_vs_numpy(rng, v):
+@pytest.mark.parametrize("v,blocks", [(131072, None), (131072, 1), (1001, None), (1001, 3), (1, None), (1, 5),
+                                      (40000, 32)])  # fmt: skip
+def test_argmax_advance_vs_numpy(rng, v, blocks):
     b, k = 4, 7
     logits = rng.standard_normal((b, v)).astype(np.float32)
     if v > 10:
@@ -233,10 +235,14 @@ def test_argmax_advance_vs_numpy(rng, v):
     pos = np.array([0, 6, 13, 100], dtype=np.int32)
     tokens, pos_dev = cp.full(b, -1, dtype=np.int32), cp.asarray(pos)
     history = cp.full((b, k), -1, dtype=np.int32)
-    ops.argmax_advance(cp.asarray(logits), tokens, pos_dev, history)
+    ws = ops.argmax_workspace(b, blocks or ops.argmax_blocks(v))
     expected = np.argmax(logits, axis=1)
-    np.testing.assert_array_equal(cp.asnumpy(tokens), expected)
-    np.testing.assert_array_equal(cp.asnumpy(pos_dev), pos + 1)
     hist = np.full((b, k), -1)
-    hist[np.arange(b), pos % k] = expected
-    np.testing.assert_array_equal(cp.asnumpy(history), hist)
+    for step in range(2):  # the second launch checks that the first left the workspace ready
+        tokens.fill(-1)
+        ops.argmax_advance(cp.asarray(logits), tokens, pos_dev, history, blocks=blocks, workspace=ws)
+        np.testing.assert_array_equal(cp.asnumpy(tokens), expected)
+        np.testing.assert_array_equal(cp.asnumpy(pos_dev), pos + step + 1)
+        hist[np.arange(b), (pos + step) % k] = expected
+        np.testing.assert_array_equal(cp.asnumpy(history), hist)
+        assert (cp.asnumpy(ws)[:, -1] == 0).all(), "argmax left its block counter set"

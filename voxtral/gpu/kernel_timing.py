@@ -126,13 +126,13 @@ def _cases():
         launch = lambda i: ops.attention(q, kc, vc, W_DEC, pos=pos, stream=st[i], out=out, workspace=ws)
         return launch, n, nbytes, 0
 
-    def tiled(t, warps):
+    def tiled(t, rows):
         r = t + W_ENC
         kc, vc, q = _bf16(1, r, H_ENC, DH_ENC), _bf16(1, r, H_ENC, DH_ENC), _bf16(t, H_ENC, DH_ENC)
         out = empty_bf16(t, H_ENC, DH_ENC)
         nbytes = (r - 1) * H_ENC * DH_ENC * 4 + 4 * t * H_ENC * DH_ENC
         flops = ops.tiled_flops(t, 0, W_ENC, H_ENC, DH_ENC)
-        launch = lambda i: ops.attention(q, kc, vc, W_ENC, p0=0, b=0, tiled=True, out=out, warps=warps)
+        launch = lambda i: ops.attention(q, kc, vc, W_ENC, p0=0, b=0, tiled=True, out=out, block_rows=rows)
         return launch, 1, nbytes, flops
 
     def gelu(t, m, bias):
@@ -174,8 +174,8 @@ def _cases():
         ("attention_split", f"decode ctx=500 W={W_DEC}", lambda: split(500, 1)),
         ("attention_split", f"decode ctx=5000 W={W_DEC}", lambda: split(5000, 1)),
         ("attention_split", "decode ctx=5000 B=16", lambda: split(5000, 16)),
-        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 4 warps", lambda: tiled(T_ENC, 4)),
-        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 8 warps", lambda: tiled(T_ENC, 8)),
+        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 128 rows", lambda: tiled(T_ENC, 128)),
+        ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 64 rows", lambda: tiled(T_ENC, 64)),
         ("bias_gelu", f"conv T={T_ENC} N={D_ENC} +bias", lambda: gelu(T_ENC, D_ENC, True)),
         ("bias_gelu", "adapter T=750 N=3072", lambda: gelu(750, 3072, False)),
         ("silu_mul", f"decoder T=1 F={F_DEC}", lambda: swiglu(1, F_DEC)),

@@ -17,11 +17,16 @@ ELEMENTWISE_THREADS = 256
 ELEMENTWISE_MAX_BLOCKS = 4096  # grid-stride beyond this: 132 SMs × ~31 blocks is plenty
 ROPE_THREADS = 256
 EMBED_THREADS = 256
-ARGMAX_THREADS = 1024
+ARGMAX_THREADS = 256
+ARGMAX_SLICE = 4096  # logits per argmax block: V = 131072 is spread over 32 blocks per stream
+ARGMAX_MAX_BLOCKS = 32
 SPLIT_THREADS = 128  # = SPLIT_THREADS in attention.cu
-COMBINE_ROWS = 8  # = COMBINE_ROWS in attention.cu
+COMBINE_ROWS = 16  # = COMBINE_ROWS in attention.cu
 SPLIT_GROUPS = (1, 2, 4, 8)  # query heads per kv head served by attention_split
-TILED_WARPS = (4, 8)  # warps (16 query rows each) per attention_tiled block
+TILED_WARPS = 4
+# attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → m-tiles per warp.
+# The first is the default: 128 rows (2 m-tiles per warp) share each K/V fragment read for Dh = 64.
+TILED_ROWS = {64: {128: 2, 64: 1}, 128: {64: 1}}
 
 
 def split_chunk(group: int) -> int:
@@ -38,8 +43,12 @@ TEMPLATES = {
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}, {split_chunk(g)}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [f"attention_combine<{dh}>" for dh in (64, 128)]
-        + ["attention_tiled<64, 4>", "attention_tiled<64, 8>", "attention_tiled<128, 4>"]
-    )
+        + [
+            f"attention_tiled<{dh}, {TILED_WARPS}, {mt}>"
+            for dh, rows in TILED_ROWS.items()
+            for mt in rows.values()
+        ]
+    ),
 }
 
 
@@ -118,13 +127,14 @@ def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out
 
 def attention(
     q, k_cache, v_cache, window: int, *, pos=None, stream=None, p0: int | None = None, b: int = 0,
-    tiled: bool = False, out=None, workspace=None, warps: int = 4,
+    tiled: bool = False, out=None, workspace=None, block_rows: int | None = None,
 ):  # fmt: skip
     """Sliding-window GQA attention of q bf16 [T, H, Dh] over the ring caches → bf16 [T, H, Dh].
 
     tiled=False (decoder, few queries): query t is at position pos[t] of stream stream[t] (device
     int32 arrays); workspace f32 [T, H, attention_splits(window, H/Hkv), Dh+2] is allocated if not given.
-    tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints).
+    tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints); block_rows
+    picks the query rows per block (TILED_ROWS; default the first listed for the head dim).
     """
     _check(k_cache, "k_cache", BF16)
     assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
@@ -146,13 +156,14 @@ def attention(
         assert p0 is not None and p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
         assert 0 <= b < nb, f"stream {b} outside the cache's {nb} streams"
         assert r >= window + t - 1, f"ring of {r} slots cannot hold window {window} + {t} new positions"
-        assert warps in TILED_WARPS and not (dh == 128 and warps != 4), (
-            f"warps={warps} not compiled for Dh={dh}"
-        )
-        grid = (-(-t // (16 * warps)), h)
+        rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
+        assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
+        grid = (-(-t // rows), h)
         args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
         args += (np.int32(window), np.int32(p0), np.int32(b))
-        _fn("attention.cu", f"attention_tiled<{dh}, {warps}>")(grid, (32 * warps,), args)
+        _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")(
+            grid, (32 * TILED_WARPS,), args
+        )
         return out
     assert group in SPLIT_GROUPS, f"{group} query heads per kv head not compiled {SPLIT_GROUPS}"
     _check(pos, "pos", np.int32, (t,))
@@ -243,17 +254,45 @@ def embed(tokens, E, audio, pos, stream, *, out=None):
     return out
 
 
-def argmax_advance(logits, tokens, pos, history) -> None:
-    """Per stream b: tokens[b] = argmax(logits[b]); history[b, pos[b] % K] = tokens[b]; pos[b] += 1."""
+def argmax_blocks(vocab: int) -> int:
+    """Blocks per stream of argmax_advance: one per ARGMAX_SLICE logits, at most ARGMAX_MAX_BLOCKS."""
+    return max(1, min(ARGMAX_MAX_BLOCKS, -(-vocab // ARGMAX_SLICE)))
+
+
+def argmax_workspace(n_streams: int, blocks: int):
+    """Zeroed int32 [B, 2·blocks + 1] scratch of argmax_advance (it leaves it zeroed after each launch)."""
+    import cupy
+
+    return cupy.zeros((n_streams, 2 * blocks + 1), dtype=np.int32)
+
+
+_ARGMAX_WORKSPACES: dict = {}
+
+
+def argmax_advance(logits, tokens, pos, history, *, blocks: int | None = None, workspace=None) -> None:
+    """Per stream b: tokens[b] = argmax(logits[b]); history[b, pos[b] % K] = tokens[b]; pos[b] += 1.
+
+    Without `workspace`, one per (device, B, blocks) is made on first use and kept: make that first
+    call outside graph capture, and launch no two of them concurrently on different streams.
+    """
     _check(logits, "logits", np.float32)
     assert logits.ndim == 2, f"logits must be [B, V], got {logits.shape}"
     nb, v = logits.shape
     _check(tokens, "tokens", np.int32, (nb,))
     _check(pos, "pos", np.int32, (nb,))
     _check(history, "history", np.int32, (nb, None))
+    blocks = argmax_blocks(v) if blocks is None else blocks
+    if workspace is None:
+        import cupy
+
+        key = (cupy.cuda.Device().id, nb, blocks)
+        workspace = _ARGMAX_WORKSPACES.get(key)
+        if workspace is None:
+            workspace = _ARGMAX_WORKSPACES[key] = argmax_workspace(nb, blocks)
+    _check(workspace, "workspace", np.int32, (nb, 2 * blocks + 1))
     if nb:
-        args = (logits, np.int32(v), tokens, pos, history, np.int32(history.shape[1]))
-        _fn("argmax.cu", "argmax_advance")((nb,), (ARGMAX_THREADS,), args)
+        args = (logits, np.int32(v), tokens, pos, history, np.int32(history.shape[1]), workspace)
+        _fn("argmax.cu", "argmax_advance")((blocks, nb), (ARGMAX_THREADS,), args)
 
 
 def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> int:
@@ -263,6 +302,6 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 
 
 __all__ = [
-    "argmax_advance", "attention", "attention_splits", "bias_gelu", "embed", "im2col_causal",
-    "rms_norm", "rope_qkv", "silu_mul", "split_chunk", "tiled_flops",
+    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention", "attention_splits", "bias_gelu",
+    "embed", "im2col_causal", "rms_norm", "rope_qkv", "silu_mul", "split_chunk", "tiled_flops",
 ]  # fmt: skip
