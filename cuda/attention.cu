@@ -3,11 +3,13 @@
 // slot j % R of k_cache/v_cache [B, R, Hkv, Dh] bf16. Scale 1/√Dh, softmax in f32 (log2 domain:
 // scores are pre-multiplied by log2(e)/√Dh and exponentiated with exp2), output bf16 [T, H, Dh].
 //
-// attention_split + attention_combine: flash-decoding for few queries (the decoder step). Grid
-// (n_splits, Hkv, T); split s covers keys lo + s·CHUNK … lo + (s+1)·CHUNK − 1 (lo = max(0, p−W+1)), so
-// n_splits = ceil(W / CHUNK) blocks serve any position and a captured graph replays unchanged; blocks
-// past p write an empty partial and leave. Every K/V row of a chunk is loaded up front (16 bytes per
-// thread, DH/8 lanes per key) so the whole chunk is in flight at once.
+// attention_split: flash-decoding for few queries (the decoder step), one launch. Grid (S, Hkv, T) is
+// fixed, so a captured graph replays unchanged at any position: the n visible keys of a query are cut
+// at run time into n_act = min(S, ceil(n / min_keys)) equal splits and blocks past them leave at
+// once. Each split's block streams its keys (16-byte loads straight into tensor-core fragments),
+// leaves an (acc, max, sum) partial per query head in the workspace and counts itself in with an
+// atomic; the last to arrive merges the n_act partials, writes the output and resets the counter. A
+// query whose keys fit one split writes its output directly.
 // attention_tiled: flash-attention-2 for T consecutive queries of one stream (the encoder), bf16 tensor
 // cores through mma.sync m16n8k16, K/V tiles double-buffered with cp.async, only the key tiles inside
 // the block's window visited.
@@ -17,198 +19,211 @@
 
 constexpr int SPLIT_THREADS = 128;
 
-template <int DH, int G, int CHUNK>
+// ld.global.cg: read through L2 only, for partials that other blocks of this launch wrote.
+__device__ __forceinline__ float4 ld_cg4(const float* p) {
+    float4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+    return v;
+}
+__device__ __forceinline__ float2 ld_cg2(const float* p) {
+    float2 v;
+    asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "l"(p));
+    return v;
+}
+// Transpose of an 8×8 b16 matrix held one 32-bit pair per lane (row lane/4, columns 2·(lane%4) + 0, 1).
+__device__ __forceinline__ unsigned movmatrix_trans(unsigned a) {
+    unsigned d;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(a));
+    return d;
+}
+__device__ __forceinline__ unsigned word(const uint4& v, int j) {
+    return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
+}
+
+// One split of one (query, kv head): keys lo + k0 … lo + k1 − 1. Each warp takes steps of 16 keys
+// (warp w: steps w, w + NWARP, …) and runs its own online softmax; the warps are merged in shared
+// memory at the end. ~150 registers leave room for 3 blocks per SM, whose 12 warps keep 96 KB of K/V
+// rows in flight. Tensor cores, mma m16n8k16 (lane = 4·gi + tq):
+// · S = Q·Kᵀ, Q's G ≤ 8 heads as rows (rows ≥ G zero), 8 keys per n-tile. A head dim's order inside
+//   a dot product is free, so lane (gi, tq) loads 16 contiguous bytes of key gi, dims 32u + 8tq … +7,
+//   and takes them as the B fragments of k-steps 2u, 2u+1; Q's A fragments are read the same way.
+// · Oᵀ = Vᵀ·Pᵀ: P's C-fragment layout (head gi, keys 2tq, 2tq+1) is already Pᵀ's B fragment. Vᵀ's A
+//   fragments come from the same 16-byte loads as K, transposed per 8×8 block by movmatrix: word j of
+//   the chunk loaded for (key half kh, u) is block (u, j), whose column 2tq + x is dim 32u + 8tq + 2j + x;
+//   after the transpose, row gi of block (u, j) is dim 32u + 8·(gi/2) + 2j + gi%2. M-tile (u, hh) has
+//   blocks (u, 2hh), (u, 2hh + 1) as rows 0–7, 8–15; its C holds Oᵀ[dim][heads 2tq, 2tq + 1].
+template <int DH, int G>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, H = Hkv·G
                     const bf16* __restrict__ k_cache,  // k_cache: [B, R, Hkv, DH] bf16
                     const bf16* __restrict__ v_cache,  // v_cache: [B, R, Hkv, DH] bf16
                     const int* __restrict__ pos,       // pos: [T] int32
                     const int* __restrict__ stream,    // stream: [T] int32
-                    float* __restrict__ ws,            // ws: [T, H, n_splits, DH+2] f32: acc | max | sum
-                    int Hkv, int R, int W) {
-    constexpr int NWARP = SPLIT_THREADS / 32, LPK = DH / 8, KPW = 32 / LPK, KPI = KPW * NWARP;
-    constexpr int NK = CHUNK / KPI;  // keys per thread
-    static_assert(CHUNK % KPI == 0, "CHUNK must be a multiple of the keys per iteration");
-    const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, n_splits = gridDim.x;
-    const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int p = pos[t], sb = stream[t];  // both loads issued together
-    const int lo = max(0, p - W + 1), k0 = lo + split * CHUNK;
-    const size_t gstride = (size_t)n_splits * (DH + 2);
-    float* part = ws + (((size_t)t * H + hk * G) * n_splits + split) * (DH + 2);  // + g·gstride
-    if (k0 > p) {
-        if (threadIdx.x < G) part[threadIdx.x * gstride + DH] = NEG_INF, part[threadIdx.x * gstride + DH + 1] = 0.f;
-        return;
+                    float* __restrict__ ws,            // ws: [T, Hkv, split_row] f32, counters zero
+                    bf16* __restrict__ out,            // out: [T, H, DH] bf16
+                    int Hkv, int R, int W, int min_keys) {
+    static_assert(G <= 8 && DH % 32 == 0, "heads per kv head ≤ 8, head dim a multiple of 32");
+    constexpr int NWARP = SPLIT_THREADS / 32, NU = DH / 32, STEP = 16, STRIDE = STEP * NWARP;
+    constexpr int D4 = DH / 4;  // float4 columns of one head's output
+    const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, S = gridDim.x;
+    const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
+    uint4 qa[NU];  // issued before pos: independent of it
+#pragma unroll
+    for (int u = 0; u < NU; ++u) {
+        qa[u] = make_uint4(0, 0, 0, 0);
+        if (gi < G) qa[u] = *reinterpret_cast<const uint4*>(q + ((size_t)t * H + hk * G + gi) * DH + (4 * u + tq) * 8);
     }
-    const int sub = lane % LPK, kid = warp * KPW + lane / LPK;  // dims sub·8…+7 of key kid + i·KPI
+    const int p = pos[t], sb = stream[t];
+    const int lo = max(0, p - W + 1), n = p - lo + 1;  // visible keys lo … p
+    const int want = min(S, (n + min_keys - 1) / min_keys), per = (n + want - 1) / want;
+    const int n_act = (n + per - 1) / per;  // splits holding keys; the others leave now
+    if (split >= n_act) return;
+    const int k0 = split * per, k1 = min(n, k0 + per);
     const size_t b_base = (size_t)sb * R;
-    uint4 kr[NK], vr[NK];
+    const int slot0 = lo % R;
+    // Rows of keys kb + gi and kb + 8 + gi (zero past k1), chunks 4u + tq.
+    auto load = [&](uint4(&kf)[2][NU], uint4(&vf)[2][NU], int kb) {
 #pragma unroll
-    for (int i = 0; i < NK; ++i) {
-        const int j = k0 + i * KPI + kid;
-        const size_t off = ((b_base + (size_t)(j % R)) * Hkv + hk) * DH + sub * 8;
-        kr[i] = vr[i] = make_uint4(0, 0, 0, 0);
-        if (j <= p) {
-            kr[i] = *reinterpret_cast<const uint4*>(k_cache + off);
-            vr[i] = *reinterpret_cast<const uint4*>(v_cache + off);
-        }
-    }
-    const float scale = 1.44269504088896341f * rsqrtf((float)DH);
-    float qf[G][8];
+        for (int h = 0; h < 2; ++h) {
+            const int key = kb + 8 * h + gi;
+            int slot = slot0 + key;  // key < n ≤ W ≤ R: one wrap at most
+            slot -= slot >= R ? R : 0;
+            const size_t off = ((b_base + slot) * Hkv + hk) * DH + tq * 8;
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
-        const uint4 u = *reinterpret_cast<const uint4*>(q + ((size_t)t * H + hk * G + g) * DH + sub * 8);
-        const unsigned w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) qf[g][2 * e] = bf16_lo(w[e]) * scale, qf[g][2 * e + 1] = bf16_hi(w[e]) * scale;
-    }
-    float s[NK][G], mx[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) mx[g] = NEG_INF;
-#pragma unroll
-    for (int i = 0; i < NK; ++i) {
-        const unsigned w[4] = {kr[i].x, kr[i].y, kr[i].z, kr[i].w};
-        const bool valid = k0 + i * KPI + kid <= p;
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            float d = 0.f;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) d = fmaf(qf[g][2 * e], bf16_lo(w[e]), fmaf(qf[g][2 * e + 1], bf16_hi(w[e]), d));
-#pragma unroll
-            for (int o = LPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-            s[i][g] = valid ? d : NEG_INF;
-            mx[g] = fmaxf(mx[g], s[i][g]);
-        }
-    }
-    __shared__ float red[NWARP][G];
-    __shared__ __align__(16) float sacc[NWARP][G][DH];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        const float m = warp_max(mx[g]);
-        if (lane == 0) red[warp][g] = m;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        mx[g] = red[0][g];
-#pragma unroll
-        for (int w = 1; w < NWARP; ++w) mx[g] = fmaxf(mx[g], red[w][g]);
-    }
-    float acc[G][8], l[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        l[g] = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] = 0.f;
-    }
-#pragma unroll
-    for (int i = 0; i < NK; ++i) {
-        const unsigned w[4] = {vr[i].x, vr[i].y, vr[i].z, vr[i].w};
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const float pr = fast_exp2(s[i][g] - mx[g]);  // 0 for masked keys (s = −inf, mx finite)
-            l[g] += sub == 0 ? pr : 0.f;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                acc[g][2 * e] = fmaf(pr, bf16_lo(w[e]), acc[g][2 * e]);
-                acc[g][2 * e + 1] = fmaf(pr, bf16_hi(w[e]), acc[g][2 * e + 1]);
+            for (int u = 0; u < NU; ++u) {
+                kf[h][u] = vf[h][u] = make_uint4(0, 0, 0, 0);
+                if (key < k1) {
+                    kf[h][u] = *reinterpret_cast<const uint4*>(k_cache + off + 32 * u);
+                    vf[h][u] = *reinterpret_cast<const uint4*>(v_cache + off + 32 * u);
+                }
             }
         }
-    }
-    // Sum over the KPW keys of a warp (lanes with the same `sub`), then over warps in shared memory.
+    };
+    const float scale = 1.44269504088896341f * rsqrtf((float)DH);
+    float m = NEG_INF, l = 0.f, o[NU][2][4];
 #pragma unroll
-    for (int g = 0; g < G; ++g) {
+    for (int u = 0; u < NU; ++u)
 #pragma unroll
-        for (int o = LPK; o < 32; o <<= 1) {
+        for (int hh = 0; hh < 2; ++hh) o[u][hh][0] = o[u][hh][1] = o[u][hh][2] = o[u][hh][3] = 0.f;
+    auto step = [&](const uint4(&kf)[2][NU], const uint4(&vf)[2][NU], int kb) {
+        float c[2][4], mt = m;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
+        for (int h = 0; h < 2; ++h) {
+            c[h][0] = c[h][1] = c[h][2] = c[h][3] = 0.f;
+#pragma unroll
+            for (int u = 0; u < NU; ++u) {
+                const unsigned a0[4] = {qa[u].x, 0u, qa[u].y, 0u}, a1[4] = {qa[u].z, 0u, qa[u].w, 0u};
+                mma_bf16_16816(c[h], a0, kf[h][u].x, kf[h][u].y);
+                mma_bf16_16816(c[h], a1, kf[h][u].z, kf[h][u].w);
+            }
+#pragma unroll
+            for (int x = 0; x < 2; ++x) {
+                c[h][x] = kb + 8 * h + 2 * tq + x < k1 ? c[h][x] * scale : NEG_INF;
+                mt = fmaxf(mt, c[h][x]);
+            }
         }
-        l[g] = warp_sum(l[g]);
-    }
-    __syncthreads();  // red[] reads done before it is reused for l
-    if (lane < LPK) {
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
+        const float mu = mt == NEG_INF ? 0.f : mt;  // no visible key yet for this head
+        const float alpha = fast_exp2(m - mu);
+        m = mt;
+        float ps = 0.f;
 #pragma unroll
-        for (int g = 0; g < G; ++g) {
-            float4* dst = reinterpret_cast<float4*>(&sacc[warp][g][sub * 8]);
-            dst[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-            dst[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int x = 0; x < 2; ++x) c[h][x] = fast_exp2(c[h][x] - mu), ps += c[h][x];
+        l = fmaf(l, alpha, ps);  // this lane's keys; the quad is summed at the end
+        const float a_lo = __shfl_sync(0xffffffffu, alpha, 8 * tq), a_hi = __shfl_sync(0xffffffffu, alpha, 8 * tq + 4);
+        const unsigned b0 = cvt_bf16x2(c[0][0], c[0][1]), b1 = cvt_bf16x2(c[1][0], c[1][1]);
+#pragma unroll
+        for (int u = 0; u < NU; ++u)
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                float* acc = o[u][hh];
+                acc[0] *= a_lo, acc[1] *= a_hi, acc[2] *= a_lo, acc[3] *= a_hi;
+                const unsigned a[4] = {
+                    movmatrix_trans(word(vf[0][u], 2 * hh)), movmatrix_trans(word(vf[0][u], 2 * hh + 1)),
+                    movmatrix_trans(word(vf[1][u], 2 * hh)), movmatrix_trans(word(vf[1][u], 2 * hh + 1))};
+                mma_bf16_16816(o[u][hh], a, b0, b1);
+            }
+    };
+    uint4 ka[2][NU], va[2][NU];
+    for (int kb = k0 + STEP * warp; kb < k1; kb += STRIDE) {
+        load(ka, va, kb);
+        step(ka, va, kb);
+    }
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    // Merge the warps: each leaves (max, sum, acc) per head in shared memory.
+    __shared__ float sm[NWARP][G], sl[NWARP][G];
+    __shared__ __align__(16) float sacc[NWARP][G][DH];
+    __shared__ bool last;
+    if (tq == 0 && gi < G) sm[warp][gi] = m, sl[warp][gi] = l;
+#pragma unroll
+    for (int u = 0; u < NU; ++u)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+            const int d = 32 * u + 8 * (gi >> 1) + 4 * hh + (gi & 1);  // dims d (c0, c1) and d + 2 (c2, c3)
+            if (2 * tq < G) sacc[warp][2 * tq][d] = o[u][hh][0], sacc[warp][2 * tq][d + 2] = o[u][hh][2];
+            if (2 * tq + 1 < G) sacc[warp][2 * tq + 1][d] = o[u][hh][1], sacc[warp][2 * tq + 1][d + 2] = o[u][hh][3];
         }
-    }
-    if (lane == 0) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) red[warp][g] = l[g];
-    }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < G * DH; idx += SPLIT_THREADS) {
-        const int g = idx / DH, d = idx % DH;
-        float a = 0.f;
+    // Partials of (t, hk): acc [S][G][DH] | (max, sum) [S][G] | arrival counter.
+    float* row = ws + ((size_t)t * Hkv + hk) * ((S * G * (DH + 2) + 4) & ~3);
+    float* pml = row + (size_t)S * G * DH;
+    unsigned* counter = reinterpret_cast<unsigned*>(pml + 2 * S * G);
+    for (int idx = threadIdx.x; idx < G * D4; idx += SPLIT_THREADS) {
+        const int g = idx / D4, d4 = idx % D4;
+        float mb = sm[0][g];
 #pragma unroll
-        for (int w = 0; w < NWARP; ++w) a += sacc[w][g][d];
-        part[g * gstride + d] = a;
-    }
-    if (threadIdx.x < G) {
-        const int g = threadIdx.x;
-        float ls = 0.f;
+        for (int w = 1; w < NWARP; ++w) mb = fmaxf(mb, sm[w][g]);  // finite: the split has a key
+        float lb = 0.f;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
-        for (int w = 0; w < NWARP; ++w) ls += red[w][g];
-        part[g * gstride + DH] = mx[g];
-        part[g * gstride + DH + 1] = ls;
+        for (int w = 0; w < NWARP; ++w) {
+            const float c = fast_exp2(sm[w][g] - mb);
+            const float4 x = reinterpret_cast<const float4*>(sacc[w][g])[d4];
+            lb = fmaf(c, sl[w][g], lb);
+            a = make_float4(fmaf(c, x.x, a.x), fmaf(c, x.y, a.y), fmaf(c, x.z, a.z), fmaf(c, x.w, a.w));
+        }
+        if (n_act == 1) {  // the whole window in one split: no partials
+            const float inv = 1.f / lb;
+            *reinterpret_cast<uint2*>(out + ((size_t)t * H + hk * G + g) * DH + 4 * d4) =
+                make_uint2(pack_bf16x2(a.x * inv, a.y * inv), pack_bf16x2(a.z * inv, a.w * inv));
+        } else {
+            reinterpret_cast<float4*>(row + ((size_t)split * G + g) * DH)[d4] = a;
+            if (d4 == 0) reinterpret_cast<float2*>(pml)[split * G + g] = make_float2(mb, lb);
+        }
     }
+    if (n_act == 1) return;
+    __threadfence();  // this block's partials are visible before the count says so
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(counter, 1u) == (unsigned)(n_act - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // The last split of (t, hk) to arrive merges all n_act partials and resets the counter.
+    for (int idx = threadIdx.x; idx < G * D4; idx += SPLIT_THREADS) {
+        const int g = idx / D4, d4 = idx % D4;
+        float mr = NEG_INF, lr = 0.f;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+        for (int s = 0; s < n_act; ++s) {
+            const float2 ml = ld_cg2(pml + 2 * (s * G + g));
+            const float4 x = ld_cg4(row + ((size_t)s * G + g) * DH + 4 * d4);
+            const float mn = fmaxf(mr, ml.x), ca = fast_exp2(mr - mn), cb = fast_exp2(ml.x - mn);
+            mr = mn;
+            lr = lr * ca + ml.y * cb;
+            a = make_float4(fmaf(a.x, ca, x.x * cb), fmaf(a.y, ca, x.y * cb), fmaf(a.z, ca, x.z * cb),
+                            fmaf(a.w, ca, x.w * cb));
+        }
+        const float inv = 1.f / lr;
+        *reinterpret_cast<uint2*>(out + ((size_t)t * H + hk * G + g) * DH + 4 * d4) =
+            make_uint2(pack_bf16x2(a.x * inv, a.y * inv), pack_bf16x2(a.z * inv, a.w * inv));
+    }
+    if (threadIdx.x == 0) *counter = 0u;  // ready for the next launch or graph replay
 }
 
-// Merges the partials of attention_split. Grid (H, T), block (DH/4)·COMBINE_ROWS threads. Pass 1 finds
-// the largest partial max; pass 2 sums the rescaled partials, each thread owning 4 dims and every
-// COMBINE_ROWS-th split (independent loads, no loop-carried rescaling); rows are merged in shared memory.
-constexpr int COMBINE_ROWS = 16;
-
-template <int DH>
-__global__ void __launch_bounds__(DH / 4 * COMBINE_ROWS)
-    attention_combine(const float* __restrict__ ws,  // ws: [T, H, n_splits, DH+2] f32 from attention_split
-                      const int* __restrict__ pos,   // pos: [T] int32
-                      bf16* __restrict__ out,        // out: [T, H, DH] bf16
-                      int n_splits, int W, int chunk) {
-    constexpr int TPR = DH / 4, NT = TPR * COMBINE_ROWS;  // threads per split row, per block
-    const int h = blockIdx.x, t = blockIdx.y, H = gridDim.x;
-    const int d4 = threadIdx.x % TPR, row = threadIdx.x / TPR, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int p = pos[t], n_active = min(n_splits, (p - max(0, p - W + 1)) / chunk + 1);
-    const float* base = ws + ((size_t)t * H + h) * n_splits * (DH + 2);
-    __shared__ float red[NT / 32], sl[COMBINE_ROWS];
-    __shared__ float4 sa[COMBINE_ROWS][TPR];
-    float m = NEG_INF;
-    for (int s = threadIdx.x; s < n_active; s += NT) m = fmaxf(m, base[(size_t)s * (DH + 2) + DH]);
-    m = warp_max(m);
-    if (lane == 0) red[warp] = m;
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < NT / 32; ++w) m = fmaxf(m, red[w]);  // every active partial max is finite
-    float l = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-    for (int s = row; s < n_active; s += COMBINE_ROWS) {
-        const float* ps = base + (size_t)s * (DH + 2);
-        // A record is DH+2 floats, so only 8-byte alignment holds for every split.
-        const float2 a01 = reinterpret_cast<const float2*>(ps)[2 * d4];
-        const float2 a23 = reinterpret_cast<const float2*>(ps)[2 * d4 + 1];
-        const float c = fast_exp2(ps[DH] - m);
-        l = fmaf(c, ps[DH + 1], l);
-        acc = make_float4(fmaf(c, a01.x, acc.x), fmaf(c, a01.y, acc.y), fmaf(c, a23.x, acc.z), fmaf(c, a23.y, acc.w));
-    }
-    if (d4 == 0) sl[row] = l;
-    sa[row][d4] = acc;
-    __syncthreads();
-    if (row == 0) {
-        float lt = 0.f;
-        float4 at = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int r = 0; r < COMBINE_ROWS; ++r) {
-            const float4 a = sa[r][d4];
-            lt += sl[r];
-            at.x += a.x, at.y += a.y, at.z += a.z, at.w += a.w;
-        }
-        const float inv = 1.f / lt;
-        uint2* o = reinterpret_cast<uint2*>(out + ((size_t)t * H + h) * DH) + d4;
-        *o = make_uint2(pack_bf16x2(at.x * inv, at.y * inv), pack_bf16x2(at.z * inv, at.w * inv));
-    }
-}
 
 // ---- attention_tiled ----
 // Block: NW warps of MT·16 query rows each (BM = 16·MT·NW rows) × one head; key tiles of BN rows. Each
@@ -384,12 +399,14 @@ __global__ void __launch_bounds__(NW * 32)
 }
 
 #ifdef VOXTRAL_NVCC_CHECK
-template __global__ void attention_split<128, 4, 64>(const bf16*, const bf16*, const bf16*, const int*, const int*,
-                                                     float*, int, int, int);
-template __global__ void attention_split<64, 8, 32>(const bf16*, const bf16*, const bf16*, const int*, const int*,
-                                                    float*, int, int, int);
-template __global__ void attention_combine<128>(const float*, const int*, bf16*, int, int, int);
-template __global__ void attention_combine<64>(const float*, const int*, bf16*, int, int, int);
+#define SPLIT(DH, G)                                                                                         \
+    template __global__ void attention_split<DH, G>(const bf16*, const bf16*, const bf16*, const int*, const int*, \
+                                                    float*, bf16*, int, int, int, int)
+SPLIT(128, 4);
+SPLIT(128, 8);
+SPLIT(128, 1);
+SPLIT(64, 1);
+SPLIT(64, 8);
 #define TILED(DH, NW, MT)                                                                                       \
     template __global__ void attention_tiled<DH, NW, MT>(const bf16*, const bf16*, const bf16*, bf16*, int, int, \
                                                          int, int, int, int, int)

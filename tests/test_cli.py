@@ -2,12 +2,17 @@
 
 import json
 import os
+import pty
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
+from format_checks import READERS, check_output
+
+FORMATS = list(READERS)
 
 
 def voxtral(*args, env=None):
@@ -49,14 +54,122 @@ def test_json_format(tiny_dir, clip5):
 def test_output_dir_and_bad_file_among_good(tiny_dir, clip5, tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(os.urandom(3000))
+    shutil.copy(clip5, tmp_path / "good.wav")
     out = tmp_path / "out"
     out.mkdir()
-    r = voxtral("transcribe", clip5, bad, tmp_path / "missing.flac", "-m", tiny_dir, "-o", out, "-d", "cpu")
+    inputs = [tmp_path / "*.wav", tmp_path / "missing.flac"]
+    r = voxtral("transcribe", *inputs, "-m", tiny_dir, "-o", out, "-d", "cpu", "-f", "srt,json")
     assert r.returncode == 3
-    assert (out / f"{clip5.stem}.txt").read_text().strip()
-    assert sorted(p.name for p in out.iterdir()) == [f"{clip5.stem}.txt"]  # nothing half-written
+    assert sorted(p.name for p in out.iterdir()) == ["good.json", "good.srt"]  # nothing half-written
+    assert check_output("srt", (out / "good.srt").read_text(), 5.0)
     errs = [line for line in r.stderr.splitlines() if line.startswith("voxtral: error:")]
     assert len(errs) == 2 and "broken.wav" in errs[0] and "missing.flac" in errs[1]
+    assert r.stderr.splitlines()[-1].startswith("voxtral: 2 of 3 inputs failed: ")
+    assert "\r" not in r.stderr and "ETA" not in r.stderr  # no progress bar when stderr is piped
+
+
+@pytest.fixture(scope="module")
+def written(tiny_dir, clip5, clip15, tmp_path_factory):
+    """Every format of two clips given as a directory: (output dir, {stem: duration})."""
+    clips = tmp_path_factory.mktemp("clips")
+    for clip in (clip5, clip15):
+        shutil.copy(clip, clips)
+    out = tmp_path_factory.mktemp("out")
+    r = voxtral("transcribe", clips, "-m", tiny_dir, "-d", "cpu", "-o", out, "-f", "all", "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return out, {c.stem: sf.info(c).duration for c in (clip5, clip15)}
+
+
+@pytest.mark.parametrize("fmt", ["txt", "json", "srt", "vtt", "tsv"])
+def test_each_format_reads_back_with_times_inside_the_audio(written, fmt):
+    out, durations = written
+    for stem, duration in durations.items():
+        texts = check_output(fmt, (out / f"{stem}.{fmt}").read_text(encoding="utf-8"), duration)
+        assert texts and all(texts)
+
+
+def test_formats_agree(written):
+    out, durations = written
+    assert len(list(out.iterdir())) == 5 * len(durations)
+    for stem, duration in durations.items():
+        read = {f: (out / f"{stem}.{f}").read_text(encoding="utf-8") for f in FORMATS}
+        texts = {f: check_output(f, text, duration) for f, text in read.items()}
+        assert texts["srt"] == texts["vtt"] == texts["tsv"] == texts["txt"] == texts["json"]
+
+
+def test_never_overwrites_without_overwrite(tiny_dir, clip5, tmp_path):
+    (tmp_path / "5s_dont_worry_about_him.vtt").write_text("mine")
+    args = [clip5, "-m", tiny_dir, "-d", "cpu", "-o", tmp_path, "-f", "txt,vtt"]
+    r = voxtral("transcribe", *args)
+    assert_one_line_error(r, "exists", "--overwrite")
+    assert r.returncode == 6 and sorted(os.listdir(tmp_path)) == ["5s_dont_worry_about_him.vtt"]
+    assert "loaded" not in r.stderr  # refused before loading the model
+    r = voxtral("transcribe", *args, "--overwrite")
+    assert r.returncode == 0 and (tmp_path / "5s_dont_worry_about_him.vtt").read_text().startswith("WEBVTT")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["-f", "docx"], "docx"),
+        (["-f", "srt", "-f", "vtt"], "--output-dir"),
+        (["-o", "/no/such/dir"], "exist"),
+    ],
+    ids=["unknown-format", "two-formats-to-stdout", "missing-output-dir"],
+)
+def test_output_option_errors(tiny_dir, clip5, args, needle):
+    assert_one_line_error(voxtral("transcribe", clip5, "-m", tiny_dir, *args), needle)
+
+
+def test_progress_bar_on_a_terminal(tiny_dir, clip5, clip15, tmp_path):
+    leader, follower = pty.openpty()
+    cmd = [sys.executable, "-m", "voxtral", "transcribe", clip5, clip15, "-m", tiny_dir, "-d", "cpu"]
+    env = {**os.environ, "COLUMNS": "120"}
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    terminal = b"".join(chunks).decode()
+    assert "\r\x1b[K[" in terminal and "0/2 files, 0/20 s audio" in terminal and "ETA ?" in terminal
+    assert "1/2 files, 5/20 s audio" in terminal and "ETA 0:" in terminal
+    assert terminal.endswith("\r\x1b[K")  # the bar is erased at the end
+    assert proc.stdout.read().decode().count("==> ") == 2  # text on stdout, no bar
+
+
+def test_eval_computes_the_known_wer(tiny_dir, clip5, clip15, tmp_path):
+    import voxtral as vx
+    from voxtral.evaluate import normalize
+
+    model = vx.load(tiny_dir, device="cpu")
+    hyp5, hyp15 = (normalize(model.transcribe(c).text).split() for c in (clip5, clip15))
+    assert hyp5 and hyp15
+    for clip, ref in ((clip5, ["qqq", *hyp5[1:], "zzz"]), (clip15, hyp15)):
+        shutil.copy(clip, tmp_path)
+        (tmp_path / f"{clip.stem}.txt").write_text(" ".join(ref).upper() + ".")
+    shutil.copy(clip5, tmp_path / "no_reference.wav")  # skipped: nothing to compare with
+    r = voxtral("eval", tmp_path, "-m", tiny_dir, "-d", "cpu", "-q")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    n5, n15 = len(hyp5) + 1, len(hyp15)  # reference words: one substituted and one deleted in clip5
+    assert len(lines) == 3 and lines[0].startswith(str(tmp_path / clip15.name))
+    assert f"WER   0.00%  (0/{n15} words: 0 sub, 0 del, 0 ins)" in lines[0]
+    assert f"WER {100 * 2 / n5:6.2f}%  (2/{n5} words: 1 sub, 1 del, 0 ins)" in lines[1]
+    overall = f"WER {100 * 2 / (n5 + n15):6.2f}%  (2/{n5 + n15} words: 1 sub, 1 del, 0 ins) over 2 clips"
+    assert lines[2].startswith("overall") and lines[2].endswith(overall)
+
+
+def test_eval_without_references_is_one_line(tiny_dir, clip5, tmp_path):
+    shutil.copy(clip5, tmp_path / "alone.wav")
+    assert_one_line_error(voxtral("eval", tmp_path / "alone.wav", "-m", tiny_dir), "no reference transcript")
 
 
 def _write(tmp_path, name, data, rate=16000):
@@ -100,8 +213,6 @@ def test_non_finite_samples(tiny_dir, tmp_path, bad):
     ids=["missing-file", "malformed-params", "truncated-weights"],
 )
 def test_bad_model_directory(tiny_dir, clip5, tmp_path, damage, needle):
-    import shutil
-
     d = tmp_path / "m"
     shutil.copytree(tiny_dir, d)
     damage(d)
@@ -144,6 +255,7 @@ def test_help_on_every_command():
     for args in (
         ["--help"],
         ["transcribe", "--help"],
+        ["eval", "--help"],
         ["info", "--help"],
         ["dev", "random-checkpoint", "--help"],
     ):

@@ -1,20 +1,39 @@
 """Every sample program runs on a tiny random checkpoint."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from format_checks import check_output
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 
 
-@pytest.mark.parametrize("name", ["transcribe_file.py", "compare_cpu_gpu.py"])
-def test_sample_runs(name, tiny_dir, clip5):
-    r = subprocess.run(
-        [sys.executable, str(SAMPLES / name), str(clip5), "--model", str(tiny_dir)],
+def run_sample(name, *args):
+    return subprocess.run(
+        [sys.executable, str(SAMPLES / name), *map(str, args)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(SAMPLES.parent)},
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["transcribe_file.py", "compare_cpu_gpu.py"])
+def test_sample_runs(name, tiny_dir, clip5):
+    r = run_sample(name, clip5, "--model", tiny_dir)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
+
+
+def test_folder_to_srt(tiny_dir, clip5, tmp_path):
+    shutil.copy(clip5, tmp_path / "good.wav")
+    (tmp_path / "broken.flac").write_bytes(b"not audio")
+    (tmp_path / "kept.wav").write_bytes(b"not audio either")
+    (tmp_path / "kept.srt").write_text("mine")
+    r = run_sample("folder_to_srt.py", tmp_path, "--model", tiny_dir, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "broken.flac: skipped" in r.stdout and "kept.wav: " in r.stdout and "good.wav: " in r.stdout
+    assert check_output("srt", (tmp_path / "good.srt").read_text(encoding="utf-8"), 5.0)
+    assert (tmp_path / "kept.srt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".srt") == ["good.srt", "kept.srt"]

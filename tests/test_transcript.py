@@ -39,3 +39,20 @@ def test_sentence_punctuation_splits_segments_and_times_stay_in_audio():
     assert [s.text for s in segs][:3] == ["the.", "the.", "the."]
     assert all(0 <= w.start <= w.end <= 1.0 for w in words)
     assert all(a.end <= b.start + 1e-9 for a, b in zip(words, words[1:], strict=False))
+
+
+def test_a_long_silence_before_a_word_is_a_pause_that_splits_segments():
+    tok = _tok()
+    the, a, dot = _id(tok, b" the"), _id(tok, b" and"), _id(tok, b".")
+    tokens = [PAD, the, WORD, PAD, a, WORD] + [PAD] * 30 + [the, dot]
+    words = align_words(tokens, tok, duration=10.0)
+    assert [(w.start, w.end) for w in words] == [(0.0, 0.0), (0.0, 0.24), (1.8, 2.8)]  # 2.8 − MAX_WORD_S
+    segs = segments_from_words(words)
+    assert [(s.text, s.start, s.end) for s in segs] == [("the and", 0.0, 0.24), ("the.", 1.8, 2.8)]
+    assert len(segments_from_words(words, pause_s=2.0)) == 1
+
+
+def test_word_ends_are_rounded_down_inside_the_audio():
+    tok = _tok()
+    words = align_words([_id(tok, b" the")] * 40, tok, duration=1.0006)
+    assert words[-1].end == 1.0

@@ -3,6 +3,7 @@
 from .api import Model, Trace, load
 from .checkpoint import DEFAULT_MODEL
 from .errors import AudioError, CheckpointError, ConfigError, DeviceError, OptionError, VoxtralError
+from .stream import Piece, Session
 from .transcript import Segment, Transcript, Word
 
 __version__ = "0.1.0"
@@ -14,7 +15,9 @@ __all__ = [
     "DeviceError",
     "Model",
     "OptionError",
+    "Piece",
     "Segment",
+    "Session",
     "Trace",
     "Transcript",
     "VoxtralError",

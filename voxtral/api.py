@@ -1,4 +1,4 @@
-"""The public API: load() a checkpoint onto a device; Model.transcribe() and Model.trace()."""
+"""The public API: load() a checkpoint onto a device; Model.transcribe(), Model.stream(), Model.trace()."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import numpy as np
 
 from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
+from .confidence import score
 from .errors import DeviceError, OptionError
-from .schedule import Schedule, greedy
+from .schedule import Schedule, delay_tokens, greedy
+from .stream import Session
 from .transcript import Transcript, align_words, segments_from_words
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,34 @@ class Model:
         timings["encoder"] = time.perf_counter() - t0
         return embeds
 
-    def transcribe(self, audio, sample_rate: int | None = None) -> Transcript:
-        """Transcribe a file path or an array (with its sample_rate) with the offline schedule."""
+    def transcribe(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        confidence: bool = False,
+        alternatives: float | None = None,
+    ) -> Transcript:
+        """Transcribe a file path or an array (with its sample_rate) with the offline schedule.
+
+        confidence: give every token its probability (Transcript.scores); alternatives=P also lists
+        the rival tokens whose probability is within P of the chosen one (implies confidence).
+        """
+        if alternatives is not None and not 0 < alternatives <= 1:
+            raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives}")
         timings: dict[str, float] = {}
         mel, duration = self._features(audio, sample_rate, timings)
         embeds = self._encode(mel, timings)
         n_positions = mel.shape[1] // self.config.audio.frames_per_token
         state = self.backend.start(embeds, n_positions)
-        tokens = greedy(self.backend, state, self.schedule, n_positions, timings=timings)
+        scores: list | None = [] if confidence or alternatives is not None else None
+
+        def on_logits(kept, logits):
+            scores.extend(score(logits, kept, self.tokenizer, alternatives))
+
+        tokens = greedy(
+            self.backend, state, self.schedule, n_positions, timings=timings,
+            on_logits=None if scores is None else on_logits,
+        )  # fmt: skip
         words = align_words(tokens, self.tokenizer, duration)
         info = {
             "device": self.device,
@@ -91,7 +113,23 @@ class Model:
             duration=duration,
             timings=timings,
             info=info,
+            scores=scores,
         )
+
+    def stream(self, delay_ms: int | None = None, on_tokens=None) -> Session:
+        """A streaming session: feed() 16 kHz float32 chunks, get text pieces as they are decided.
+
+        delay_ms must be the model's (fixed at load: the decoder is conditioned on it). on_tokens,
+        if given, receives every generated id in order.
+        """
+        if delay_ms is not None and delay_tokens(delay_ms) != self.schedule.n_delay:
+            raise OptionError(
+                f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
+                f"{delay_ms} ms load it with voxtral.load(..., delay_ms={delay_ms})"
+            )
+        if not hasattr(self.backend, "start_stream"):
+            raise DeviceError(f"streaming is not available on {self.device} yet; load with device='cpu'")
+        return Session(self.backend, self.schedule, self.tokenizer, self.config.audio, on_tokens)
 
     def trace(self, audio, n_steps: int, forced_tokens=None, sample_rate: int | None = None) -> Trace:
         """mel, audio embeddings, logits and argmax of the first n_steps greedy steps.

@@ -150,6 +150,12 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     # Reflect padding; numpy reflects repeatedly when S <= n_fft // 2 (an edge case: offline
     # padding always gives far longer inputs).
     padded = np.pad(x, n_fft // 2, mode="reflect")
+    return _frames_log_mel(padded, n_frames, cfg)
+
+
+def _frames_log_mel(padded: np.ndarray, n_frames: int, cfg: AudioConfig) -> np.ndarray:
+    """Frames t < n_frames of a padded signal (frame t = padded[t·hop : t·hop + n_fft]) → [M, T]."""
+    n_fft, hop = cfg.window_size, cfg.hop_length
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]  # [T, n_fft]
     spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)  # [T, n_fft // 2 + 1]
     power = spectrum.real**2 + spectrum.imag**2
@@ -157,3 +163,65 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     log_spec = np.log10(np.maximum(mel, LOG_MEL_FLOOR))
     log_spec = np.maximum(log_spec, cfg.global_log_mel_max - LOG_MEL_RANGE)
     return ((log_spec + LOG_MEL_SHIFT) / LOG_MEL_SCALE).astype(np.float32)
+
+
+class MelStream:
+    """Incremental log_mel (SPEC §2.3, §7): samples in chunks of any size → the frames of log_mel(all).
+
+    Frame t is centred on sample t·hop, so it waits for n_fft/2 samples of look-ahead; finish()
+    reflect-pads the end as log_mel does and returns the frames still held back. Only the samples
+    that frames not yet returned need are kept, so memory is bounded for any length.
+    """
+
+    def __init__(self, cfg: AudioConfig):
+        self.cfg = cfg
+        self.n_samples = 0  # samples fed so far
+        self.n_frames = 0  # frames returned so far
+        self.finished = False
+        self._half = cfg.window_size // 2
+        self._head = np.zeros(0)  # the first samples, until the left reflection can be built
+        self._padded: np.ndarray | None = None  # the padded signal from padded index _start on
+        self._start = 0  # padded index of _padded[0] (padded index = sample index + n_fft/2)
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """The next samples [S] → the frames [M, T'] they complete (T' ≥ 0)."""
+        if self.finished:
+            raise AudioError("MelStream: feed after finish(); start a new stream")
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        self.n_samples += len(x)
+        if self._padded is None:
+            self._head = np.concatenate([self._head, x])
+            if len(self._head) <= self._half:
+                return self._empty()
+            self._padded, self._head = np.concatenate([self._head[self._half : 0 : -1], self._head]), None
+        else:
+            self._padded = np.concatenate([self._padded, x])
+        n, hop = self.n_samples, self.cfg.hop_length
+        ready = min(n // hop, (n - self._half) // hop + 1)  # frame t needs samples < t·hop + n_fft/2
+        return self._take(ready)
+
+    def finish(self) -> np.ndarray:
+        """Reflect-pad the end; the frames [M, T'] still held back, up to T = samples // hop in all."""
+        if self.finished:
+            raise AudioError("MelStream: finish() called twice; start a new stream")
+        self.finished = True
+        if self._padded is None:  # too short to have returned anything: the one-shot recipe
+            self.n_frames = self.n_samples // self.cfg.hop_length
+            return log_mel(self._head, self.cfg)
+        tail = self._padded[-self._half - 1 : -1][::-1]  # np.pad "reflect": x[S−2], x[S−3], …
+        self._padded = np.concatenate([self._padded, tail])
+        return self._take(self.n_samples // self.cfg.hop_length)
+
+    def _take(self, upto: int) -> np.ndarray:
+        """Frames n_frames … upto − 1; drops the samples no later frame needs."""
+        if upto <= self.n_frames:
+            return self._empty()
+        hop = self.cfg.hop_length
+        offset = self.n_frames * hop - self._start
+        out = _frames_log_mel(self._padded[offset:], upto - self.n_frames, self.cfg)
+        self._padded = self._padded[upto * hop - self._start :]
+        self._start, self.n_frames = upto * hop, upto
+        return out
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((self.cfg.num_mel_bins, 0), dtype=np.float32)

@@ -1,8 +1,12 @@
 """The seam between the schedule and a device: the few operations both backends implement.
 
-The schedule (schedule.py) decides what each position gets and when to stop; a backend only
-runs the model. Arrays it returns for audio embeddings stay on its device; tokens and logits
+The schedule (schedule.py, stream.py) decides what each position gets and when to stop; a backend
+only runs the model. Arrays it returns for audio embeddings stay on its device; tokens and logits
 come back as NumPy.
+
+Offline: encode(mel) → start(audio) → prefill → step. Streaming (SPEC §7): start_encoder() and
+encode_frames() per piece of mel; start_stream() → append_audio() as embeddings arrive → prefill
+once the prompt's positions have audio → step one position per new embedding, forever.
 """
 
 from __future__ import annotations
@@ -19,8 +23,28 @@ class Backend(Protocol):
     def encode(self, mel: np.ndarray) -> Any:
         """mel [M, T] → audio embeddings [N, D], one per 80 ms, on the backend's device."""
 
+    def start_encoder(self) -> Any:
+        """A fresh incremental encoder: zero conv-stem history, empty KV ring at position 0."""
+
+    def encode_frames(self, enc: Any, mel: np.ndarray) -> Any:
+        """The stream's next mel frames [M, T] (any T ≥ 0) → the audio embeddings [k, D] they complete.
+
+        k ≥ 0: each complete group of 4 encoder positions (8 frames) yields one row; the rest waits
+        in enc. After all frames of a stream whose length is a multiple of 8, the rows returned so
+        far equal encode(all frames), up to float rounding.
+        """
+
     def start(self, audio: Any, n_positions: int | None = None) -> Any:
         """A fresh decoder state (KV cache, position 0) reading the given audio embeddings."""
+
+    def start_stream(self) -> Any:
+        """A fresh decoder state for an unbounded stream: no audio yet, KV a rolling window of positions."""
+
+    def append_audio(self, state: Any, embeds: Any) -> None:
+        """Append audio embeddings [k, D] (from encode_frames) for the next positions; consumed ones may go.
+
+        prefill / step may only run positions whose embedding has been appended.
+        """
 
     def prefill(self, state: Any, tokens: np.ndarray) -> None:
         """Run positions 0 … len−2 with a[p] + E[tokens[p]]; tokens[−1] is the first step's input."""

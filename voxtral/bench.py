@@ -149,8 +149,9 @@ def bench_device(
         device=device, load_s=load_s, audio_s=t.duration, stages_ms=stages, steps=len(t.tokens)
     )
     if device == "cuda":
+        memory = model.backend.memory_bytes()  # one stream, before the profile's long audio
         report.decode_profile = _profile(model, samples, opts.positions, opts.steps)
-        report.extra = _gpu_ceilings() | model.backend.memory_bytes()
+        report.extra = _gpu_ceilings() | memory
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
     return report
@@ -232,7 +233,7 @@ def table(result: dict) -> str:
                 f"       copy {x['copy_GBps']:.0f} GB/s, GEMM {x['gemm_TFLOPs']:.0f} TFLOP/s, encoder at "
                 f"{x.get('encoder_flop_pct', 0):.0f}% of its FLOP limit "
                 f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
-                f"device pool {x['pool_total'] / 1e9:.2f} GB"
+                f"device memory {x['pool_total'] / 1e9:.2f} GB (one stream, {r['audio_s']:.0f} s audio)"
             )
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))

@@ -1,24 +1,25 @@
-"""The `voxtral` command line: transcribe, info, dev random-checkpoint.
+"""The `voxtral` command line: transcribe, eval, info, bench, dev random-checkpoint.
 
-Text goes to stdout; progress, timings and errors to stderr. A VoxtralError becomes one line
-`voxtral: error: …` and a non-zero exit code; with several files the good ones are still done.
+Text goes to stdout (or files in --output-dir); progress, timings and errors to stderr. A VoxtralError
+becomes one line `voxtral: error: …` and a non-zero exit code; with several files the good ones are
+still done and the failures are summarised at the end.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
-import tempfile
-from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .batch import InputError, audio_seconds, expand_inputs, plan_outputs, write_atomic
 from .checkpoint import DEFAULT_MODEL
 from .errors import OptionError, VoxtralError
+from .formats import WRITERS
+from .progress import Done, ProgressBar
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Speech to text with Voxtral Mini 4B Realtime."
@@ -28,38 +29,27 @@ app.add_typer(dev_app, name="dev")
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model directory or Hugging Face Hub id.")]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu or cuda.")]
+DelayOpt = Annotated[int | None, typer.Option(help="Transcription delay, 80–2400 ms in steps of 80.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
+FORMAT_NAMES = ", ".join(WRITERS)
+MAX_NAMES_IN_SUMMARY = 10
 
-
-class Format(str, Enum):
-    txt = "txt"
-    json = "json"
+Emit = Callable[[Path, object, ProgressBar], None]
 
 
 def _error(message: str) -> None:
     typer.echo(f"voxtral: error: {message}", err=True)
 
 
+def _exit_on(e: VoxtralError) -> typer.Exit:
+    _error(str(e))
+    return typer.Exit(e.exit_code)
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="voxtral: %(message)s", stream=sys.stderr, force=True)
-
-
-def _render(transcript, fmt: Format) -> str:
-    if fmt is Format.json:
-        return json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n"
-    return transcript.text + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, then rename: never a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _summary(name: str, t) -> str:
@@ -73,55 +63,303 @@ def _summary(name: str, t) -> str:
     )
 
 
-@app.command()
-def transcribe(
-    files: Annotated[list[Path], typer.Argument(help="Audio files (any format libsndfile reads).")],
-    model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
-    delay_ms: Annotated[
-        int | None, typer.Option(help="Transcription delay, 80–2400 ms in steps of 80.")
-    ] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.txt,
-    output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-o", help="Write FILE.<format> here instead of stdout.")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")] = False,
-) -> None:
-    """Transcribe audio files; text to stdout (or files in --output-dir), timings to stderr."""
-    _setup_logging(verbose, quiet)
+def _parse_formats(values: list[str] | None) -> list[str]:
+    """`-f srt -f vtt`, `-f srt,vtt` or `-f all` → format names in order; OptionError for unknown ones."""
+    names: list[str] = []
+    for value in values or ["txt"]:
+        for name in (n.strip().lower() for n in value.split(",")):
+            if name not in (*WRITERS, "all"):
+                raise OptionError(f"--format {name!r} is not a format; use {FORMAT_NAMES} or all")
+            names += [n for n in (WRITERS if name == "all" else [name]) if n not in names]
+    return names
+
+
+def _check_output(output_dir: Path | None, formats: list[str]) -> None:
+    if output_dir is None and len(formats) > 1:
+        raise OptionError(f"{len(formats)} formats need --output-dir (stdout takes one)")
+    if output_dir is not None and not output_dir.is_dir():
+        raise OptionError(f"{output_dir}: output directory does not exist; create it first")
+
+
+def _load(model: str, device: str, delay_ms: int | None, quiet: bool):
+    """Load the model once; a VoxtralError exits with its one line."""
     import voxtral
 
     try:
-        if output_dir is not None and not output_dir.is_dir():
-            raise OptionError(f"{output_dir}: output directory does not exist")
         m = voxtral.load(model, device=device, delay_ms=delay_ms)
     except VoxtralError as e:
-        _error(str(e))
-        raise typer.Exit(e.exit_code) from None
+        raise _exit_on(e) from None
     if not quiet:
         typer.echo(
             f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s", err=True
         )
-    exit_code = 0
-    for path in files:
-        try:
-            t = m.transcribe(path)
-        except VoxtralError as e:
-            _error(str(e))
-            exit_code = exit_code or e.exit_code
-            continue
-        text = _render(t, fmt)
-        if output_dir is not None:
-            _write_atomic(output_dir / f"{path.stem}.{fmt.value}", text)
-        else:
-            if len(files) > 1 and fmt is Format.txt:
-                text = f"==> {path} <==\n{text}"
-            sys.stdout.write(text)
-            sys.stdout.flush()
-        if not quiet:
-            typer.echo("voxtral: " + _summary(str(path), t), err=True)
-    raise typer.Exit(exit_code)
+    return m
+
+
+def _each(m, paths: list[Path], emit: Emit, quiet: bool, options: dict | None = None) -> list[InputError]:
+    """Transcribe each path, hand it to emit; one error line per failure; a progress bar on a terminal."""
+    seconds = {p: audio_seconds(p) for p in paths}
+    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
+    failed: list[InputError] = []
+    try:
+        for path in paths:
+            try:
+                t = m.transcribe(path, **(options or {}))
+                emit(path, t, bar)
+            except VoxtralError as e:
+                bar.write(f"voxtral: error: {e}\n", sys.stderr)
+                failed.append(InputError(str(path), e))
+            else:
+                if not quiet:
+                    bar.write("voxtral: " + _summary(str(path), t) + "\n", sys.stderr)
+            bar.advance(1, seconds[path])
+    finally:
+        bar.clear()
+    return failed
+
+
+def _finish(failed: list[InputError], n_inputs: int) -> int:
+    """Summarise the failures (with several inputs); the exit code of the first one, else 0."""
+    if failed and n_inputs > 1:
+        names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
+        more = f" and {len(failed) - MAX_NAMES_IN_SUMMARY} more" if len(failed) > MAX_NAMES_IN_SUMMARY else ""
+        typer.echo(f"voxtral: {len(failed)} of {n_inputs} inputs failed: {names}{more}", err=True)
+    return failed[0].error.exit_code if failed else 0
+
+
+def _to_files(plan: dict[Path, list[Path]], formats: list[str]) -> Emit:
+    """Write every format of a transcript, each file atomically."""
+
+    def emit(path: Path, t, bar: ProgressBar) -> None:
+        texts = [WRITERS[fmt](t) for fmt in formats]
+        for out, text in zip(plan[path], texts, strict=True):
+            write_atomic(out, text)
+
+    return emit
+
+
+def _to_stdout(fmt: str, headers: bool) -> Emit:
+    """Print one format; with several files, a `==> FILE <==` line before each (not for json)."""
+
+    def emit(path: Path, t, bar: ProgressBar) -> None:
+        text = WRITERS[fmt](t)
+        if headers and fmt != "json":
+            text = f"==> {path} <==\n{text}"
+        bar.write(text, sys.stdout)
+
+    return emit
+
+
+@app.command()
+def transcribe(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Audio files (any format libsndfile reads), directories (their audio files) "
+            "or quoted glob patterns ('**' recurses)."
+        ),
+    ],
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    delay_ms: DelayOpt = None,
+    fmt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help=f"{FORMAT_NAMES} or all; repeat or comma-separate for several (with --output-dir). "
+            "[default: txt]",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Write FILE.FORMAT here (one per input and format)."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace output files that exist already.")] = False,
+    confidence: Annotated[
+        bool, typer.Option(help="Give each token its probability (json: tokens[].prob).")
+    ] = False,
+    alternatives: Annotated[
+        float | None,
+        typer.Option(
+            metavar="P",
+            help="Also list rival tokens within probability P of the chosen one (json; txt marks them "
+            "inline as {chosen|rival}).",
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Transcribe audio; text to stdout (or files in --output-dir), progress and timings to stderr."""
+    _setup_logging(verbose, quiet)
+    try:
+        formats = _parse_formats(fmt)
+        _check_output(output_dir, formats)
+        if alternatives is not None and not 0 < alternatives <= 1:
+            raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    paths, failed = expand_inputs(inputs)
+    n_inputs = len(paths) + len(failed)
+    if output_dir is not None:
+        plan, taken = plan_outputs(paths, output_dir, formats, overwrite)
+        paths, failed = list(plan), failed + taken
+        emit = _to_files(plan, formats)
+    else:
+        emit = _to_stdout(formats[0], headers=n_inputs > 1)
+    for f in failed:
+        _error(str(f.error))
+    if paths:
+        options = {"confidence": confidence, "alternatives": alternatives}
+        failed += _each(_load(model, device, delay_ms, quiet), paths, emit, quiet, options)
+    raise typer.Exit(_finish(failed, n_inputs))
+
+
+def _wer_line(name: str, s, width: int) -> str:
+    counts = f"{s.substitutions} sub, {s.deletions} del, {s.insertions} ins"
+    return f"{name:<{width}}  WER {100 * s.wer:6.2f}%  ({s.errors}/{s.words} words: {counts})"
+
+
+@app.command("eval")
+def eval_(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Directories of clips with a reference FILE.txt beside each FILE.wav, clips, "
+            "glob patterns, or list files (one clip path a line)."
+        ),
+    ],
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    delay_ms: DelayOpt = None,
+    show_text: Annotated[
+        bool, typer.Option(help="Also print the normalised reference and hypothesis.")
+    ] = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Word error rate per clip and overall, against the reference .txt files (normalised text)."""
+    from . import evaluate
+
+    _setup_logging(verbose, quiet)
+    clips, failed = evaluate.find_clips(inputs)
+    n_inputs = len(clips) + len(failed)
+    for f in failed:
+        _error(str(f.error))
+    width = max([len(str(c)) for c in clips] + [len("overall")])
+    scores = []
+
+    def emit(path: Path, t, bar: ProgressBar) -> None:
+        reference = evaluate.read_reference(path)
+        s = evaluate.score(reference, t.text)
+        scores.append(s)
+        text = _wer_line(str(path), s, width) + "\n"
+        if show_text:
+            text += f"  ref: {evaluate.normalize(reference)}\n  hyp: {evaluate.normalize(t.text)}\n"
+        bar.write(text, sys.stdout)
+
+    if clips:
+        failed += _each(_load(model, device, delay_ms, quiet), clips, emit, quiet)
+    if scores:
+        typer.echo(_wer_line("overall", evaluate.total(scores), width) + f" over {len(scores)} clips")
+    raise typer.Exit(_finish(failed, n_inputs))
+
+
+@app.command()
+def stream(
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read stdin: WAV, or raw PCM (--format).")] = False,
+    mic: Annotated[bool, typer.Option("--mic", help="Read the microphone (the `mic` extra).")] = False,
+    raw: Annotated[
+        str | None, typer.Option("--format", help="Raw PCM on stdin: s16le, s24le, s32le, f32le, u8, …")
+    ] = None,
+    rate: Annotated[int | None, typer.Option(help="Sample rate of the raw PCM in Hz.")] = None,
+    channels: Annotated[int, typer.Option(help="Interleaved channels of the raw PCM.")] = 1,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines: text, time, latency.")] = False,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    delay_ms: DelayOpt = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Transcribe live audio from stdin or the microphone, printing text as soon as it is decided.
+
+    Streaming runs on the CPU backend for now: --device auto means cpu here.
+    """
+    _setup_logging(verbose, quiet)
+    try:
+        source = _stream_source(stdin, mic, raw, rate, channels)
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    if device == "auto":
+        device = "cpu"  # the GPU backend has no incremental encoder yet (issue 5's GPU part)
+    m = _load(model, device, delay_ms, quiet)
+    raise typer.Exit(_stream_run(m, source, _stream_printer(jsonl), quiet))
+
+
+def _stream_source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels: int):
+    """The blocks of 16 kHz samples the options ask for; OptionError for a bad combination."""
+    from .pcm import RawFormat, microphone, read_stream
+
+    if stdin == mic:
+        raise OptionError("give exactly one of --stdin or --mic")
+    if raw is None and (rate is not None or channels != 1):
+        raise OptionError("--rate and --channels describe raw PCM: add --format (e.g. --format s16le)")
+    if raw is not None and (mic or rate is None):
+        raise OptionError("--format describes raw PCM on --stdin and needs --rate (e.g. --rate 16000)")
+    if mic:
+        return microphone()
+    return read_stream(sys.stdin.buffer, None if raw is None else RawFormat(raw, rate, channels))
+
+
+def _stream_printer(jsonl: bool) -> Callable[[list], None]:
+    """Print pieces as they come: plain text (flushed), or one JSON line each."""
+    import json
+
+    started = False
+
+    def emit(pieces) -> None:
+        nonlocal started
+        for p in pieces:
+            if jsonl:
+                line = {"text": p.text, "time": p.time, "latency": round(p.latency, 4)}
+                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(p.text if started else p.text.lstrip())
+                started = started or bool(p.text.strip())
+        sys.stdout.flush()
+
+    return emit
+
+
+def _stream_run(m, source, emit: Callable[[list], None], quiet: bool) -> int:
+    """Feed the source to a session and emit as it goes; flush at the end, also after bad input."""
+    session, error, latencies = m.stream(), None, []
+    try:
+        for block in source:
+            pieces = session.feed(block)
+            latencies += [p.latency for p in pieces]
+            emit(pieces)
+    except VoxtralError as e:
+        error = e
+    except KeyboardInterrupt:
+        pass
+    if error is None or session.n_samples:  # bad input: still transcribe the audio before it
+        pieces = session.finish()
+        latencies += [p.latency for p in pieces]
+        emit(pieces)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if not quiet:
+        lat = sorted(latencies) or [0.0]
+        typer.echo(
+            f"voxtral: {session.duration:.1f} s audio, {len(latencies)} pieces, latency median "
+            f"{1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms ({m.device})",
+            err=True,
+        )
+    if error is not None:
+        _error(str(error))
+        return error.exit_code
+    return 0
 
 
 @app.command()

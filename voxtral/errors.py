@@ -37,3 +37,9 @@ class OptionError(VoxtralError):
     """An option outside its allowed range (e.g. delay_ms)."""
 
     exit_code = 2
+
+
+class OutputError(VoxtralError):
+    """An output file that cannot be written, or exists already without --overwrite."""
+
+    exit_code = 6

@@ -68,6 +68,11 @@ class Schedule:
         """Greedy steps the audio allows: positions L − 1 … N − 1."""
         return n_positions - len(self.prompt) + 1
 
+    def cut_at_eos(self, tokens: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The tokens of a burst up to and including EOS, and whether EOS came (later steps are void)."""
+        hit = np.flatnonzero(tokens == self.eos)
+        return (tokens[: hit[0] + 1], True) if hit.size else (tokens, False)
+
 
 def greedy(
     backend: Backend,
@@ -76,11 +81,13 @@ def greedy(
     n_positions: int,
     on_tokens: Callable[[np.ndarray], None] | None = None,
     timings: dict | None = None,
+    on_logits: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> list[int]:
     """Prefill the prompt, then greedy steps until EOS or the audio ends; returns generated ids.
 
     Steps run in bursts of backend.burst with one host look per burst; whatever a burst decoded
-    past EOS is discarded.
+    past EOS is discarded. on_logits(tokens, logits) receives each kept step's logits (this costs a
+    copy of the logits per step, so it is asked for only when given).
     """
     total = schedule.n_generated(n_positions)
     if total < 1:
@@ -91,13 +98,16 @@ def greedy(
     t1 = time.perf_counter()
     out: list[int] = []
     while len(out) < total:
-        tokens, _ = backend.step(state, min(backend.burst, total - len(out)))
-        hit = np.flatnonzero(tokens == schedule.eos)
-        keep = tokens[: hit[0] + 1] if hit.size else tokens
+        tokens, logits = backend.step(
+            state, min(backend.burst, total - len(out)), want_logits=on_logits is not None
+        )
+        keep, ended = schedule.cut_at_eos(tokens)
         out.extend(int(t) for t in keep)
         if on_tokens is not None:
             on_tokens(keep)
-        if hit.size:
+        if on_logits is not None:
+            on_logits(keep, logits[: len(keep)])
+        if ended:
             break
     if timings is not None:
         timings["prefill"] = t1 - t0

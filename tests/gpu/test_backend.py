@@ -100,3 +100,10 @@ def test_graph_replay_equals_eager(gpu, clip5):
         gpu.backend.graph = saved
     np.testing.assert_array_equal(graphed.tokens, eager.tokens)
     np.testing.assert_array_equal(graphed.logits, eager.logits)
+
+
+def test_confidence_matches_cpu(cpu, gpu, clip5):
+    c = cpu.transcribe(clip5, alternatives=0.2)
+    g = gpu.transcribe(clip5, alternatives=0.2)
+    assert g.tokens == c.tokens
+    np.testing.assert_allclose([s.prob for s in g.scores], [s.prob for s in c.scores], atol=2e-2)

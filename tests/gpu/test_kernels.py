@@ -128,31 +128,83 @@ def attention_ref(q64, k64, v64, s, q_pos, window):
     return ref.attention(q64, k64[s, js % r], v64[s, js % r], q_pos, js, window)
 
 
-@pytest.mark.parametrize("h,hkv,dh,window,r,queries", [
-    (32, 8, 128, 300, 310, [(0, 0), (1, 5), (2, 299), (3, 1234), (3, 1235), (4, 777)]),
-    (3, 3, 64, 37, 40, [(0, 36), (1, 100), (2, 1), (0, 37)]),
-    (16, 2, 128, 200, 200, [(0, 100_003), (1, 64), (1, 63)]),
-    (4, 2, 64, 8192, 8200, [(0, 5000), (1, 8191), (2, 9000)]),
-    (8, 1, 64, 65, 70, [(0, 64), (0, 65), (0, 66), (0, 67)])])  # fmt: skip
-def test_attention_split_vs_numpy(rng, h, hkv, dh, window, r, queries):
+def split_case(rng, h, hkv, dh, window, r, queries):
+    """Ring caches holding every key the (stream, position) queries see, and their pos/stream arrays."""
     streams = sorted({s for s, _ in queries})
     spans = {}
     for s in streams:
         ps = [p for s2, p in queries if s2 == s]
         spans[s] = (max(0, min(ps) - window + 1), max(ps))
     k_dev, v_dev, k64, v64 = make_ring(rng, max(streams) + 1, r, hkv, dh, spans)
-    q_dev, q64 = to_bf16(rng.standard_normal((len(queries), h, dh)) * 2)
     stream = np.array([s for s, _ in queries], dtype=np.int32)
     pos = np.array([p for _, p in queries], dtype=np.int32)
-    out = poison_bf16((len(queries), h, dh))
-    ops.attention(q_dev, k_dev, v_dev, window, pos=cp.asarray(pos), stream=cp.asarray(stream), out=out)
-    expected = np.concatenate(
-        [
-            attention_ref(q64[i : i + 1], k64, v64, stream[i], pos[i : i + 1], window)
-            for i in range(len(queries))
-        ]
+    return k_dev, v_dev, k64, v64, pos, stream
+
+
+def split_ref(q64, k64, v64, pos, stream, window):
+    return np.concatenate(
+        [attention_ref(q64[i : i + 1], k64, v64, stream[i], pos[i : i + 1], window) for i in range(len(pos))]
     )
-    assert_bf16_close(out, expected)
+
+
+def split_counters(ws, splits, group, dh) -> np.ndarray:
+    return cp.asnumpy(ws[..., splits * group * (dh + 2)]).view(np.int32)
+
+
+# splits None = the launcher's choice (attention_splits); windows of 1 … 8192 keys, ring wrap-around,
+# one split looping over a long window (splits=1), odd split counts, several queries of one stream.
+@pytest.mark.parametrize("h,hkv,dh,window,r,queries,splits", [
+    (32, 8, 128, 300, 310, [(0, 0), (1, 5), (2, 299), (3, 1234), (3, 1235), (4, 777)], None),
+    (32, 8, 128, 8192, 8192, [(0, 4999), (1, 499), (2, 12_000)], None),
+    (3, 3, 64, 37, 40, [(0, 36), (1, 100), (2, 1), (0, 37)], None),
+    (16, 2, 128, 200, 200, [(0, 100_003), (1, 64), (1, 63)], 7),
+    (16, 2, 128, 2000, 2048, [(0, 1999), (1, 3000), (1, 2990)], 1),
+    (4, 2, 64, 8192, 8200, [(0, 5000), (1, 8191), (2, 9000)], None),
+    (4, 4, 64, 8192, 8200, [(0, 8190)], 64),
+    (8, 1, 64, 65, 70, [(0, 64), (0, 65), (0, 66), (0, 67)], 3)])  # fmt: skip
+def test_attention_split_vs_numpy(rng, h, hkv, dh, window, r, queries, splits):
+    k_dev, v_dev, k64, v64, pos, stream = split_case(rng, h, hkv, dh, window, r, queries)
+    t, group = len(queries), h // hkv
+    ws = ops.attention_workspace(t, h, hkv, dh, splits)
+    s = ops.attention_splits(t, hkv) if splits is None else splits
+    for _ in range(2):  # the second launch, on fresh queries, checks that the first left the counters at 0
+        q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
+        out = poison_bf16((t, h, dh))
+        pos_dev, stream_dev = cp.asarray(pos), cp.asarray(stream)
+        ops.attention(
+            q_dev, k_dev, v_dev, window, pos=pos_dev, stream=stream_dev, out=out, workspace=ws, splits=splits
+        )
+        assert_bf16_close(out, split_ref(q64, k64, v64, pos, stream, window))
+        assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
+
+
+def test_attention_split_graph_replay(rng):
+    """One captured launch replayed at new positions written to device memory (the decoder step)."""
+    h, hkv, dh, window, r = 32, 8, 128, 300, 1024
+    steps = [[1500, 700], [2000, 1000], [1300, 5], [1301, 0]]  # per replay: positions of streams 0, 1
+    queries = [(s, p) for step in steps for s, p in enumerate(step)]
+    k_dev, v_dev, k64, v64, _, _ = split_case(rng, h, hkv, dh, window, r, queries)
+    q_dev, q64 = to_bf16(rng.standard_normal((2, h, dh)) * 2)
+    stream = np.array([0, 1], dtype=np.int32)
+    pos_dev, stream_dev = cp.asarray(np.array(steps[0], np.int32)), cp.asarray(stream)
+    out, ws = poison_bf16((2, h, dh)), ops.attention_workspace(2, h, hkv, dh)
+    cp.cuda.Device().synchronize()
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        launch = lambda: ops.attention(  # noqa: E731
+            q_dev, k_dev, v_dev, window, pos=pos_dev, stream=stream_dev, out=out, workspace=ws
+        )
+        launch()  # compiled and loaded outside the capture
+        s.begin_capture()
+        launch()
+        graph = s.end_capture()
+        for step in steps:
+            pos = np.array(step, np.int32)
+            pos_dev.set(pos, stream=s)
+            out.fill(BF16_NAN)
+            graph.launch(s)
+            s.synchronize()
+            assert_bf16_close(out, split_ref(q64, k64, v64, pos, stream, window))
 
 
 @pytest.mark.parametrize("t,p0,window,h,hkv,dh,r,rows", [

@@ -14,10 +14,11 @@ from .transformer import KVCache
 
 @dataclass
 class CpuState:
-    audio: np.ndarray  # [N, D] audio embeddings
+    audio: np.ndarray  # [N, D] audio embeddings of positions audio_start … audio_start + N − 1
     cache: KVCache
     pos: int = 0  # next position to run
     pending: int = -1  # input token of the next step
+    audio_start: int = 0  # position of audio[0]: a stream drops the embeddings it has consumed
 
 
 PREFILL_CHUNK = 64  # positions per decoder call in prefill; the ring holds window + chunk − 1
@@ -37,14 +38,32 @@ class CpuBackend:
         x = encoder.encode(mel, self.weights, self.cfg, self.dtype)  # [S, E]
         return encoder.adapter(x, self.weights, self.cfg)  # [N, D]
 
+    def start_encoder(self) -> encoder.EncoderStream:
+        return encoder.EncoderStream(self.weights, self.cfg, self.dtype)
+
+    def encode_frames(self, enc: encoder.EncoderStream, mel: np.ndarray) -> np.ndarray:
+        return enc.feed(mel)  # [k, D]
+
     def start(self, audio: np.ndarray, n_positions: int | None = None) -> CpuState:
         n = len(audio) if n_positions is None else n_positions
         cache = decoder.new_cache(self.cfg.decoder, max(n, 1), max_new=PREFILL_CHUNK, dtype=self.dtype)
         return CpuState(audio=np.asarray(audio, self.dtype), cache=cache)
 
+    def start_stream(self) -> CpuState:
+        dec = self.cfg.decoder
+        cache = KVCache(dec, ring=dec.sliding_window + PREFILL_CHUNK - 1, dtype=self.dtype)  # rolls forever
+        return CpuState(audio=np.zeros((0, dec.dim), self.dtype), cache=cache)
+
+    def append_audio(self, state: CpuState, embeds: np.ndarray) -> None:
+        consumed = state.pos - state.audio_start
+        state.audio = np.concatenate([state.audio[consumed:], np.asarray(embeds, self.dtype)])
+        state.audio_start = state.pos
+
     def _run(self, state: CpuState, tokens: np.ndarray) -> np.ndarray:
         pos = np.arange(state.pos, state.pos + len(tokens))
-        h = decoder.embed(state.audio[pos], np.asarray(tokens), self.weights)  # [T, D]
+        if pos[-1] >= state.audio_start + len(state.audio):
+            raise ValueError(f"position {pos[-1]} has no audio embedding yet (append_audio first)")
+        h = decoder.embed(state.audio[pos - state.audio_start], np.asarray(tokens), self.weights)  # [T, D]
         state.pos += len(tokens)
         return decoder.forward(h, pos, self.weights, self.cfg.decoder, state.cache, self.ada)
 

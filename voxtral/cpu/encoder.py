@@ -2,7 +2,8 @@
 
 The encoder runs in time chunks, every layer per chunk, with a ring KV cache of the last
 `window` positions: memory stays bounded for long audio, and the offline pass is the same
-computation as the streaming one.
+computation as the streaming one (SPEC §7): `EncoderStream` feeds mel frames in pieces of any
+size through the same layers, keeping the conv stem's last inputs and a partial adapter group.
 Shapes: T mel frames, M mel bins, S encoder positions, E encoder dim, D decoder dim.
 """
 
@@ -16,19 +17,31 @@ from . import ops
 from .transformer import KVCache, stack
 
 CHUNK_POSITIONS = 512  # encoder positions per chunk (offline); a multiple of the downsample factor
+# Streaming runs few positions per call: a smaller chunk keeps the ring (window + chunk − 1), which
+# every query scans, short.
+STREAM_CHUNK_POSITIONS = 64
+CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
+CONV1_KEEP = 1  # conv1 (k3 s2) input frames carried: its left padding (plus an unpaired frame)
+
+
+def conv1d(xp: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
+    """Unpadded conv over time: xp [T, C], weight [O, C, K] → [(T − K) // stride + 1, O]."""
+    t, c = xp.shape
+    o, _, k = weight.shape
+    t_out = max(0, (t - k) // stride + 1)
+    taps = [xp[j : j + (t_out - 1) * stride + 1 : stride] for j in range(k)]  # K × [T_out, C]
+    cols = np.stack(taps, axis=-1).reshape(t_out, c * k)  # [T_out, C·K], column c·K + j
+    return ops.linear(cols, weight.reshape(o, c * k), bias)
 
 
 def conv1d_causal(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int) -> np.ndarray:
     """Causal conv over time: x [T, C], weight [O, C, K] → [ceil(T/stride), O], left pad K − stride."""
-    t, c = x.shape
-    o, _, k = weight.shape
+    t = x.shape[0]
+    k = weight.shape[2]
     t_out = -(-t // stride)
     pad_left = k - stride
     pad_right = max(0, (t_out - 1) * stride + k - (t + pad_left))
-    xp = np.pad(x, ((pad_left, pad_right), (0, 0)))  # [T + pads, C]
-    taps = [xp[j : j + (t_out - 1) * stride + 1 : stride] for j in range(k)]  # K × [T_out, C]
-    cols = np.stack(taps, axis=-1).reshape(t_out, c * k)  # [T_out, C·K], column c·K + j
-    return ops.linear(cols, weight.reshape(o, c * k), bias)
+    return conv1d(np.pad(x, ((pad_left, pad_right), (0, 0))), weight, bias, stride)
 
 
 def conv_stem(mel: np.ndarray, w: Weights, dtype=np.float32) -> np.ndarray:
@@ -38,22 +51,67 @@ def conv_stem(mel: np.ndarray, w: Weights, dtype=np.float32) -> np.ndarray:
     return ops.gelu(conv1d_causal(x, w.conv1_weight, w.conv1_bias, stride=2))  # [T/2, E]
 
 
+class EncoderLayers:
+    """The encoder layers and final norm over consecutive positions from 0, in chunks, with a ring KV."""
+
+    def __init__(self, w: Weights, cfg: ModelConfig, dtype=np.float32, chunk: int | None = None):
+        self.w, self.cfg = w, cfg.encoder
+        self.chunk = CHUNK_POSITIONS if chunk is None else chunk
+        self.cache = KVCache(cfg.encoder, ring=cfg.encoder.sliding_window + self.chunk - 1, dtype=dtype)
+        self.pos = 0  # position of the next row
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The next positions' conv stem output [S, E] → encoder output [S, E]."""
+        out = np.empty_like(x)  # [S, E]
+        for start in range(0, x.shape[0], self.chunk):
+            h = x[start : start + self.chunk]
+            pos = np.arange(self.pos, self.pos + h.shape[0])
+            h = stack(h, self.w.encoder_layers, self.cfg, pos, self.cache)
+            out[start : start + h.shape[0]] = ops.rms_norm(h, self.w.encoder_norm, self.cfg.norm_eps)
+            self.pos += h.shape[0]
+        return out
+
+
 def encode(mel: np.ndarray, w: Weights, cfg: ModelConfig, dtype=np.float32) -> np.ndarray:
     """mel [M, T] → encoder output [S, E] after the final norm, S a multiple of 4 (SPEC §3)."""
     x = conv_stem(mel, w, dtype)  # [T/2, E]
     x = x[x.shape[0] % cfg.audio.downsample_factor :]  # streaming edge case only: drop the first few
-    enc = cfg.encoder
-    cache = KVCache(enc, ring=enc.sliding_window + CHUNK_POSITIONS - 1, dtype=dtype)
-    out = np.empty_like(x)  # [S, E]
-    for start in range(0, x.shape[0], CHUNK_POSITIONS):
-        h = x[start : start + CHUNK_POSITIONS]
-        pos = np.arange(start, start + h.shape[0])
-        h = stack(h, w.encoder_layers, enc, pos, cache)
-        out[start : start + h.shape[0]] = ops.rms_norm(h, w.encoder_norm, enc.norm_eps)
-    return out
+    return EncoderLayers(w, cfg, dtype).run(x)
 
 
 def adapter(x: np.ndarray, w: Weights, cfg: ModelConfig) -> np.ndarray:
     """[S, E] → [S/4, D]: concatenate 4 positions, Linear, GELU, Linear (SPEC §4)."""
     grouped = x.reshape(-1, cfg.adapter_in)  # [S/4, 4E]
     return ops.linear(ops.gelu(ops.linear(grouped, w.adapter_w0)), w.adapter_w2)
+
+
+class EncoderStream:
+    """Incremental encoder + adapter (SPEC §7): mel frames in any pieces → audio embeddings as completed.
+
+    State: conv0's last 2 input frames, conv1's unconsumed conv0 outputs (its last one, or two when
+    a stride pair is open), the layers' KV ring and position, and up to 3 encoder outputs waiting
+    for a full adapter group. Fed all frames of a padded stream (T a multiple of 8), the output
+    equals adapter(encode(mel)) row for row, up to float rounding.
+    """
+
+    def __init__(self, w: Weights, cfg: ModelConfig, dtype=np.float32):
+        self.w, self.cfg, self.dtype = w, cfg, np.dtype(dtype)
+        e = cfg.encoder.dim
+        self.conv0_in = np.zeros((CONV0_KEEP, cfg.audio.num_mel_bins), self.dtype)  # [2, M]
+        self.conv1_in = np.zeros((CONV1_KEEP, e), self.dtype)  # [1 or 2, E]
+        self.layers = EncoderLayers(w, cfg, self.dtype, STREAM_CHUNK_POSITIONS)
+        self.group = np.zeros((0, e), self.dtype)  # [< 4, E] outputs of an unfinished group
+
+    def feed(self, mel: np.ndarray) -> np.ndarray:
+        """The next mel frames [M, T] → the audio embeddings [k, D] they complete (k ≥ 0)."""
+        w = self.w
+        x = np.concatenate([self.conv0_in, np.asarray(mel.T, self.dtype)])  # [2 + T, M]
+        self.conv0_in = x[len(x) - CONV0_KEEP :]
+        y = np.concatenate([self.conv1_in, ops.gelu(conv1d(x, w.conv0_weight, w.conv0_bias, 1))])  # [., E]
+        n_out = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
+        self.conv1_in = y[2 * n_out :]
+        z = ops.gelu(conv1d(y[: 2 * n_out + 1], w.conv1_weight, w.conv1_bias, 2))  # [n_out, E]
+        h = np.concatenate([self.group, self.layers.run(z)])  # [S, E]
+        n_groups = len(h) // self.cfg.audio.downsample_factor
+        self.group = h[n_groups * self.cfg.audio.downsample_factor :]
+        return adapter(h[: len(h) - len(self.group)], w, self.cfg)  # [k, D]

@@ -41,8 +41,7 @@ class DecoderBuffers:
         self.qkv = cupy.empty((b, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
         self.q = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
         self.o = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
-        splits = ops.attention_splits(cfg.sliding_window, cfg.group)
-        self.workspace = cupy.empty((b, cfg.n_heads, splits, cfg.head_dim + 2), np.float32)
+        self.workspace = ops.attention_workspace(b, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
         self.gu = cupy.empty((b, 2 * cfg.hidden_dim), np.float32)  # [B, 2F] gate | up
         self.u = cupy.empty((b, cfg.hidden_dim), np.uint16)  # [B, F] bf16
         self.logits = cupy.empty((b, cfg.vocab_size), np.float32)  # [B, V]
@@ -90,8 +89,7 @@ class PrefillScratch:
         self.qkv = cupy.empty((t, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
         self.q = cupy.empty((t, cfg.n_heads, cfg.head_dim), np.uint16)
         self.o = cupy.empty((t, cfg.n_heads, cfg.head_dim), np.uint16)
-        splits = ops.attention_splits(cfg.sliding_window, cfg.group)
-        self.workspace = cupy.empty((t, cfg.n_heads, splits, cfg.head_dim + 2), np.float32)
+        self.workspace = ops.attention_workspace(t, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
         self.gu = cupy.empty((t, 2 * cfg.hidden_dim), np.float32)
         self.u = cupy.empty((t, cfg.hidden_dim), np.uint16)
 

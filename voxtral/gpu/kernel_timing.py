@@ -115,13 +115,14 @@ def _cases():
         return lambda i: ops.rope_qkv(qkv[i], pos, st[i], kc, vc, 1e6, bias=b, out=outs[i]), n, nbytes, 0
 
     def split(ctx, nb):
-        chunk = ops.split_chunk(H_DEC // HKV_DEC)
-        partials = nb * H_DEC * -(-ctx // chunk) * (DH_DEC + 2) * 4 * 2  # written, then read back
+        splits = ops.attention_splits(nb, HKV_DEC)
+        active = min(splits, -(-ctx // ops.SPLIT_MIN_KEYS))
+        partials = 0 if active == 1 else nb * H_DEC * active * (DH_DEC + 2) * 4 * 2  # written, read back
         nbytes = nb * ctx * HKV_DEC * DH_DEC * 4 + partials
         n = _sets(nbytes)
         kc, vc = _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC), _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC)
         q, out = _bf16(nb, H_DEC, DH_DEC), empty_bf16(nb, H_DEC, DH_DEC)
-        ws = cp.empty((nb, H_DEC, ops.attention_splits(W_DEC, H_DEC // HKV_DEC), DH_DEC + 2), np.float32)
+        ws = ops.attention_workspace(nb, H_DEC, HKV_DEC, DH_DEC, splits)
         pos, st = i32([ctx - 1] * nb), [i32(np.arange(nb) + i * nb) for i in range(n)]
         launch = lambda i: ops.attention(q, kc, vc, W_DEC, pos=pos, stream=st[i], out=out, workspace=ws)
         return launch, n, nbytes, 0

@@ -20,29 +20,45 @@ EMBED_THREADS = 256
 ARGMAX_THREADS = 256
 ARGMAX_SLICE = 4096  # logits per argmax block: V = 131072 is spread over 32 blocks per stream
 ARGMAX_MAX_BLOCKS = 32
-SPLIT_THREADS = 128  # = SPLIT_THREADS in attention.cu
-COMBINE_ROWS = 16  # = COMBINE_ROWS in attention.cu
-SPLIT_GROUPS = (1, 2, 4, 8)  # query heads per kv head served by attention_split
+SPLIT_THREADS = 128  # = SPLIT_THREADS in attention.cu: 4 warps, 16 keys per warp and step
+SPLIT_GROUPS = (1, 2, 4, 8)  # query heads per kv head served by attention_split (≤ 8: mma n = 8)
+# attention_split blocks per launch aimed at, ~2 per SM of a 132-SM H100 (148 registers allow 3), with
+# at most SPLIT_MAX splits per (query, kv head): B = 1 gets 32 splits × 8 kv heads, B = 16 gets 2. On an
+# H100 at ctx 5000: B = 1 S = 16/32/48/64 ran 14.6/14.3/14.9/19.1 µs, B = 16 S = 1/2/4/8/16 ran
+# 141/119/128/121/126 µs.
+SPLIT_BLOCKS = 256
+SPLIT_MAX = 32
+SPLIT_MIN_KEYS = 64  # fewest keys given to one split: more splits merge, fewer serialize the steps
 TILED_WARPS = 4
 # attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → m-tiles per warp.
 # The first is the default: 128 rows (2 m-tiles per warp) share each K/V fragment read for Dh = 64.
 TILED_ROWS = {64: {128: 2, 64: 1}, 128: {64: 1}}
 
 
-def split_chunk(group: int) -> int:
-    """Keys per attention_split block: 64, halved for 8 query heads per kv head to bound registers."""
-    return 64 if group <= 4 else 32
+def attention_splits(queries: int, n_kv_heads: int) -> int:
+    """Blocks per (query, kv head) of attention_split: about SPLIT_BLOCKS in all, 1 … SPLIT_MAX."""
+    return max(1, min(SPLIT_MAX, SPLIT_BLOCKS // max(1, queries * n_kv_heads)))
 
 
-def attention_splits(window: int, group: int) -> int:
-    """Blocks per (query, kv head) of attention_split: enough for a full window at any position."""
-    return -(-window // split_chunk(group))
+def split_row(splits: int, group: int, head_dim: int) -> int:
+    """Floats per (query, kv head) of the workspace: acc [S, G, Dh] | (max, sum) [S, G] | counter, pad."""
+    return (splits * group * (head_dim + 2) + 4) // 4 * 4
+
+
+def attention_workspace(
+    queries: int, n_heads: int, n_kv_heads: int, head_dim: int, splits: int | None = None
+):
+    """Zeroed f32 [T, Hkv, split_row] scratch of attention_split; each launch leaves its counters at zero."""
+    import cupy
+
+    splits = attention_splits(queries, n_kv_heads) if splits is None else splits
+    row = split_row(splits, n_heads // n_kv_heads, head_dim)
+    return cupy.zeros((queries, n_kv_heads, row), dtype=np.float32)
 
 
 TEMPLATES = {
     "attention.cu": tuple(
-        [f"attention_split<{dh}, {g}, {split_chunk(g)}>" for dh in (64, 128) for g in SPLIT_GROUPS]
-        + [f"attention_combine<{dh}>" for dh in (64, 128)]
+        [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [
             f"attention_tiled<{dh}, {TILED_WARPS}, {mt}>"
             for dh, rows in TILED_ROWS.items()
@@ -127,12 +143,13 @@ def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out
 
 def attention(
     q, k_cache, v_cache, window: int, *, pos=None, stream=None, p0: int | None = None, b: int = 0,
-    tiled: bool = False, out=None, workspace=None, block_rows: int | None = None,
+    tiled: bool = False, out=None, workspace=None, block_rows: int | None = None, splits: int | None = None,
 ):  # fmt: skip
     """Sliding-window GQA attention of q bf16 [T, H, Dh] over the ring caches → bf16 [T, H, Dh].
 
     tiled=False (decoder, few queries): query t is at position pos[t] of stream stream[t] (device
-    int32 arrays); workspace f32 [T, H, attention_splits(window, H/Hkv), Dh+2] is allocated if not given.
+    int32 arrays); workspace is attention_workspace(T, H, Hkv, Dh, splits), zeroed once and reusable by
+    any later launch of the same shape (allocated if not given); splits defaults to attention_splits(T, Hkv).
     tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints); block_rows
     picks the query rows per block (TILED_ROWS; default the first listed for the head dim).
     """
@@ -147,7 +164,7 @@ def attention(
     assert dh in (64, 128), f"head dim {dh} not compiled (64, 128)"
     assert window >= 1, f"window must be ≥ 1, got {window}"
     out = _out(out, "out", BF16, (t, h, dh))
-    for name, a in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
+    for name, a in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)):
         assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
     if t == 0:
         return out
@@ -168,18 +185,15 @@ def attention(
     assert group in SPLIT_GROUPS, f"{group} query heads per kv head not compiled {SPLIT_GROUPS}"
     _check(pos, "pos", np.int32, (t,))
     _check(stream, "stream", np.int32, (t,))
-    n_splits, chunk = attention_splits(window, group), split_chunk(group)
+    assert r >= window, f"ring of {r} slots cannot hold window {window}"
+    splits = attention_splits(t, hkv) if splits is None else splits
+    assert 1 <= splits <= 65535, f"splits must be in 1 … 65535, got {splits}"
     if workspace is None:
-        import cupy
-
-        workspace = cupy.empty((t, h, n_splits, dh + 2), dtype=np.float32)
-    _check(workspace, "workspace", np.float32, (t, h, n_splits, dh + 2))
-    args = (q, k_cache, v_cache, pos, stream, workspace, np.int32(hkv), np.int32(r), np.int32(window))
-    _fn("attention.cu", f"attention_split<{dh}, {group}, {chunk}>")(
-        (n_splits, hkv, t), (SPLIT_THREADS,), args
-    )
-    args = (workspace, pos, out, np.int32(n_splits), np.int32(window), np.int32(chunk))
-    _fn("attention.cu", f"attention_combine<{dh}>")((h, t), (dh // 4 * COMBINE_ROWS,), args)
+        workspace = attention_workspace(t, h, hkv, dh, splits)
+    _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
+    args = (q, k_cache, v_cache, pos, stream, workspace, out, np.int32(hkv), np.int32(r), np.int32(window))
+    args += (np.int32(SPLIT_MIN_KEYS),)
+    _fn("attention.cu", f"attention_split<{dh}, {group}>")((splits, hkv, t), (SPLIT_THREADS,), args)
     return out
 
 
@@ -302,6 +316,7 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 
 
 __all__ = [
-    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention", "attention_splits", "bias_gelu",
-    "embed", "im2col_causal", "rms_norm", "rope_qkv", "silu_mul", "split_chunk", "tiled_flops",
+    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention", "attention_splits",
+    "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv", "silu_mul",
+    "split_row", "tiled_flops",
 ]  # fmt: skip

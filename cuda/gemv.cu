@@ -1,0 +1,348 @@
+// Decoder-step matrix-vector products (SPEC §5, §8): out = epilogue(prologue(x) · wᵀ) for B ≤ 8 rows of x
+// and a bf16 weight w [N, K], at the speed of streaming w once from device memory.
+//
+// Prologue (NORM): x'[b] = x[b] · rsqrt(mean_k x[b]² + eps) · g. Each block stages g ⊙ x in shared memory
+// and applies the per-row scale s_b in the epilogue (y = s_b · Σ_k (g ⊙ x)[b, k] · w[n, k]).
+// Epilogues: STORE out = y, ADD out += y (residual), SWIGLU out[b, f] = silu(y[b, f]) · y[b, F + f] with
+// w = [w1 (gate); w3 (up)] of 2F rows, written f32 or bf16.
+//
+// Tensor cores do the products: mma.sync m16n8k16 with x as the 16-row A operand (rows 0…7: the bf16
+// high halves of the B ≤ 8 rows of x, rows 8…15: their bf16 low halves, so f32 x keeps ~16 mantissa
+// bits) and 8 weight rows as the n8 B operand. A tile is 8 weight rows (SWIGLU: 4 gate rows interleaved
+// with their 4 up rows, so one lane ends up holding both halves of an output). Lane (g, t) loads 16
+// bytes (k = 32s + 8t … +7) of tile row g per 32-wide k step s; since a dot product does not care about
+// the order of k, the eight values are fed to two mmas as logical k {2t, 2t+1, 2t+8, 2t+9}, and lane
+// (g, t) reads x row g at the same eight k from shared memory.
+//
+// One persistent block per SM (WARPS warps) walks tiles blockIdx.x, +gridDim.x, …; its warps split
+// each tile's K (warp w takes steps w, w+WARPS, …, so the block reads WARPS·64 contiguous bytes of a
+// row per round), UNROLL steps per chunk, two chunks in flight (ping-pong registers, prefetched across
+// tile boundaries). The warps' partial sums of a tile meet in a shared-memory slot: SYNC 0, after one
+// block barrier, warp (tile % WARPS) sums and writes; SYNC 1, no barrier: each warp bumps the slot's
+// counter and the last to arrive sums and writes, so no warp waits for a slower one (a slot is reused
+// SLOTS tiles later, once the previous tile in it has been read). Weights are read with
+// ld.global.nc.L1::no_allocate (+ an L2 prefetch-size hint). As a block issues its last loads it
+// prefetches its share of the first next_bytes of the next launch's weights into L2, so that launch
+// starts from L2 while this one drains.
+#include "common.cuh"
+
+enum : int { GEMV_STORE = 0, GEMV_ADD = 1, GEMV_SWIGLU = 2, GEMV_SWIGLU_BF16 = 3 };
+constexpr int GEMV_MAX_B = 8;   // rows of x: the mma's m16 side holds their 8 hi and 8 lo halves
+constexpr int GEMV_TILE = 8;    // weight rows per tile (the mma's n8)
+constexpr int GEMV_STEP_K = 32; // k per warp step: 4 lanes × 8 bf16
+
+// Row stride (elements) of the staged x: K rounded up to 64, + 32 so that consecutive rows start 64 bytes
+// apart modulo 128 and the 8 lanes of a 16-byte shared-memory phase (2 rows × 4 lanes) hit distinct banks.
+__host__ __device__ __forceinline__ int gemv_x_stride(int K) { return (K + 63) / 64 * 64 + 32; }
+
+template <int PREFETCH>
+__device__ __forceinline__ uint4 ld_stream16(const bf16* p) {
+    uint4 r;
+    if constexpr (PREFETCH == 256)
+        asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    else if constexpr (PREFETCH == 128)
+        asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    else
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+__device__ __forceinline__ float gemv_silu(float v) { return v / (1.0f + __expf(-v)); }
+
+// Stage x (NORM: g ⊙ x) as bf16 hi | lo rows [B, S] in shared memory, zero past K; NORM: per-warp
+// sums of squares of x into red[b·WARPS + warp]. X_BF16: x is already bf16 (exact), no lo rows.
+template <bool NORM, bool X_BF16, int WARPS>
+__device__ __forceinline__ void gemv_stage_x(const void* __restrict__ x, const float* __restrict__ g, bf16* xh,
+                                             bf16* xl, float* red, int B, int K, int S) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, chunks = S / 8;
+    const bool vec = K % 8 == 0 && (size_t)x % 16 == 0 && (!NORM || (size_t)g % 16 == 0);
+    for (int b = 0; b < B; ++b) {
+        float sq = 0.0f;
+        for (int c = tid; c < chunks; c += WARPS * 32) {
+            const int k = 8 * c;
+            uint4 hi, lo = make_uint4(0, 0, 0, 0);
+            if constexpr (X_BF16) {
+                const bf16* xr = static_cast<const bf16*>(x) + (size_t)b * K;
+                if (vec && k + 8 <= K) {
+                    hi = *reinterpret_cast<const uint4*>(xr + k);
+                } else {
+                    unsigned e[8];
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) e[i] = k + i < K ? xr[k + i] : 0u;
+                    hi = make_uint4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
+                }
+            } else {
+                const float* xr = static_cast<const float*>(x) + (size_t)b * K;
+                float v[8];
+                if (vec && k + 8 <= K) {
+                    const float4 a = *reinterpret_cast<const float4*>(xr + k);
+                    const float4 c4 = *reinterpret_cast<const float4*>(xr + k + 4);
+                    v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = c4.x, v[5] = c4.y, v[6] = c4.z, v[7] = c4.w;
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) v[i] = k + i < K ? xr[k + i] : 0.0f;
+                }
+                if constexpr (NORM) {
+                    float gv[8];
+                    if (vec && k + 8 <= K) {
+                        const float4 a = *reinterpret_cast<const float4*>(g + k);
+                        const float4 c4 = *reinterpret_cast<const float4*>(g + k + 4);
+                        gv[0] = a.x, gv[1] = a.y, gv[2] = a.z, gv[3] = a.w;
+                        gv[4] = c4.x, gv[5] = c4.y, gv[6] = c4.z, gv[7] = c4.w;
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < 8; ++i) gv[i] = k + i < K ? g[k + i] : 0.0f;
+                    }
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) sq = fmaf(v[i], v[i], sq), v[i] *= gv[i];
+                }
+                unsigned h[4], l[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    h[i] = cvt_bf16x2(v[2 * i], v[2 * i + 1]);
+                    l[i] = cvt_bf16x2(v[2 * i] - bf16_lo(h[i]), v[2 * i + 1] - bf16_hi(h[i]));
+                }
+                hi = make_uint4(h[0], h[1], h[2], h[3]);
+                lo = make_uint4(l[0], l[1], l[2], l[3]);
+            }
+            *reinterpret_cast<uint4*>(xh + (size_t)b * S + k) = hi;
+            if constexpr (!X_BF16) *reinterpret_cast<uint4*>(xl + (size_t)b * S + k) = lo;
+        }
+        if constexpr (NORM) {
+            sq = warp_sum(sq);
+            if (lane == 0) red[b * WARPS + warp] = sq;
+        }
+    }
+}
+
+// Weight row that lane group g of a tile streams: STORE/ADD rows 8·tile + g; SWIGLU gate row f (g even)
+// or up row F + f (g odd) of feature f = 4·tile + g/2. Returns −1 past the end.
+template <int EPI>
+__device__ __forceinline__ int gemv_tile_row(int tile, int g, int N) {
+    if constexpr (EPI >= GEMV_SWIGLU) {
+        const int F = N / 2, f = tile * (GEMV_TILE / 2) + (g >> 1);
+        return f < F ? f + (g & 1) * F : -1;
+    } else {
+        const int n = tile * GEMV_TILE + g;
+        return n < N ? n : -1;
+    }
+}
+
+template <int EPI, bool X_BF16, int WARPS, int UNROLL, int PREFETCH, bool VEC>
+struct GemvChunk {
+    // Load chunk c (steps c·UNROLL … +UNROLL−1 of this warp) of tile `tile`; zeros where there is nothing.
+    static __device__ __forceinline__ void load(uint4 (&buf)[UNROLL], const bf16* __restrict__ w, int tile, int c,
+                                                int my_steps, int N, int K) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+        const int row = gemv_tile_row<EPI>(tile, g, N);
+        const bf16* wr = w + (size_t)(row < 0 ? 0 : row) * K;
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int j = c * UNROLL + u, k = (warp + j * WARPS) * GEMV_STEP_K + 8 * t;
+            buf[u] = make_uint4(0, 0, 0, 0);
+            if constexpr (VEC) {
+                if (row >= 0 && j < my_steps && k < K) buf[u] = ld_stream16<PREFETCH>(wr + k);
+            } else {
+                if (row >= 0 && j < my_steps) {
+                    unsigned e[8];
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) e[i] = k + i < K ? wr[k + i] : 0u;
+                    buf[u] = make_uint4(e[0] | e[1] << 16, e[2] | e[3] << 16, e[4] | e[5] << 16, e[6] | e[7] << 16);
+                }
+            }
+        }
+    }
+    // acc += x · (chunk c)ᵀ: two mmas per step, on alternating accumulators to halve the dependency chain.
+    static __device__ __forceinline__ void mma(float (&acc)[2][4], const uint4 (&buf)[UNROLL], const bf16* xh,
+                                               const bf16* xl, int c, int my_steps, int B, int S) {
+        const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+        const bool row_ok = g < B;
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            const int j = c * UNROLL + u;
+            if (j < my_steps) {
+                const int k = (warp + j * WARPS) * GEMV_STEP_K + 8 * t;
+                uint4 h = make_uint4(0, 0, 0, 0), l = make_uint4(0, 0, 0, 0);
+                if (row_ok) {
+                    h = *reinterpret_cast<const uint4*>(xh + (size_t)g * S + k);
+                    if constexpr (!X_BF16) l = *reinterpret_cast<const uint4*>(xl + (size_t)g * S + k);
+                }
+                const unsigned a0[4] = {h.x, l.x, h.y, l.y}, a1[4] = {h.z, l.z, h.w, l.w};
+                mma_bf16_16816(acc[0], a0, buf[u].x, buf[u].y);
+                mma_bf16_16816(acc[1], a1, buf[u].z, buf[u].w);
+            }
+        }
+    }
+};
+
+// Sum the WARPS partials of lane (gb, t) for one tile and write its outputs (batch row gb < B).
+template <int EPI, int WARPS>
+__device__ __forceinline__ void gemv_epilogue(const volatile float* p, int tile, float scale, void* __restrict__ out,
+                                              int B, int N) {
+    const int lane = threadIdx.x & 31, gb = lane >> 2, t = lane & 3;
+    if (gb >= B) return;
+    float v0 = 0.0f, v1 = 0.0f;
+#pragma unroll
+    for (int i = 0; i < WARPS; ++i) v0 += p[(i * 32 + lane) * 2], v1 += p[(i * 32 + lane) * 2 + 1];
+    v0 *= scale, v1 *= scale;  // lane (gb, t): batch row gb, tile columns 2t, 2t+1
+    if constexpr (EPI >= GEMV_SWIGLU) {
+        const int F = N / 2, f = tile * (GEMV_TILE / 2) + t;
+        if (f < F) {
+            const float y = gemv_silu(v0) * v1;
+            if constexpr (EPI == GEMV_SWIGLU_BF16)
+                static_cast<bf16*>(out)[(size_t)gb * F + f] = f32_to_bf16(y);
+            else
+                static_cast<float*>(out)[(size_t)gb * F + f] = y;
+        }
+    } else {
+        const int n = tile * GEMV_TILE + 2 * t;
+        float* o = static_cast<float*>(out) + (size_t)gb * N + n;
+        if (n < N) o[0] = EPI == GEMV_ADD ? o[0] + v0 : v0;
+        if (n + 1 < N) o[1] = EPI == GEMV_ADD ? o[1] + v1 : v1;
+    }
+}
+
+// Warm L2 with this block's share of the next weight matrix (128-byte lines), once its own loads are out.
+__device__ __forceinline__ void gemv_prefetch_next(const bf16* next, unsigned long long bytes, int nthreads) {
+    const unsigned long long lines = bytes / 128, per = (lines + gridDim.x - 1) / gridDim.x;
+    const unsigned long long lo = per * blockIdx.x, hi = min(lines, lo + per);
+    const char* base = reinterpret_cast<const char*>(next);
+    for (unsigned long long l = lo + threadIdx.x; l < hi; l += nthreads)
+        asm volatile("prefetch.global.L2 [%0];\n" ::"l"(base + l * 128));
+}
+
+template <int SYNC>
+struct GemvSlots {
+    static constexpr int N = SYNC ? 4 : 2;  // partial-sum slots: tiles in flight between the warps
+};
+
+template <int EPI, bool NORM, bool X_BF16, int WARPS, int UNROLL, int PREFETCH, int SYNC, bool VEC>
+__device__ __forceinline__ void gemv_run(const void* __restrict__ x, const float* __restrict__ g,
+                                         const bf16* __restrict__ w, void* __restrict__ out, int B, int N, int K,
+                                         float eps, const bf16* next, unsigned long long next_bytes,
+                                         unsigned char* smem) {
+    using Chunk = GemvChunk<EPI, X_BF16, WARPS, UNROLL, PREFETCH, VEC>;
+    constexpr int SLOTS = GemvSlots<SYNC>::N;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int S = gemv_x_stride(K), steps = (K + GEMV_STEP_K - 1) / GEMV_STEP_K;
+    const int my_steps = steps > warp ? (steps - warp + WARPS - 1) / WARPS : 0;
+    const int chunks = my_steps > 0 ? (my_steps + UNROLL - 1) / UNROLL : 1;  // ≥ 1: every warp keeps pace
+    const int tiles = EPI >= GEMV_SWIGLU ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
+    const int t0 = blockIdx.x, dt = gridDim.x;
+    const int my_tiles = t0 < tiles ? (tiles - 1 - t0) / dt + 1 : 0;
+    if (my_tiles == 0) return;  // the whole block: no barrier is skipped by only some warps
+    float2* part = reinterpret_cast<float2*>(smem);                 // [SLOTS][WARPS][32] partial sums
+    int* count = reinterpret_cast<int*>(part + SLOTS * WARPS * 32);  // [SLOTS] warps arrived (SYNC 1)
+    volatile int* ready = count + SLOTS;                             // [SLOTS] uses read (SYNC 1)
+    float* red = reinterpret_cast<float*>(count + 16);               // [8][WARPS] sums of squares
+    bf16* xh = reinterpret_cast<bf16*>(red + GEMV_MAX_B * WARPS);    // [B, S] bf16 high halves
+    bf16* xl = xh + (size_t)B * S;                                   // [B, S] bf16 low halves (f32 x)
+
+    uint4 buf0[UNROLL], buf1[UNROLL];
+    Chunk::load(buf0, w, t0, 0, my_steps, N, K);  // in flight while x is staged
+    if (threadIdx.x < 2 * SLOTS) count[threadIdx.x] = 0;
+    gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
+    __syncthreads();
+    const int gb = lane >> 2;
+    float scale = 1.0f;  // RMSNorm scale of the batch row gb this lane writes
+    if constexpr (NORM) {
+        if (gb < B) {
+            float ss = 0.0f;
+            for (int i = 0; i < WARPS; ++i) ss += red[gb * WARPS + i];
+            scale = rsqrtf(ss / (float)K + eps);
+        }
+    }
+    float acc[2][4] = {};
+    const int total = my_tiles * chunks;
+    int ti = 0, c = 0;   // tile ordinal and chunk of the chunk being computed
+    int lt = 0, lc = 1;  // … and of the next chunk to load
+    if (lc == chunks) lc = 0, lt = 1;
+    for (int q = 0; q < total; ++q) {
+        const bool more = q + 1 < total;
+        if (!more && next_bytes) gemv_prefetch_next(next, next_bytes, WARPS * 32);
+        if (q & 1) {
+            if (more) Chunk::load(buf0, w, t0 + lt * dt, lc, my_steps, N, K);
+            Chunk::mma(acc, buf1, xh, xl, c, my_steps, B, S);
+        } else {
+            if (more) Chunk::load(buf1, w, t0 + lt * dt, lc, my_steps, N, K);
+            Chunk::mma(acc, buf0, xh, xl, c, my_steps, B, S);
+        }
+        if (++lc == chunks) lc = 0, ++lt;
+        if (++c < chunks) continue;
+        // Tile ti done by this warp: its partial goes to slot ti % SLOTS; one warp sums them and writes.
+        const int tile = t0 + ti * dt, slot = ti % SLOTS, use = ti / SLOTS;
+        const float2 mine = make_float2(acc[0][0] + acc[0][2] + acc[1][0] + acc[1][2],
+                                        acc[0][1] + acc[0][3] + acc[1][1] + acc[1][3]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][i] = acc[1][i] = 0.0f;
+        float2* p = part + slot * WARPS * 32;
+        if constexpr (SYNC == 0) {
+            // All warps meet at one barrier per tile; warp ti % WARPS writes (2 slots: one barrier apart).
+            p[warp * 32 + lane] = mine;
+            __syncthreads();
+            if (warp == ti % WARPS) gemv_epilogue<EPI, WARPS>(reinterpret_cast<float*>(p), tile, scale, out, B, N);
+        } else {
+            // No barrier: the last warp to arrive (an atomic count per slot) writes the tile. A slot is
+            // reused SLOTS tiles later, once ready[slot] says the previous tile in it has been read.
+            if (use > 0) {
+                if (lane == 0)
+                    while (ready[slot] < use) __nanosleep(32);
+                __syncwarp();
+                __threadfence_block();
+            }
+            p[warp * 32 + lane] = mine;
+            __threadfence_block();
+            __syncwarp();
+            int last = 0;
+            if (lane == 0) last = atomicAdd(count + slot, 1) == (use + 1) * WARPS - 1;
+            if (__shfl_sync(0xffffffffu, last, 0)) {
+                __threadfence_block();
+                gemv_epilogue<EPI, WARPS>(reinterpret_cast<volatile float*>(p), tile, scale, out, B, N);
+                __threadfence_block();
+                __syncwarp();
+                if (lane == 0) ready[slot] = use + 1;
+            }
+        }
+        c = 0, ++ti;
+    }
+}
+
+// Launch: grid ≤ tiles (persistent), WARPS·32 threads, dynamic shared memory
+// SLOTS·WARPS·256 + 64 + 32·WARPS + B·S·2·(X_BF16 ? 1 : 2) bytes with S = gemv_x_stride(K), SLOTS = 2 (SYNC 0)
+// or 4 (SYNC 1). next/next_bytes: the weights of the next launch, of which this one warms the first
+// next_bytes in L2 as it runs out of its own loads (0: none).
+template <int EPI, bool NORM, bool X_BF16, int WARPS, int UNROLL, int PREFETCH, int SYNC>
+__global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
+    gemv(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
+         const float* __restrict__ g,  // g: [K] f32 RMSNorm weight (NORM), else unused
+         const bf16* __restrict__ w,   // w: [N, K] bf16 (SWIGLU: w1 rows 0…F−1, w3 rows F…2F−1)
+         void* __restrict__ out,       // out: [B, N] f32 (STORE, ADD), [B, F] f32 or bf16 (SWIGLU)
+         int B, int N, int K, float eps,
+         const bf16* __restrict__ next,  // next: any device buffer of ≥ next_bytes bytes, or unused
+         unsigned long long next_bytes) {
+    static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
+    static_assert(WARPS >= 1 && 16 % WARPS == 0, "WARPS must divide 16");
+    extern __shared__ __align__(16) unsigned char gemv_smem[];
+    if (K % 8 == 0 && (size_t)w % 16 == 0)
+        gemv_run<EPI, NORM, X_BF16, WARPS, UNROLL, PREFETCH, SYNC, true>(x, g, w, out, B, N, K, eps, next,
+                                                                         next_bytes, gemv_smem);
+    else
+        gemv_run<EPI, NORM, X_BF16, WARPS, UNROLL, PREFETCH, SYNC, false>(x, g, w, out, B, N, K, eps, next,
+                                                                          next_bytes, gemv_smem);
+}
+
+#ifdef VOXTRAL_NVCC_CHECK
+#define GEMV(EPI, NORM, XB, W, U, P, SY)                                                                 \
+    template __global__ void gemv<EPI, NORM, XB, W, U, P, SY>(const void*, const float*, const bf16*, void*, \
+                                                              int, int, int, float, const bf16*,          \
+                                                              unsigned long long)
+GEMV(0, true, false, 16, 6, 256, 1);
+GEMV(1, false, true, 16, 6, 256, 1);
+GEMV(3, true, false, 16, 6, 256, 1);
+GEMV(2, false, false, 16, 8, 256, 0);
+GEMV(0, false, false, 8, 4, 0, 1);
+GEMV(1, false, true, 16, 6, 128, 0);
+#endif

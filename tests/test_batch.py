@@ -1,0 +1,88 @@
+"""Inputs (files, directories, glob patterns), output planning and atomic writes."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxtral.batch import audio_seconds, expand_inputs, plan_outputs, write_atomic
+from voxtral.errors import AudioError, OutputError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for name in ("b.wav", "a.flac", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.WAV").write_bytes(b"x")
+    return tmp_path
+
+
+def names(paths):
+    return [p.name for p in paths]
+
+
+def test_directory_gives_its_audio_files_sorted(folder):
+    paths, errors = expand_inputs([str(folder)])
+    assert names(paths) == ["a.flac", "b.wav"] and errors == []
+
+
+def test_glob_patterns_and_recursion(folder):
+    paths, _ = expand_inputs([str(folder / "*.wav")])
+    assert names(paths) == ["b.wav"]
+    paths, _ = expand_inputs([str(folder / "**" / "*.[wW][aA][vV]")])
+    assert names(paths) == ["b.wav", "c.WAV"]
+
+
+def test_files_kept_in_order_without_duplicates_and_missing_ones_left_to_fail_later(folder):
+    args = [str(folder / "b.wav"), str(folder), str(folder / "missing.wav")]
+    paths, errors = expand_inputs(args)
+    assert names(paths) == ["b.wav", "a.flac", "missing.wav"] and errors == []
+
+
+def test_empty_directory_and_unmatched_pattern_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    paths, errors = expand_inputs([str(tmp_path / "empty"), str(tmp_path / "*.mp3")])
+    assert paths == [] and [type(e.error) for e in errors] == [AudioError, AudioError]
+    assert "no audio files" in str(errors[0].error) and "no file matches" in str(errors[1].error)
+
+
+def test_audio_seconds_from_the_header(tmp_path):
+    sf.write(tmp_path / "x.wav", np.zeros(24000, np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"junk")
+    assert audio_seconds(tmp_path / "x.wav") == 1.5 and audio_seconds(tmp_path / "bad.wav") == 0.0
+
+
+def test_plan_refuses_existing_outputs_and_shared_names(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.srt").write_text("old")
+    inputs = [tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "x" / "b.flac"]
+    plan, errors = plan_outputs(inputs, out, ["txt", "srt"], overwrite=False)
+    assert list(plan) == [tmp_path / "b.wav"] and plan[tmp_path / "b.wav"] == [out / "b.txt", out / "b.srt"]
+    assert [e.name for e in errors] == [str(inputs[0]), str(inputs[2])]
+    assert all(isinstance(e.error, OutputError) for e in errors)
+    assert "--overwrite" in str(errors[0].error) and "b.wav" in str(errors[1].error)
+    plan, errors = plan_outputs(inputs[:2], out, ["srt"], overwrite=True)
+    assert len(plan) == 2 and errors == []
+
+
+def test_write_atomic_replaces_whole_files_with_a_normal_mode(tmp_path):
+    path = tmp_path / "a.txt"
+    write_atomic(path, "one\n")
+    write_atomic(path, "two\n")
+    assert path.read_text() == "two\n" and os.listdir(tmp_path) == ["a.txt"]
+    assert path.stat().st_mode & 0o644 == 0o644
+
+
+def test_write_atomic_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
+    def fail(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OutputError, match="No space left"):
+        write_atomic(tmp_path / "a.txt", "text")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OutputError, match="cannot write"):
+        write_atomic(tmp_path / "missing" / "a.txt", "text")

@@ -1,0 +1,65 @@
+"""Word error rate: normalisation, exact counts on hand-made pairs, and finding clips with references."""
+
+import pytest
+
+from voxtral.errors import AudioError, OptionError
+from voxtral.evaluate import Score, find_clips, normalize, read_reference, score, total
+
+
+def test_normalize():
+    assert normalize("Don't  worry—about HIM. I can't!\n'em, well-known 20%") == (
+        "dont worry about him i cant em well known 20"
+    )
+    assert normalize("Ｃafé  ÜBER’s") == "café übers"
+    assert normalize(" .,;! ") == ""
+
+
+def test_known_wer_of_a_hand_made_pair():
+    # the quick brown fox | jumps→jumped (S) | over | the (D) | lazy dog | +today (I): 3 errors / 9 words
+    reference = "The quick brown fox jumps over the lazy dog."
+    s = score(reference, "the quick brown fox jumped over lazy dog, today!")
+    assert (s.words, s.substitutions, s.deletions, s.insertions) == (9, 1, 1, 1)
+    assert s.errors == 3 and s.wer == 3 / 9
+
+
+def test_perfect_and_empty_hypotheses():
+    assert score("Hello, world!", "hello world").wer == 0.0
+    assert score("one two three", "").wer == 1.0
+    with pytest.raises(OptionError, match="no words"):
+        score(" ... ", "anything")
+
+
+def test_overall_wer_is_total_errors_over_total_words():
+    a, b = score("a b c d", "a x c d"), score("e f", "")
+    assert total([a, b]) == Score(6, 1, 2, 0) and total([a, b]).wer == 3 / 6
+    assert total([]).wer == 0.0
+
+
+@pytest.fixture
+def clips(tmp_path):
+    for name in ("one", "two", "lonely"):
+        (tmp_path / f"{name}.wav").write_bytes(b"x")
+    (tmp_path / "one.txt").write_text("first reference", encoding="utf-8")
+    (tmp_path / "two.txt").write_text("second", encoding="utf-8")
+    return tmp_path
+
+
+def test_directory_gives_clips_that_have_references(clips):
+    found, errors = find_clips([str(clips)])
+    assert [p.name for p in found] == ["one.wav", "two.wav"] and errors == []
+    assert read_reference(found[0]) == "first reference"
+
+
+def test_list_file_pattern_and_explicit_clips(clips):
+    (clips / "list.lst").write_text("# eval set\ntwo.wav\n\nlonely.wav\nmissing.wav\n")
+    found, errors = find_clips([str(clips / "list.lst"), str(clips / "o*.wav"), str(clips / "two.wav")])
+    assert [p.name for p in found] == ["two.wav", "one.wav"]
+    assert [type(e.error) for e in errors] == [AudioError, AudioError]
+    assert "no reference transcript lonely.txt" in str(errors[0].error)
+    assert "not found" in str(errors[1].error)
+
+
+def test_directory_without_references_is_an_error(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])
+    assert found == [] and len(errors) == 2 and "reference" in str(errors[0].error)

@@ -1,0 +1,217 @@
+"""Streaming sessions (SPEC §7) on tiny random checkpoints: any chunking gives the offline tokens,
+one decoder step per audio embedding, the stop rule, errors, and memory that stays flat."""
+
+import gc
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import voxtral
+from voxtral.audio import load_audio
+from voxtral.errors import AudioError, OptionError
+from voxtral.stream import Session
+
+SPT = 1280  # samples per token
+TEN_SECONDS = 160_000
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return voxtral.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def audio5(clip5):
+    return load_audio(clip5)
+
+
+@pytest.fixture(scope="module")
+def offline5(model, audio5):
+    return model.transcribe(audio5, sample_rate=16000)
+
+
+def chunk_sizes(n: int, chunk, seed: int = 0) -> list[int]:
+    """Sizes that add up to n: fixed `chunk`, or "random" (empty and 1-sample chunks included)."""
+    if chunk != "random":
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.choice([0, 1, 2, 159, 161, 1279, 1281, int(rng.integers(0, 30000))])))
+    sizes[-1] -= sum(sizes) - n
+    return sizes
+
+
+def run_stream(model, samples, sizes) -> tuple[list[int], list]:
+    """Feed samples in chunks of the given sizes, then finish: (every token, every piece)."""
+    tokens: list[int] = []
+    session = model.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
+    pieces, start = [], 0
+    for n in sizes:
+        pieces += session.feed(samples[start : start + n])
+        start += n
+    return tokens, pieces + session.finish()
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 160, 1280, 12345, "random"])
+def test_any_chunking_gives_the_offline_tokens(model, audio5, offline5, chunk):
+    tokens, pieces = run_stream(model, audio5, chunk_sizes(len(audio5), chunk))
+    assert tokens == offline5.tokens
+    assert "".join(p.text for p in pieces) == model.tokenizer.decode(tokens)
+    assert [p.step for p in pieces] == sorted(p.step for p in pieces)
+    assert all(p.time == round(min(max(0.0, (p.step - 1) * 0.08), len(audio5) / 16000), 3) for p in pieces)
+    assert all(0 <= p.latency < 60 for p in pieces)
+
+
+def test_ten_second_chunks_and_random_splits_of_a_longer_clip(model, clip15):
+    audio = load_audio(clip15)
+    offline = model.transcribe(audio, sample_rate=16000).tokens
+    assert run_stream(model, audio, chunk_sizes(len(audio), TEN_SECONDS))[0] == offline
+    assert run_stream(model, audio, chunk_sizes(len(audio), "random", seed=1))[0] == offline
+
+
+def test_iterator_form_equals_feed_and_finish(model, audio5):
+    chunks = [audio5[i : i + 4000] for i in range(0, len(audio5), 4000)]
+    pieces = list(model.stream().run(chunks))
+    _, expected = run_stream(model, audio5, [len(c) for c in chunks])
+    assert [(p.text, p.step, p.time) for p in pieces] == [(p.text, p.step, p.time) for p in expected]
+
+
+def test_one_decoder_step_per_embedding_after_the_prompt(model, audio5):
+    """After n samples: frames need 200 samples of look-ahead, 8 frames make an embedding, and the
+    decoder has run every position that has one (prefill once the prompt's L positions do)."""
+    session = model.stream()
+    n_left, L = model.schedule.n_left, len(model.schedule.prompt)
+    fed = 0
+    for n in [0, 1, 5000, 1280 * 3, 199, 1, 1280 * 7 - 201, 1, 1280 * 20]:
+        session.feed(audio5[fed : fed + n])
+        fed += n
+        total = n_left * SPT + fed
+        frames = min(total // 160, (total - 200) // 160 + 1)
+        assert session.n_embeds == frames // 8
+        assert session.n_steps == (session.n_embeds - L + 1 if session.n_embeds >= L else 0)
+
+
+def test_latency_counts_from_the_arrival_of_the_audio(model, audio5):
+    """Pieces decided by a later feed carry the wait since their frame's audio came in."""
+    session = model.stream()
+    session.feed(audio5[: 3 * 16000])  # 3 s: frames up to ≈ 2.5 s decided
+    time.sleep(0.2)
+    later = session.feed(audio5[3 * 16000 :]) + session.finish()
+    early_frames = [p for p in later if (p.step + 1) * SPT <= 3 * 16000]  # audio all in the first feed
+    assert early_frames and all(p.latency >= 0.2 for p in early_frames)
+
+
+class ScriptedBackend:
+    """The streaming seam with scripted tokens: one 'embedding' per 8 mel frames."""
+
+    name, burst = "scripted", 4
+
+    def __init__(self, script):
+        self.script, self.prefilled_at, self.steps = list(script), None, 0
+
+    def start_encoder(self):
+        return {"frames": 0, "emitted": 0}
+
+    def encode_frames(self, enc, mel):
+        enc["frames"] += mel.shape[1]
+        k = enc["frames"] // 8 - enc["emitted"]
+        enc["emitted"] += k
+        return np.zeros((k, 1), np.float32)
+
+    def start_stream(self):
+        return {"embeds": 0}
+
+    def append_audio(self, state, embeds):
+        state["embeds"] += len(embeds)
+
+    def prefill(self, state, tokens):
+        self.prefilled_at = state["embeds"]
+
+    def step(self, state, n, inputs=None, want_logits=False):
+        assert state["embeds"] >= len(PROMPT) - 1 + self.steps + n, "a step ran ahead of its audio"
+        out = np.array([self.script[(self.steps + i) % len(self.script)] for i in range(n)])
+        self.steps += n
+        return out, None
+
+
+PROMPT = [1] + [32] * 38
+
+
+def scripted_session(model, script, tokens):
+    backend = ScriptedBackend(script)
+    session = Session(backend, model.schedule, model.tokenizer, model.config.audio, tokens.extend)
+    return backend, session
+
+
+def test_eos_stops_the_stream_and_drops_the_rest_of_its_burst(model):
+    tokens: list = []
+    backend, session = scripted_session(model, [1200, 33, 1201, 1202, 1203, 2, 1204, 1205], tokens)
+    pieces = [p for _ in range(8) for p in session.feed(np.zeros(SPT, np.float32))]
+    assert backend.prefilled_at == len(PROMPT) and backend.steps == 1  # as soon as the prompt had audio
+    pieces += session.feed(np.zeros(10 * SPT, np.float32))  # 10 steps in bursts of 4: EOS in the 2nd
+    assert [int(t) for t in tokens] == [1200, 33, 1201, 1202, 1203, 2]  # 1204, 1205, 1200 dropped
+    assert session.eos and backend.steps == 9
+    assert session.feed(np.zeros(10 * SPT, np.float32)) == []
+    pieces += session.finish()
+    assert "".join(p.text for p in pieces) == model.tokenizer.decode(tokens)
+    assert all(p.step <= 5 for p in pieces) and backend.steps == 9
+
+
+def test_a_finished_stream_runs_every_offline_position(model):
+    tokens: list = []
+    backend, session = scripted_session(model, [32], tokens)
+    session.feed(np.zeros(5 * SPT + 17, np.float32))
+    session.finish()
+    n_positions = model.schedule.n_left + 6 + model.schedule.n_right  # 5 tokens + 17 samples → 6
+    assert len(tokens) == model.schedule.n_generated(n_positions) == backend.steps
+
+
+def test_misuse_and_bad_samples_are_clear_errors(model):
+    session = model.stream()
+    for bad, needle in [
+        (np.zeros((10, 2), np.float32), "1-D"),
+        (np.zeros(10, np.int16), "float"),
+        (np.array([0.0, np.nan], np.float32), "non-finite"),
+    ]:
+        with pytest.raises(AudioError, match=needle):
+            session.feed(bad)
+    session.finish()
+    with pytest.raises(OptionError, match="after finish"):
+        session.feed(np.zeros(10, np.float32))
+    with pytest.raises(OptionError, match="twice"):
+        session.finish()
+    with pytest.raises(OptionError, match="delay_ms=480"):
+        model.stream(delay_ms=800)
+    assert isinstance(model.stream(delay_ms=480), Session)
+
+
+def _feed_minutes(session, minutes: float, chunk: np.ndarray) -> None:
+    for _ in range(round(minutes * 60 * 16000 / len(chunk))):
+        session.feed(chunk)
+
+
+def test_memory_stays_flat_over_a_long_stream(model):
+    """Once the rings have filled (tiny config: decoder ring 103 positions, encoder ring 87), two
+    more minutes of audio (1500 decoder steps, 6000 encoder positions) leave nothing behind.
+    (tracemalloc sees NumPy's buffers too; it slows the run 3×, hence minutes, not hours.)"""
+    chunk = (np.random.default_rng(0).standard_normal(TEN_SECONDS) * 0.1).astype(np.float32)
+    session = model.stream()
+    _feed_minutes(session, 1, chunk)
+    tracemalloc.start()
+    try:
+        _feed_minutes(session, 0.5, chunk)
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        steps = session.n_steps
+        _feed_minutes(session, 2, chunk)
+        gc.collect()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"traced memory {before} B → {after} B over {session.n_steps - steps} steps, peak {peak} B")
+    assert session.n_steps - steps == 1500
+    assert after - before < 16 * 1024  # < 11 bytes per decoder step
+    assert peak < 16 * 2**20

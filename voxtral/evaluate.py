@@ -1,0 +1,133 @@
+"""Word error rate against reference transcripts: normalised text, counted with jiwer.
+
+A clip's reference is the `.txt` file of the same name beside it. Normalisation (both sides):
+Unicode NFKC, lower case, apostrophes removed ("don't" → "dont"), every other punctuation mark or
+symbol replaced by a space, whitespace collapsed. Numbers are not spelled out ("20" ≠ "twenty").
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import jiwer
+
+from .batch import InputError, audio_files_in, expand_inputs, is_audio
+from .errors import AudioError, OptionError
+
+APOSTROPHES = frozenset("'’ʼ`´")
+
+
+def normalize(text: str) -> str:
+    """Lower-case words without punctuation, separated by single spaces."""
+    chars = []
+    for ch in unicodedata.normalize("NFKC", text).lower():
+        if ch in APOSTROPHES:
+            continue
+        chars.append(" " if unicodedata.category(ch)[0] in "PSZC" else ch)
+    return " ".join("".join(chars).split())
+
+
+@dataclass(frozen=True)
+class Score:
+    """Word edit counts of a hypothesis against a reference of `words` words."""
+
+    words: int = 0
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        return self.errors / self.words if self.words else 0.0
+
+    def __add__(self, other: Score) -> Score:
+        return Score(
+            self.words + other.words,
+            self.substitutions + other.substitutions,
+            self.deletions + other.deletions,
+            self.insertions + other.insertions,
+        )
+
+
+def score(reference: str, hypothesis: str) -> Score:
+    """Edit counts of the normalised hypothesis against the normalised (non-empty) reference."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        raise OptionError("the reference has no words after normalisation; put its transcript in it")
+    out = jiwer.process_words(ref, hyp)
+    return Score(len(ref.split()), out.substitutions, out.deletions, out.insertions)
+
+
+def total(scores: list[Score]) -> Score:
+    """Corpus totals: overall WER is all errors over all reference words."""
+    return sum(scores, Score())
+
+
+def reference_of(audio: Path) -> Path:
+    """The reference transcript beside an audio file: same name, `.txt`."""
+    return audio.with_suffix(".txt")
+
+
+def read_reference(audio: Path) -> str:
+    """The reference text of a clip; AudioError naming the file when it is missing or unreadable."""
+    ref = reference_of(audio)
+    try:
+        return ref.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AudioError(f"{ref}: cannot read the reference ({e}); save it as UTF-8 text") from None
+
+
+def _list_file(path: Path) -> list[Path]:
+    """Audio paths listed in a text file, one a line (relative to the file; `#` comments)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [path.parent / line for line in lines if line and not line.startswith("#")]
+
+
+def _clips_of(arg: str) -> list[Path]:
+    """One argument → clips: a directory's audio files that have references, an audio file, or a list."""
+    path = Path(arg)
+    if path.is_dir():
+        found = [p for p in audio_files_in(path) if reference_of(p).is_file()]
+        if not found:
+            raise AudioError(f"{arg}: no audio file here has a reference .txt of the same name beside it")
+        return found
+    if path.is_file() and not is_audio(path):
+        return _list_file(path)
+    paths, errors = expand_inputs([arg])
+    if errors:
+        raise errors[0].error
+    return paths
+
+
+def _check_clip(clip: Path) -> None:
+    """AudioError unless the clip exists and has its reference beside it."""
+    if not clip.is_file():
+        raise AudioError(f"{clip}: file not found; check the path")
+    if not reference_of(clip).is_file():
+        raise AudioError(f"{clip}: no reference transcript {reference_of(clip).name} beside it; add one")
+
+
+def find_clips(args: list[str]) -> tuple[list[Path], list[InputError]]:
+    """Clips with references from directories, audio files, glob patterns or list files, in order."""
+    clips: list[Path] = []
+    errors: list[InputError] = []
+    for arg in args:
+        try:
+            found = _clips_of(arg)
+        except (AudioError, OSError, UnicodeDecodeError) as e:
+            err = e if isinstance(e, AudioError) else AudioError(f"{arg}: cannot read this list ({e})")
+            errors.append(InputError(arg, err))
+            continue
+        for clip in (c for c in found if c not in clips):
+            try:
+                _check_clip(clip)
+                clips.append(clip)
+            except AudioError as e:
+                errors.append(InputError(str(clip), e))
+    return clips, errors

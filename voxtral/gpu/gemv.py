@@ -1,0 +1,172 @@
+"""Launcher of cuda/gemv.cu: the decoder step's matrix-vector products with their neighbours fused.
+
+out = epilogue(prologue(x) · wᵀ) for x [B, K] (B ≤ 8 streams) and w [N, K] bf16 (SPEC §5, §8):
+prologue none or RMSNorm (x f32; norm_weight g [K] f32), epilogue "store" (out f32 [B, N] = y),
+"add" (out f32 [B, N] += y, the residual) or "swiglu" (w = [w1; w3] with 2F rows; out [B, F] f32 or
+bf16 = silu(y[:, :F]) ⊙ y[:, F:]). No allocation and no host sync: the launch goes on CuPy's current
+stream and can be captured in a CUDA graph. BF16 tensors are uint16 arrays of bit patterns.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxtral.gpu import kernels
+
+BF16 = np.uint16
+MAX_BATCH = 8  # rows of x: the mma's m16 side holds their bf16 high and low halves
+TILE_ROWS = 8  # weight rows per tile (SWIGLU: 4 gate + 4 up rows)
+SMEM_RESERVED = 1024  # shared memory the driver keeps per block
+NEXT_BYTES = 12 << 20  # of the next launch's weights warmed in L2 as a launch runs out of loads (L2: 50 MB)
+
+
+@dataclass(frozen=True, order=True)
+class Config:
+    """Kernel shape: warps per block, k steps per chunk, L2 prefetch-size hint of the weight loads (bytes),
+    tile combine (0: a block barrier per tile; 1: per-slot counters, the last warp to arrive writes).
+
+    The default was the fastest whole decoder step of the shapes timed on an H100 (gemv_timing --sweep).
+    """
+
+    warps: int = 16
+    unroll: int = 6  # = 96 k steps of K = 3072 / 16 warps: one full chunk per tile
+    prefetch: int = 256
+    sync: int = 1
+
+    def __post_init__(self):
+        ok = (
+            16 % self.warps == 0
+            and self.unroll >= 1
+            and self.prefetch in (0, 128, 256)
+            and self.sync in (0, 1)
+        )
+        assert ok, self
+
+    @property
+    def slots(self) -> int:
+        """Partial-sum slots per block (GemvSlots in gemv.cu)."""
+        return 4 if self.sync else 2
+
+
+DEFAULT = Config()
+EPILOGUES = {"store": 0, "add": 1, "swiglu": 2}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
+# (norm, x bf16) prologue/input pairs that exist: the RMSNorm prologue takes f32 x.
+INPUTS = ((False, False), (False, True), (True, False))
+
+
+def name(epi: int, norm: bool, x_bf16: bool, cfg: Config) -> str:
+    """The template name expression of one kernel instance."""
+    b = lambda v: "true" if v else "false"
+    return f"gemv<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.unroll}, {cfg.prefetch}, {cfg.sync}>"
+
+
+def templates(cfg: Config = DEFAULT) -> tuple[str, ...]:
+    """Every instance of one config: 4 epilogues × 3 inputs."""
+    return tuple(name(e, n, xb, cfg) for e, (n, xb) in itertools.product(range(4), INPUTS))
+
+
+TEMPLATES = {"gemv.cu": templates(DEFAULT)}
+
+
+@functools.cache
+def _device_limits(device_id: int) -> tuple[int, int, int]:
+    """(SMs, shared memory per SM, opt-in shared memory per block) of a device."""
+    import cupy
+
+    attrs = cupy.cuda.Device(device_id).attributes
+    return (
+        attrs["MultiProcessorCount"],
+        attrs["MaxSharedMemoryPerMultiprocessor"],
+        attrs["MaxSharedMemoryPerBlockOptin"],
+    )
+
+
+@functools.cache
+def _kernel(expr: str, module_names: tuple[str, ...], device_id: int):
+    """The RawKernel of one instance, its dynamic shared-memory limit raised to the device's opt-in."""
+    fn = kernels.function("gemv.cu", expr, module_names)
+    fn.max_dynamic_shared_size_bytes = _device_limits(device_id)[2] - fn.shared_size_bytes
+    return fn
+
+
+def x_stride(k: int) -> int:
+    """= gemv_x_stride in gemv.cu: staged row length of x (bank-conflict-free 16-byte reads)."""
+    return (k + 63) // 64 * 64 + 32
+
+
+def shared_bytes(b: int, k: int, x_bf16: bool, cfg: Config = DEFAULT) -> int:
+    """Dynamic shared memory of one launch: partial sums, slot counters, sums of squares, x (hi | lo)."""
+    partials = cfg.slots * cfg.warps * 32 * 8
+    return partials + 64 + MAX_BATCH * cfg.warps * 4 + b * x_stride(k) * 2 * (1 if x_bf16 else 2)
+
+
+def _check(a, what: str, dtypes: tuple, shape: tuple) -> None:
+    import cupy
+
+    assert isinstance(a, cupy.ndarray), f"{what} must be a cupy.ndarray, got {type(a).__name__}"
+    assert a.dtype in [np.dtype(d) for d in dtypes], f"{what} must be {dtypes}, got {a.dtype}"
+    assert a.flags.c_contiguous, f"{what} must be C-contiguous"
+    assert a.shape == shape, f"{what} must have shape {shape}, got {a.shape}"
+
+
+def gemv(
+    x, w, out, *, norm_weight=None, eps: float = 1e-5, epilogue: str = "store", prefetch=None,
+    config: Config = DEFAULT,
+):  # fmt: skip
+    """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
+
+    prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it are pulled into
+    L2 as this launch runs out of its own loads, so the next one starts from L2.
+    """
+    import cupy
+
+    assert epilogue in EPILOGUES, f"epilogue must be one of {list(EPILOGUES)}, got {epilogue!r}"
+    assert isinstance(w, cupy.ndarray) and w.ndim == 2, "w must be a 2-D cupy.ndarray [N, K]"
+    n, k = w.shape
+    _check(w, "w", (BF16,), (n, k))
+    assert isinstance(x, cupy.ndarray) and x.ndim == 2, "x must be a 2-D cupy.ndarray [B, K]"
+    b = x.shape[0]
+    _check(x, "x", (np.float32, BF16), (b, k))
+    assert 1 <= b <= MAX_BATCH, f"x must have 1 … {MAX_BATCH} rows, got {b}"
+    x_bf16 = x.dtype == np.dtype(BF16)
+    norm = norm_weight is not None
+    if norm:
+        assert not x_bf16, "the RMSNorm prologue takes f32 x"
+        _check(norm_weight, "norm_weight", (np.float32,), (k,))
+    epi = EPILOGUES[epilogue]
+    if epilogue == "swiglu":
+        assert n % 2 == 0, f"swiglu needs w = [w1; w3] with an even number of rows, got {n}"
+        _check(out, "out", (np.float32, BF16), (b, n // 2))
+        epi += out.dtype == np.dtype(BF16)
+        tiles = -(-(n // 2) // (TILE_ROWS // 2))
+    else:
+        _check(out, "out", (np.float32,), (b, n))
+        tiles = -(-n // TILE_ROWS)
+    if n == 0:
+        return out
+    device = cupy.cuda.Device().id
+    sms, smem_sm, smem_block = _device_limits(device)
+    smem = shared_bytes(b, k, x_bf16, config)
+    assert smem <= smem_block, (
+        f"x [{b}, {k}] {'bf16' if x_bf16 else 'f32'} needs {smem} B of shared memory, over the "
+        f"{smem_block} B a block may have: use fewer rows or a shorter K"
+    )
+    expr = name(epi, norm, x_bf16, config)
+    fn = _kernel(expr, TEMPLATES["gemv.cu"] if config == DEFAULT else (expr,), device)
+    per_sm = max(1, min(16 // config.warps, smem_sm // (smem + SMEM_RESERVED)))
+    grid = min(tiles, sms * per_sm)
+    g = norm_weight if norm else np.uint64(0)
+    if prefetch is not None:
+        assert isinstance(prefetch, cupy.ndarray), "prefetch must be a cupy.ndarray (the next weights)"
+    next_bytes = 0 if prefetch is None else min(NEXT_BYTES, prefetch.nbytes) // 128 * 128
+    nxt = np.uint64(0) if prefetch is None else prefetch
+    args = (x, g, w, out, np.int32(b), np.int32(n), np.int32(k), np.float32(eps), nxt, np.uint64(next_bytes))
+    fn((grid,), (32 * config.warps,), args, shared_mem=smem)
+    return out
+
+
+__all__ = ["DEFAULT", "EPILOGUES", "MAX_BATCH", "Config", "gemv", "shared_bytes"]

@@ -1,0 +1,338 @@
+"""Timings of gemv (cuda/gemv.cu) at the decoder step's shapes (SPEC §5, §8), against cuBLAS.
+
+The whole step's GEMVs first: 26 × (qkv + wo + w13 + w2) + output projection (6.86 GB of weights)
+captured as one graph, fused gemv (each launch warming the next one's first weights in L2, and
+without that) against today's rms_norm + cuBLAS + silu_mul, over the floor at the copy bandwidth.
+Then per shape and B ∈ {1, 8}: µs per call (median over REPS replays of a captured graph of launches
+that rotate over ≥ MIN_COPIES weight copies, ≥ ROTATE_BYTES together, so L2 does not serve them), GB/s
+of the fewest bytes the fused call must move (weights, x, norm weight, out) and % of the device-to-
+device copy bandwidth measured in the same run. The cuBLAS column is cublasGemmEx alone (bf16 x; its
+RMSNorm and SiLU·mul kernels come on top), its GB/s over the same bytes, so the columns compare times.
+`--sweep` times other kernel shapes too and shows the per-shape table for the fastest whole step.
+Run `python -m voxtral.gpu.gemv_timing [--sweep]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from voxtral.gpu.gemm import gemm
+from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes
+
+ROTATE_BYTES = 200 << 20  # > 4× an H100's 50 MB L2
+MIN_COPIES = 4
+MIN_LAUNCHES = 16  # per captured graph
+REPS = 50
+STEP_REPS = 20
+COPY_BYTES = 1 << 30
+EPS = 1e-5
+D, Q_DIM, QKV, F, V, LAYERS = 3072, 4096, 6144, 9216, 131072, 26
+# name, N, K, x bf16, RMSNorm prologue, epilogue (swiglu writes bf16 [B, F])
+SHAPES = [
+    ("qkv +norm", QKV, D, False, True, "store"),
+    ("wo +=", D, Q_DIM, True, False, "add"),
+    ("w13 +norm swiglu", 2 * F, D, False, True, "swiglu"),
+    ("w2 +=", D, F, True, False, "add"),
+    ("output +norm", V, D, False, True, "store"),
+]
+BATCHES = (1, 8)
+# (kernel shape, warm the next weights in L2)
+VARIANTS = [(DEFAULT, False), (DEFAULT, True)]
+OTHERS = [
+    Config(16, 8, 256, 1),
+    Config(16, 4, 256, 1),
+    Config(8, 8, 256, 1),
+    Config(16, 8, 256, 0),
+    Config(8, 8, 256, 0),
+]
+SWEEP = VARIANTS + [(c, False) for c in OTHERS]
+
+
+def label(variant) -> str:
+    cfg, warm = variant
+    return f"{cfg.warps}w u{cfg.unroll} s{cfg.sync}{' +L2' if warm else ''}"
+
+
+def copy_bandwidth_gbps() -> float:
+    """Device-to-device copy rate, bytes read plus written per second, in GB/s."""
+    import cupy as cp
+
+    src = cp.random.random(COPY_BYTES // 4, dtype=np.float32)
+    dst = cp.empty_like(src)
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for i in range(12):
+        start.record()
+        cp.cuda.runtime.memcpyAsync(
+            dst.data.ptr, src.data.ptr, COPY_BYTES, cp.cuda.runtime.memcpyDeviceToDevice, 0
+        )
+        stop.record()
+        stop.synchronize()
+        if i >= 2:
+            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return 2 * COPY_BYTES / float(np.median(times)) / 1e9
+
+
+def rand_bf16(shape, scale: float = 1.0):
+    """BF16 bit patterns of N(0, scale²) values, generated in slices to bound the f32 temporaries."""
+    import cupy as cp
+
+    out = cp.empty(shape, np.uint16)
+    flat, step = out.reshape(-1), 1 << 26
+    for i in range(0, flat.size, step):
+        v = cp.random.standard_normal(min(step, flat.size - i), dtype=np.float32) * np.float32(scale)
+        flat[i : i + v.size] = (v.view(np.uint32) >> 16).astype(np.uint16)
+    return out
+
+
+def time_graph_us(launch, n_sets: int, launches: int, reps: int = REPS) -> float:
+    """Median µs per launch of `launch(i)` (i picks the input set) over `reps` replays of one graph."""
+    import cupy as cp
+
+    cp.cuda.Device().synchronize()  # inputs were made on the legacy stream
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        for i in range(2 * n_sets):  # compile, load and warm up outside the capture
+            launch(i % n_sets)
+        stream.synchronize()
+        stream.begin_capture()
+        for i in range(launches):
+            launch(i % n_sets)
+        graph = stream.end_capture()
+        graph.launch(stream)
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        times = []
+        for _ in range(reps):
+            start.record(stream)
+            graph.launch(stream)
+            stop.record(stream)
+            stop.synchronize()
+            times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3 / launches)
+    return float(np.median(times))
+
+
+class Case:
+    """Inputs of one shape at batch B: `copies` weight matrices, x, norm weight, out (+ cuBLAS buffers)."""
+
+    def __init__(self, n: int, k: int, x_bf16: bool, norm: bool, epilogue: str, b: int):
+        import cupy as cp
+
+        self.n, self.k, self.b, self.norm, self.epilogue = n, k, b, norm, epilogue
+        self.copies = max(MIN_COPIES, -(-ROTATE_BYTES // (2 * n * k)))
+        self.ws = [rand_bf16((n, k), k**-0.5) for _ in range(self.copies)]
+        xf = cp.random.standard_normal((b, k), dtype=np.float32)
+        self.x = rand_bf16((b, k)) if x_bf16 else xf
+        self.g = cp.random.standard_normal(k, dtype=np.float32) if norm else None
+        swiglu = epilogue == "swiglu"
+        self.out = (
+            cp.empty((b, n // 2), np.uint16) if swiglu else cp.random.standard_normal((b, n), np.float32)
+        )
+        self.x_blas = self.x if x_bf16 else rand_bf16((b, k))
+        self.out_blas = cp.zeros((b, n), np.float32)
+        out_bytes = 2 * b * (n // 2) if swiglu else 4 * b * n * (2 if epilogue == "add" else 1)
+        self.nbytes = 2 * n * k + self.x.nbytes + (4 * k if norm else 0) + out_bytes
+
+    def ours(self, variant=VARIANTS[0]):
+        (cfg, warm), x, ws, out, g, epi = variant, self.x, self.ws, self.out, self.g, self.epilogue
+        nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm else (lambda i: None)
+        return lambda i: gemv(
+            x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg
+        )
+
+    def cublas(self):
+        beta = 1.0 if self.epilogue == "add" else 0.0
+        return lambda i: gemm(self.x_blas, self.ws[i], out=self.out_blas, beta=beta)
+
+    def time(self, launch) -> float:
+        launches = -(-MIN_LAUNCHES // self.copies) * self.copies
+        return time_graph_us(launch, self.copies, launches)
+
+
+def kernel_resources(cfg: Config) -> str:
+    """Registers / local memory of the 4 instances the step uses (qkv, wo and w2, w13, output)."""
+    import cupy as cp
+
+    from voxtral.gpu import gemv as gv
+
+    used = []
+    for _name, _n, _k, x_bf16, norm, epi in SHAPES:
+        expr = gv.name(gv.EPILOGUES[epi] + (epi == "swiglu"), norm, x_bf16, cfg)
+        fn = gv._kernel(expr, gv.TEMPLATES["gemv.cu"] if cfg == DEFAULT else (expr,), cp.cuda.Device().id)
+        used.append(f"{fn.num_regs}/{fn.local_size_bytes}")
+    return f"{label((cfg, False)):<12} registers/local bytes per step instance: {' '.join(used)}"
+
+
+def shared_memory() -> str:
+    """Dynamic shared memory per block of each step shape at B = 1 and 8 (DEFAULT)."""
+    cells = [
+        f"{name} {shared_bytes(1, k, xb) / 1024:.1f}/{shared_bytes(8, k, xb) / 1024:.1f}"
+        for name, _n, k, xb, _norm, _epi in SHAPES
+    ]
+    return "dynamic shared memory KiB (B=1/B=8): " + ", ".join(cells)
+
+
+def shape_table(bw: float, variant) -> list[str]:
+    head = f"{'gemv µs':>8} {'GB/s':>6} {'%bw':>5} | {'cuBLAS µs':>9} {'GB/s':>6} {'%bw':>5} | {'speedup':>7}"
+    lines = [f"gemv = {label(variant)}", f"{'shape':<18} {'B':>2} {'MB':>7} | {head}"]
+    for name, n, k, x_bf16, norm, epi in SHAPES:
+        for b in BATCHES:
+            case = Case(n, k, x_bf16, norm, epi, b)
+            ours, blas = case.time(case.ours(variant)), case.time(case.cublas())
+            gb_o, gb_b = case.nbytes / ours / 1e3, case.nbytes / blas / 1e3
+            lines.append(
+                f"{name:<18} {b:>2} {case.nbytes / 1e6:7.1f} | {ours:8.2f} {gb_o:6.0f} "
+                f"{100 * gb_o / bw:5.1f} | {blas:9.2f} {gb_b:6.0f} {100 * gb_b / bw:5.1f} | "
+                f"{blas / ours:6.2f}x"
+            )
+            del case
+    return lines
+
+
+def sweep_table(bw: float, variants) -> list[str]:
+    """µs (and % of copy bandwidth) of each variant on each case; ! = output differs from DEFAULT's."""
+    import cupy as cp
+
+    lines = [f"{'shape':<18} {'B':>2} " + " ".join(f"{label(v):>17}" for v in variants)]
+    for name, n, k, x_bf16, norm, epi in SHAPES:
+        for b in BATCHES:
+            case = Case(n, k, x_bf16, norm, epi, b)
+            cells = []
+            for v in variants:
+                diff = 0.0
+                if epi != "add":  # the same inputs through DEFAULT and v must agree
+                    case.ours()(0)
+                    want = case.out.copy()
+                    case.ours(v)(0)
+                    got = case.out
+                    if got.dtype == np.uint16:
+                        want, got = ((a.astype(np.uint32) << 16).view(np.float32) for a in (want, got))
+                    diff = float(cp.abs(got - want).max() / max(float(cp.abs(want).max()), 1e-30))
+                us = case.time(case.ours(v))
+                flag = "" if diff < 1e-2 else "!"
+                cells.append(f"{us:8.2f} {100 * case.nbytes / us / 1e3 / bw:5.1f}%{flag}")
+            lines.append(f"{name:<18} {b:>2} " + " ".join(f"{c:>17}" for c in cells))
+            del case
+    return lines
+
+
+class StepWeights:
+    """Random weights of the decoder step's GEMVs: 26 layers + the output projection (6.86 GB)."""
+
+    def __init__(self):
+        import cupy as cp
+
+        def norm_w():
+            return (1 + 0.1 * cp.random.standard_normal(D, dtype=np.float32)).astype(np.float32)
+
+        self.layers = [
+            dict(wqkv=rand_bf16((QKV, D), D**-0.5), wo=rand_bf16((D, Q_DIM), Q_DIM**-0.5),
+                 w13=rand_bf16((2 * F, D), D**-0.5), w2=rand_bf16((D, F), F**-0.5),
+                 attention_norm=norm_w(), ffn_norm=norm_w())
+            for _ in range(LAYERS)
+        ]  # fmt: skip
+        self.E, self.norm = rand_bf16((V, D), D**-0.5), norm_w()
+        self.nbytes = (
+            sum(a.nbytes for lw in self.layers for a in lw.values()) + self.E.nbytes + self.norm.nbytes
+        )
+
+
+class StepBuffers:
+    def __init__(self, b: int):
+        import cupy as cp
+
+        self.h = cp.random.standard_normal((b, D), dtype=np.float32)
+        self.o = rand_bf16((b, Q_DIM))  # stands in for the attention output
+        self.qkv = cp.empty((b, QKV), np.float32)
+        self.u = cp.empty((b, F), np.uint16)
+        self.logits = cp.empty((b, V), np.float32)
+        self.xb = cp.empty((b, D), np.uint16)  # cuBLAS path: normed x as bf16
+        self.gu = cp.empty((b, 2 * F), np.float32)
+
+
+def step_calls(w: StepWeights, s: StepBuffers) -> list[tuple]:
+    """The step's fused launches in order: (x, w, out, keyword arguments)."""
+    calls = []
+    for lw in w.layers:
+        calls += [
+            (s.h, lw["wqkv"], s.qkv, dict(norm_weight=lw["attention_norm"])),
+            (s.o, lw["wo"], s.h, dict(epilogue="add")),
+            (s.h, lw["w13"], s.u, dict(norm_weight=lw["ffn_norm"], epilogue="swiglu")),
+            (s.u, lw["w2"], s.h, dict(epilogue="add")),
+        ]
+    return calls + [(s.h, w.E, s.logits, dict(norm_weight=w.norm))]
+
+
+def step_gemv(calls: list[tuple], variant) -> None:
+    """Every launch warms the next one's weights (the last: the next step's first) when asked to."""
+    cfg, warm = variant
+    for i, (x, wt, out, kw) in enumerate(calls):
+        nxt = calls[(i + 1) % len(calls)][1] if warm else None
+        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, **kw)
+
+
+def step_cublas(w: StepWeights, s: StepBuffers) -> None:
+    from voxtral.gpu import ops
+
+    for lw in w.layers:
+        gemm(ops.rms_norm(s.h, lw["attention_norm"], EPS, out=s.xb), lw["wqkv"], out=s.qkv)
+        gemm(s.o, lw["wo"], out=s.h, beta=1.0)
+        ops.silu_mul(gemm(ops.rms_norm(s.h, lw["ffn_norm"], EPS, out=s.xb), lw["w13"], out=s.gu), out=s.u)
+        gemm(s.u, lw["w2"], out=s.h, beta=1.0)
+    gemm(ops.rms_norm(s.h, w.norm, EPS, out=s.xb), w.E, out=s.logits)
+
+
+def step_table(bw: float, variants) -> tuple[list[str], dict]:
+    """Lines, and {variant: µs at B=1 + µs at B=8} of the fused whole step."""
+    w = StepWeights()
+    floor_us = w.nbytes / bw / 1e3
+    lines = [f"whole step GEMVs ({LAYERS} layers + output projection, {w.nbytes / 1e9:.3f} GB of weights; "
+             f"floor at the copy bandwidth {floor_us:.0f} µs), one graph:"]  # fmt: skip
+    totals = dict.fromkeys(variants, 0.0)
+    for b in BATCHES:
+        s = StepBuffers(b)
+        calls = step_calls(w, s)
+        runs = [(f"gemv {label(v)}", v, lambda i, v=v, c=calls: step_gemv(c, v)) for v in variants]
+        runs.append(("rms_norm+cuBLAS+silu_mul", None, lambda i, s=s: step_cublas(w, s)))
+        for name, v, fn in runs:
+            try:
+                us = time_graph_us(fn, 1, 1, STEP_REPS)
+            except Exception as e:  # the cuBLAS path needs ops.py, owned elsewhere; keep our numbers
+                lines.append(f"  B={b} {name:<26} FAILED {type(e).__name__}: {str(e)[:120]}")
+                if v is not None:
+                    totals[v] = float("inf")
+                continue
+            if v is not None:
+                totals[v] += us
+            lines.append(f"  B={b} {name:<26} {us:9.1f} µs  {w.nbytes / us / 1e3:6.0f} GB/s  "
+                         f"{100 * floor_us / us:5.1f}% of the floor")  # fmt: skip
+    return lines, totals
+
+
+def main(argv: list[str] | None = None) -> None:
+    import cupy as cp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sweep", action="store_true", help="also time other kernel shapes")
+    args = ap.parse_args(argv)
+    variants = SWEEP if args.sweep else VARIANTS
+    bw = copy_bandwidth_gbps()
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    print(f"{props['name'].decode()}: copy bandwidth {bw:.0f} GB/s (read + write, {COPY_BYTES >> 20} MiB)")
+    for cfg in sorted({v[0] for v in variants}):
+        print(kernel_resources(cfg))
+    print(shared_memory())
+    print()
+    lines, totals = step_table(bw, variants)
+    print("\n".join(lines))
+    best = min(totals, key=totals.get)
+    if args.sweep:
+        print("\nper shape (µs, % of copy bandwidth):")
+        print("\n".join(sweep_table(bw, variants)))
+    print()
+    print("\n".join(shape_table(bw, best)))
+
+
+if __name__ == "__main__":
+    main()
