@@ -20,6 +20,7 @@ import numpy as np
 
 from voxtral.gpu.gemm import gemm
 from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes
+from voxtral.gpu.kernel_timing import time_graph_us
 
 ROTATE_BYTES = 200 << 20  # > 4× an H100's 50 MB L2
 MIN_COPIES = 4
@@ -87,32 +88,6 @@ def rand_bf16(shape, scale: float = 1.0):
     return out
 
 
-def time_graph_us(launch, n_sets: int, launches: int, reps: int = REPS) -> float:
-    """Median µs per launch of `launch(i)` (i picks the input set) over `reps` replays of one graph."""
-    import cupy as cp
-
-    cp.cuda.Device().synchronize()  # inputs were made on the legacy stream
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        for i in range(2 * n_sets):  # compile, load and warm up outside the capture
-            launch(i % n_sets)
-        stream.synchronize()
-        stream.begin_capture()
-        for i in range(launches):
-            launch(i % n_sets)
-        graph = stream.end_capture()
-        graph.launch(stream)
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        times = []
-        for _ in range(reps):
-            start.record(stream)
-            graph.launch(stream)
-            stop.record(stream)
-            stop.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3 / launches)
-    return float(np.median(times))
-
-
 class Case:
     """Inputs of one shape at batch B: `copies` weight matrices, x, norm weight, out (+ cuBLAS buffers)."""
 
@@ -147,7 +122,7 @@ class Case:
 
     def time(self, launch) -> float:
         launches = -(-MIN_LAUNCHES // self.copies) * self.copies
-        return time_graph_us(launch, self.copies, launches)
+        return time_graph_us(launch, self.copies, launches, REPS)
 
 
 def kernel_resources(cfg: Config) -> str:

@@ -23,8 +23,8 @@ D_DEC, H_DEC, HKV_DEC, DH_DEC, F_DEC, W_DEC, V = 3072, 32, 8, 128, 9216, 8192, 1
 D_ENC, H_ENC, DH_ENC, F_ENC, W_ENC, T_ENC, M_MEL = 1280, 32, 64, 5120, 750, 3000, 128
 
 
-def _time_us(launch, n_sets: int) -> float:
-    """Median µs per launch of `launch(i)` (i picks the input set) over REPS replays of a graph."""
+def time_graph_us(launch, n_sets: int, launches: int = LAUNCHES_PER_GRAPH, reps: int = REPS) -> float:
+    """Median µs per launch of `launch(i)` (i picks the input set) over `reps` replays of one graph."""
     import cupy as cp
 
     cp.cuda.Device().synchronize()  # inputs were made on the legacy stream, which `stream` does not wait for
@@ -34,18 +34,18 @@ def _time_us(launch, n_sets: int) -> float:
             launch(i % n_sets)
         stream.synchronize()
         stream.begin_capture()
-        for i in range(LAUNCHES_PER_GRAPH):
+        for i in range(launches):
             launch(i % n_sets)
         graph = stream.end_capture()
         graph.launch(stream)
         start, stop = cp.cuda.Event(), cp.cuda.Event()
         times = []
-        for _ in range(REPS):
+        for _ in range(reps):
             start.record(stream)
             graph.launch(stream)
             stop.record(stream)
             stop.synchronize()
-            times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3 / LAUNCHES_PER_GRAPH)
+            times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3 / launches)
     return float(np.median(times))
 
 
@@ -202,7 +202,7 @@ def time_kernels(only: str | None = None) -> list[dict]:
             continue
         try:
             launch, n_sets, nbytes, flops = setup()
-            us = _time_us(launch, n_sets)
+            us = time_graph_us(launch, n_sets)
         except Exception as e:  # one failing case must not hide the others' numbers
             rows.append(dict(kernel=kernel, case=case, error=f"{type(e).__name__}: {e}"))
             continue
