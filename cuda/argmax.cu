@@ -4,6 +4,7 @@
 // Grid (n_blocks, B): each block reduces one slice of a row and leaves (value, index) in the
 // workspace; the last block of a row to finish (counted with an atomic) merges the slices, does the
 // bookkeeping and resets its counter to 0, so the workspace is ready for the next launch or replay.
+// A PDL launch (common.cuh) waits for the logits before anything else: nothing here is independent.
 #include "common.cuh"
 
 // Is (a, ia) ahead of (b, ib)? NaN ranks above everything, then value, then lower index.
@@ -33,6 +34,8 @@ extern "C" __global__ void argmax_advance(const float* __restrict__ logits,  // 
                                           int* __restrict__ history,  // history: [B, K] int32 ring, out
                                           int K,
                                           int* __restrict__ ws) {     // ws: [B, 2·n_blocks + 1] int32, zeros
+    pdl_wait();
+    pdl_launch_dependents();
     const int b = blockIdx.y, blk = blockIdx.x, nblk = gridDim.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float* row = logits + (size_t)b * V;

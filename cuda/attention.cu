@@ -67,6 +67,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     constexpr int D4 = DH / 4;  // float4 columns of one head's output
     const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, S = gridDim.x;
     const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
+    pdl_wait();  // q, pos and the newest key come from the kernels before this one
+    pdl_launch_dependents();
     uint4 qa[NU];  // issued before pos: independent of it
 #pragma unroll
     for (int u = 0; u < NU; ++u) {

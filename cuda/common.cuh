@@ -92,4 +92,21 @@ __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {
     return r;
 }
 
+// ---- programmatic dependent launch (sm_90+; launched with pdl=True, voxtral/gpu/launch.py) ----
+// A PDL launch may start while the previous kernel on the stream still runs: until pdl_wait() it may
+// only read what no earlier kernel of the chain writes (weights). pdl_wait() returns once the previous
+// kernel has completed and its writes are visible; pdl_launch_dependents() lets the next PDL kernel
+// start its own prologue. Called after pdl_wait(), it keeps at most one kernel waiting ahead, and every
+// kernel of the chain waits for all earlier ones. Both are no-ops in a launch without the attribute.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 #endif  // VOXTRAL_COMMON_CUH

@@ -1,5 +1,6 @@
 // Decoder input (SPEC §5): h[t] = a[p] + E[token], the audio embedding read from its stream's ring.
-// One block per position; 4 elements per step where D % 4 == 0 and the pointers are aligned.
+// One block per position; 4 elements per step where D % 4 == 0 and the pointers are aligned. Every
+// address depends on tokens and pos, which the previous step's argmax writes: a PDL launch waits first.
 #include "common.cuh"
 
 extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T] int32
@@ -9,6 +10,8 @@ extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T]
                                  const int* __restrict__ stream,  // stream: [T] int32
                                  float* __restrict__ h,           // h: [T, D] f32
                                  int D, int Ra) {
+    pdl_wait();
+    pdl_launch_dependents();
     const int t = blockIdx.x;
     const float* a = audio + ((size_t)stream[t] * Ra + (size_t)(pos[t] % Ra)) * D;
     const bf16* e = E + (size_t)tokens[t] * D;

@@ -24,6 +24,9 @@
 // ld.global.nc.L1::no_allocate (+ an L2 prefetch-size hint). As a block issues its last loads it
 // prefetches its share of the first next_bytes of the next launch's weights into L2, so that launch
 // starts from L2 while this one drains.
+// Programmatic dependent launch (pdl=True in voxtral/gpu/gemv.py): a block issues its first chunk of
+// weight loads, then waits for the previous kernel (pdl_wait) before it reads x, and at once lets the
+// next kernel launch (pdl_launch_dependents), whose blocks land on SMs as this launch's blocks leave.
 #include "common.cuh"
 
 enum : int { GEMV_STORE = 0, GEMV_ADD = 1, GEMV_SWIGLU = 2, GEMV_SWIGLU_BF16 = 3 };
@@ -242,8 +245,10 @@ __device__ __forceinline__ void gemv_run(const void* __restrict__ x, const float
     bf16* xl = xh + (size_t)B * S;                                   // [B, S] bf16 low halves (f32 x)
 
     uint4 buf0[UNROLL], buf1[UNROLL];
-    Chunk::load(buf0, w, t0, 0, my_steps, N, K);  // in flight while x is staged
+    Chunk::load(buf0, w, t0, 0, my_steps, N, K);  // in flight while the previous kernel ends and x is staged
     if (threadIdx.x < 2 * SLOTS) count[threadIdx.x] = 0;
+    pdl_wait();  // x (and out, for ADD) come from earlier kernels; w does not
+    pdl_launch_dependents();
     gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
     __syncthreads();
     const int gb = lane >> 2;

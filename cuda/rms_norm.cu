@@ -1,6 +1,7 @@
 // RMSNorm with an optional residual bias folded in first (SPEC §3.3, §5).
 // One block per row; blockDim.x a multiple of 32. Rows of length D % 4 == 0 on a 16-byte aligned
-// x use float4 loads; other D (odd, 37, 1283) take the scalar loop.
+// x use float4 loads; other D (odd, 37, 1283) take the scalar loop. Every read depends on the previous
+// kernel (x), so a PDL launch (common.cuh) waits first.
 #include "common.cuh"
 
 extern "C" __global__ void rms_norm(float* __restrict__ x,           // x: [T, D] f32, in/out (bias added)
@@ -8,6 +9,8 @@ extern "C" __global__ void rms_norm(float* __restrict__ x,           // x: [T, D
                                     const float* __restrict__ w,     // w: [D] f32 gain
                                     bf16* __restrict__ out,          // out: [T, D] bf16
                                     int D, float eps) {
+    pdl_wait();
+    pdl_launch_dependents();
     float* row = x + (size_t)blockIdx.x * D;
     bf16* orow = out + (size_t)blockIdx.x * D;
     const bool vec = (D % 4 == 0) && (((size_t)x | (size_t)w | (size_t)(bias ? bias : w)) % 16 == 0) &&

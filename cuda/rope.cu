@@ -1,6 +1,7 @@
 // Bias + interleaved RoPE on a fused q|k|v projection, q out in bf16, k and v into the ring caches
 // (SPEC §3.4, §5). One block per position t. Pair i of a head turns by pos·θ^(−2i/Dh); the angle is
 // formed and reduced mod 2π in double so that positions up to 10^6 match a float64 reference.
+// A PDL launch (common.cuh) computes its first frequency θ^(−2i/Dh) before it waits for qkv and pos.
 #include "common.cuh"
 
 extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T, (H+2·Hkv)·Dh] f32, q | k | v
@@ -13,12 +14,16 @@ extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T,
                                     int H, int Hkv, int Dh, int R, float theta) {
     extern __shared__ float2 cs[];  // [Dh/2] (cos, sin) of this position
     const int t = blockIdx.x, half = Dh / 2, n_pairs = (H + 2 * Hkv) * half;
+    const int i0 = threadIdx.x;
+    const double freq0 = exp(-2.0 * i0 / Dh * log((double)theta));  // θ^(−2i/Dh) of pair i0: needs no input
+    pdl_wait();
+    pdl_launch_dependents();
     const float2* row = reinterpret_cast<const float2*>(qkv + (size_t)t * n_pairs * 2);
     float2 next = threadIdx.x < n_pairs ? row[threadIdx.x] : make_float2(0.f, 0.f);  // in flight meanwhile
     const int p = pos[t];
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         const double two_pi = 6.283185307179586476925286766559, inv_two_pi = 0.15915494309189533576888376337251;
-        const double ang = (double)p * exp(-2.0 * i / Dh * log((double)theta));  // θ^(−2i/Dh)
+        const double ang = (double)p * (i == i0 ? freq0 : exp(-2.0 * i / Dh * log((double)theta)));
         float s, c;
         sincosf((float)(ang - floor(ang * inv_two_pi) * two_pi), &s, &c);
         cs[i] = make_float2(c, s);

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from voxtral.cpu import ops as ref
+from voxtral.gpu import ops
 from voxtral.gpu.gemv import Config, gemv
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
@@ -192,6 +193,116 @@ def test_gemv_in_cuda_graph(rng):
         graph.launch(stream)
         stream.synchronize()
     assert_close(cp.asnumpy(out).astype(np.float64), reference_y(x_ref, w_ref, g_ref), 5e-3, 1e-2)
+
+
+class MiniStep:
+    """A decoder step in miniature at awkward sizes: embed, per layer gemv qkv (+norm), rope_qkv,
+    attention (launched without PDL), gemv wo (+=), rms_norm + gemv w13 (swiglu), gemv w2 (+=); then
+    gemv output (+norm) and argmax_advance, which feeds the next step's token and position."""
+
+    B, D, H, HKV, DH, F, V, R, LAYERS = 3, 384, 4, 2, 64, 601, 3000, 16, 2  # F odd: scalar w2 loads
+
+    def __init__(self, rng):
+        b, d, q_dim, kv = self.B, self.D, self.H * self.DH, self.HKV * self.DH
+        self.layers = [
+            dict(wqkv=bf16(rng.standard_normal((q_dim + 2 * kv, d)) / np.sqrt(d))[0],
+                 wo=bf16(rng.standard_normal((d, q_dim)) / np.sqrt(q_dim))[0],
+                 w13=bf16(rng.standard_normal((2 * self.F, d)) / np.sqrt(d))[0],
+                 w2=bf16(rng.standard_normal((d, self.F)) / np.sqrt(self.F))[0],
+                 g1=cp.asarray(rng.standard_normal(d).astype(np.float32)),
+                 g2=cp.asarray(rng.standard_normal(d).astype(np.float32)))
+            for _ in range(self.LAYERS)
+        ]  # fmt: skip
+        self.E = bf16(rng.standard_normal((self.V, d)))[0]
+        self.g = cp.asarray(rng.standard_normal(d).astype(np.float32))
+        cache = (b, self.R, self.HKV, self.DH)
+        self.k = [bf16(rng.standard_normal(cache))[0] for _ in range(self.LAYERS)]
+        self.v = [bf16(rng.standard_normal(cache))[0] for _ in range(self.LAYERS)]
+        self.audio = cp.asarray(rng.standard_normal((b, 5, d)).astype(np.float32))
+        self.tokens = cp.asarray(rng.integers(0, self.V, b).astype(np.int32))
+        self.pos = cp.asarray(rng.integers(0, 100, b).astype(np.int32))
+        self.stream, self.history = cp.arange(b, dtype=np.int32), cp.zeros((b, 8), np.int32)
+        self.h, self.qkv = cp.empty((b, d), np.float32), cp.empty((b, q_dim + 2 * kv), np.float32)
+        self.q, self.o = cp.empty((b, self.H, self.DH), np.uint16), cp.empty((b, self.H, self.DH), np.uint16)
+        self.x, self.u = cp.empty((b, d), np.uint16), cp.empty((b, self.F), np.uint16)
+        self.logits = cp.empty((b, self.V), np.float32)
+        self.ws = ops.attention_workspace(b, self.H, self.HKV, self.DH)
+        self.argmax_ws = ops.argmax_workspace(b, ops.argmax_blocks(self.V))
+
+    def __call__(self, pdl: bool) -> None:
+        ops.embed(self.tokens, self.E, self.audio, self.pos, self.stream, out=self.h, pdl=pdl)
+        for i, lw in enumerate(self.layers):
+            gemv(self.h, lw["wqkv"], self.qkv, norm_weight=lw["g1"], eps=EPS, pdl=pdl)
+            ops.rope_qkv(self.qkv, self.pos, self.stream, self.k[i], self.v[i], 1e6, out=self.q, pdl=pdl)
+            ops.attention(self.q, self.k[i], self.v[i], self.R, pos=self.pos, stream=self.stream, out=self.o,
+                          workspace=self.ws)  # fmt: skip
+            gemv(self.o.reshape(self.B, -1), lw["wo"], self.h, epilogue="add", pdl=pdl)
+            ops.rms_norm(self.h, lw["g2"], EPS, out=self.x, pdl=pdl)
+            gemv(self.x, lw["w13"], self.u, epilogue="swiglu", pdl=pdl)
+            gemv(self.u, lw["w2"], self.h, epilogue="add", pdl=pdl)
+        gemv(self.h, self.E, self.logits, norm_weight=self.g, eps=EPS, pdl=pdl)
+        ops.argmax_advance(
+            self.logits, self.tokens, self.pos, self.history, workspace=self.argmax_ws, pdl=pdl
+        )
+
+    def state(self) -> dict:
+        """Host copies of everything the step writes (and of what it reads from the last step)."""
+        names = ("tokens", "pos", "history", "h", "qkv", "q", "o", "x", "u", "logits")
+        out = {n: cp.asnumpy(getattr(self, n)) for n in names}
+        out |= {f"k{i}": cp.asnumpy(a) for i, a in enumerate(self.k)}
+        return out | {f"v{i}": cp.asnumpy(a) for i, a in enumerate(self.v)}
+
+    def restore(self, s: dict) -> None:
+        """Back to state s; the intermediate buffers poisoned (NaN) so that unwritten ones show."""
+        for n in ("tokens", "pos", "history"):
+            getattr(self, n).set(s[n])
+        for i in range(self.LAYERS):
+            self.k[i].set(s[f"k{i}"])
+            self.v[i].set(s[f"v{i}"])
+        for a in (self.h, self.qkv, self.logits):
+            a.fill(np.nan)
+        for a in (self.q, self.o, self.x, self.u):
+            a.fill(BF16_NAN)
+
+
+def run_steps(step: MiniStep, pdl: bool, graph: bool, n: int) -> list[dict]:
+    """n steps from the current state, eagerly or as replays of one captured graph; states after each."""
+    cp.cuda.Device().synchronize()
+    stream = cp.cuda.Stream(non_blocking=True)
+    states = []
+    with stream:
+        if graph:
+            stream.begin_capture()
+            step(pdl)
+            g = stream.end_capture()
+        for _ in range(n):
+            if graph:
+                g.launch(stream)
+            else:
+                step(pdl)
+            stream.synchronize()
+            states.append(step.state())
+    return states
+
+
+def test_gemv_pdl_graph_matches_plain(rng):
+    """The step chain launched with PDL, in a graph and eagerly, is bitwise the plain graph's, step
+    after step (each step's argmax feeds the next one's embed)."""
+    step = MiniStep(rng)
+    step(False)  # compile and load everything outside the captures
+    step(True)
+    cp.cuda.Device().synchronize()
+    start = step.state()
+    runs = {}
+    for pdl, graph in ((False, True), (True, True), (True, False)):
+        step.restore(start)
+        runs[pdl, graph] = run_steps(step, pdl, graph, n=3)
+    want = runs[False, True]
+    assert all(np.isfinite(s["logits"]).all() and np.isfinite(s["h"]).all() for s in want)
+    for key in ((True, True), (True, False)):
+        for i, (a, b) in enumerate(zip(want, runs[key], strict=True)):
+            for n in a:
+                assert a[n].tobytes() == b[n].tobytes(), f"pdl, graph = {key}: step {i}, {n} differs"
 
 
 def test_gemv_rejects_bad_shapes():

@@ -14,6 +14,7 @@ import numpy as np
 from ..config import DecoderConfig
 from . import ops
 from .gemm import gemm
+from .gemv import MAX_BATCH, gemv
 from .weights import GpuWeights
 
 AUDIO_RING = 256  # audio embedding slots per stream; the host feeds them ahead of each burst
@@ -50,33 +51,48 @@ class DecoderBuffers:
         return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
 
 
-def layers(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, h, pos, stream, scratch) -> None:
+def layers(
+    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, h, pos, stream, scratch, pdl=False
+) -> None:
     """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of streams stream [T].
 
-    scratch holds the per-position buffers (x, qkv, q, o, workspace, gu, u) sized for T.
+    scratch holds the per-position buffers (x, qkv, q, o, workspace, gu, u) sized for T. Up to
+    gemv.MAX_BATCH positions (a step) the fused GEMVs carry each RMSNorm, the SwiGLU and the residual
+    adds; more (prefill, big batches) take cuBLAS GEMMs. pdl chains the step's launches with
+    programmatic dependent launch, so each kernel streams its weights while the previous one ends.
     """
-    t = h.shape[0]
+    t, eps = h.shape[0], cfg.norm_eps
+    fused = t <= MAX_BATCH
     for i, lw in enumerate(w.decoder_layers):
-        x = ops.rms_norm(h, lw.attention_norm, cfg.norm_eps, out=scratch.x)
-        qkv = gemm(x, lw.wqkv, out=scratch.qkv)
-        q = ops.rope_qkv(qkv, pos, stream, buf.k[i], buf.v[i], cfg.rope_theta, out=scratch.q)
+        if fused:
+            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl)
+        else:
+            qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
+        q = ops.rope_qkv(qkv, pos, stream, buf.k[i], buf.v[i], cfg.rope_theta, out=scratch.q, pdl=pdl)
         o = ops.attention(
             q, buf.k[i], buf.v[i], cfg.sliding_window, pos=pos, stream=stream, out=scratch.o,
-            workspace=scratch.workspace,
+            workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
-        gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
-        x = ops.rms_norm(h, lw.ffn_norm, cfg.norm_eps, out=scratch.x)
-        ops.silu_mul(gemm(x, lw.w13, out=scratch.gu), out=scratch.u)
-        gemm(scratch.u, lw.w2, out=h, beta=1.0)
+        if fused:
+            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl)
+            gemv(h, lw.w13, scratch.u, norm_weight=lw.ffn_norm, eps=eps, epilogue="swiglu", pdl=pdl)
+            gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl)
+        else:
+            gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
+            x = ops.rms_norm(h, lw.ffn_norm, eps, out=scratch.x)
+            ops.silu_mul(gemm(x, lw.w13, out=scratch.gu), out=scratch.u)
+            gemm(scratch.u, lw.w2, out=h, beta=1.0)
 
 
-def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers) -> None:
+def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = True) -> None:
     """One greedy step for every stream; only device buffers in and out (capturable)."""
-    ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.stream, out=buf.h)
-    layers(w, cfg, buf, buf.h, buf.pos, buf.stream, buf)
-    x = ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x)
-    gemm(x, w.tok_embeddings, out=buf.logits)
-    ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history)
+    ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.stream, out=buf.h, pdl=pdl)
+    layers(w, cfg, buf, buf.h, buf.pos, buf.stream, buf, pdl=pdl)
+    if buf.batch <= MAX_BATCH:
+        gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl)
+    else:
+        gemm(ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x), w.tok_embeddings, out=buf.logits)
+    ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history, pdl=pdl)
 
 
 class PrefillScratch:

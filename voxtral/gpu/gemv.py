@@ -5,6 +5,8 @@ prologue none or RMSNorm (x f32; norm_weight g [K] f32), epilogue "store" (out f
 "add" (out f32 [B, N] += y, the residual) or "swiglu" (w = [w1; w3] with 2F rows; out [B, F] f32 or
 bf16 = silu(y[:, :F]) ⊙ y[:, F:]). No allocation and no host sync: the launch goes on CuPy's current
 stream and can be captured in a CUDA graph. BF16 tensors are uint16 arrays of bit patterns.
+pdl=True launches it as a programmatic dependent launch (voxtral/gpu/launch.py): its first weight loads
+overlap the end of the previous kernel, and the next PDL kernel may start as soon as it has begun.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from voxtral.gpu import kernels
+from voxtral.gpu.launch import launch
 
 BF16 = np.uint16
 MAX_BATCH = 8  # rows of x: the mma's m16 side holds their bf16 high and low halves
@@ -115,12 +118,13 @@ def _check(a, what: str, dtypes: tuple, shape: tuple) -> None:
 
 def gemv(
     x, w, out, *, norm_weight=None, eps: float = 1e-5, epilogue: str = "store", prefetch=None,
-    config: Config = DEFAULT,
+    config: Config = DEFAULT, pdl: bool = False,
 ):  # fmt: skip
     """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
 
     prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it are pulled into
-    L2 as this launch runs out of its own loads, so the next one starts from L2.
+    L2 as this launch runs out of its own loads, so the next one starts from L2. pdl: launch it as a
+    programmatic dependent launch (the kernels before and after it on the stream may overlap it).
     """
     import cupy
 
@@ -165,7 +169,7 @@ def gemv(
     next_bytes = 0 if prefetch is None else min(NEXT_BYTES, prefetch.nbytes) // 128 * 128
     nxt = np.uint64(0) if prefetch is None else prefetch
     args = (x, g, w, out, np.int32(b), np.int32(n), np.int32(k), np.float32(eps), nxt, np.uint64(next_bytes))
-    fn((grid,), (32 * config.warps,), args, shared_mem=smem)
+    launch(fn, (grid,), (32 * config.warps,), args, shared_mem=smem, pdl=pdl)
     return out
 
 

@@ -1,9 +1,13 @@
 """Timings of gemv (cuda/gemv.cu) at the decoder step's shapes (SPEC §5, §8), against cuBLAS.
 
 The whole step's GEMVs first: 26 × (qkv + wo + w13 + w2) + output projection (6.86 GB of weights)
-captured as one graph, fused gemv (each launch warming the next one's first weights in L2, and
-without that) against today's rms_norm + cuBLAS + silu_mul, over the floor at the copy bandwidth.
-Then per shape and B ∈ {1, 8}: µs per call (median over REPS replays of a captured graph of launches
+captured as one graph, fused gemv (each launch warming the next one's first weights in L2, or not;
+programmatic dependent launch (PDL), or not) against today's rms_norm + cuBLAS + silu_mul, over the
+floor at the copy bandwidth. Then the whole decoder step as the decoder would run it with the fused
+GEMVs (embed, 26 × (gemv qkv, rope_qkv, attention, gemv wo, gemv w13, gemv w2), gemv output,
+argmax_advance) in one graph, PDL off and on, and a check that one replay of the PDL graph leaves
+every buffer bitwise equal to one replay of the plain graph from the same state.
+Last, per shape and B ∈ {1, 8}: µs per call (median over REPS replays of a captured graph of launches
 that rotate over ≥ MIN_COPIES weight copies, ≥ ROTATE_BYTES together, so L2 does not serve them), GB/s
 of the fewest bytes the fused call must move (weights, x, norm weight, out) and % of the device-to-
 device copy bandwidth measured in the same run. The cuBLAS column is cublasGemmEx alone (bf16 x; its
@@ -15,9 +19,11 @@ Run `python -m voxtral.gpu.gemv_timing [--sweep]`.
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 
+from voxtral.gpu import ops
 from voxtral.gpu.gemm import gemm
 from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes
 from voxtral.gpu.kernel_timing import time_graph_us
@@ -30,6 +36,10 @@ STEP_REPS = 20
 COPY_BYTES = 1 << 30
 EPS = 1e-5
 D, Q_DIM, QKV, F, V, LAYERS = 3072, 4096, 6144, 9216, 131072, 26
+H, HKV, DH, THETA = 32, 8, 128, 1e6
+WINDOW = 1024  # ring slots of the whole step's KV caches (the model's 8192 would only cost memory here)
+CTX = 500  # position of the first timed step (each replay advances it by one)
+AUDIO_SLOTS = 4
 # name, N, K, x bf16, RMSNorm prologue, epilogue (swiglu writes bf16 [B, F])
 SHAPES = [
     ("qkv +norm", QKV, D, False, True, "store"),
@@ -39,8 +49,8 @@ SHAPES = [
     ("output +norm", V, D, False, True, "store"),
 ]
 BATCHES = (1, 8)
-# (kernel shape, warm the next weights in L2)
-VARIANTS = [(DEFAULT, False), (DEFAULT, True)]
+# (kernel shape, warm the next weights in L2, programmatic dependent launch)
+VARIANTS = [(DEFAULT, False, False), (DEFAULT, True, False), (DEFAULT, False, True), (DEFAULT, True, True)]
 OTHERS = [
     Config(16, 8, 256, 1),
     Config(16, 4, 256, 1),
@@ -48,12 +58,12 @@ OTHERS = [
     Config(16, 8, 256, 0),
     Config(8, 8, 256, 0),
 ]
-SWEEP = VARIANTS + [(c, False) for c in OTHERS]
+SWEEP = VARIANTS + [(c, False, False) for c in OTHERS]
 
 
 def label(variant) -> str:
-    cfg, warm = variant
-    return f"{cfg.warps}w u{cfg.unroll} s{cfg.sync}{' +L2' if warm else ''}"
+    cfg, warm, pdl = variant
+    return f"{cfg.warps}w u{cfg.unroll} s{cfg.sync}{' +L2' if warm else ''}{' +PDL' if pdl else ''}"
 
 
 def copy_bandwidth_gbps() -> float:
@@ -110,10 +120,10 @@ class Case:
         self.nbytes = 2 * n * k + self.x.nbytes + (4 * k if norm else 0) + out_bytes
 
     def ours(self, variant=VARIANTS[0]):
-        (cfg, warm), x, ws, out, g, epi = variant, self.x, self.ws, self.out, self.g, self.epilogue
+        (cfg, warm, pdl), x, ws, out, g, epi = variant, self.x, self.ws, self.out, self.g, self.epilogue
         nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm else (lambda i: None)
         return lambda i: gemv(
-            x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg
+            x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg, pdl=pdl
         )
 
     def cublas(self):
@@ -136,7 +146,7 @@ def kernel_resources(cfg: Config) -> str:
         expr = gv.name(gv.EPILOGUES[epi] + (epi == "swiglu"), norm, x_bf16, cfg)
         fn = gv._kernel(expr, gv.TEMPLATES["gemv.cu"] if cfg == DEFAULT else (expr,), cp.cuda.Device().id)
         used.append(f"{fn.num_regs}/{fn.local_size_bytes}")
-    return f"{label((cfg, False)):<12} registers/local bytes per step instance: {' '.join(used)}"
+    return f"{label((cfg, False, False)):<12} registers/local bytes per step instance: {' '.join(used)}"
 
 
 def shared_memory() -> str:
@@ -241,15 +251,13 @@ def step_calls(w: StepWeights, s: StepBuffers) -> list[tuple]:
 
 def step_gemv(calls: list[tuple], variant) -> None:
     """Every launch warms the next one's weights (the last: the next step's first) when asked to."""
-    cfg, warm = variant
+    cfg, warm, pdl = variant
     for i, (x, wt, out, kw) in enumerate(calls):
         nxt = calls[(i + 1) % len(calls)][1] if warm else None
-        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, **kw)
+        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, **kw)
 
 
 def step_cublas(w: StepWeights, s: StepBuffers) -> None:
-    from voxtral.gpu import ops
-
     for lw in w.layers:
         gemm(ops.rms_norm(s.h, lw["attention_norm"], EPS, out=s.xb), lw["wqkv"], out=s.qkv)
         gemm(s.o, lw["wo"], out=s.h, beta=1.0)
@@ -258,9 +266,8 @@ def step_cublas(w: StepWeights, s: StepBuffers) -> None:
     gemm(ops.rms_norm(s.h, w.norm, EPS, out=s.xb), w.E, out=s.logits)
 
 
-def step_table(bw: float, variants) -> tuple[list[str], dict]:
+def step_table(bw: float, variants, w: StepWeights) -> tuple[list[str], dict]:
     """Lines, and {variant: µs at B=1 + µs at B=8} of the fused whole step."""
-    w = StepWeights()
     floor_us = w.nbytes / bw / 1e3
     lines = [f"whole step GEMVs ({LAYERS} layers + output projection, {w.nbytes / 1e9:.3f} GB of weights; "
              f"floor at the copy bandwidth {floor_us:.0f} µs), one graph:"]  # fmt: skip
@@ -285,6 +292,112 @@ def step_table(bw: float, variants) -> tuple[list[str], dict]:
     return lines, totals
 
 
+class StepState:
+    """What the whole decoder step reads and writes besides StepBuffers: KV caches, token, position."""
+
+    def __init__(self, s: StepBuffers):
+        import cupy as cp
+
+        b = s.h.shape[0]
+        self.k = [rand_bf16((b, WINDOW, HKV, DH)) for _ in range(LAYERS)]  # [B, R, Hkv, Dh] per layer
+        self.v = [rand_bf16((b, WINDOW, HKV, DH)) for _ in range(LAYERS)]
+        self.audio = cp.random.standard_normal((b, AUDIO_SLOTS, D), dtype=np.float32)
+        self.tokens = cp.random.randint(0, V, b).astype(np.int32)
+        self.pos = cp.full(b, CTX, np.int32)
+        self.stream = cp.arange(b, dtype=np.int32)
+        self.history = cp.zeros((b, 64), np.int32)
+        self.q, self.o = cp.empty((b, H, DH), np.uint16), s.o.reshape(b, H, DH)
+        self.ws = ops.attention_workspace(b, H, HKV, DH)
+        self.argmax_ws = ops.argmax_workspace(b, ops.argmax_blocks(V))
+
+    def buffers(self, s: StepBuffers) -> dict:
+        """Every buffer the step writes, by name."""
+        out = dict(h=s.h, qkv=s.qkv, q=self.q, o=s.o, u=s.u, logits=s.logits, tokens=self.tokens,
+                   pos=self.pos, history=self.history)  # fmt: skip
+        return out | {f"k{i}": a for i, a in enumerate(self.k)} | {f"v{i}": a for i, a in enumerate(self.v)}
+
+
+def step_decoder(w: StepWeights, calls: list[tuple], s: StepBuffers, d: StepState, variant) -> None:
+    """The whole step as the decoder would launch it (attention is never a PDL launch: no wait in it)."""
+    cfg, warm, pdl = variant
+    ops.embed(d.tokens, w.E, d.audio, d.pos, d.stream, out=s.h, pdl=pdl)
+    for i, (x, wt, out, kw) in enumerate(calls):
+        nxt = calls[(i + 1) % len(calls)][1] if warm else None
+        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, **kw)
+        layer, j = divmod(i, 4)
+        if j == 0 and layer < LAYERS:  # after the qkv projection
+            ops.rope_qkv(s.qkv, d.pos, d.stream, d.k[layer], d.v[layer], THETA, out=d.q, pdl=pdl)
+            ops.attention(d.q, d.k[layer], d.v[layer], WINDOW, pos=d.pos, stream=d.stream, out=d.o,
+                          workspace=d.ws)  # fmt: skip
+    ops.argmax_advance(s.logits, d.tokens, d.pos, d.history, workspace=d.argmax_ws, pdl=pdl)
+
+
+def capture(fn, stream):
+    """fn() run once (compile, load) and then captured as a graph on stream."""
+    import cupy as cp
+
+    cp.cuda.Device().synchronize()  # inputs were made on the legacy stream, which `stream` does not wait for
+    with stream:
+        fn()
+        stream.synchronize()
+        stream.begin_capture()
+        fn()
+        return stream.end_capture()
+
+
+def replay_us(graph, stream, reps: int = STEP_REPS) -> float:
+    import cupy as cp
+
+    start, stop, times = cp.cuda.Event(), cp.cuda.Event(), []
+    graph.launch(stream)
+    for _ in range(reps):
+        start.record(stream)
+        graph.launch(stream)
+        stop.record(stream)
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) * 1e3)
+    return float(np.median(times))
+
+
+def same_bits(a, b) -> bool:
+    import cupy as cp
+
+    return bool(cp.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
+
+
+def decoder_step_table(bw: float, w: StepWeights) -> list[str]:
+    """Whole decoder step µs, PDL off and on, and whether one replay of each leaves the same bits."""
+    import cupy as cp
+
+    floor_us = w.nbytes / bw / 1e3
+    lines = [f"whole decoder step (embed, {LAYERS} × (qkv, rope_qkv, attention from ctx {CTX}, wo, w13, w2), "
+             f"output, argmax_advance), one graph; floor {floor_us:.0f} µs:"]  # fmt: skip
+    for b in BATCHES:
+        s = StepBuffers(b)
+        d, calls, stream = StepState(s), step_calls(w, s), cp.cuda.Stream(non_blocking=True)
+        for warm in (False, True):
+            variants = [(DEFAULT, warm, pdl) for pdl in (False, True)]
+            graphs = [capture(functools.partial(step_decoder, w, calls, s, d, v), stream) for v in variants]
+            stream.synchronize()
+            start = {n: a.copy() for n, a in d.buffers(s).items()}
+            after = []
+            for g in graphs:  # one replay of each from the same state
+                for n, a in d.buffers(s).items():
+                    a[...] = start[n]
+                cp.cuda.Device().synchronize()
+                g.launch(stream)
+                stream.synchronize()
+                after.append({n: a.copy() for n, a in d.buffers(s).items()})
+            differ = [n for n in after[0] if not same_bits(after[0][n], after[1][n])]
+            check = "bitwise equal" if not differ else f"DIFFER: {', '.join(differ)}"
+            times = [replay_us(g, stream) for g in graphs]
+            for v, us in zip(variants, times, strict=True):
+                lines.append(f"  B={b} {label(v):<22} {us:8.1f} µs  {100 * floor_us / us:5.1f}% of the floor")
+            lines.append(f"  B={b} PDL saves {times[0] - times[1]:.1f} µs; PDL vs plain graph: {check}")
+            del graphs, start, after
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     import cupy as cp
 
@@ -299,8 +412,11 @@ def main(argv: list[str] | None = None) -> None:
         print(kernel_resources(cfg))
     print(shared_memory())
     print()
-    lines, totals = step_table(bw, variants)
+    w = StepWeights()
+    lines, totals = step_table(bw, variants, w)
     print("\n".join(lines))
+    print()
+    print("\n".join(decoder_step_table(bw, w)))
     best = min(totals, key=totals.get)
     if args.sweep:
         print("\nper shape (µs, % of copy bandwidth):")

@@ -4,6 +4,8 @@ Arrays are CuPy arrays; BF16 tensors are uint16 arrays holding the bit patterns.
 dtypes, shapes and contiguity, launches on the current stream and allocates only the outputs (or the
 attention workspace) that the caller did not pass: a decoder step passes preallocated buffers so
 that it can be captured as a CUDA graph. Positions and stream indices are device int32 arrays.
+rms_norm, rope_qkv, embed and argmax_advance take pdl=True to be launched as programmatic dependent
+launches (voxtral/gpu/launch.py; their kernels wait for the previous one before reading its output).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxtral.gpu import kernels
+from voxtral.gpu.launch import launch
 
 BF16 = np.uint16  # BF16 storage dtype on the device (raw bit patterns)
 ELEMENTWISE_THREADS = 256
@@ -100,7 +103,7 @@ def _blocks(n: int, per_block: int = ELEMENTWISE_THREADS) -> int:
     return max(1, min(ELEMENTWISE_MAX_BLOCKS, -(-n // per_block)))
 
 
-def rms_norm(x, w, eps: float, *, bias=None, out=None):
+def rms_norm(x, w, eps: float, *, bias=None, out=None, pdl: bool = False):
     """out = x·rsqrt(mean(x²)+eps)·w as bf16 [T, D]; with `bias`, x += bias first (written back to x)."""
     _check(x, "x", np.float32)
     assert x.ndim == 2, f"x must be [T, D], got {x.shape}"
@@ -112,13 +115,12 @@ def rms_norm(x, w, eps: float, *, bias=None, out=None):
     per_thread = 4 if d % 4 == 0 else 1
     threads = min(1024, max(32, 32 * -(-d // (32 * per_thread))))
     if t:
-        _fn("rms_norm.cu", "rms_norm")(
-            (t,), (threads,), (x, _null_or(bias), w, out, np.int32(d), np.float32(eps))
-        )
+        args = (x, _null_or(bias), w, out, np.int32(d), np.float32(eps))
+        launch(_fn("rms_norm.cu", "rms_norm"), (t,), (threads,), args, pdl=pdl)
     return out
 
 
-def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out=None):
+def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out=None, pdl: bool = False):
     """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 → q bf16 [T, H, Dh]; k, v → ring slot pos % R."""
     _check(k_cache, "k_cache", BF16)
     assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
@@ -137,13 +139,14 @@ def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out
     if t:
         args = (qkv, _null_or(bias), pos, stream, out, k_cache, v_cache)
         args += (np.int32(h), np.int32(hkv), np.int32(dh), np.int32(r), np.float32(theta))
-        _fn("rope.cu", "rope_qkv")((t,), (ROPE_THREADS,), args, shared_mem=4 * dh)
+        launch(_fn("rope.cu", "rope_qkv"), (t,), (ROPE_THREADS,), args, shared_mem=4 * dh, pdl=pdl)
     return out
 
 
 def attention(
     q, k_cache, v_cache, window: int, *, pos=None, stream=None, p0: int | None = None, b: int = 0,
     tiled: bool = False, out=None, workspace=None, block_rows: int | None = None, splits: int | None = None,
+    pdl: bool = False,
 ):  # fmt: skip
     """Sliding-window GQA attention of q bf16 [T, H, Dh] over the ring caches → bf16 [T, H, Dh].
 
@@ -152,6 +155,7 @@ def attention(
     any later launch of the same shape (allocated if not given); splits defaults to attention_splits(T, Hkv).
     tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints); block_rows
     picks the query rows per block (TILED_ROWS; default the first listed for the head dim).
+    pdl: launch the split kernel with programmatic dependent launch (it waits for its inputs).
     """
     _check(k_cache, "k_cache", BF16)
     assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
@@ -193,7 +197,8 @@ def attention(
     _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
     args = (q, k_cache, v_cache, pos, stream, workspace, out, np.int32(hkv), np.int32(r), np.int32(window))
     args += (np.int32(SPLIT_MIN_KEYS),)
-    _fn("attention.cu", f"attention_split<{dh}, {group}>")((splits, hkv, t), (SPLIT_THREADS,), args)
+    kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
+    launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
     return out
 
 
@@ -250,7 +255,7 @@ def im2col_causal(
     return out
 
 
-def embed(tokens, E, audio, pos, stream, *, out=None):
+def embed(tokens, E, audio, pos, stream, *, out=None, pdl: bool = False):
     """Decoder input h [T, D] f32 = audio[stream, pos % Ra] + E[token]; E bf16 [V, D], audio [B, Ra, D]."""
     _check(E, "E", BF16)
     assert E.ndim == 2, f"E must be [V, D], got {E.shape}"
@@ -264,7 +269,7 @@ def embed(tokens, E, audio, pos, stream, *, out=None):
     out = _out(out, "out", np.float32, (t, d))
     if t:
         args = (tokens, E, audio, pos, stream, out, np.int32(d), np.int32(audio.shape[1]))
-        _fn("embed.cu", "embed")((t,), (EMBED_THREADS,), args)
+        launch(_fn("embed.cu", "embed"), (t,), (EMBED_THREADS,), args, pdl=pdl)
     return out
 
 
@@ -283,7 +288,9 @@ def argmax_workspace(n_streams: int, blocks: int):
 _ARGMAX_WORKSPACES: dict = {}
 
 
-def argmax_advance(logits, tokens, pos, history, *, blocks: int | None = None, workspace=None) -> None:
+def argmax_advance(
+    logits, tokens, pos, history, *, blocks: int | None = None, workspace=None, pdl: bool = False
+) -> None:
     """Per stream b: tokens[b] = argmax(logits[b]); history[b, pos[b] % K] = tokens[b]; pos[b] += 1.
 
     Without `workspace`, one per (device, B, blocks) is made on first use and kept: make that first
@@ -306,7 +313,7 @@ def argmax_advance(logits, tokens, pos, history, *, blocks: int | None = None, w
     _check(workspace, "workspace", np.int32, (nb, 2 * blocks + 1))
     if nb:
         args = (logits, np.int32(v), tokens, pos, history, np.int32(history.shape[1]), workspace)
-        _fn("argmax.cu", "argmax_advance")((blocks, nb), (ARGMAX_THREADS,), args)
+        launch(_fn("argmax.cu", "argmax_advance"), (blocks, nb), (ARGMAX_THREADS,), args, pdl=pdl)
 
 
 def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> int:

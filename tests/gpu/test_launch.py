@@ -1,0 +1,60 @@
+"""launch (voxtral/gpu/launch.py): a PDL launch passes the same arguments as CuPy's own launch.
+
+Every argument kind the launchers use (array, int32, float32, int64, uint64, Python int and float,
+float64), a 2-D grid and dynamic shared memory; bad arguments and launch errors raise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voxtral.gpu.launch import launch
+
+cp = pytest.importorskip("cupy", reason="CuPy is not importable")
+
+ECHO = r"""
+extern "C" __global__ void echo(const float* x, int a, float b, long long c, unsigned long long d,
+                                long long e, double f, double g, double* out) {
+    extern __shared__ float tmp[];  // [blockDim.x]
+    tmp[threadIdx.x] = x[threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x != 0) return;
+    float sum = 0.0f;
+    for (int i = 0; i < blockDim.x; ++i) sum += tmp[i];
+    const double v[10] = {sum, (double)a, b, (double)c, (double)d, (double)e, f, g, (double)blockIdx.x,
+                          (double)blockIdx.y};
+    double* o = out + (blockIdx.y * gridDim.x + blockIdx.x) * 10;
+    for (int i = 0; i < 10; ++i) o[i] = v[i];
+}
+"""
+GRID, BLOCK = (3, 2), (64,)
+
+
+def echo_args(out):
+    x = cp.arange(BLOCK[0], dtype=np.float32)
+    return (x, np.int32(-7), np.float32(1.5), np.int64(-(2**40)), np.uint64(2**63 + 2**20), 12345, 0.25,
+            np.float64(-3.0), out)  # fmt: skip
+
+
+def test_launch_pdl_passes_what_cupy_passes():
+    kernel = cp.RawKernel(ECHO, "echo")
+    want, got = (cp.full((GRID[1], GRID[0], 10), np.nan) for _ in range(2))
+    kernel(GRID, BLOCK, echo_args(want), shared_mem=4 * BLOCK[0])
+    launch(kernel, GRID, BLOCK, echo_args(got), shared_mem=4 * BLOCK[0], pdl=True)
+    want, got = cp.asnumpy(want), cp.asnumpy(got)
+    np.testing.assert_array_equal(got, want)
+    n = BLOCK[0]
+    expected = [n * (n - 1) / 2, -7, 1.5, -(2**40), float(2**63 + 2**20), 12345, 0.25, -3.0]
+    np.testing.assert_array_equal(got[1, 2, :8], expected)
+    np.testing.assert_array_equal(got[1, 2, 8:], [2, 1])
+
+
+def test_launch_rejects_bad_arguments():
+    kernel = cp.RawKernel(ECHO, "echo")
+    out = cp.zeros((GRID[1], GRID[0], 10))
+    args = echo_args(out)
+    with pytest.raises(TypeError, match="NumPy scalar"):
+        launch(kernel, GRID, BLOCK, (*args[:-1], cp.asnumpy(out)), shared_mem=4 * BLOCK[0], pdl=True)
+    with pytest.raises(RuntimeError, match="cuLaunchKernelEx"):
+        launch(kernel, GRID, (4096,), args, pdl=True)  # more threads than a block may have
