@@ -46,8 +46,16 @@ class DeviceReport:
     audio_s: float
     stages_ms: dict[str, float]
     steps: int
+    load_to_first_token_s: float = 0.0  # load + first transcription up to its first token, cold
+    rates: dict = field(default_factory=dict)  # tokens_per_s, realtime_x
     decode_profile: list[dict] = field(default_factory=list)  # {position, median_ms, p90_ms, ...}
     extra: dict = field(default_factory=dict)
+
+
+def derived_rates(stages_ms: dict, audio_s: float) -> dict:
+    """Tokens per second of the decode loop, and audio seconds per second of the whole transcription."""
+    total_s = sum(stages_ms[k] for k in ("audio", "mel", "encoder", "prefill", "decode")) / 1000
+    return {"tokens_per_s": 1000 / stages_ms["decode_ms_per_step"], "realtime_x": audio_s / total_s}
 
 
 def decode_bytes(cfg: ModelConfig, position: int) -> int:
@@ -132,6 +140,19 @@ def _profile(model, samples: np.ndarray, positions, steps: int) -> list[dict]:
     return rows
 
 
+def _first_token_s(model, samples: np.ndarray, sr: int) -> float:
+    """Seconds from audio in hand to the first token on a fresh model (kernels compiled, graph captured)."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    mel, _ = model._features(samples, sr, timings)
+    state = model.backend.start(
+        model._encode(mel, timings), mel.shape[1] // model.config.audio.frames_per_token
+    )
+    model.backend.prefill(state, model.schedule.prompt)
+    model.backend.step(state, 1)
+    return time.perf_counter() - t0
+
+
 def bench_device(
     model_dir: str, device: str, opts: BenchOptions, samples: np.ndarray, sr: int
 ) -> DeviceReport:
@@ -140,14 +161,15 @@ def bench_device(
     t0 = time.perf_counter()
     model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms)
     load_s = time.perf_counter() - t0
-    runs = 2 if device == "cuda" else 1  # the first GPU run compiles kernels and captures the graph
-    for _ in range(runs):
-        t = model.transcribe(samples, sample_rate=sr)
+    first_token_s = load_s + _first_token_s(model, samples, sr)
+    t = model.transcribe(samples, sample_rate=sr)  # warm: the first token above compiled and captured
     stages = {k: 1000 * v for k, v in t.timings.items()}
     stages["decode_ms_per_step"] = stages["decode"] / max(len(t.tokens), 1)
+    rates = derived_rates(stages, t.duration)
     report = DeviceReport(
-        device=device, load_s=load_s, audio_s=t.duration, stages_ms=stages, steps=len(t.tokens)
-    )
+        device=device, load_s=load_s, audio_s=t.duration, stages_ms=stages, steps=len(t.tokens),
+        load_to_first_token_s=first_token_s, rates=rates,
+    )  # fmt: skip
     if device == "cuda":
         memory = model.backend.memory_bytes()  # one stream, before the profile's long audio
         report.decode_profile = _profile(model, samples, opts.positions, opts.steps)
@@ -213,9 +235,11 @@ def table(result: dict) -> str:
     for r in result["devices"]:
         s = r["stages_ms"]
         lines.append(
-            f"{r['device']:>5}: load {r['load_s']:.1f} s | mel {s['mel']:.0f} ms"
+            f"{r['device']:>5}: load {r['load_s']:.1f} s (first token {r['load_to_first_token_s']:.1f} s)"
+            f" | mel {s['mel']:.0f} ms"
             f" | encoder+adapter {s['encoder']:.1f} ms | prefill {s['prefill']:.1f} ms"
             f" | decode {s['decode_ms_per_step']:.2f} ms/step over {r['steps']} steps"
+            f" | {r['rates']['tokens_per_s']:.0f} tokens/s, {r['rates']['realtime_x']:.0f}x real time"
         )
         for row in r["decode_profile"]:
             roof = (

@@ -14,9 +14,10 @@ import numpy as np
 from ..config import DecoderConfig
 from . import ops
 from .gemm import gemm
-from .gemv import MAX_BATCH, gemv
+from .gemv import MAX_BATCH, Config, gemv
 from .weights import GpuWeights
 
+WO_CONFIG = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14.6 for the default 6
 AUDIO_RING = 256  # audio embedding slots per stream; the host feeds them ahead of each burst
 HISTORY = 64  # token history slots per stream; a burst must not exceed it
 
@@ -74,7 +75,7 @@ def layers(
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:
-            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl)
+            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=WO_CONFIG)
             gemv(h, lw.w13, scratch.u, norm_weight=lw.ffn_norm, eps=eps, epilogue="swiglu", pdl=pdl)
             gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl)
         else:
