@@ -26,14 +26,13 @@ import numpy as np
 from voxtral.gpu import ops
 from voxtral.gpu.gemm import gemm
 from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes
-from voxtral.gpu.kernel_timing import time_graph_us
+from voxtral.gpu.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us
 
 ROTATE_BYTES = 200 << 20  # > 4× an H100's 50 MB L2
 MIN_COPIES = 4
 MIN_LAUNCHES = 16  # per captured graph
 REPS = 50
 STEP_REPS = 20
-COPY_BYTES = 1 << 30
 EPS = 1e-5
 D, Q_DIM, QKV, F, V, LAYERS = 3072, 4096, 6144, 9216, 131072, 26
 H, HKV, DH, THETA = 32, 8, 128, 1e6
@@ -64,26 +63,6 @@ SWEEP = VARIANTS + [(c, False, False) for c in OTHERS]
 def label(variant) -> str:
     cfg, warm, pdl = variant
     return f"{cfg.warps}w u{cfg.unroll} s{cfg.sync}{' +L2' if warm else ''}{' +PDL' if pdl else ''}"
-
-
-def copy_bandwidth_gbps() -> float:
-    """Device-to-device copy rate, bytes read plus written per second, in GB/s."""
-    import cupy as cp
-
-    src = cp.random.random(COPY_BYTES // 4, dtype=np.float32)
-    dst = cp.empty_like(src)
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    times = []
-    for i in range(12):
-        start.record()
-        cp.cuda.runtime.memcpyAsync(
-            dst.data.ptr, src.data.ptr, COPY_BYTES, cp.cuda.runtime.memcpyDeviceToDevice, 0
-        )
-        stop.record()
-        stop.synchronize()
-        if i >= 2:
-            times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-    return 2 * COPY_BYTES / float(np.median(times)) / 1e9
 
 
 def rand_bf16(shape, scale: float = 1.0):
