@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import audio as audio_io
+from .batched import Job, decode_batched
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import score
-from .errors import DeviceError, OptionError
+from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens, greedy
 from .stream import Session
 from .transcript import Transcript, align_words, segments_from_words
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
+POSITION_MARGIN = 2  # decoder positions of slack over an input's length read from its header
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,18 @@ class Model:
             self.backend, state, self.schedule, n_positions, timings=timings,
             on_logits=None if scores is None else on_logits,
         )  # fmt: skip
+        return self._transcript(tokens, duration, timings, scores)
+
+    def _transcript(
+        self, tokens: list[int], duration: float, timings: dict, scores=None, **info
+    ) -> Transcript:
         words = align_words(tokens, self.tokenizer, duration)
         info = {
             "device": self.device,
             "delay_ms": self.schedule.delay_ms,
             "steps": len(tokens),
             "model": str(self.checkpoint.directory),
+            **info,
         }
         return Transcript(
             text=self.tokenizer.decode(tokens).strip(),
@@ -115,6 +124,55 @@ class Model:
             info=info,
             scores=scores,
         )
+
+    def transcribe_each(
+        self, inputs, batch_size: int = 8, sample_rate: int | None = None
+    ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
+        """Transcribe many inputs with continuous batching; yields (index, Transcript or the input's
+        error) as each finishes. Up to batch_size inputs decode together, one step for all of them;
+        each gives exactly the tokens it gives alone (the offline schedule, per input). Inputs are
+        paths or arrays; sample_rate applies to the arrays."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        inputs = list(inputs)
+        if not inputs:
+            return
+        cfg, s = self.config.audio, self.schedule
+        rates = [sample_rate if isinstance(x, np.ndarray) else None for x in inputs]
+        lengths = [audio_io.audio_length(x, r, cfg.sampling_rate) for x, r in zip(inputs, rates, strict=True)]
+        longest = max((n for n in lengths if n is not None), default=0)
+        positions = s.n_left + -(-longest // cfg.samples_per_token) + s.n_right + POSITION_MARGIN
+        engine = self.backend.engine(min(batch_size, len(inputs)), max_positions=positions)
+
+        def jobs() -> Iterator[Job]:
+            for i, (x, rate) in enumerate(zip(inputs, rates, strict=True)):
+                timings: dict[str, float] = {}
+                try:
+                    mel, duration = self._features(x, rate, timings)
+                    embeds = self._encode(mel, timings)
+                except VoxtralError as e:
+                    yield Job(key=i, error=e)
+                    continue
+                n = mel.shape[1] // cfg.frames_per_token
+                yield Job(key=(i, duration, timings), audio=embeds, n_positions=n)
+
+        for job in decode_batched(engine, s, jobs()):
+            if job.error is not None:
+                yield job.key, job.error
+            else:
+                i, duration, timings = job.key
+                yield i, self._transcript(job.tokens, duration, timings | job.timings, batch_size=batch_size)
+
+    def transcribe_batch(
+        self, inputs, batch_size: int = 8, sample_rate: int | None = None
+    ) -> list[Transcript]:
+        """transcribe_each, collected in input order; the first failed input's error is raised."""
+        results = dict(self.transcribe_each(inputs, batch_size, sample_rate))
+        ordered = [results[i] for i in range(len(results))]
+        for r in ordered:
+            if isinstance(r, VoxtralError):
+                raise r
+        return ordered
 
     def stream(self, delay_ms: int | None = None, on_tokens=None) -> Session:
         """A streaming session: feed() 16 kHz float32 chunks, get text pieces as they are decided.
@@ -127,8 +185,6 @@ class Model:
                 f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
                 f"{delay_ms} ms load it with voxtral.load(..., delay_ms={delay_ms})"
             )
-        if not hasattr(self.backend, "start_stream"):
-            raise DeviceError(f"streaming is not available on {self.device} yet; load with device='cpu'")
         return Session(self.backend, self.schedule, self.tokenizer, self.config.audio, on_tokens)
 
     def trace(self, audio, n_steps: int, forced_tokens=None, sample_rate: int | None = None) -> Trace:

@@ -56,6 +56,20 @@ def load_audio(source: Source, sample_rate: int | None = None, target_rate: int 
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
+def audio_length(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> int | None:
+    """Samples load_audio would return, give or take one (resampling), from a file's header or an
+    array's shape without decoding; None when that is unknown (load_audio then says why)."""
+    try:
+        if isinstance(source, np.ndarray):
+            n, rate = len(source), int(sample_rate)
+        else:
+            info = sf.info(str(source))
+            n, rate = info.frames, info.samplerate
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError):
+        return None
+    return -(-n * target_rate // rate) if rate > 0 else None
+
+
 def _check_rate(rate, what: str, error: type[Exception]) -> int:
     """A positive whole number of samples per second (ints or integral floats)."""
     ok = isinstance(rate, numbers.Real) and not isinstance(rate, bool | np.bool_)

@@ -57,6 +57,14 @@ class Backend(Protocol):
         Returns the argmax tokens [n] and, if asked, the logits [n, V] as float32.
         """
 
+    def engine(self, capacity: int, max_positions: int | None = None) -> Any:
+        """An engine stepping up to `capacity` decoder streams together (one GEMM per weight for all).
+
+        Its slots: join(audio, n_positions) or join() for a live stream, append_audio(slot, embeds),
+        available(slot), prefill(slot, tokens), step(slots, n) → tokens [len(slots), n], leave(slot),
+        free(). max_positions bounds every stream (offline inputs; None: unbounded live streams).
+        """
+
     def to_numpy(self, x: Any) -> np.ndarray:
         """A backend array as a NumPy float32 array."""
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_io
+from .bench_streams import batch_lines, batch_report, stream_lines, stream_report
 from .config import ModelConfig
 
 DEFAULT_AUDIO = (
@@ -37,6 +38,12 @@ class BenchOptions:
     steps: int = 100  # timed steps per window (GPU)
     cpu_steps: int = 4  # timed steps on the CPU (after the prompt)
     delay_ms: int | None = None
+    stream: bool = False  # also measure streaming: real-time factor, per-feed time, piece latency
+    stream_chunk_ms: int = 80
+    stream_paced_s: float = 20.0  # seconds of the audio fed at the pace of a live source
+    batch: tuple[int, ...] = ()  # also measure batched steps for these batch sizes
+    batch_position: int = 500
+    batch_steps: int = 50
 
 
 @dataclass
@@ -50,6 +57,8 @@ class DeviceReport:
     rates: dict = field(default_factory=dict)  # tokens_per_s, realtime_x
     decode_profile: list[dict] = field(default_factory=list)  # {position, median_ms, p90_ms, ...}
     extra: dict = field(default_factory=dict)
+    stream: dict = field(default_factory=dict)  # bench_streams.stream_report
+    batch: list[dict] = field(default_factory=list)  # bench_streams.batch_report
 
 
 def derived_rates(stages_ms: dict, audio_s: float) -> dict:
@@ -176,6 +185,10 @@ def bench_device(
         report.extra = _gpu_ceilings() | memory
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
+    if opts.stream:
+        report.stream = stream_report(model, samples, opts.stream_chunk_ms, opts.stream_paced_s)
+    if opts.batch:
+        report.batch = batch_report(model, samples, opts.batch, opts.batch_position, opts.batch_steps)
     return report
 
 
@@ -259,6 +272,10 @@ def table(result: dict) -> str:
                 f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
                 f"device memory {x['pool_total'] / 1e9:.2f} GB (one stream, {r['audio_s']:.0f} s audio)"
             )
+        if r.get("stream"):
+            lines += stream_lines(r["stream"])
+        if r.get("batch"):
+            lines += batch_lines(r["batch"])
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)

@@ -118,6 +118,30 @@ def _each(m, paths: list[Path], emit: Emit, quiet: bool, options: dict | None = 
     return failed
 
 
+def _each_batched(m, paths: list[Path], emit: Emit, quiet: bool, batch_size: int) -> list[InputError]:
+    """_each with continuous batching: up to batch_size inputs decode together; emitted as each ends."""
+    seconds = {p: audio_seconds(p) for p in paths}
+    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
+    failed: list[InputError] = []
+    try:
+        for i, t in m.transcribe_each(paths, batch_size):
+            path = paths[i]
+            try:
+                if isinstance(t, VoxtralError):
+                    raise t
+                emit(path, t, bar)
+            except VoxtralError as e:
+                bar.write(f"voxtral: error: {e}\n", sys.stderr)
+                failed.append(InputError(str(path), e))
+            else:
+                if not quiet:
+                    bar.write("voxtral: " + _summary(str(path), t) + "\n", sys.stderr)
+            bar.advance(1, seconds[path])
+    finally:
+        bar.clear()
+    return failed
+
+
 def _finish(failed: list[InputError], n_inputs: int) -> int:
     """Summarise the failures (with several inputs); the exit code of the first one, else 0."""
     if failed and n_inputs > 1:
@@ -187,6 +211,15 @@ def transcribe(
             "inline as {chosen|rival}).",
         ),
     ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            min=1,
+            help="Decode up to B inputs together, one step for all (continuous batching).",
+        ),
+    ] = 1,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -197,6 +230,10 @@ def transcribe(
         _check_output(output_dir, formats)
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
+        if batch_size > 1 and (confidence or alternatives is not None):
+            raise OptionError(
+                "--confidence and --alternatives need --batch-size 1 (they read every step's logits)"
+            )
     except VoxtralError as e:
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
@@ -210,8 +247,12 @@ def transcribe(
     for f in failed:
         _error(str(f.error))
     if paths:
-        options = {"confidence": confidence, "alternatives": alternatives}
-        failed += _each(_load(model, device, delay_ms, quiet), paths, emit, quiet, options)
+        m = _load(model, device, delay_ms, quiet)
+        if batch_size > 1:
+            failed += _each_batched(m, paths, emit, quiet, batch_size)
+        else:
+            options = {"confidence": confidence, "alternatives": alternatives}
+            failed += _each(m, paths, emit, quiet, options)
     raise typer.Exit(_finish(failed, n_inputs))
 
 
@@ -281,17 +322,12 @@ def stream(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Transcribe live audio from stdin or the microphone, printing text as soon as it is decided.
-
-    Streaming runs on the CPU backend for now: --device auto means cpu here.
-    """
+    """Transcribe live audio from stdin or the microphone, printing text as soon as it is decided."""
     _setup_logging(verbose, quiet)
     try:
         source = _stream_source(stdin, mic, raw, rate, channels)
     except VoxtralError as e:
         raise _exit_on(e) from None
-    if device == "auto":
-        device = "cpu"  # the GPU backend has no incremental encoder yet (issue 5's GPU part)
     m = _load(model, device, delay_ms, quiet)
     raise typer.Exit(_stream_run(m, source, _stream_printer(jsonl), quiet))
 
@@ -392,6 +428,12 @@ def bench(
     ] = "500,5000",
     steps: Annotated[int, typer.Option(help="Timed decode steps per position (GPU).")] = 100,
     cpu_steps: Annotated[int, typer.Option(help="Timed decode steps on the CPU.")] = 4,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.")
+    ] = False,
+    batch: Annotated[
+        str | None, typer.Option(help="Also time batched steps for these batch sizes, e.g. 1,8,32.")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON here.")
     ] = None,
@@ -410,6 +452,8 @@ def bench(
         positions=tuple(int(p) for p in positions.split(",")),
         steps=steps,
         cpu_steps=cpu_steps,
+        stream=stream,
+        batch=tuple(int(b) for b in batch.split(",")) if batch else (),
     )
     if audio is not None:
         opts.audio = audio

@@ -105,10 +105,12 @@ class Session:
             self._encode(self._mel.feed(np.zeros(pad, np.float32)))
             self._encode(self._mel.finish())
             decided = self._decode()
-        tail = self._text.finish()  # an unfinished UTF-8 character, as U+FFFD
-        if tail:
-            decided.append((max(self.n_steps - 1, 0), tail))
-        return self._pieces(decided, end=end)
+        return self._pieces(decided + self._tail(), end=end)
+
+    def _tail(self) -> list[tuple[int, str]]:
+        """What the text decoder still holds at the end: an unfinished UTF-8 character, as U+FFFD."""
+        tail = self._text.finish()
+        return [(max(self.n_steps - 1, 0), tail)] if tail else []
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[Piece]:
         """feed() every chunk, then finish(): the pieces one by one (the iterator form).
@@ -134,25 +136,37 @@ class Session:
 
     def _decode(self) -> list[tuple[int, str]]:
         """Prefill once the prompt's positions have audio, then one greedy step per new embedding."""
+        self._prefill_when_ready()
+        decided = []
+        while (ready := self.ready()) > 0:
+            tokens, _ = self.backend.step(self._dec, min(self.backend.burst, ready))
+            decided += self._take(tokens)
+        return decided
+
+    def _prefill_when_ready(self) -> None:
         prompt = self.schedule.prompt
         if not self._prefilled and self.n_embeds >= len(prompt):
             self.backend.prefill(self._dec, prompt)
             self._prefilled = True
+
+    def ready(self) -> int:
+        """Positions with audio that have not run (0 before the prefill and after EOS)."""
+        if not self._prefilled or self.eos:
+            return 0
+        return self.n_embeds - (len(self.schedule.prompt) - 1) - self.n_steps
+
+    def _take(self, tokens: np.ndarray) -> list[tuple[int, str]]:
+        """The tokens of the next steps → (k, text) of what they decided; a burst's steps past EOS dropped."""
+        keep, ended = self.schedule.cut_at_eos(tokens)
+        if self.on_tokens is not None:
+            self.on_tokens(keep)
         decided = []
-        while self._prefilled and not self.eos:
-            ready = self.n_embeds - (len(prompt) - 1) - self.n_steps  # positions with audio, not run
-            if ready <= 0:
-                break
-            tokens, _ = self.backend.step(self._dec, min(self.backend.burst, ready))
-            keep, ended = self.schedule.cut_at_eos(tokens)  # a burst's steps past EOS are dropped
-            if self.on_tokens is not None:
-                self.on_tokens(keep)
-            for t in keep:
-                text = self._text.feed(int(t))
-                if text:
-                    decided.append((self.n_steps, text))
-                self.n_steps += 1
-            self.eos = ended
+        for t in keep:
+            text = self._text.feed(int(t))
+            if text:
+                decided.append((self.n_steps, text))
+            self.n_steps += 1
+        self.eos = ended
         return decided
 
     def _note_arrival(self, n: int, now: float) -> None:

@@ -93,6 +93,12 @@ class CpuBackend:
             times[i] = 1000 * (time.perf_counter() - t0)
         return times
 
+    def engine(self, capacity: int, max_positions: int | None = None):
+        """capacity decoder streams stepped together (voxtral/cpu/engine.py)."""
+        from .engine import CpuEngine
+
+        return CpuEngine(self, capacity, max_positions)
+
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x, np.float32)
 

@@ -29,7 +29,7 @@ def embed(audio: np.ndarray, tokens: np.ndarray, w: Weights) -> np.ndarray:
 
 
 def forward(
-    h: np.ndarray, pos: np.ndarray, w: Weights, cfg: DecoderConfig, cache: KVCache, ada
+    h: np.ndarray, pos: np.ndarray, w: Weights, cfg: DecoderConfig, cache: KVCache | list[KVCache], ada
 ) -> np.ndarray:
     """Inputs h [T, D] at positions pos [T] → final hidden states [T, D]; fills the cache."""
     return stack(h, w.decoder_layers, cfg, pos, cache, ada)

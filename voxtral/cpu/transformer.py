@@ -36,25 +36,43 @@ class KVCache:
         return self.k[layer, :n], self.v[layer, :n], self.slot_pos[:n]
 
 
+def attend(q, k, v, pos: np.ndarray, cache: KVCache, index: int, window: int) -> np.ndarray:
+    """Store k, v [T, Hkv, Dh] in the cache, then q [T, H, Dh] attends over the cached window."""
+    keys, values, key_pos = cache.update(index, pos, k, v)
+    return ops.attention(q, keys, values, pos, key_pos, window)  # [T, H, Dh]
+
+
 def layer(
     h: np.ndarray,
     w: LayerWeights,
     cfg: TransformerConfig,
     pos: np.ndarray,
     rope: tuple[np.ndarray, np.ndarray],
-    cache: KVCache,
+    cache: KVCache | list[KVCache],
     index: int,
     ada: np.ndarray | None = None,
 ) -> np.ndarray:
-    """h [T, D] at positions pos [T] → h [T, D]; appends this layer's k, v to the cache."""
+    """h [T, D] at positions pos [T] → h [T, D]; appends this layer's k, v to the cache.
+
+    cache: one KVCache for T positions of one stream, or a list of T caches for one position of
+    each of T streams (a batched step: the projections run as one GEMM over all streams).
+    """
     t = h.shape[0]
     x = ops.rms_norm(h, w.attention_norm, cfg.norm_eps)
     q = ops.linear(x, w.wq, w.wq_bias).reshape(t, cfg.n_heads, cfg.head_dim)  # [T, H, Dh]
     k = ops.linear(x, w.wk).reshape(t, cfg.n_kv_heads, cfg.head_dim)  # [T, Hkv, Dh]
     v = ops.linear(x, w.wv, w.wv_bias).reshape(t, cfg.n_kv_heads, cfg.head_dim)  # [T, Hkv, Dh]
     q, k = ops.rope(q, *rope), ops.rope(k, *rope)
-    keys, values, key_pos = cache.update(index, pos, k, v)
-    o = ops.attention(q, keys, values, pos, key_pos, cfg.sliding_window)  # [T, H, Dh]
+    if isinstance(cache, KVCache):
+        o = attend(q, k, v, pos, cache, index, cfg.sliding_window)  # [T, H, Dh]
+    else:  # batched streams: row r is one position of the stream whose cache is cache[r]
+        rows = [slice(r, r + 1) for r in range(t)]
+        o = np.concatenate(
+            [
+                attend(q[r], k[r], v[r], pos[r], c, index, cfg.sliding_window)
+                for r, c in zip(rows, cache, strict=True)
+            ]
+        )
     h = h + ops.linear(o.reshape(t, cfg.q_dim), w.wo, w.wo_bias)
     x = ops.rms_norm(h, w.ffn_norm, cfg.norm_eps)
     if ada is not None:
@@ -68,10 +86,10 @@ def stack(
     layers,
     cfg: TransformerConfig,
     pos: np.ndarray,
-    cache: KVCache,
+    cache: KVCache | list[KVCache],
     ada: np.ndarray | None = None,
 ) -> np.ndarray:
-    """All layers over h [T, D] at positions pos [T]; ada [layers, D] or None."""
+    """All layers over h [T, D] at positions pos [T]; ada [layers, D] or None; cache as in layer()."""
     rope = ops.rope_angles(pos, cfg.head_dim, cfg.rope_theta, h.dtype)
     for i, w in enumerate(layers):
         h = layer(h, w, cfg, pos, rope, cache, i, None if ada is None else ada[i])

@@ -2,30 +2,25 @@
 
 Weights are uploaded once (BF16) at construction. The decoder step is captured as one CUDA graph
 on first use and replayed for every step; the host looks at the tokens once per burst of steps.
+The backend holds one set of decoder buffers: one decoder state (offline or stream) runs at a time,
+and start() / start_stream() take the buffers over. Many concurrent streams go through engine()
+(voxtral/gpu/engine.py), which steps them together.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..checkpoint import Checkpoint
 from . import decoder, encoder
+from .state import GpuState
 from .weights import GpuWeights
 
 log = logging.getLogger(__name__)
 BURST = 16  # greedy steps launched between two host reads of the token history
-
-
-@dataclass
-class GpuState:
-    audio: object  # [N, D] f32 audio embeddings on the device
-    n_positions: int
-    pos: int = 0  # next position (host mirror of the device counter)
-    fed: int = 0  # audio positions copied into the ring so far
 
 
 class GpuBackend:
@@ -45,6 +40,7 @@ class GpuBackend:
         self.stream.synchronize()
         self.upload_seconds = time.perf_counter() - t0
         self.graph = None
+        self._owner: GpuState | None = None
         log.info("weights on the GPU in %.1f s", self.upload_seconds)
 
     # --- encoder -------------------------------------------------------------------------------
@@ -52,26 +48,47 @@ class GpuBackend:
         with self.stream:
             return encoder.encode(mel, self.encoder, self.weights, self.cfg)
 
+    def start_encoder(self) -> encoder.EncoderStream:
+        with self.stream:
+            return encoder.EncoderStream(self.weights, self.cfg)
+
+    def encode_frames(self, enc: encoder.EncoderStream, mel: np.ndarray):
+        with self.stream:
+            return enc.feed(mel)  # [k, D] f32 on the device
+
     # --- decoder -------------------------------------------------------------------------------
     def start(self, audio, n_positions: int | None = None) -> GpuState:
-        return GpuState(audio=audio, n_positions=len(audio) if n_positions is None else n_positions)
+        state = GpuState(n_positions=len(audio) if n_positions is None else n_positions)
+        state.append(audio)
+        self._owner = state
+        return state
+
+    def start_stream(self) -> GpuState:
+        state = GpuState(n_positions=None)  # the KV cache is a ring of the window: positions roll on
+        self._owner = state
+        return state
+
+    def append_audio(self, state: GpuState, embeds) -> None:
+        state.append(embeds)
+
+    def _check_owner(self, state: GpuState) -> None:
+        if state is not self._owner:
+            raise RuntimeError("this decoder state was replaced by a later start(): one runs at a time")
 
     def _feed(self, state: GpuState, upto: int) -> None:
-        """Copy audio embeddings of positions [fed, upto) into their ring slots (stream-ordered)."""
-        ring = decoder.AUDIO_RING
-        upto = min(upto, len(state.audio))
-        while state.fed < upto:
-            slot = state.fed % ring
-            n = min(upto - state.fed, ring - slot)
-            self.buffers.audio[0, slot : slot + n] = state.audio[state.fed : state.fed + n]
-            state.fed += n
+        state.feed(self.buffers.audio[0], upto)
 
     def prefill(self, state: GpuState, tokens: np.ndarray) -> None:
         import cupy
 
+        self._check_owner(state)
         tokens = np.asarray(tokens)
         n = len(tokens) - 1
         assert n + BURST <= decoder.AUDIO_RING, "prompt too long for the audio ring"
+        if state.available < n + 1:
+            raise ValueError(
+                f"prefill of {n + 1} positions with audio for {state.available} (append_audio first)"
+            )
         with self.stream:
             self._feed(state, n + 1)
             if n:
@@ -91,6 +108,9 @@ class GpuBackend:
         self.graph = self.stream.end_capture()
 
     def step(self, state: GpuState, n: int, inputs=None, want_logits: bool = False):
+        self._check_owner(state)
+        if state.n_positions is None and state.pos + n > state.available:
+            raise ValueError(f"position {state.pos + n - 1} has no audio embedding yet (append_audio first)")
         tokens = np.empty(n, np.int64)
         logits = np.empty((n, self.cfg.decoder.vocab_size), np.float32) if want_logits else None
         with self.stream:
@@ -139,6 +159,12 @@ class GpuBackend:
                 times += [cupy.cuda.get_elapsed_time(begin, end) for begin, end in pairs]
                 state.pos += count
         return np.array(times)
+
+    def engine(self, capacity: int, max_positions: int | None = None):
+        """capacity decoder streams stepped together, a CUDA graph per bucket (voxtral/gpu/engine.py)."""
+        from .engine import GpuEngine
+
+        return GpuEngine(self, capacity, max_positions)
 
     def to_numpy(self, x) -> np.ndarray:
         import cupy

@@ -9,6 +9,8 @@ Shapes: B streams, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V vocab,
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from ..config import DecoderConfig
@@ -22,15 +24,24 @@ AUDIO_RING = 256  # audio embedding slots per stream; the host feeds them ahead 
 HISTORY = 64  # token history slots per stream; a burst must not exceed it
 
 
-class DecoderBuffers:
-    """All device memory a decoder step uses, for B streams."""
+ROW_ARRAYS = ("tokens", "pos", "stream", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
 
-    def __init__(self, cfg: DecoderConfig, batch: int = 1):
+
+class DecoderBuffers:
+    """All device memory a decoder step uses, for B streams.
+
+    ring: KV slots per stream, the window by default. A shorter ring serves only streams whose
+    positions stay below it (offline inputs of known length): attention then looks back at most
+    ring − 1 positions, which is all of them.
+    """
+
+    def __init__(self, cfg: DecoderConfig, batch: int = 1, ring: int | None = None):
         import cupy
 
         b, d = batch, cfg.dim
         self.batch = batch
-        cache = (cfg.n_layers, b, cfg.sliding_window, cfg.n_kv_heads, cfg.head_dim)
+        self.ring = cfg.sliding_window if ring is None else min(ring, cfg.sliding_window)
+        cache = (cfg.n_layers, b, self.ring, cfg.n_kv_heads, cfg.head_dim)
         self.k = cupy.empty(cache, np.uint16)  # [L, B, R, Hkv, Dh] bf16
         self.v = cupy.empty(cache, np.uint16)
         self.audio = cupy.zeros((b, AUDIO_RING, d), np.float32)  # [B, Ra, D]
@@ -51,6 +62,16 @@ class DecoderBuffers:
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
 
+    def rows(self, b: int) -> DecoderBuffers:
+        """The first b rows as buffers of batch b (views; caches and audio rings shared; own workspace)."""
+        view = copy.copy(self)
+        for name in ROW_ARRAYS:
+            setattr(view, name, getattr(self, name)[:b])
+        view.batch = b
+        n_heads, hkv, dh = self.q.shape[1], self.k.shape[3], self.k.shape[4]
+        view.workspace = ops.attention_workspace(b, n_heads, hkv, dh)
+        return view
+
 
 def layers(
     w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, h, pos, stream, scratch, pdl=False
@@ -63,6 +84,7 @@ def layers(
     programmatic dependent launch, so each kernel streams its weights while the previous one ends.
     """
     t, eps = h.shape[0], cfg.norm_eps
+    window = min(cfg.sliding_window, buf.k.shape[2])  # a short ring holds every position (see DecoderBuffers)
     fused = t <= MAX_BATCH
     for i, lw in enumerate(w.decoder_layers):
         if fused:
@@ -71,7 +93,7 @@ def layers(
             qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
         q = ops.rope_qkv(qkv, pos, stream, buf.k[i], buf.v[i], cfg.rope_theta, out=scratch.q, pdl=pdl)
         o = ops.attention(
-            q, buf.k[i], buf.v[i], cfg.sliding_window, pos=pos, stream=stream, out=scratch.o,
+            q, buf.k[i], buf.v[i], window, pos=pos, stream=stream, out=scratch.o,
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:

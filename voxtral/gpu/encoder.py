@@ -16,6 +16,10 @@ from .gemm import gemm
 from .weights import GpuLayer, GpuWeights
 
 CHUNK_POSITIONS = 1024  # encoder positions per chunk: GEMMs with M = 1024 run near peak
+# A stream's encoder gets few positions per call (4 per 80 ms): a short chunk keeps its rings (window +
+# chunk − 1 slots per layer, 213 MB at full size) small.
+STREAM_CHUNK_POSITIONS = 64
+CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
 
 
 def bf16_to_f32(x):
@@ -61,19 +65,24 @@ class EncoderRunner:
         gemm(u, lw.w2, out=h, beta=1.0)
         return lw.w2_bias
 
-    def run(self, x):
-        """x [S, E] f32 (conv stem output) → [S, E] bf16 after the final norm."""
+    def run(self, x, first: int = 0):
+        """x [S, E] f32 (conv stem output of positions first … first+S−1) → [S, E] bf16, final norm applied.
+
+        Positions must follow on from the previous call with the same rings (streaming) or start at 0.
+        """
         import cupy
 
         s = x.shape[0]
         out = cupy.empty((s, self.cfg.dim), np.uint16)  # [S, E] bf16
-        for p0 in range(0, s, self.chunk):
-            h = cupy.ascontiguousarray(x[p0 : p0 + self.chunk])  # [T, E] f32, updated in place
+        for start in range(0, s, self.chunk):
+            h = cupy.ascontiguousarray(x[start : start + self.chunk])  # [T, E] f32, updated in place
+            p0 = first + start
             pos = cupy.arange(p0, p0 + h.shape[0], dtype=cupy.int32)
             bias = None
             for i, lw in enumerate(self.w.encoder_layers):
                 bias = self._layer(h, i, lw, bias, pos, p0)
-            ops.rms_norm(h, self.w.encoder_norm, self.cfg.norm_eps, bias=bias, out=out[p0 : p0 + h.shape[0]])
+            rows = out[start : start + h.shape[0]]
+            ops.rms_norm(h, self.w.encoder_norm, self.cfg.norm_eps, bias=bias, out=rows)
         return out
 
 
@@ -90,3 +99,52 @@ def encode(mel: np.ndarray, runner: EncoderRunner, w: GpuWeights, cfg: ModelConf
     x = conv_stem(cupy.asarray(mel, np.float32), w)  # [T/2, E] f32
     x = x[x.shape[0] % cfg.audio.downsample_factor :]  # streaming edge case only
     return adapter(runner.run(x), w, cfg)
+
+
+class EncoderStream:
+    """Incremental conv stem + encoder + adapter (SPEC §7) on the GPU, as cpu.encoder.EncoderStream.
+
+    State: conv0's last 2 input frames (host mel), conv1's unconsumed conv0 outputs, the layers' KV
+    rings and next position, and up to 3 encoder outputs waiting for a full adapter group.
+    """
+
+    def __init__(self, w: GpuWeights, cfg: ModelConfig):
+        import cupy
+
+        self.w, self.cfg = w, cfg
+        self.conv0_in = np.zeros((cfg.audio.num_mel_bins, CONV0_KEEP), np.float32)  # [M, 2] host
+        self.conv1_in = cupy.zeros((1, cfg.encoder.dim), np.float32)  # [1 or 2, E]
+        self.runner = EncoderRunner(w, cfg, STREAM_CHUNK_POSITIONS)
+        self.pos = 0  # encoder position of the next conv stem output
+        self.group = cupy.zeros((0, cfg.encoder.dim), np.uint16)  # [< 4, E] bf16, an unfinished group
+
+    def feed(self, mel: np.ndarray):
+        """The next mel frames [M, T] (host) → the audio embeddings [k, D] f32 they complete (k ≥ 0)."""
+        import cupy
+
+        w = self.w
+        t = mel.shape[1]
+        x = np.concatenate([self.conv0_in, np.asarray(mel, np.float32)], axis=1)  # [M, 2 + T]
+        self.conv0_in = x[:, x.shape[1] - CONV0_KEEP :]
+        if t:
+            cols = ops.im2col_causal(cupy.asarray(x), 3, 1, 0, time_axis=1, t_out=t)  # [T, M·3] bf16
+            y = bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias))  # [T, E]
+            y = cupy.concatenate([self.conv1_in, y])  # [., E]
+        else:
+            y = self.conv1_in
+        n_out = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
+        self.conv1_in = y[2 * n_out :].copy()
+        if n_out:
+            cols = ops.im2col_causal(
+                cupy.ascontiguousarray(y[: 2 * n_out + 1]), 3, 2, 0, time_axis=0, t_out=n_out
+            )
+            z = bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n_out, E]
+            h = cupy.concatenate([self.group, self.runner.run(z, self.pos)])  # [S, E] bf16
+            self.pos += n_out
+        else:
+            h = self.group
+        n = len(h) // self.cfg.audio.downsample_factor * self.cfg.audio.downsample_factor
+        self.group = h[n:].copy()
+        if n == 0:
+            return cupy.zeros((0, self.cfg.decoder.dim), np.float32)  # [0, D]
+        return adapter(cupy.ascontiguousarray(h[:n]), w, self.cfg)  # [k, D] f32

@@ -1,0 +1,99 @@
+"""Streaming on the GPU (SPEC §7): the incremental encoder against the offline one, any chunking against
+the offline tokens, the rolling caches over a long stream, and flat device memory."""
+
+import cupy
+import numpy as np
+import pytest
+
+import voxtral
+from voxtral.audio import load_audio, log_mel, pad_offline
+
+SPT = 1280
+
+
+@pytest.fixture(scope="module")
+def gpu(tiny_dir):
+    return voxtral.load(tiny_dir, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def audio5(clip5):
+    return load_audio(clip5)
+
+
+def chunk_sizes(n: int, chunk, seed: int = 0) -> list[int]:
+    if chunk != "random":
+        return [min(chunk, n - i) for i in range(0, n, chunk)]
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(int(rng.choice([0, 1, 2, 159, 161, 1279, 1281, int(rng.integers(0, 30000))])))
+    sizes[-1] -= sum(sizes) - n
+    return sizes
+
+
+def run_stream(model, samples, sizes):
+    tokens: list[int] = []
+    session = model.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
+    pieces, start = [], 0
+    for n in sizes:
+        pieces += session.feed(samples[start : start + n])
+        start += n
+    return tokens, pieces + session.finish()
+
+
+def test_incremental_encoder_matches_offline(gpu, audio5):
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T], T % 8 == 0
+    ref = b.to_numpy(b.encode(mel))  # [N, D]
+    rng = np.random.default_rng(1)
+    enc, rows, start = b.start_encoder(), [], 0
+    while start < mel.shape[1]:
+        n = int(rng.choice([0, 1, 2, 3, 7, 8, 9, 64, 200]))
+        rows.append(b.to_numpy(b.encode_frames(enc, mel[:, start : start + n])))
+        start += n
+    out = np.concatenate(rows)
+    assert out.shape == ref.shape
+    err = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    print(f"incremental vs offline encoder on the GPU: rel L2 {err:.2e} over {len(ref)} embeddings")
+    assert err < 1e-2
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 160, 1280, 12345, "random"])
+def test_any_chunking_gives_the_offline_tokens(gpu, audio5, chunk):
+    offline = gpu.transcribe(audio5, sample_rate=16000)
+    tokens, pieces = run_stream(gpu, audio5, chunk_sizes(len(audio5), chunk))
+    assert tokens == offline.tokens
+    assert "".join(p.text for p in pieces).strip() == offline.text
+
+
+def test_stream_matches_the_cpu_stream(tiny_dir, gpu, audio5):
+    cpu = voxtral.load(tiny_dir, device="cpu")
+    ref, _ = run_stream(cpu, audio5, chunk_sizes(len(audio5), 1280))
+    out, _ = run_stream(gpu, audio5, chunk_sizes(len(audio5), 1280))
+    assert out == ref
+
+
+def test_long_stream_rolls_with_flat_device_memory(gpu):
+    """6 minutes (4500 positions, far past the tiny windows of 24 and 40): pool use does not grow."""
+    rng = np.random.default_rng(0)
+    session = gpu.stream()
+    pool = cupy.get_default_memory_pool()
+    used = []
+    for _minute in range(6):
+        for _ in range(6):
+            session.feed((0.1 * rng.standard_normal(160_000)).astype(np.float32))  # 10 s
+        gpu.backend.synchronize()
+        used.append(pool.used_bytes())
+    session.finish()
+    print(f"pool bytes in use after each minute: {used}")
+    assert session.n_steps > 4400
+    assert max(used[1:]) <= used[1]
+
+
+def test_a_new_state_takes_the_buffers_over(gpu, audio5):
+    session = gpu.stream()
+    session.feed(audio5[: SPT * 50])
+    gpu.transcribe(audio5, sample_rate=16000)  # start() takes the decoder buffers
+    with pytest.raises(RuntimeError, match="replaced"):
+        session.feed(audio5[SPT * 50 :])

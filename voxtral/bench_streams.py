@@ -1,0 +1,154 @@
+"""`voxtral bench --stream` and `--batch`: live streaming latency and batched decode throughput.
+
+stream: the audio fed in chunks through a streaming session, twice. Unpaced (as fast as it goes):
+compute seconds per audio second (the real-time factor) and the time of each feed() call. Paced
+(each chunk handed over when its last sample would have arrived from a live source): the latency
+of every piece, from the arrival of the audio frame it belongs to until feed() returns it. That
+latency includes the model's transcription delay (delay_ms) and the mel look-ahead by design.
+
+batch: for each B, B streams joined at a given position and stepped together: ms per batched step,
+streams × steps per second, real-time factor per stream (80 ms of audio per step), memory, and
+throughput relative to B = 1.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from . import audio as audio_io
+from .config import FRAME_MS
+
+
+def _summary(ms) -> dict:
+    ms = np.asarray(ms, np.float64)
+    if not ms.size:
+        return {"median": 0.0, "p90": 0.0, "max": 0.0, "n": 0}
+    return {
+        "median": float(np.median(ms)),
+        "p90": float(np.percentile(ms, 90)),
+        "max": float(ms.max()),
+        "n": int(ms.size),
+    }
+
+
+def stream_report(model, samples: np.ndarray, chunk_ms: int, paced_s: float) -> dict:
+    """Unpaced pass over all of samples, then a paced pass over its first paced_s seconds."""
+    rate = model.config.audio.sampling_rate
+    chunk = rate * chunk_ms // 1000
+    session = model.stream()
+    session.feed(samples[:chunk])  # warm-up: compiles, captures, allocates
+    session.finish()
+
+    session, feed_ms = model.stream(), []
+    t0 = time.perf_counter()
+    for start in range(0, len(samples), chunk):
+        t = time.perf_counter()
+        session.feed(samples[start : start + chunk])
+        feed_ms.append(1000 * (time.perf_counter() - t))
+    session.finish()
+    compute_s = time.perf_counter() - t0
+    audio_s = len(samples) / rate
+
+    paced = samples[: int(paced_s * rate)]
+    session, latencies, paced_feed_ms = model.stream(), [], []
+    t0 = time.perf_counter()
+    for start in range(0, len(paced), chunk):
+        part = paced[start : start + chunk]
+        arrival = t0 + (start + len(part)) / rate
+        time.sleep(max(0.0, arrival - time.perf_counter()))
+        t = time.perf_counter()
+        latencies += [p.latency * 1000 for p in session.feed(part)]
+        paced_feed_ms.append(1000 * (time.perf_counter() - t))
+    latencies += [p.latency * 1000 for p in session.finish()]
+    return {
+        "chunk_ms": chunk_ms,
+        "delay_ms": model.schedule.delay_ms,
+        "audio_s": audio_s,
+        "compute_s": compute_s,
+        "rtf": compute_s / audio_s,
+        "realtime_x": audio_s / compute_s,
+        "feed_ms": _summary(feed_ms),
+        "paced_audio_s": len(paced) / rate,
+        "paced_feed_ms": _summary(paced_feed_ms),
+        "latency_ms": _summary(latencies),
+    }
+
+
+def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -> list[dict]:
+    """Per B: B streams at `position` (real audio embeddings, prompt then pad inputs), steps timed."""
+    cfg, backend, schedule = model.config, model.backend, model.schedule
+    spt = cfg.audio.samples_per_token
+    need = position + steps + 1
+    long = np.tile(samples, -(-(need * spt) // len(samples)))
+    mel = audio_io.log_mel(audio_io.pad_offline(long, schedule.n_left, 0, spt), cfg.audio)
+    embeds = backend.encode(mel)  # [N ≥ need, D]
+    inputs = np.concatenate([schedule.prompt, np.full(position + 1 - len(schedule.prompt), schedule.pad)])
+    rows = []
+    for b in sizes:
+        engine = backend.engine(b, max_positions=need)
+        slots = [engine.join(embeds, need) for _ in range(b)]
+        for s in slots:
+            engine.prefill(s, inputs)  # positions 0 … position − 1
+        engine.step(slots, 2)  # warm-up: compiles and captures this bucket
+        ms = engine.step_times(slots, steps)
+        median = float(np.median(ms))
+        rows.append(
+            {
+                "batch": b,
+                "position": position + 2,
+                "median_ms": median,
+                "p90_ms": float(np.percentile(ms, 90)),
+                "stream_steps_per_s": b * 1000 / median,
+                "realtime_x_per_stream": FRAME_MS / median,
+                "engine_bytes": engine.nbytes(),
+                "kv_bytes_per_stream": engine.kv_bytes_per_stream(),
+                "kv_bytes_per_live_stream": window_kv_bytes(cfg.decoder),
+            }
+        )
+        del engine, slots
+        _release(backend)
+    for row in rows:
+        row["throughput_x"] = row["stream_steps_per_s"] / rows[0]["stream_steps_per_s"]
+        row["step_over_b1"] = row["median_ms"] / rows[0]["median_ms"]
+    return rows
+
+
+def window_kv_bytes(dec) -> int:
+    """KV cache bytes of one live stream (a ring of the full window), BF16 keys and values."""
+    return 2 * 2 * dec.n_layers * dec.sliding_window * dec.kv_dim
+
+
+def _release(backend) -> None:
+    if backend.name == "cuda":
+        import cupy
+
+        backend.synchronize()
+        cupy.get_default_memory_pool().free_all_blocks()
+
+
+def stream_lines(r: dict) -> list[str]:
+    f, lat = r["feed_ms"], r["latency_ms"]
+    return [
+        f"       stream ({r['chunk_ms']} ms chunks, delay {r['delay_ms']} ms): {r['audio_s']:.1f} s audio in "
+        f"{r['compute_s']:.2f} s = RTF {r['rtf']:.3f} ({r['realtime_x']:.0f}x real time), feed median "
+        f"{f['median']:.1f} ms, p90 {f['p90']:.1f} ms, max {f['max']:.1f} ms",
+        f"       paced {r['paced_audio_s']:.0f} s: piece latency median {lat['median']:.0f} ms, p90 "
+        f"{lat['p90']:.0f} ms, max {lat['max']:.0f} ms over {lat['n']} pieces (includes the delay); feed "
+        f"median {r['paced_feed_ms']['median']:.1f} ms, p90 {r['paced_feed_ms']['p90']:.1f} ms",
+    ]
+
+
+def batch_lines(rows: list[dict]) -> list[str]:
+    lines = [
+        "       batch  ms/step  (x B=1)  stream-steps/s  realtime/stream  throughput  engine GB  KV MB/stream"
+    ]
+    for r in rows:
+        kv, live = r["kv_bytes_per_stream"] / 1e6, r["kv_bytes_per_live_stream"] / 1e6
+        lines.append(
+            f"       {r['batch']:>5}  {r['median_ms']:7.3f}  {r['step_over_b1']:6.2f}x"
+            f"  {r['stream_steps_per_s']:14.0f}  {r['realtime_x_per_stream']:14.1f}x"
+            f"  {r['throughput_x']:9.1f}x  {r['engine_bytes'] / 1e9:9.2f}  {kv:8.1f} ({live:.0f} live)"
+        )
+    return lines
