@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_io
+from .audio_blocks import file_blocks
 from .batched import Job, decode_batched
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import score
@@ -21,6 +22,7 @@ from .transcript import Transcript, align_words, segments_from_words
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
+LONG_AUDIO_S = 3600  # files longer than this are transcribed through the streaming path by default
 POSITION_MARGIN = 2  # decoder positions of slack over an input's length read from its header
 
 
@@ -80,14 +82,25 @@ class Model:
         sample_rate: int | None = None,
         confidence: bool = False,
         alternatives: float | None = None,
+        streaming: bool | None = None,
     ) -> Transcript:
         """Transcribe a file path or an array (with its sample_rate) with the offline schedule.
 
         confidence: give every token its probability (Transcript.scores); alternatives=P also lists
         the rival tokens whose probability is within P of the chosen one (implies confidence).
+        streaming: run a file through the streaming schedule, read in blocks, in bounded memory (same
+        tokens); None: for files longer than LONG_AUDIO_S when no confidence is asked for.
         """
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives}")
+        scored = confidence or alternatives is not None
+        if streaming is None:
+            n = None if isinstance(audio, np.ndarray) else audio_io.audio_length(audio, None)
+            streaming = not scored and n is not None and n > LONG_AUDIO_S * self.config.audio.sampling_rate
+        if streaming:
+            if scored or isinstance(audio, np.ndarray):
+                raise OptionError("streaming transcription takes a file path and no confidence")
+            return self._transcribe_streaming(audio)
         timings: dict[str, float] = {}
         mel, duration = self._features(audio, sample_rate, timings)
         embeds = self._encode(mel, timings)
@@ -103,6 +116,17 @@ class Model:
             on_logits=None if scores is None else on_logits,
         )  # fmt: skip
         return self._transcript(tokens, duration, timings, scores)
+
+    def _transcribe_streaming(self, path) -> Transcript:
+        """A file through the streaming schedule in blocks: memory bounded for any length."""
+        tokens: list[int] = []
+        t0 = time.perf_counter()
+        session = self.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
+        for block in file_blocks(path, self.config.audio.sampling_rate):
+            session.feed(block)
+        session.finish()
+        timings = {"stream": time.perf_counter() - t0}
+        return self._transcript(tokens, session.duration, timings, streaming=True)
 
     def _transcript(
         self, tokens: list[int], duration: float, timings: dict, scores=None, **info

@@ -55,6 +55,11 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 def _summary(name: str, t) -> str:
     steps = t.info["steps"]
     tm = t.timings
+    if "stream" in tm:
+        return (
+            f"{name}: {t.duration:.1f} s audio, {steps} steps — streamed in {tm['stream']:.1f} s, "
+            f"{t.duration / max(tm['stream'], 1e-9):.0f}x real time ({t.info['device']})"
+        )
     per_step = 1000 * tm.get("decode", 0.0) / max(steps, 1)
     return (
         f"{name}: {t.duration:.1f} s audio, {steps} steps — mel {tm['mel'] * 1000:.0f} ms, "
@@ -220,6 +225,14 @@ def transcribe(
             help="Decode up to B inputs together, one step for all (continuous batching).",
         ),
     ] = 1,
+    streaming: Annotated[
+        bool | None,
+        typer.Option(
+            "--streaming/--no-streaming",
+            help="Read each file in blocks through the streaming path (bounded memory, same text). "
+            "[default: for files over an hour]",
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -234,6 +247,8 @@ def transcribe(
             raise OptionError(
                 "--confidence and --alternatives need --batch-size 1 (they read every step's logits)"
             )
+        if streaming and (batch_size > 1 or confidence or alternatives is not None):
+            raise OptionError("--streaming takes neither --batch-size, --confidence nor --alternatives")
     except VoxtralError as e:
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
@@ -251,7 +266,7 @@ def transcribe(
         if batch_size > 1:
             failed += _each_batched(m, paths, emit, quiet, batch_size)
         else:
-            options = {"confidence": confidence, "alternatives": alternatives}
+            options = {"confidence": confidence, "alternatives": alternatives, "streaming": streaming}
             failed += _each(m, paths, emit, quiet, options)
     raise typer.Exit(_finish(failed, n_inputs))
 

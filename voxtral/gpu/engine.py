@@ -17,6 +17,7 @@ from . import decoder
 from .state import GpuState
 
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes with a graph; the capacity itself is the last
+PREFILL_CHUNK = decoder.AUDIO_RING // 2  # positions per prefill pass: their audio fits the ring
 
 
 def buckets(capacity: int) -> tuple[int, ...]:
@@ -81,16 +82,22 @@ class GpuEngine:
         return s.available - s.pos
 
     def prefill(self, slot: int, tokens: np.ndarray) -> None:
-        """Positions 0 … len−2 of the slot with the given inputs; tokens[−1] is its first step's input."""
+        """Positions 0 … len−2 of the slot with the given inputs; tokens[−1] is its first step's input.
+
+        In pieces of PREFILL_CHUNK positions, so that the audio ring holds each piece's embeddings.
+        """
         tokens = np.asarray(tokens)
         s = self.slots[slot]
         n = len(tokens) - 1
         if s.available < n + 1:
             raise ValueError(f"prefill of {n + 1} positions with audio for {s.available}: append_audio first")
         with self.stream:
+            for p0 in range(0, n, PREFILL_CHUNK):
+                part = tokens[p0 : min(p0 + PREFILL_CHUNK, n)]
+                s.feed(self.buf.audio[slot], p0 + len(part) + 1)  # + the first step's position
+                decoder.prefill(self.weights, self.cfg, self.buf, slot, part, p0)
+                s.pos = p0 + len(part)
             s.feed(self.buf.audio[slot], n + 1)
-            if n:
-                decoder.prefill(self.weights, self.cfg, self.buf, slot, tokens[:-1], 0)
         s.pos, s.token = n, int(tokens[-1])
         self._layout = None
 

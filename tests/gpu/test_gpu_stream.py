@@ -1,7 +1,6 @@
 """Streaming on the GPU (SPEC §7): the incremental encoder against the offline one, any chunking against
 the offline tokens, the rolling caches over a long stream, and flat device memory."""
 
-import cupy
 import numpy as np
 import pytest
 
@@ -76,6 +75,8 @@ def test_stream_matches_the_cpu_stream(tiny_dir, gpu, audio5):
 
 def test_long_stream_rolls_with_flat_device_memory(gpu):
     """6 minutes (4500 positions, far past the tiny windows of 24 and 40): pool use does not grow."""
+    import cupy
+
     rng = np.random.default_rng(0)
     session = gpu.stream()
     pool = cupy.get_default_memory_pool()
