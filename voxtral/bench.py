@@ -18,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_io
-from .bench_streams import batch_lines, batch_report, stream_lines, stream_report
+from .bench_streams import (
+    batch_lines,
+    batch_report,
+    server_lines,
+    server_report,
+    stream_lines,
+    stream_report,
+)
 from .config import ModelConfig
 
 DEFAULT_AUDIO = (
@@ -44,6 +51,8 @@ class BenchOptions:
     batch: tuple[int, ...] = ()  # also measure batched steps for these batch sizes
     batch_position: int = 500
     batch_steps: int = 50
+    server: tuple[int, ...] = ()  # also time StreamServer ticks with this many live sessions
+    server_ticks: int = 50
 
 
 @dataclass
@@ -59,6 +68,7 @@ class DeviceReport:
     extra: dict = field(default_factory=dict)
     stream: dict = field(default_factory=dict)  # bench_streams.stream_report
     batch: list[dict] = field(default_factory=list)  # bench_streams.batch_report
+    server: list[dict] = field(default_factory=list)  # bench_streams.server_report
 
 
 def derived_rates(stages_ms: dict, audio_s: float) -> dict:
@@ -189,6 +199,8 @@ def bench_device(
         report.stream = stream_report(model, samples, opts.stream_chunk_ms, opts.stream_paced_s)
     if opts.batch:
         report.batch = batch_report(model, samples, opts.batch, opts.batch_position, opts.batch_steps)
+    if opts.server:
+        report.server = server_report(model, samples, opts.server, opts.server_ticks)
     return report
 
 
@@ -276,6 +288,8 @@ def table(result: dict) -> str:
             lines += stream_lines(r["stream"])
         if r.get("batch"):
             lines += batch_lines(r["batch"])
+        if r.get("server"):
+            lines += server_lines(r["server"])
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)

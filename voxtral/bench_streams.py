@@ -6,6 +6,8 @@ compute seconds per audio second (the real-time factor) and the time of each fee
 of every piece, from the arrival of the audio frame it belongs to until feed() returns it. That
 latency includes the model's transcription delay (delay_ms) and the mel look-ahead by design.
 
+server: for each B, B live sessions on a StreamServer fed 80 ms each per tick: the tick's wall time.
+
 batch: for each B, B streams joined at a given position and stepped together: ms per batched step,
 streams × steps per second, real-time factor per stream (80 ms of audio per step), memory, and
 throughput relative to B = 1.
@@ -115,6 +117,42 @@ def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -
     return rows
 
 
+def server_report(model, samples: np.ndarray, sizes, ticks: int, chunk_ms: int = FRAME_MS) -> list[dict]:
+    """Per B: B live sessions on a StreamServer, each fed chunk_ms of audio per tick, then one
+    server.step(); the wall time of a tick (median, p90) against the chunk_ms it must keep up with."""
+    from .server import StreamServer
+
+    rate = model.config.audio.sampling_rate
+    chunk = rate * chunk_ms // 1000
+    rows = []
+    for b in sizes:
+        server = StreamServer(model, capacity=b)
+        sessions = [server.open() for _ in range(b)]
+        offsets = [(i * 7919 * chunk) % max(1, len(samples) - chunk) for i in range(b)]  # different audio
+        ms = []
+        for t in range(ticks + 10):  # the first 10 ticks warm up (prompt, prefill, graphs)
+            t0 = time.perf_counter()
+            for s, off in zip(sessions, offsets, strict=True):
+                start = (off + t * chunk) % (len(samples) - chunk)
+                s.feed(samples[start : start + chunk])
+            server.step()
+            model.backend.synchronize()
+            if t >= 10:
+                ms.append(1000 * (time.perf_counter() - t0))
+        median = float(np.median(ms))
+        rows.append(
+            {
+                "sessions": b,
+                "tick_ms": median,
+                "tick_p90_ms": float(np.percentile(ms, 90)),
+                "realtime_x": chunk_ms / median,
+            }
+        )
+        del server, sessions
+        _release(model.backend)
+    return rows
+
+
 def window_kv_bytes(dec) -> int:
     """KV cache bytes of one live stream (a ring of the full window), BF16 keys and values."""
     return 2 * 2 * dec.n_layers * dec.sliding_window * dec.kv_dim
@@ -137,6 +175,14 @@ def stream_lines(r: dict) -> list[str]:
         f"       paced {r['paced_audio_s']:.0f} s: piece latency median {lat['median']:.0f} ms, p90 "
         f"{lat['p90']:.0f} ms, max {lat['max']:.0f} ms over {lat['n']} pieces (includes the delay); feed "
         f"median {r['paced_feed_ms']['median']:.1f} ms, p90 {r['paced_feed_ms']['p90']:.1f} ms",
+    ]
+
+
+def server_lines(rows: list[dict]) -> list[str]:
+    return [
+        f"       live sessions {r['sessions']:>3}: tick (feed 80 ms each + one batched step) median "
+        f"{r['tick_ms']:.1f} ms, p90 {r['tick_p90_ms']:.1f} ms = {r['realtime_x']:.1f}x real time"
+        for r in rows
     ]
 
 

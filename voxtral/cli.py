@@ -449,6 +449,9 @@ def bench(
     batch: Annotated[
         str | None, typer.Option(help="Also time batched steps for these batch sizes, e.g. 1,8,32.")
     ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Also time live-session ticks for these session counts, e.g. 1,8.")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the full report as JSON here.")
     ] = None,
@@ -469,6 +472,7 @@ def bench(
         cpu_steps=cpu_steps,
         stream=stream,
         batch=tuple(int(b) for b in batch.split(",")) if batch else (),
+        server=tuple(int(b) for b in server.split(",")) if server else (),
     )
     if audio is not None:
         opts.audio = audio

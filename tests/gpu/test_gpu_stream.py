@@ -98,3 +98,18 @@ def test_a_new_state_takes_the_buffers_over(gpu, audio5):
     gpu.transcribe(audio5, sample_rate=16000)  # start() takes the decoder buffers
     with pytest.raises(RuntimeError, match="replaced"):
         session.feed(audio5[SPT * 50 :])
+
+
+def test_cli_stream_runs_on_the_gpu(tiny_dir, clip5):
+    """`voxtral stream --stdin` picks the GPU with --device auto and prints the offline text."""
+    import subprocess
+    import sys
+
+    offline = voxtral.load(tiny_dir, device="cuda").transcribe(clip5)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", "-m", str(tiny_dir)],
+        stdin=open(clip5, "rb"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "(cuda)" in r.stderr
+    assert r.stdout.strip() == offline.text
