@@ -34,6 +34,13 @@ class Backend(Protocol):
         far equal encode(all frames), up to float rounding.
         """
 
+    def encoder_pool(self, capacity: int) -> Any:
+        """Incremental encoders of up to `capacity` live streams: join() → slot, leave(slot)."""
+
+    def encode_pool(self, pool: Any, items: list[tuple[int, np.ndarray]]) -> list[Any]:
+        """(slot, next mel frames [M, T]) per stream → each one's new embeddings [k, D], as encode_frames
+        would give them, computed together (on the GPU: one pass of the layers for all streams)."""
+
     def start(self, audio: Any, n_positions: int | None = None) -> Any:
         """A fresh decoder state (KV cache, position 0) reading the given audio embeddings."""
 

@@ -113,3 +113,30 @@ def test_cli_stream_runs_on_the_gpu(tiny_dir, clip5):
     assert r.returncode == 0, r.stderr
     assert "(cuda)" in r.stderr
     assert r.stdout.strip() == offline.text
+
+
+def test_encoder_pool_matches_the_offline_encoder(gpu, audio5):
+    """Three streams through one pool (one pass of the layers for all per call), each fed its own
+    chunking (pieces of 0 … 200 frames: more than one pass of positions at a time included)."""
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    ref = b.to_numpy(b.encode(mel))  # [N, D]
+    pool = b.encoder_pool(4)
+    slots = [pool.join() for _ in range(3)]
+    rng = np.random.default_rng(2)
+    done = dict.fromkeys(slots, 0)
+    outs: dict[int, list] = {slot: [] for slot in slots}
+    while any(d < mel.shape[1] for d in done.values()):
+        items = []
+        for slot in slots:
+            n = int(rng.choice([0, 1, 8, 9, 64, 200]))
+            items.append((slot, mel[:, done[slot] : done[slot] + n]))
+            done[slot] += n
+        for (slot, _), e in zip(items, b.encode_pool(pool, items), strict=True):
+            outs[slot].append(b.to_numpy(e))
+    for slot in slots:
+        out = np.concatenate(outs[slot])
+        assert out.shape == ref.shape
+        err = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+        print(f"pooled stream {slot} vs offline encoder: rel L2 {err:.2e}")
+        assert err < 1e-2

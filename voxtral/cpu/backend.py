@@ -44,6 +44,12 @@ class CpuBackend:
     def encode_frames(self, enc: encoder.EncoderStream, mel: np.ndarray) -> np.ndarray:
         return enc.feed(mel)  # [k, D]
 
+    def encoder_pool(self, capacity: int) -> encoder.EncoderPool:
+        return encoder.EncoderPool(self.weights, self.cfg, capacity, self.dtype)
+
+    def encode_pool(self, pool: encoder.EncoderPool, items: list) -> list[np.ndarray]:
+        return pool.encode(items)
+
     def start(self, audio: np.ndarray, n_positions: int | None = None) -> CpuState:
         n = len(audio) if n_positions is None else n_positions
         cache = decoder.new_cache(self.cfg.decoder, max(n, 1), max_new=PREFILL_CHUNK, dtype=self.dtype)

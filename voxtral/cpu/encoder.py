@@ -115,3 +115,24 @@ class EncoderStream:
         n_groups = len(h) // self.cfg.audio.downsample_factor
         self.group = h[n_groups * self.cfg.audio.downsample_factor :]
         return adapter(h[: len(h) - len(self.group)], w, self.cfg)  # [k, D]
+
+
+class EncoderPool:
+    """Incremental encoders of up to `capacity` live streams, by slot (the GPU pool's interface; on
+    the CPU each stream's encoder simply runs in turn)."""
+
+    def __init__(self, w: Weights, cfg: ModelConfig, capacity: int, dtype=np.float32):
+        self.w, self.cfg, self.dtype = w, cfg, dtype
+        self.streams: list[EncoderStream | None] = [None] * capacity
+
+    def join(self) -> int:
+        slot = self.streams.index(None)
+        self.streams[slot] = EncoderStream(self.w, self.cfg, self.dtype)
+        return slot
+
+    def leave(self, slot: int) -> None:
+        self.streams[slot] = None
+
+    def encode(self, items: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """(slot, next mel frames [M, T]) per stream → each stream's new audio embeddings [k, D]."""
+        return [self.streams[slot].feed(mel) for slot, mel in items]

@@ -56,6 +56,14 @@ class GpuBackend:
         with self.stream:
             return enc.feed(mel)  # [k, D] f32 on the device
 
+    def encoder_pool(self, capacity: int) -> encoder.EncoderPool:
+        with self.stream:
+            return encoder.EncoderPool(self.weights, self.cfg, capacity)
+
+    def encode_pool(self, pool: encoder.EncoderPool, items: list) -> list:
+        with self.stream:
+            return pool.encode(items)
+
     # --- decoder -------------------------------------------------------------------------------
     def start(self, audio, n_positions: int | None = None) -> GpuState:
         state = GpuState(n_positions=len(audio) if n_positions is None else n_positions)

@@ -37,6 +37,27 @@ def conv_stem(mel, w: GpuWeights):
     return bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [T/2, E]
 
 
+def layer(h, w: GpuWeights, c, i: int, lw: GpuLayer, prev_bias, pos, stream, k, v, p0: int | None = None):
+    """Encoder layer i over h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns this
+    layer's w2 bias. Row t is position pos[t] of stream stream[t], its keys in the rings k, v
+    [L, B, R, Hkv, Dh]. p0: the rows are positions p0 … of one stream (tiled tensor-core attention);
+    None: any rows of any streams (the split attention kernel of the decoder step).
+    """
+    t = h.shape[0]
+    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias)  # [T, E] bf16
+    qkv = gemm(x, lw.wqkv)  # [T, (H + 2Hkv)·Dh] f32
+    q = ops.rope_qkv(qkv, pos, stream, k[i], v[i], c.rope_theta, bias=lw.qkv_bias)
+    if p0 is None:
+        o = ops.attention(q, k[i], v[i], c.sliding_window, pos=pos, stream=stream)  # [T, H, Dh]
+    else:
+        o = ops.attention(q, k[i], v[i], c.sliding_window, p0=p0, b=0, tiled=True)
+    gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
+    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias)
+    u = ops.silu_mul(gemm(x, lw.w13))  # [T, F] bf16
+    gemm(u, lw.w2, out=h, beta=1.0)
+    return lw.w2_bias
+
+
 class EncoderRunner:
     """Holds the per-layer KV rings and runs chunks of positions through all layers."""
 
@@ -52,18 +73,10 @@ class EncoderRunner:
         self.stream_ids = cupy.zeros(chunk, np.int32)  # [T] every position belongs to stream 0
 
     def _layer(self, h, i: int, lw: GpuLayer, prev_bias, pos, p0: int):
-        """h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns this layer's w2 bias."""
-        c = self.cfg
-        t = h.shape[0]
-        x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias)  # [T, E] bf16
-        qkv = gemm(x, lw.wqkv)  # [T, (H + 2Hkv)·Dh] f32
-        q = ops.rope_qkv(qkv, pos, self.stream_ids[:t], self.k[i], self.v[i], c.rope_theta, bias=lw.qkv_bias)
-        o = ops.attention(q, self.k[i], self.v[i], c.sliding_window, p0=p0, b=0, tiled=True)  # [T, H, Dh]
-        gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
-        x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias)
-        u = ops.silu_mul(gemm(x, lw.w13))  # [T, F] bf16
-        gemm(u, lw.w2, out=h, beta=1.0)
-        return lw.w2_bias
+        """One layer over consecutive positions p0 … of stream 0 (tiled attention)."""
+        return layer(
+            h, self.w, self.cfg, i, lw, prev_bias, pos, self.stream_ids[: h.shape[0]], self.k, self.v, p0
+        )
 
     def run(self, x, first: int = 0):
         """x [S, E] f32 (conv stem output of positions first … first+S−1) → [S, E] bf16, final norm applied.
@@ -101,29 +114,26 @@ def encode(mel: np.ndarray, runner: EncoderRunner, w: GpuWeights, cfg: ModelConf
     return adapter(runner.run(x), w, cfg)
 
 
-class EncoderStream:
-    """Incremental conv stem + encoder + adapter (SPEC §7) on the GPU, as cpu.encoder.EncoderStream.
+class ConvStream:
+    """The conv stem of one stream, incremental: mel frames in any pieces → conv stem output rows.
 
-    State: conv0's last 2 input frames (host mel), conv1's unconsumed conv0 outputs, the layers' KV
-    rings and next position, and up to 3 encoder outputs waiting for a full adapter group.
+    State: conv0's last 2 input frames (host mel) and conv1's unconsumed conv0 outputs (its last
+    one, or two when a stride pair is open); zeros at the start are the causal left padding.
     """
 
     def __init__(self, w: GpuWeights, cfg: ModelConfig):
         import cupy
 
-        self.w, self.cfg = w, cfg
+        self.w = w
         self.conv0_in = np.zeros((cfg.audio.num_mel_bins, CONV0_KEEP), np.float32)  # [M, 2] host
         self.conv1_in = cupy.zeros((1, cfg.encoder.dim), np.float32)  # [1 or 2, E]
-        self.runner = EncoderRunner(w, cfg, STREAM_CHUNK_POSITIONS)
-        self.pos = 0  # encoder position of the next conv stem output
-        self.group = cupy.zeros((0, cfg.encoder.dim), np.uint16)  # [< 4, E] bf16, an unfinished group
+        self.pos = 0  # encoder position of the next output row
 
     def feed(self, mel: np.ndarray):
-        """The next mel frames [M, T] (host) → the audio embeddings [k, D] f32 they complete (k ≥ 0)."""
+        """The next mel frames [M, T] (host) → (p, conv stem outputs [n, E] f32 of positions p … p+n−1)."""
         import cupy
 
-        w = self.w
-        t = mel.shape[1]
+        w, t, first = self.w, mel.shape[1], self.pos
         x = np.concatenate([self.conv0_in, np.asarray(mel, np.float32)], axis=1)  # [M, 2 + T]
         self.conv0_in = x[:, x.shape[1] - CONV0_KEEP :]
         if t:
@@ -132,19 +142,114 @@ class EncoderStream:
             y = cupy.concatenate([self.conv1_in, y])  # [., E]
         else:
             y = self.conv1_in
-        n_out = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
-        self.conv1_in = y[2 * n_out :].copy()
-        if n_out:
-            cols = ops.im2col_causal(
-                cupy.ascontiguousarray(y[: 2 * n_out + 1]), 3, 2, 0, time_axis=0, t_out=n_out
-            )
-            z = bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n_out, E]
-            h = cupy.concatenate([self.group, self.runner.run(z, self.pos)])  # [S, E] bf16
-            self.pos += n_out
-        else:
-            h = self.group
-        n = len(h) // self.cfg.audio.downsample_factor * self.cfg.audio.downsample_factor
-        self.group = h[n:].copy()
-        if n == 0:
+        n = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
+        self.conv1_in = y[2 * n :].copy()
+        self.pos += n
+        if not n:
+            return first, cupy.zeros((0, y.shape[1]), np.float32)
+        cols = ops.im2col_causal(cupy.ascontiguousarray(y[: 2 * n + 1]), 3, 2, 0, time_axis=0, t_out=n)
+        return first, bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n, E]
+
+
+class Groups:
+    """Encoder outputs of one stream waiting for a full adapter group of 4 positions."""
+
+    def __init__(self, cfg: ModelConfig):
+        import cupy
+
+        self.factor = cfg.audio.downsample_factor
+        self.rows = cupy.zeros((0, cfg.encoder.dim), np.uint16)  # [< 4, E] bf16
+
+    def add(self, h):
+        """New encoder outputs [S, E] bf16 → the complete groups' rows [4g, E]; the rest waits."""
+        import cupy
+
+        h = cupy.concatenate([self.rows, h])
+        n = len(h) // self.factor * self.factor
+        self.rows = h[n:].copy()
+        return h[:n]
+
+
+class EncoderStream:
+    """Incremental conv stem + encoder + adapter (SPEC §7) on the GPU, as cpu.encoder.EncoderStream:
+    the conv stem's state, the layers' KV rings and up to 3 outputs waiting for an adapter group."""
+
+    def __init__(self, w: GpuWeights, cfg: ModelConfig):
+        self.w, self.cfg = w, cfg
+        self.conv = ConvStream(w, cfg)
+        self.runner = EncoderRunner(w, cfg, STREAM_CHUNK_POSITIONS)
+        self.groups = Groups(cfg)
+
+    def feed(self, mel: np.ndarray):
+        """The next mel frames [M, T] (host) → the audio embeddings [k, D] f32 they complete (k ≥ 0)."""
+        import cupy
+
+        first, z = self.conv.feed(mel)  # [n, E] f32
+        h = self.groups.add(self.runner.run(z, first)) if len(z) else self.groups.rows[:0]  # [4k, E] bf16
+        if not len(h):
             return cupy.zeros((0, self.cfg.decoder.dim), np.float32)  # [0, D]
-        return adapter(cupy.ascontiguousarray(h[:n]), w, self.cfg)  # [k, D] f32
+        return adapter(cupy.ascontiguousarray(h), self.w, self.cfg)  # [k, D] f32
+
+
+class EncoderPool:
+    """Incremental encoders of up to `capacity` live streams: each tick, one pass of the layers over
+    the new positions of every stream (rows of all streams in the same GEMMs), each stream's keys in
+    its slot of shared KV rings. Conv stems and adapter groups stay per stream."""
+
+    def __init__(self, w: GpuWeights, cfg: ModelConfig, capacity: int):
+        import cupy
+
+        enc = cfg.encoder
+        self.w, self.cfg, self.capacity = w, cfg, capacity
+        ring = enc.sliding_window + STREAM_CHUNK_POSITIONS - 1
+        shape = (enc.n_layers, capacity, ring, enc.n_kv_heads, enc.head_dim)
+        self.k = cupy.empty(shape, np.uint16)  # [L, C, R, Hkv, Dh] bf16
+        self.v = cupy.empty(shape, np.uint16)
+        self.streams: list[tuple[ConvStream, Groups] | None] = [None] * capacity
+
+    def join(self) -> int:
+        slot = self.streams.index(None)
+        self.streams[slot] = (ConvStream(self.w, self.cfg), Groups(self.cfg))
+        return slot
+
+    def leave(self, slot: int) -> None:
+        self.streams[slot] = None
+
+    def encode(self, items: list[tuple[int, np.ndarray]]) -> list:
+        """(slot, next mel frames [M, T]) per stream → each stream's new audio embeddings [k, D] f32."""
+        import cupy
+
+        conv = [self.streams[slot][0].feed(mel) for slot, mel in items]  # (first position, [n, E] f32)
+        done = [0] * len(items)
+        complete = [[] for _ in items]  # per stream: encoder outputs [4g, E] bf16 of complete groups
+        while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):  # ≤ a chunk per stream per pass
+            parts = [
+                (i, first + done[i], z[done[i] : done[i] + STREAM_CHUNK_POSITIONS])
+                for i, (first, z) in enumerate(conv)
+                if done[i] < len(z)
+            ]
+            pos = np.concatenate([p0 + np.arange(len(z)) for _, p0, z in parts])  # [T]
+            stream = np.concatenate([np.full(len(z), items[i][0]) for i, _, z in parts])  # [T] slots
+            h = self._layers(cupy.concatenate([z for _, _, z in parts]), pos, stream)  # [T, E] bf16
+            start = 0
+            for i, _, z in parts:
+                complete[i].append(self.streams[items[i][0]][1].add(h[start : start + len(z)]))
+                start += len(z)
+                done[i] += len(z)
+        counts = [sum(len(g) for g in c) // self.cfg.audio.downsample_factor for c in complete]  # embeds
+        if not sum(counts):
+            return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
+        grouped = cupy.ascontiguousarray(cupy.concatenate([g for c in complete for g in c]))  # [4Σk, E]
+        embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all streams
+        offsets = np.cumsum([0, *counts])
+        return [embeds[offsets[i] : offsets[i + 1]] for i in range(len(items))]
+
+    def _layers(self, h, pos: np.ndarray, stream: np.ndarray):
+        """All layers and the final norm over rows h [T, E] f32 at (pos, stream) [T] → [T, E] bf16."""
+        import cupy
+
+        pos, stream = cupy.asarray(pos, np.int32), cupy.asarray(stream, np.int32)
+        bias = None
+        for i, lw in enumerate(self.w.encoder_layers):
+            bias = layer(h, self.w, self.cfg.encoder, i, lw, bias, pos, stream, self.k, self.v)
+        return ops.rms_norm(h, self.w.encoder_norm, self.cfg.encoder.norm_eps, bias=bias)
