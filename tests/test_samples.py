@@ -37,3 +37,15 @@ def test_folder_to_srt(tiny_dir, clip5, tmp_path):
     assert check_output("srt", (tmp_path / "good.srt").read_text(encoding="utf-8"), 5.0)
     assert (tmp_path / "kept.srt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".srt") == ["good.srt", "kept.srt"]
+
+
+def test_live_sessions(tiny_dir, clip5, clip15):
+    """Two sources through one StreamServer: each final text equals its offline transcript."""
+    import voxtral
+
+    model = voxtral.load(tiny_dir, device="cpu")
+    r = run_sample("live_sessions.py", clip5, clip15, "--model", tiny_dir, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    finals = dict(line.split(": ", 1) for line in r.stdout.splitlines() if not line.startswith("["))
+    for clip in (clip5, clip15):
+        assert finals[str(clip)] == model.transcribe(clip).text
