@@ -7,6 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from stream_checks import chunk_sizes, run_stream
 
 import voxtral
 from voxtral.audio import load_audio
@@ -30,29 +31,6 @@ def audio5(clip5):
 @pytest.fixture(scope="module")
 def offline5(model, audio5):
     return model.transcribe(audio5, sample_rate=16000)
-
-
-def chunk_sizes(n: int, chunk, seed: int = 0) -> list[int]:
-    """Sizes that add up to n: fixed `chunk`, or "random" (empty and 1-sample chunks included)."""
-    if chunk != "random":
-        return [min(chunk, n - i) for i in range(0, n, chunk)]
-    rng = np.random.default_rng(seed)
-    sizes = []
-    while sum(sizes) < n:
-        sizes.append(int(rng.choice([0, 1, 2, 159, 161, 1279, 1281, int(rng.integers(0, 30000))])))
-    sizes[-1] -= sum(sizes) - n
-    return sizes
-
-
-def run_stream(model, samples, sizes) -> tuple[list[int], list]:
-    """Feed samples in chunks of the given sizes, then finish: (every token, every piece)."""
-    tokens: list[int] = []
-    session = model.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
-    pieces, start = [], 0
-    for n in sizes:
-        pieces += session.feed(samples[start : start + n])
-        start += n
-    return tokens, pieces + session.finish()
 
 
 @pytest.mark.parametrize("chunk", [1, 37, 160, 1280, 12345, "random"])

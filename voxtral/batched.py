@@ -36,6 +36,7 @@ def decode_batched(engine, schedule: Schedule, jobs: Iterable[Job]) -> Iterator[
     """
     pending = iter(jobs)
     active: dict[int, Job] = {}  # slot → job
+    started: dict[int, float] = {}  # slot → when its job's first step could run
     exhausted = False
     while True:
         while not exhausted and engine.free():
@@ -52,8 +53,8 @@ def decode_batched(engine, schedule: Schedule, jobs: Iterable[Job]) -> Iterator[
                 slot = engine.join(job.audio, job.n_positions)
                 engine.prefill(slot, schedule.prompt)
                 job.audio = None  # the engine holds it now
-                job.timings["decode"] = time.perf_counter()  # start; the duration is set when done
-                job.timings["prefill"] = job.timings["decode"] - t0
+                started[slot] = time.perf_counter()
+                job.timings["prefill"] = started[slot] - t0
                 active[slot] = job
         if not active:
             return
@@ -65,7 +66,7 @@ def decode_batched(engine, schedule: Schedule, jobs: Iterable[Job]) -> Iterator[
             keep, ended = schedule.cut_at_eos(row)
             job.tokens.extend(int(t) for t in keep)
             if ended or len(job.tokens) >= job.total:
-                job.timings["decode"] = time.perf_counter() - job.timings["decode"]
+                job.timings["decode"] = time.perf_counter() - started.pop(slot)
                 engine.leave(slot)
                 del active[slot]
                 yield job

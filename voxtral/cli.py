@@ -101,36 +101,30 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool):
     return m
 
 
-def _each(m, paths: list[Path], emit: Emit, quiet: bool, options: dict | None = None) -> list[InputError]:
-    """Transcribe each path, hand it to emit; one error line per failure; a progress bar on a terminal."""
-    seconds = {p: audio_seconds(p) for p in paths}
-    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
-    failed: list[InputError] = []
-    try:
-        for path in paths:
-            try:
-                t = m.transcribe(path, **(options or {}))
-                emit(path, t, bar)
-            except VoxtralError as e:
-                bar.write(f"voxtral: error: {e}\n", sys.stderr)
-                failed.append(InputError(str(path), e))
-            else:
-                if not quiet:
-                    bar.write("voxtral: " + _summary(str(path), t) + "\n", sys.stderr)
-            bar.advance(1, seconds[path])
-    finally:
-        bar.clear()
-    return failed
-
-
-def _each_batched(m, paths: list[Path], emit: Emit, quiet: bool, batch_size: int) -> list[InputError]:
-    """_each with continuous batching: up to batch_size inputs decode together; emitted as each ends."""
-    seconds = {p: audio_seconds(p) for p in paths}
-    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
-    failed: list[InputError] = []
-    try:
+def _results(m, paths: list[Path], options: dict, batch_size: int):
+    """(path, Transcript or its VoxtralError) per path: one at a time, or batched as each finishes."""
+    if batch_size > 1:
         for i, t in m.transcribe_each(paths, batch_size):
-            path = paths[i]
+            yield paths[i], t
+        return
+    for path in paths:
+        try:
+            t = m.transcribe(path, **options)
+        except VoxtralError as e:
+            t = e
+        yield path, t
+
+
+def _each(
+    m, paths: list[Path], emit: Emit, quiet: bool, options: dict | None = None, batch_size: int = 1
+) -> list[InputError]:
+    """Transcribe each path (up to batch_size together), hand it to emit; one error line per failure;
+    a progress bar on a terminal."""
+    seconds = {p: audio_seconds(p) for p in paths}
+    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
+    failed: list[InputError] = []
+    try:
+        for path, t in _results(m, paths, options or {}, batch_size):
             try:
                 if isinstance(t, VoxtralError):
                     raise t
@@ -262,12 +256,8 @@ def transcribe(
     for f in failed:
         _error(str(f.error))
     if paths:
-        m = _load(model, device, delay_ms, quiet)
-        if batch_size > 1:
-            failed += _each_batched(m, paths, emit, quiet, batch_size)
-        else:
-            options = {"confidence": confidence, "alternatives": alternatives, "streaming": streaming}
-            failed += _each(m, paths, emit, quiet, options)
+        options = {"confidence": confidence, "alternatives": alternatives, "streaming": streaming}
+        failed += _each(_load(model, device, delay_ms, quiet), paths, emit, quiet, options, batch_size)
     raise typer.Exit(_finish(failed, n_inputs))
 
 

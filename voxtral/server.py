@@ -26,9 +26,7 @@ from .stream import Piece, Session
 
 class _SlotBackend:
     """The backend operations a Session uses, with its encoder a slot of a shared encoder pool and its
-    decoder state a slot of a shared engine."""
-
-    burst = 1
+    decoder state a slot of a shared engine (the server, not the session, runs the steps)."""
 
     def __init__(self, backend, engine, encoders):
         self.backend, self.engine, self.encoders = backend, engine, encoders
@@ -50,7 +48,6 @@ class ServerSession(Session):
     """A live session of a StreamServer: feed() and finish() take audio; the server decodes it."""
 
     def __init__(self, server: StreamServer, on_tokens=None):
-        self.server = server
         self.done = False  # finished and every position run: the session has left the server
         self._end: float | None = None
         self._queued: list[np.ndarray] = []  # mel frames [M, T] waiting for the server's encoder pass

@@ -3,6 +3,7 @@ the offline tokens, the rolling caches over a long stream, and flat device memor
 
 import numpy as np
 import pytest
+from stream_checks import chunk_sizes, run_stream
 
 import voxtral
 from voxtral.audio import load_audio, log_mel, pad_offline
@@ -18,27 +19,6 @@ def gpu(tiny_dir):
 @pytest.fixture(scope="module")
 def audio5(clip5):
     return load_audio(clip5)
-
-
-def chunk_sizes(n: int, chunk, seed: int = 0) -> list[int]:
-    if chunk != "random":
-        return [min(chunk, n - i) for i in range(0, n, chunk)]
-    rng = np.random.default_rng(seed)
-    sizes = []
-    while sum(sizes) < n:
-        sizes.append(int(rng.choice([0, 1, 2, 159, 161, 1279, 1281, int(rng.integers(0, 30000))])))
-    sizes[-1] -= sum(sizes) - n
-    return sizes
-
-
-def run_stream(model, samples, sizes):
-    tokens: list[int] = []
-    session = model.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
-    pieces, start = [], 0
-    for n in sizes:
-        pieces += session.feed(samples[start : start + n])
-        start += n
-    return tokens, pieces + session.finish()
 
 
 def test_incremental_encoder_matches_offline(gpu, audio5):

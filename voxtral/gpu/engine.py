@@ -36,10 +36,9 @@ class GpuEngine:
         self.weights, self.cfg, self.stream = backend.weights, backend.cfg.decoder, backend.stream
         self.capacity = capacity
         self.max_positions = max_positions
-        ring = None if max_positions is None else max_positions
         try:
             with self.stream:
-                self.buf = decoder.DecoderBuffers(self.cfg, batch=capacity, ring=ring)
+                self.buf = decoder.DecoderBuffers(self.cfg, batch=capacity, ring=max_positions)
         except cupy.cuda.memory.OutOfMemoryError as e:
             from ..errors import DeviceError
 
