@@ -1,16 +1,19 @@
 // Causal sliding-window GQA attention over ring KV caches (SPEC §3.5, §5).
-// Query t at position p = pos[t] of stream b sees keys j with max(0, p−W+1) ≤ j ≤ p, key j stored in
-// slot j % R of k_cache/v_cache [B, R, Hkv, Dh] bf16. Scale 1/√Dh, softmax in f32 (log2 domain:
+// Query t at position p = pos[t] sees keys j with max(0, p−W+1) ≤ j ≤ p, key j stored in row j % R of
+// a ring cache [R, Hkv, Dh] bf16. Scale 1/√Dh, softmax in f32 (log2 domain:
 // scores are pre-multiplied by log2(e)/√Dh and exponentiated with exp2), output bf16 [T, H, Dh].
 //
-// attention_split: flash-decoding for few queries (the decoder step), one launch. Grid (S, Hkv, T) is
+// attention_split: flash-decoding for few queries (the decoder step), one launch. Query t belongs to
+// slot c = slot[t] (or c = t with a null slot: tables laid out per row), whose caches are at cache[c]
+// (K, V addresses) with ring[c] rows; a slot whose ring is shorter than W sees at most ring[c] keys.
+// Grid (S, Hkv, T) is
 // fixed, so a captured graph replays unchanged at any position: the n visible keys of a query are cut
 // at run time into n_act = min(S, ceil(n / min_keys)) equal splits and blocks past them leave at
 // once. Each split's block streams its keys (16-byte loads straight into tensor-core fragments),
 // leaves an (acc, max, sum) partial per query head in the workspace and counts itself in with an
 // atomic; the last to arrive merges the n_act partials, writes the output and resets the counter. A
 // query whose keys fit one split writes its output directly.
-// attention_tiled: flash-attention-2 for T consecutive queries of one stream (the encoder), bf16 tensor
+// attention_tiled: flash-attention-2 for T consecutive queries of one slot (the encoder), bf16 tensor
 // cores through mma.sync m16n8k16, K/V tiles double-buffered with cp.async, only the key tiles inside
 // the block's window visited.
 #include "common.cuh"
@@ -55,18 +58,22 @@ __device__ __forceinline__ unsigned word(const uint4& v, int j) {
 template <int DH, int G>
 __global__ void __launch_bounds__(SPLIT_THREADS)
     attention_split(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, H = Hkv·G
-                    const bf16* __restrict__ k_cache,  // k_cache: [B, R, Hkv, DH] bf16
-                    const bf16* __restrict__ v_cache,  // v_cache: [B, R, Hkv, DH] bf16
+                    const unsigned long long* __restrict__ cache,  // cache: [C, 2] K, V [R_c, Hkv, DH] bf16
+                    const int* __restrict__ ring,      // ring: [C] int32 R_c
                     const int* __restrict__ pos,       // pos: [T] int32
-                    const int* __restrict__ stream,    // stream: [T] int32
+                    const int* __restrict__ slot,      // slot: [T] int32, or null: slot t
                     float* __restrict__ ws,            // ws: [T, Hkv, split_row] f32, counters zero
                     bf16* __restrict__ out,            // out: [T, H, DH] bf16
-                    int Hkv, int R, int W, int min_keys) {
+                    int Hkv, int window, int min_keys) {
     static_assert(G <= 8 && DH % 32 == 0, "heads per kv head ≤ 8, head dim a multiple of 32");
     constexpr int NWARP = SPLIT_THREADS / 32, NU = DH / 32, STEP = 16, STRIDE = STEP * NWARP;
     constexpr int D4 = DH / 4;  // float4 columns of one head's output
     const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, S = gridDim.x;
     const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
+    // slot, cache and ring are written by the host between launches, never by a kernel: read them first.
+    const int sb = slot ? slot[t] : t, R = ring[sb], W = min(window, R);
+    const bf16* k_cache = reinterpret_cast<const bf16*>(cache[2 * sb]);
+    const bf16* v_cache = reinterpret_cast<const bf16*>(cache[2 * sb + 1]);
     pdl_wait();  // q, pos and the newest key come from the kernels before this one
     pdl_launch_dependents();
     uint4 qa[NU];  // issued before pos: independent of it
@@ -75,28 +82,27 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         qa[u] = make_uint4(0, 0, 0, 0);
         if (gi < G) qa[u] = *reinterpret_cast<const uint4*>(q + ((size_t)t * H + hk * G + gi) * DH + (4 * u + tq) * 8);
     }
-    const int p = pos[t], sb = stream[t];
+    const int p = pos[t];
     const int lo = max(0, p - W + 1), n = p - lo + 1;  // visible keys lo … p
     const int want = min(S, (n + min_keys - 1) / min_keys), per = (n + want - 1) / want;
     const int n_act = (n + per - 1) / per;  // splits holding keys; the others leave now
     if (split >= n_act) return;
     const int k0 = split * per, k1 = min(n, k0 + per);
-    const size_t b_base = (size_t)sb * R;
-    const int slot0 = lo % R;
+    const int row0 = lo % R;
     // Rows of keys kb + gi and kb + 8 + gi (zero past k1), chunks 4u + tq.
     auto load = [&](uint4(&kf)[2][NU], uint4(&vf)[2][NU], int kb) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int key = kb + 8 * h + gi;
-            int slot = slot0 + key;  // key < n ≤ W ≤ R: one wrap at most
-            slot -= slot >= R ? R : 0;
-            const size_t off = ((b_base + slot) * Hkv + hk) * DH + tq * 8;
+            int r = row0 + key;  // key < n ≤ W ≤ R: one wrap at most
+            r -= r >= R ? R : 0;
+            const size_t off = ((size_t)r * Hkv + hk) * DH + tq * 8;
 #pragma unroll
             for (int u = 0; u < NU; ++u) {
                 kf[h][u] = vf[h][u] = make_uint4(0, 0, 0, 0);
                 if (key < k1) {
-                    kf[h][u] = *reinterpret_cast<const uint4*>(k_cache + off + 32 * u);
-                    vf[h][u] = *reinterpret_cast<const uint4*>(v_cache + off + 32 * u);
+                    kf[h][u] = ld_nc16(k_cache + off + 32 * u);
+                    vf[h][u] = ld_nc16(v_cache + off + 32 * u);
                 }
             }
         }
@@ -402,8 +408,8 @@ __global__ void __launch_bounds__(NW * 32)
 
 #ifdef VOXTRAL_NVCC_CHECK
 #define SPLIT(DH, G)                                                                                         \
-    template __global__ void attention_split<DH, G>(const bf16*, const bf16*, const bf16*, const int*, const int*, \
-                                                    float*, bf16*, int, int, int, int)
+    template __global__ void attention_split<DH, G>(const bf16*, const unsigned long long*, const int*, const int*, \
+                                                    const int*, float*, bf16*, int, int, int)
 SPLIT(128, 4);
 SPLIT(128, 8);
 SPLIT(128, 1);

@@ -46,6 +46,13 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 // ---- inline PTX: shared-memory addresses, async copies, ldmatrix, mma (sm_80+) ----
+// 16 bytes through the read-only (non-coherent) cache path, for data no kernel of the launch writes. A
+// kernel that finds its caches through a table has no __restrict__ parameter to tell nvcc so.
+__device__ __forceinline__ uint4 ld_nc16(const void* p) {
+    uint4 v;
+    asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
     unsigned a;
     asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));

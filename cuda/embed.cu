@@ -1,19 +1,19 @@
-// Decoder input (SPEC §5): h[t] = a[p] + E[token], the audio embedding read from its stream's ring.
+// Decoder input (SPEC §5): h[t] = a[p] + E[token], the audio embedding read from its slot's ring.
 // One block per position; 4 elements per step where D % 4 == 0 and the pointers are aligned. Every
 // address depends on tokens and pos, which the previous step's argmax writes: a PDL launch waits first.
 #include "common.cuh"
 
 extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T] int32
                                  const bf16* __restrict__ E,      // E: [V, D] bf16 token embeddings
-                                 const float* __restrict__ audio, // audio: [B, Ra, D] f32 ring of audio embeddings
+                                 const float* __restrict__ audio, // audio: [C, Ra, D] f32 ring of audio embeddings
                                  const int* __restrict__ pos,     // pos: [T] int32
-                                 const int* __restrict__ stream,  // stream: [T] int32
+                                 const int* __restrict__ slot,    // slot: [T] int32
                                  float* __restrict__ h,           // h: [T, D] f32
                                  int D, int Ra) {
     pdl_wait();
     pdl_launch_dependents();
     const int t = blockIdx.x;
-    const float* a = audio + ((size_t)stream[t] * Ra + (size_t)(pos[t] % Ra)) * D;
+    const float* a = audio + ((size_t)slot[t] * Ra + (size_t)(pos[t] % Ra)) * D;
     const bf16* e = E + (size_t)tokens[t] * D;
     float* o = h + (size_t)t * D;
     if (D % 4 == 0 && ((size_t)audio | (size_t)h) % 16 == 0 && (size_t)E % 8 == 0) {

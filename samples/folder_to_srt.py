@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 import voxtral
-from voxtral.batch import audio_files_in, write_atomic
 from voxtral.formats import to_srt
+from voxtral.inputs import audio_files_in, write_atomic
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("folder", type=Path)

@@ -1,19 +1,19 @@
-"""Files through the streaming path (read in blocks, bounded memory) and through continuous batching
-from the CLI: the same tokens and text as one file at a time, offline."""
+"""Files read in blocks (bounded memory for any length) and through continuous batching from the CLI:
+the same tokens and text as one file at a time."""
 
 import json
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 import voxtral
-import voxtral.api
 from voxtral.audio import load_audio
 from voxtral.audio_blocks import file_blocks
-from voxtral.errors import AudioError, OptionError
+from voxtral.errors import AudioError
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +43,56 @@ def test_blocks_equal_the_whole_file(clip44, clip5):
         assert np.abs(got[:n] - ref[:n]).max() < 1e-6
 
 
-def test_streaming_transcription_equals_offline(model, clip5, clip44):
+def test_a_file_and_its_samples_give_the_same_tokens(model, clip5, clip44):
+    """Every input is read in blocks (bounded memory): a 44.1 kHz stereo file resampled on the fly, its
+    samples as an array, and a 16 kHz file all give the tokens of the same samples."""
     for path in (clip5, clip44):
-        offline = model.transcribe(path)
-        streamed = model.transcribe(path, streaming=True)
-        assert streamed.info["streaming"] and "stream" in streamed.timings
-        assert streamed.tokens == offline.tokens and streamed.text == offline.text
-        assert streamed.duration == pytest.approx(offline.duration, abs=1e-4)
+        from_file = model.transcribe(path)
+        from_array = model.transcribe(load_audio(path), sample_rate=16000)
+        assert from_file.tokens == from_array.tokens and from_file.text == from_array.text
+        assert from_file.duration == pytest.approx(len(load_audio(path)) / 16000)
 
 
-def test_long_files_stream_by_default(model, clip5, clip15, monkeypatch):
-    monkeypatch.setattr(voxtral.api, "LONG_AUDIO_S", 10)
-    assert model.transcribe(clip15).info.get("streaming")
-    assert not model.transcribe(clip5).info.get("streaming")
-    assert not model.transcribe(clip15, confidence=True).info.get("streaming")
-
-
-def test_streaming_errors(model, tmp_path, clip5):
+def test_bad_files_are_audio_errors(model, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF garbage")
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), 16000)
     for path, match in ((tmp_path / "none.wav", "not found"), (bad, "cannot decode"), (empty, "empty")):
         with pytest.raises(AudioError, match=match):
-            model.transcribe(path, streaming=True)
-    with pytest.raises(OptionError):
-        model.transcribe(clip5, streaming=True, confidence=True)
+            model.transcribe(path)
+
+
+def _peak_traced_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _noise_file(path, minutes: float):
+    with sf.SoundFile(path, "w", 16000, 1, "PCM_16") as f:
+        for k in range(int(minutes * 6)):
+            f.write((0.1 * np.random.default_rng(k).standard_normal(160000)).astype(np.float32))
+    return path
+
+
+def test_memory_is_flat_in_the_audio_length_alone_and_batched(model, tmp_path):
+    """Peak host memory of 4.5-minute inputs within 10 % of 1.5-minute ones, alone and two at a time:
+    audio, mel and embeddings are held a few blocks at a time (../shared/cases/input-08, rel-40)."""
+    short, long = _noise_file(tmp_path / "short.wav", 1.5), _noise_file(tmp_path / "long.wav", 4.5)
+    model.transcribe(short)  # first-call costs (filter bank, lazy imports) out of the way
+    peaks = {
+        "alone short": _peak_traced_bytes(lambda: model.transcribe(short)),
+        "alone long": _peak_traced_bytes(lambda: model.transcribe(long)),
+        "batch short": _peak_traced_bytes(lambda: model.transcribe_batch([short, short], batch_size=2)),
+        "batch long": _peak_traced_bytes(lambda: model.transcribe_batch([long, long], batch_size=2)),
+    }
+    print("peak traced memory: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in peaks.items()))
+    assert peaks["alone long"] < 1.1 * peaks["alone short"]
+    assert peaks["batch long"] < 1.1 * peaks["batch short"]
 
 
 def voxtral_cli(*args):
@@ -97,11 +121,3 @@ def test_cli_batch_size_gives_the_same_outputs(tiny_dir, clip5, clip15, clip44, 
             and got["text"] == ref["text"]
             and got["segments"] == ref["segments"]
         )
-
-
-def test_cli_streaming_flag_and_bad_combinations(tiny_dir, clip5):
-    r = voxtral_cli("transcribe", clip5, "-m", tiny_dir, "-d", "cpu", "--streaming")
-    assert r.returncode == 0 and "streamed in" in r.stderr and r.stdout.strip()
-    for extra in (["-b", "2"], ["--confidence"]):
-        r = voxtral_cli("transcribe", clip5, "-m", tiny_dir, "-d", "cpu", "--streaming", *extra)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr

@@ -7,11 +7,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from scripted import ScriptedBackend
 from stream_checks import chunk_sizes, run_stream
 
 import voxtral
 from voxtral.audio import load_audio
 from voxtral.errors import AudioError, OptionError
+from voxtral.scheduler import Scheduler
 from voxtral.stream import Session
 
 SPT = 1280  # samples per token
@@ -82,45 +84,13 @@ def test_latency_counts_from_the_arrival_of_the_audio(model, audio5):
     assert early_frames and all(p.latency >= 0.2 for p in early_frames)
 
 
-class ScriptedBackend:
-    """The streaming seam with scripted tokens: one 'embedding' per 8 mel frames."""
-
-    name, burst = "scripted", 4
-
-    def __init__(self, script):
-        self.script, self.prefilled_at, self.steps = list(script), None, 0
-
-    def start_encoder(self):
-        return {"frames": 0, "emitted": 0}
-
-    def encode_frames(self, enc, mel):
-        enc["frames"] += mel.shape[1]
-        k = enc["frames"] // 8 - enc["emitted"]
-        enc["emitted"] += k
-        return np.zeros((k, 1), np.float32)
-
-    def start_stream(self):
-        return {"embeds": 0}
-
-    def append_audio(self, state, embeds):
-        state["embeds"] += len(embeds)
-
-    def prefill(self, state, tokens):
-        self.prefilled_at = state["embeds"]
-
-    def step(self, state, n, inputs=None, want_logits=False):
-        assert state["embeds"] >= len(PROMPT) - 1 + self.steps + n, "a step ran ahead of its audio"
-        out = np.array([self.script[(self.steps + i) % len(self.script)] for i in range(n)])
-        self.steps += n
-        return out, None
-
-
 PROMPT = [1] + [32] * 38
 
 
-def scripted_session(model, script, tokens):
-    backend = ScriptedBackend(script)
-    session = Session(backend, model.schedule, model.tokenizer, model.config.audio, tokens.extend)
+def scripted_session(model, script, tokens, burst=4):
+    backend = ScriptedBackend(script, burst)
+    engine = Scheduler(backend, model.schedule, model.config.audio, capacity=1)
+    session = Session(engine, model.tokenizer, model.config.audio, tokens.extend)
     return backend, session
 
 
@@ -128,14 +98,16 @@ def test_eos_stops_the_stream_and_drops_the_rest_of_its_burst(model):
     tokens: list = []
     backend, session = scripted_session(model, [1200, 33, 1201, 1202, 1203, 2, 1204, 1205], tokens)
     pieces = [p for _ in range(8) for p in session.feed(np.zeros(SPT, np.float32))]
-    assert backend.prefilled_at == len(PROMPT) and backend.steps == 1  # as soon as the prompt had audio
+    assert (
+        backend.dec.prefills[0][0] == len(PROMPT) and backend.dec.steps_run == 1
+    )  # once the prompt had audio
     pieces += session.feed(np.zeros(10 * SPT, np.float32))  # 10 steps in bursts of 4: EOS in the 2nd
     assert [int(t) for t in tokens] == [1200, 33, 1201, 1202, 1203, 2]  # 1204, 1205, 1200 dropped
-    assert session.eos and backend.steps == 9
+    assert session.eos and backend.dec.steps_run == 9
     assert session.feed(np.zeros(10 * SPT, np.float32)) == []
     pieces += session.finish()
     assert "".join(p.text for p in pieces) == model.tokenizer.decode(tokens)
-    assert all(p.step <= 5 for p in pieces) and backend.steps == 9
+    assert all(p.step <= 5 for p in pieces) and backend.dec.steps_run == 9
 
 
 def test_a_finished_stream_runs_every_offline_position(model):
@@ -144,7 +116,7 @@ def test_a_finished_stream_runs_every_offline_position(model):
     session.feed(np.zeros(5 * SPT + 17, np.float32))
     session.finish()
     n_positions = model.schedule.n_left + 6 + model.schedule.n_right  # 5 tokens + 17 samples → 6
-    assert len(tokens) == model.schedule.n_generated(n_positions) == backend.steps
+    assert len(tokens) == model.schedule.n_generated(n_positions) == backend.dec.steps_run
 
 
 def test_misuse_and_bad_samples_are_clear_errors(model):
@@ -153,10 +125,12 @@ def test_misuse_and_bad_samples_are_clear_errors(model):
         (np.zeros((10, 2), np.float32), "1-D"),
         (np.zeros(10, np.int16), "float"),
         (np.array([0.0, np.nan], np.float32), "non-finite"),
+        (np.array([0.0, 1e39]), "float32's range"),
     ]:
         with pytest.raises(AudioError, match=needle):
             session.feed(bad)
-    session.finish()
+    with pytest.raises(AudioError, match="no audio was fed"):  # nothing good came: as an empty file
+        session.finish()
     with pytest.raises(OptionError, match="after finish"):
         session.feed(np.zeros(10, np.float32))
     with pytest.raises(OptionError, match="twice"):

@@ -112,3 +112,34 @@ def test_microphone_without_the_extra(tiny_dir):
     code, out, err = stream_cli(b"", "--mic", "-m", tiny_dir)
     assert code == 5
     assert "voxtral[mic]" in one_error_line(err)
+
+
+NOISE = (
+    "import numpy as np, sys\n"
+    "r = np.random.default_rng(0)\n"
+    "for i in range(600):\n"
+    "    sys.stdout.buffer.write((r.standard_normal(16000) * 3000).astype('<i2').tobytes())\n"
+)
+
+
+@pytest.mark.parametrize("delay", [2.0, 2.9, 3.7])
+def test_ctrl_c_mid_stream_flushes_the_text(tiny_dir, delay):
+    """Ctrl-C (SIGINT) while the model works (../shared/cases/rel-46-sigint-stream.py): the engine lets it
+    surface only between ticks, so the session finishes: exit 0, the text so far, no traceback."""
+    import signal
+    import time
+
+    producer = subprocess.Popen([sys.executable, "-c", NOISE], stdout=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", "--format", "s16le", "--rate", "16000",
+         "-m", str(tiny_dir), "-d", "cpu"],
+        stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    producer.stdout.close()
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    producer.kill()
+    producer.wait()
+    assert "Traceback" not in err.decode(), err.decode()
+    assert p.returncode == 0 and out.decode().strip()

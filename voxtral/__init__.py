@@ -2,7 +2,15 @@
 
 from .api import Model, Trace, load
 from .checkpoint import DEFAULT_MODEL
-from .errors import AudioError, CheckpointError, ConfigError, DeviceError, OptionError, VoxtralError
+from .errors import (
+    AudioError,
+    CheckpointError,
+    ConfigError,
+    DeviceError,
+    OptionError,
+    SessionError,
+    VoxtralError,
+)
 from .stream import Piece, Session
 from .transcript import Segment, Transcript, Word
 
@@ -18,6 +26,7 @@ __all__ = [
     "Piece",
     "Segment",
     "Session",
+    "SessionError",
     "Trace",
     "Transcript",
     "VoxtralError",

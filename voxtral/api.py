@@ -1,4 +1,10 @@
-"""The public API: load() a checkpoint onto a device; Model.transcribe(), Model.stream(), Model.trace()."""
+"""The public API: load() a checkpoint onto a device; Model.transcribe(), .stream(), .trace() and friends.
+
+A Model owns one engine (scheduler.py: one encoder pool, one decoder, one loop): every method here
+is a request pattern for it. transcribe() is one job, transcribe_each()/transcribe_batch() many at
+once, stream() a live job, trace() a job with forced inputs and logits kept. Any mix of them may run
+at once, from any number of threads; their decoder steps are shared.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from . import audio as audio_io
-from .audio_blocks import file_blocks
-from .batched import Job, decode_batched
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import score
 from .errors import DeviceError, OptionError, VoxtralError
-from .schedule import Schedule, delay_tokens, greedy
+from .schedule import Schedule, delay_tokens
+from .scheduler import Job, Scheduler
 from .stream import Session
 from .transcript import Transcript, align_words, segments_from_words
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
-LONG_AUDIO_S = 3600  # files longer than this are transcribed through the streaming path by default
-POSITION_MARGIN = 2  # decoder positions of slack over an input's length read from its header
+DEFAULT_CAPACITY = 32  # requests the engine runs at once (decoder and encoder slots); more wait in line
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,15 @@ class Trace:
 
 
 class Model:
-    def __init__(self, checkpoint: Checkpoint, backend, schedule: Schedule, load_seconds: float):
+    def __init__(
+        self, checkpoint: Checkpoint, backend, schedule: Schedule, load_seconds: float, capacity: int
+    ):
         self.checkpoint = checkpoint
         self.backend = backend
         self.schedule = schedule
         self.load_seconds = load_seconds
+        self.capacity = capacity
+        self.engine = Scheduler(backend, schedule, checkpoint.config.audio, capacity)
 
     @property
     def config(self):
@@ -55,82 +63,157 @@ class Model:
     def device(self) -> str:
         return self.backend.name
 
-    def _features(self, source, sample_rate, timings: dict) -> tuple[np.ndarray, float]:
-        """Audio → offline-padded log-mel [M, T] and the audio's duration in seconds."""
-        t0 = time.perf_counter()
-        cfg = self.config.audio
-        samples = audio_io.load_audio(source, sample_rate, target_rate=cfg.sampling_rate)
-        padded = audio_io.pad_offline(
-            samples, self.schedule.n_left, self.schedule.n_right, cfg.samples_per_token
-        )
-        t1 = time.perf_counter()
-        mel = audio_io.log_mel(padded, cfg)
-        timings["audio"] = t1 - t0
-        timings["mel"] = time.perf_counter() - t1
-        return mel, len(samples) / cfg.sampling_rate
-
-    def _encode(self, mel: np.ndarray, timings: dict):
-        t0 = time.perf_counter()
-        embeds = self.backend.encode(mel)
-        self.backend.synchronize()
-        timings["encoder"] = time.perf_counter() - t0
-        return embeds
-
     def transcribe(
         self,
         audio,
         sample_rate: int | None = None,
         confidence: bool = False,
         alternatives: float | None = None,
-        streaming: bool | None = None,
     ) -> Transcript:
-        """Transcribe a file path or an array (with its sample_rate) with the offline schedule.
+        """Transcribe a file path or an array ([S] or [S, C], with its sample_rate) (SPEC §6).
 
         confidence: give every token its probability (Transcript.scores); alternatives=P also lists
-        the rival tokens whose probability is within P of the chosen one (implies confidence).
-        streaming: run a file through the streaming schedule, read in blocks, in bounded memory (same
-        tokens); None: for files longer than LONG_AUDIO_S when no confidence is asked for.
+        the rival tokens whose probability is within P of the chosen one (implies confidence). The
+        audio is read in blocks: memory stays flat for any length. Raises AudioError for audio that
+        cannot be read, OptionError for bad options.
+        """
+        job, scores = self._job(audio, sample_rate, confidence, alternatives)
+        return self._transcript(self.engine.run(job), scores)
+
+    def transcribe_each(
+        self,
+        inputs,
+        batch_size: int = 8,
+        sample_rate: int | None = None,
+        confidence: bool = False,
+        alternatives: float | None = None,
+    ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
+        """Transcribe many inputs, up to batch_size at once; yields (index, Transcript or that input's
+        error) as each finishes. Inputs decode together, one decoder step for all of them (continuous
+        batching: one that ends leaves at once and the next one joins); each gives exactly the tokens
+        it gives alone. Inputs are paths or arrays; sample_rate applies to the arrays."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        pending = iter(enumerate(inputs))
+        running: dict[Job, tuple[int, list | None]] = {}
+        while True:
+            while len(running) < batch_size and (item := next(pending, None)) is not None:
+                i, x = item
+                try:
+                    rate = sample_rate if isinstance(x, np.ndarray) else None
+                    job, scores = self._job(x, rate, confidence, alternatives)
+                except VoxtralError as e:
+                    yield i, e
+                    continue
+                running[self.engine.submit(job)] = (i, scores)
+            if not running:
+                return
+            self.engine.run_until(lambda: any(j.finished for j in running))
+            for job in [j for j in running if j.finished]:
+                i, scores = running.pop(job)
+                yield i, job.error or self._transcript(job, scores, batch_size=batch_size)
+
+    def transcribe_batch(
+        self,
+        inputs,
+        batch_size: int = 8,
+        sample_rate: int | None = None,
+        confidence: bool = False,
+        alternatives: float | None = None,
+    ) -> list[Transcript]:
+        """transcribe_each, collected in input order; the first failed input's error is raised."""
+        results = dict(self.transcribe_each(inputs, batch_size, sample_rate, confidence, alternatives))
+        ordered = [results[i] for i in range(len(results))]
+        for r in ordered:
+            if isinstance(r, VoxtralError):
+                raise r
+        return ordered
+
+    def stream(
+        self,
+        delay_ms: int | None = None,
+        on_tokens=None,
+        idle_timeout: float | None = None,
+        confidence: bool = False,
+        alternatives: float | None = None,
+    ) -> Session:
+        """A live session: feed() 16 kHz float32 chunks, get text pieces as they are decided (SPEC §7).
+
+        delay_ms must be the model's (fixed at load: the decoder is conditioned on it). on_tokens, if
+        given, receives every generated id in order. idle_timeout: close the session when it has not
+        been fed for this many seconds (None: never). confidence / alternatives: each piece carries
+        the probability (and rivals within that margin) of the token that completed it.
         """
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives}")
-        scored = confidence or alternatives is not None
-        if streaming is None:
-            n = None if isinstance(audio, np.ndarray) else audio_io.audio_length(audio, None)
-            streaming = not scored and n is not None and n > LONG_AUDIO_S * self.config.audio.sampling_rate
-        if streaming:
-            if scored or isinstance(audio, np.ndarray):
-                raise OptionError("streaming transcription takes a file path and no confidence")
-            return self._transcribe_streaming(audio)
-        timings: dict[str, float] = {}
-        mel, duration = self._features(audio, sample_rate, timings)
-        embeds = self._encode(mel, timings)
-        n_positions = mel.shape[1] // self.config.audio.frames_per_token
-        state = self.backend.start(embeds, n_positions)
+        if delay_ms is not None and delay_tokens(delay_ms) != self.schedule.n_delay:
+            raise OptionError(
+                f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
+                f"{delay_ms} ms load it with voxtral.load(..., delay_ms={delay_ms})"
+            )
+        return Session(
+            self.engine, self.tokenizer, self.config.audio, on_tokens, idle_timeout,
+            confidence=confidence, alternatives=alternatives,
+        )  # fmt: skip
+
+    def trace(self, audio, n_steps: int, forced_tokens=None, sample_rate: int | None = None) -> Trace:
+        """mel, audio embeddings, logits and argmax of the first n_steps greedy steps.
+
+        With forced_tokens, step k ≥ 1 takes forced_tokens[k − 1] as its input instead of the
+        argmax of step k − 1 (teacher forcing), so two backends can be compared step by step.
+        """
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int | np.integer) or n_steps < 1:
+            raise OptionError(f"n_steps must be a whole number ≥ 1, got {n_steps!r}")
+        forced = None
+        if forced_tokens is not None:
+            forced = np.asarray(forced_tokens, np.int64)[: n_steps - 1]
+            if len(forced) < n_steps - 1:
+                raise OptionError(f"forced_tokens needs at least {n_steps - 1} tokens")
+        rows: list[np.ndarray] = []
+        job = Job(
+            audio_io.blocks(audio, sample_rate, self.config.audio.sampling_rate),
+            on_logits=lambda _, logits: rows.extend(logits), forced=forced, max_steps=n_steps, record=True,
+            positions=self._positions(audio, sample_rate),
+        )  # fmt: skip
+        self.engine.run(job)
+        if job.n_steps < n_steps:
+            raise OptionError(f"n_steps must be 1 … {job.n_steps} for this audio")
+        return Trace(
+            mel=np.concatenate(job.mel, axis=1),
+            audio_embeds=np.concatenate(job.embeds),
+            logits=np.stack(rows),
+            tokens=np.array(job.tokens, np.int64),
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _job(
+        self, audio, sample_rate, confidence: bool, alternatives: float | None
+    ) -> tuple[Job, list | None]:
+        """A job reading `audio` in blocks; the list its token scores go to (None without confidence)."""
+        if alternatives is not None and not 0 < alternatives <= 1:
+            raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives}")
+        source = audio_io.blocks(audio, sample_rate, self.config.audio.sampling_rate)
         scores: list | None = [] if confidence or alternatives is not None else None
 
-        def on_logits(kept, logits):
-            scores.extend(score(logits, kept, self.tokenizer, alternatives))
+        def on_logits(tokens, logits) -> None:
+            scores.extend(score(logits, tokens, self.tokenizer, alternatives))
 
-        tokens = greedy(
-            self.backend, state, self.schedule, n_positions, timings=timings,
+        job = Job(
+            source,
             on_logits=None if scores is None else on_logits,
-        )  # fmt: skip
-        return self._transcript(tokens, duration, timings, scores)
+            positions=self._positions(audio, sample_rate),
+        )
+        return job, scores
 
-    def _transcribe_streaming(self, path) -> Transcript:
-        """A file through the streaming schedule in blocks: memory bounded for any length."""
-        tokens: list[int] = []
-        t0 = time.perf_counter()
-        session = self.stream(on_tokens=lambda t: tokens.extend(int(i) for i in t))
-        for block in file_blocks(path, self.config.audio.sampling_rate):
-            session.feed(block)
-        session.finish()
-        timings = {"stream": time.perf_counter() - t0}
-        return self._transcript(tokens, session.duration, timings, streaming=True)
+    def _positions(self, audio, sample_rate) -> int | None:
+        """Decoder positions the audio will likely need (its header or shape; sizes the KV ring)."""
+        cfg, s = self.config.audio, self.schedule
+        n = audio_io.audio_length(audio, sample_rate, cfg.sampling_rate)
+        return None if n is None else s.n_left + -(-n // cfg.samples_per_token) + s.n_right
 
-    def _transcript(
-        self, tokens: list[int], duration: float, timings: dict, scores=None, **info
-    ) -> Transcript:
+    def _transcript(self, job: Job, scores: list | None = None, **info) -> Transcript:
+        duration = job.n_samples / self.config.audio.sampling_rate
+        tokens = job.take_tokens()
         words = align_words(tokens, self.tokenizer, duration)
         info = {
             "device": self.device,
@@ -144,95 +227,10 @@ class Model:
             tokens=tokens,
             segments=segments_from_words(words),
             duration=duration,
-            timings=timings,
+            timings=dict(job.timings),
             info=info,
             scores=scores,
         )
-
-    def transcribe_each(
-        self, inputs, batch_size: int = 8, sample_rate: int | None = None
-    ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
-        """Transcribe many inputs with continuous batching; yields (index, Transcript or the input's
-        error) as each finishes. Up to batch_size inputs decode together, one step for all of them;
-        each gives exactly the tokens it gives alone (the offline schedule, per input). Inputs are
-        paths or arrays; sample_rate applies to the arrays."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
-        inputs = list(inputs)
-        if not inputs:
-            return
-        cfg, s = self.config.audio, self.schedule
-        rates = [sample_rate if isinstance(x, np.ndarray) else None for x in inputs]
-        lengths = [audio_io.audio_length(x, r, cfg.sampling_rate) for x, r in zip(inputs, rates, strict=True)]
-        longest = max((n for n in lengths if n is not None), default=0)
-        positions = s.n_left + -(-longest // cfg.samples_per_token) + s.n_right + POSITION_MARGIN
-        engine = self.backend.engine(min(batch_size, len(inputs)), max_positions=positions)
-
-        def jobs() -> Iterator[Job]:
-            for i, (x, rate) in enumerate(zip(inputs, rates, strict=True)):
-                timings: dict[str, float] = {}
-                try:
-                    mel, duration = self._features(x, rate, timings)
-                    embeds = self._encode(mel, timings)
-                except VoxtralError as e:
-                    yield Job(key=i, error=e)
-                    continue
-                n = mel.shape[1] // cfg.frames_per_token
-                yield Job(key=(i, duration, timings), audio=embeds, n_positions=n)
-
-        for job in decode_batched(engine, s, jobs()):
-            if job.error is not None:
-                yield job.key, job.error
-            else:
-                i, duration, timings = job.key
-                yield i, self._transcript(job.tokens, duration, timings | job.timings, batch_size=batch_size)
-
-    def transcribe_batch(
-        self, inputs, batch_size: int = 8, sample_rate: int | None = None
-    ) -> list[Transcript]:
-        """transcribe_each, collected in input order; the first failed input's error is raised."""
-        results = dict(self.transcribe_each(inputs, batch_size, sample_rate))
-        ordered = [results[i] for i in range(len(results))]
-        for r in ordered:
-            if isinstance(r, VoxtralError):
-                raise r
-        return ordered
-
-    def stream(self, delay_ms: int | None = None, on_tokens=None) -> Session:
-        """A streaming session: feed() 16 kHz float32 chunks, get text pieces as they are decided.
-
-        delay_ms must be the model's (fixed at load: the decoder is conditioned on it). on_tokens,
-        if given, receives every generated id in order.
-        """
-        if delay_ms is not None and delay_tokens(delay_ms) != self.schedule.n_delay:
-            raise OptionError(
-                f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
-                f"{delay_ms} ms load it with voxtral.load(..., delay_ms={delay_ms})"
-            )
-        return Session(self.backend, self.schedule, self.tokenizer, self.config.audio, on_tokens)
-
-    def trace(self, audio, n_steps: int, forced_tokens=None, sample_rate: int | None = None) -> Trace:
-        """mel, audio embeddings, logits and argmax of the first n_steps greedy steps.
-
-        With forced_tokens, step k ≥ 1 takes forced_tokens[k − 1] as its input instead of the
-        argmax of step k − 1 (teacher forcing), so two backends can be compared step by step.
-        """
-        timings: dict[str, float] = {}
-        mel, _ = self._features(audio, sample_rate, timings)
-        embeds = self._encode(mel, timings)
-        n_positions = mel.shape[1] // self.config.audio.frames_per_token
-        if not 1 <= n_steps <= self.schedule.n_generated(n_positions):
-            raise OptionError(f"n_steps must be 1 … {self.schedule.n_generated(n_positions)} for this audio")
-        state = self.backend.start(embeds, n_positions)
-        self.backend.prefill(state, self.schedule.prompt)
-        inputs = None
-        if forced_tokens is not None:
-            forced = np.asarray(forced_tokens, np.int64)
-            if len(forced) < n_steps - 1:
-                raise OptionError(f"forced_tokens needs at least {n_steps - 1} tokens")
-            inputs = np.concatenate([self.schedule.prompt[-1:], forced[: n_steps - 1]])
-        tokens, logits = self.backend.step(state, n_steps, inputs=inputs, want_logits=True)
-        return Trace(mel=mel, audio_embeds=self.backend.to_numpy(embeds), logits=logits, tokens=tokens)
 
 
 def _backend(device: str, checkpoint: Checkpoint, n_delay: int, dtype):
@@ -259,15 +257,20 @@ def load(
     device: str = "auto",
     delay_ms: int | None = None,
     dtype: str = "float32",
+    capacity: int = DEFAULT_CAPACITY,
 ) -> Model:
     """Load a checkpoint (local directory or Hub id) onto "cpu", "cuda" or the best "auto" device.
 
-    dtype applies to the CPU path only ("float32", or "float64" for precision checks).
+    dtype applies to the CPU path only ("float32", or "float64" for precision checks). capacity: how
+    many requests (transcriptions, live sessions) run at once; more wait for a free slot. Memory is
+    taken per running request (its KV caches), not per slot.
     """
     t0 = time.perf_counter()
     if dtype not in ("float32", "float64"):
         raise OptionError(f"dtype must be float32 or float64, got {dtype!r}")
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise OptionError(f"capacity must be a whole number ≥ 1, got {capacity!r}")
     checkpoint = load_checkpoint(model)
     schedule = Schedule.create(checkpoint.tokenizer, delay_ms)
     backend = _backend(device, checkpoint, schedule.n_delay, np.dtype(dtype))
-    return Model(checkpoint, backend, schedule, time.perf_counter() - t0)
+    return Model(checkpoint, backend, schedule, time.perf_counter() - t0, capacity)

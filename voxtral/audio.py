@@ -1,8 +1,9 @@
 """Audio front end (SPEC §2): file or array → mono float32 samples → padded → log-mel.
 
-    load_audio(source)        path or array → [S] float32, mono, 16 kHz
+    load_audio(source)        path or array → [S] float32, mono, 16 kHz (audio_blocks.py, concatenated)
     pad_offline(samples, …)   [S] → [S'] with S' a whole number of tokens (S' % 1280 == 0)
     log_mel(samples, cfg)     [S] → [M, T] float32, T = S // hop (offline: T % 8 == 0)
+    MelStream / PaddedMel     the same log-mel, incrementally (PaddedMel with the offline padding)
 
 Every model number (rate, hop, window, mel bins, log-mel ceiling) comes from `AudioConfig`;
 the constants below are the fixed parts of the recipe, shared with Whisper.
@@ -19,6 +20,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
+from .audio_blocks import CONVERT_HINT, array_blocks, file_blocks
 from .config import AudioConfig
 from .errors import AudioError, OptionError
 
@@ -26,34 +28,35 @@ LOG_MEL_FLOOR = 1e-10  # power floor before log10: keeps silence finite (−10)
 LOG_MEL_RANGE = 8.0  # log10 units kept below the ceiling: 8 × 10 dB = 80 dB
 LOG_MEL_SHIFT = 4.0  # (x + 4) / 4 maps the kept range to about [-1, 1] (Whisper's scaling)
 LOG_MEL_SCALE = 4.0
-RESAMPLER = "soxr_hq"  # band-limited FFT resampler (librosa's default, via soxr)
-CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
+__all__ = ["CONVERT_HINT", "MelStream", "PaddedMel", "blocks", "load_audio", "log_mel", "pad_offline"]
 
 Source = str | os.PathLike | np.ndarray
 
 
 def load_audio(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> np.ndarray:
     """Decode a file or take an array ([S] or [S, C]); return mono float32 [S] at target_rate."""
+    return np.concatenate(list(blocks(source, sample_rate, target_rate)))
+
+
+def blocks(source: Source, sample_rate: int | None = None, target_rate: int = 16000):
+    """A file path or an array ([S] or [S, C], with its sample_rate) → an iterator of mono float32 blocks
+    [S] at target_rate. Arrays are checked here; a file when the first block is asked for."""
     target_rate = _check_rate(target_rate, "target_rate", OptionError)
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise AudioError("audio array: sample_rate is required with an array, e.g. sample_rate=16000")
-        name, rate = "audio array", _check_rate(sample_rate, "audio array: sample_rate", AudioError)
-        samples = _array_to_mono(source, name)
-    elif isinstance(source, str | os.PathLike):
+        rate = _check_rate(sample_rate, "audio array: sample_rate", AudioError)
+        samples = _array_to_mono(source, "audio array")
+        if samples.size == 0:
+            raise AudioError("audio array: the audio is empty (0 samples); pass a recording with sound in it")
+        if not np.isfinite(samples).all():
+            raise AudioError("audio array: the audio has non-finite samples (NaN or Inf); fix it")
+        return array_blocks(samples, rate, target_rate)
+    if isinstance(source, str | os.PathLike):
         if sample_rate is not None:
             raise OptionError(f"{source}: sample_rate is only for arrays; a file carries its own rate")
-        name = str(source)
-        samples, rate = _read_file(Path(source))
-    else:
-        raise AudioError(f"audio source of type {type(source).__name__}: pass a file path or a NumPy array")
-    if samples.size == 0:
-        raise AudioError(f"{name}: the audio is empty (0 samples); pass a recording with sound in it")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{name}: the audio has non-finite samples (NaN or Inf); fix or re-export it")
-    if rate != target_rate:
-        samples = librosa.resample(samples, orig_sr=rate, target_sr=target_rate, res_type=RESAMPLER)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+        return file_blocks(Path(source), target_rate)
+    raise AudioError(f"audio source of type {type(source).__name__}: pass a file path or a NumPy array")
 
 
 def audio_length(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> int | None:
@@ -76,20 +79,6 @@ def _check_rate(rate, what: str, error: type[Exception]) -> int:
     if not ok or not np.isfinite(rate) or rate <= 0 or rate != int(rate):
         raise error(f"{what} must be a positive whole number of Hz, got {rate!r}")
     return int(rate)
-
-
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
-    """Decode with libsndfile to float32 and mix to mono."""
-    if not path.exists():
-        raise AudioError(f"{path}: file not found; check the path")
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory; pass an audio file inside it")
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [S, C]
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
-        reason = " ".join(str(getattr(e, "error_string", e)).split())
-        raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None
-    return data.mean(axis=1, dtype=np.float32), int(rate)
 
 
 def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
@@ -239,3 +228,39 @@ class MelStream:
 
     def _empty(self) -> np.ndarray:
         return np.zeros((self.cfg.num_mel_bins, 0), dtype=np.float32)
+
+
+class PaddedMel:
+    """log_mel(pad_offline(samples)) incrementally (SPEC §2.2, §2.3): samples in blocks → frames.
+
+    The n_left silent tokens come first; finish() adds silence to a whole token and n_right tokens, then
+    flushes, so an input fed whole or in any blocks gives exactly the frames of the one-shot recipe
+    (T a multiple of 8). A live stream is the same with its end unknown until finish().
+    """
+
+    def __init__(self, cfg: AudioConfig, n_left_tokens: int, n_right_tokens: int):
+        self.cfg, self.n_right = cfg, n_right_tokens
+        self.n_samples = 0  # samples fed (padding not counted)
+        self._mel = MelStream(cfg)
+        self._left = np.zeros(n_left_tokens * cfg.samples_per_token, np.float32)
+
+    @property
+    def finished(self) -> bool:
+        return self._mel.finished
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        """The next samples [S] → the frames [M, T'] they complete (T' ≥ 0)."""
+        self.n_samples += len(samples)
+        return np.concatenate([*self._start(), self._mel.feed(samples)], axis=1)
+
+    def finish(self) -> np.ndarray:
+        """The right padding and the frames still held back [M, T']."""
+        spt = self.cfg.samples_per_token
+        pad = np.zeros(-self.n_samples % spt + self.n_right * spt, np.float32)
+        return np.concatenate([*self._start(), self._mel.feed(pad), self._mel.finish()], axis=1)
+
+    def _start(self) -> list[np.ndarray]:
+        """The left padding's frames, the first time only."""
+        frames = [] if self._left is None else [self._mel.feed(self._left)]
+        self._left = None
+        return frames

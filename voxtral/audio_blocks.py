@@ -1,8 +1,8 @@
-"""A file read in blocks: decoded, mixed to mono and resampled to 16 kHz on the fly (bounded memory).
+"""Audio in blocks: a file or an array decoded, mixed to mono and resampled to 16 kHz on the fly.
 
-For files too long to hold whole: the streaming schedule (stream.py) takes the blocks as they come,
-and its tokens are the offline run's. Resampling is soxr's HQ stream, the resampler load_audio uses
-in one shot (librosa's "soxr_hq").
+Every transcription reads its audio this way (bounded memory for any length), and load_audio is the
+concatenation of the same blocks, so a file, the same samples as an array, a whole load and a block
+read all give the same samples. Resampling is soxr's HQ stream (the quality of librosa's "soxr_hq").
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import CONVERT_HINT
 from .errors import AudioError
 
-BLOCK_S = 10  # seconds of the file decoded at a time
+BLOCK_S = 10  # seconds of audio decoded at a time
+CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
 
 
 def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
@@ -30,22 +30,31 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
     try:
         rate = sf.info(str(path)).samplerate
         blocks = sf.blocks(str(path), blocksize=max(1, int(rate * block_s)), dtype="float32", always_2d=True)
-        resampler = (
-            None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
-        )
-        n = 0
-        for block in blocks:  # [S, C]
-            x = block.mean(axis=1, dtype=np.float32)
-            if not np.isfinite(x).all():
-                raise AudioError(
-                    f"{path}: the audio has non-finite samples (NaN or Inf); fix or re-export it"
-                )
-            n += len(x)
-            yield x if resampler is None else resampler.resample_chunk(x)
-        if n == 0:
-            raise AudioError(f"{path}: the audio is empty (0 samples); pass a recording with sound in it")
-        if resampler is not None:
-            yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        yield from resampled((b.mean(axis=1, dtype=np.float32) for b in blocks), rate, target_rate, str(path))
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
         reason = " ".join(str(getattr(e, "error_string", e)).split())
         raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None
+
+
+def array_blocks(
+    x: np.ndarray, rate: int, target_rate: int = 16000, block_s: float = BLOCK_S, name: str = "audio array"
+) -> Iterator[np.ndarray]:
+    """Blocks of mono samples x [S] (any float dtype) at `rate`, as float32 blocks at target_rate."""
+    step = max(1, int(rate * block_s))
+    blocks = (np.asarray(x[i : i + step], np.float32) for i in range(0, len(x), step))
+    return resampled(blocks, rate, target_rate, name)
+
+
+def resampled(blocks, rate: int, target_rate: int, name: str) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at `rate` → at target_rate; AudioError for non-finite samples or no samples."""
+    resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
+    n = 0
+    for x in blocks:
+        if not np.isfinite(x).all():
+            raise AudioError(f"{name}: the audio has non-finite samples (NaN or Inf); fix or re-export it")
+        n += len(x)
+        yield x if resampler is None else resampler.resample_chunk(x)
+    if n == 0:
+        raise AudioError(f"{name}: the audio is empty (0 samples); pass a recording with sound in it")
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)

@@ -15,10 +15,10 @@ from typing import Annotated
 
 import typer
 
-from .batch import InputError, audio_seconds, expand_inputs, plan_outputs, write_atomic
 from .checkpoint import DEFAULT_MODEL
 from .errors import OptionError, VoxtralError
 from .formats import WRITERS
+from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, write_atomic
 from .progress import Done, ProgressBar
 
 app = typer.Typer(
@@ -55,11 +55,6 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 def _summary(name: str, t) -> str:
     steps = t.info["steps"]
     tm = t.timings
-    if "stream" in tm:
-        return (
-            f"{name}: {t.duration:.1f} s audio, {steps} steps — streamed in {tm['stream']:.1f} s, "
-            f"{t.duration / max(tm['stream'], 1e-9):.0f}x real time ({t.info['device']})"
-        )
     per_step = 1000 * tm.get("decode", 0.0) / max(steps, 1)
     return (
         f"{name}: {t.duration:.1f} s audio, {steps} steps — mel {tm['mel'] * 1000:.0f} ms, "
@@ -86,12 +81,13 @@ def _check_output(output_dir: Path | None, formats: list[str]) -> None:
         raise OptionError(f"{output_dir}: output directory does not exist; create it first")
 
 
-def _load(model: str, device: str, delay_ms: int | None, quiet: bool):
+def _load(model: str, device: str, delay_ms: int | None, quiet: bool, batch_size: int = 1):
     """Load the model once; a VoxtralError exits with its one line."""
     import voxtral
+    from voxtral.api import DEFAULT_CAPACITY
 
     try:
-        m = voxtral.load(model, device=device, delay_ms=delay_ms)
+        m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max(batch_size, DEFAULT_CAPACITY))
     except VoxtralError as e:
         raise _exit_on(e) from None
     if not quiet:
@@ -102,17 +98,9 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool):
 
 
 def _results(m, paths: list[Path], options: dict, batch_size: int):
-    """(path, Transcript or its VoxtralError) per path: one at a time, or batched as each finishes."""
-    if batch_size > 1:
-        for i, t in m.transcribe_each(paths, batch_size):
-            yield paths[i], t
-        return
-    for path in paths:
-        try:
-            t = m.transcribe(path, **options)
-        except VoxtralError as e:
-            t = e
-        yield path, t
+    """(path, Transcript or its VoxtralError) per path, as each finishes (up to batch_size at once)."""
+    for i, t in m.transcribe_each(paths, batch_size, **options):
+        yield paths[i], t
 
 
 def _each(
@@ -219,14 +207,6 @@ def transcribe(
             help="Decode up to B inputs together, one step for all (continuous batching).",
         ),
     ] = 1,
-    streaming: Annotated[
-        bool | None,
-        typer.Option(
-            "--streaming/--no-streaming",
-            help="Read each file in blocks through the streaming path (bounded memory, same text). "
-            "[default: for files over an hour]",
-        ),
-    ] = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -237,12 +217,6 @@ def transcribe(
         _check_output(output_dir, formats)
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
-        if batch_size > 1 and (confidence or alternatives is not None):
-            raise OptionError(
-                "--confidence and --alternatives need --batch-size 1 (they read every step's logits)"
-            )
-        if streaming and (batch_size > 1 or confidence or alternatives is not None):
-            raise OptionError("--streaming takes neither --batch-size, --confidence nor --alternatives")
     except VoxtralError as e:
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
@@ -256,8 +230,9 @@ def transcribe(
     for f in failed:
         _error(str(f.error))
     if paths:
-        options = {"confidence": confidence, "alternatives": alternatives, "streaming": streaming}
-        failed += _each(_load(model, device, delay_ms, quiet), paths, emit, quiet, options, batch_size)
+        options = {"confidence": confidence, "alternatives": alternatives}
+        m = _load(model, device, delay_ms, quiet, batch_size)
+        failed += _each(m, paths, emit, quiet, options, batch_size)
     raise typer.Exit(_finish(failed, n_inputs))
 
 
@@ -321,6 +296,9 @@ def stream(
     rate: Annotated[int | None, typer.Option(help="Sample rate of the raw PCM in Hz.")] = None,
     channels: Annotated[int, typer.Option(help="Interleaved channels of the raw PCM.")] = 1,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines: text, time, latency.")] = False,
+    confidence: Annotated[
+        bool, typer.Option(help="With --jsonl: each piece's probability (prob), as transcribe's.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     delay_ms: DelayOpt = None,
@@ -333,8 +311,10 @@ def stream(
         source = _stream_source(stdin, mic, raw, rate, channels)
     except VoxtralError as e:
         raise _exit_on(e) from None
+    if confidence and not jsonl:
+        raise _exit_on(OptionError("--confidence needs --jsonl (the probabilities go in the JSON lines)"))
     m = _load(model, device, delay_ms, quiet)
-    raise typer.Exit(_stream_run(m, source, _stream_printer(jsonl), quiet))
+    raise typer.Exit(_stream_run(m, source, _stream_printer(jsonl), quiet, confidence))
 
 
 def _stream_source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels: int):
@@ -363,6 +343,8 @@ def _stream_printer(jsonl: bool) -> Callable[[list], None]:
         for p in pieces:
             if jsonl:
                 line = {"text": p.text, "time": p.time, "latency": round(p.latency, 4)}
+                if p.prob is not None:
+                    line["prob"] = round(p.prob, 6)
                 sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
             else:
                 sys.stdout.write(p.text if started else p.text.lstrip())
@@ -372,9 +354,10 @@ def _stream_printer(jsonl: bool) -> Callable[[list], None]:
     return emit
 
 
-def _stream_run(m, source, emit: Callable[[list], None], quiet: bool) -> int:
-    """Feed the source to a session and emit as it goes; flush at the end, also after bad input."""
-    session, error, latencies = m.stream(), None, []
+def _stream_run(m, source, emit: Callable[[list], None], quiet: bool, confidence: bool = False) -> int:
+    """Feed the source to a session and emit as it goes; flush at the end, also after bad input or
+    Ctrl-C (the engine lets KeyboardInterrupt surface only between its ticks, so the session is whole)."""
+    session, error, latencies = m.stream(confidence=confidence), None, []
     try:
         for block in source:
             pieces = session.feed(block)
@@ -385,7 +368,10 @@ def _stream_run(m, source, emit: Callable[[list], None], quiet: bool) -> int:
     except KeyboardInterrupt:
         pass
     if error is None or session.n_samples:  # bad input: still transcribe the audio before it
-        pieces = session.finish()
+        try:
+            pieces = session.finish()
+        except VoxtralError as e:  # e.g. no audio at all
+            error, pieces = error or e, []
         latencies += [p.latency for p in pieces]
         emit(pieces)
         sys.stdout.write("\n")

@@ -43,3 +43,9 @@ class OutputError(VoxtralError):
     """An output file that cannot be written, or exists already without --overwrite."""
 
     exit_code = 6
+
+
+class SessionError(VoxtralError):
+    """A live session that is full, closed, finished or expired (idle too long)."""
+
+    exit_code = 7

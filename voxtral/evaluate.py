@@ -13,8 +13,8 @@ from pathlib import Path
 
 import jiwer
 
-from .batch import InputError, audio_files_in, expand_inputs, is_audio
 from .errors import AudioError, OptionError
+from .inputs import InputError, audio_files_in, expand_inputs, is_audio
 
 APOSTROPHES = frozenset("'’ʼ`´")
 

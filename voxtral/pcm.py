@@ -19,17 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import librosa
 import numpy as np
 import soundfile as sf
 
-from .audio import RESAMPLER
+from .audio_blocks import array_blocks
 from .errors import AudioError, DeviceError, OptionError
 
 log = logging.getLogger(__name__)
 READ_BYTES = 1 << 16  # bytes asked of the stream per read; a pipe returns what it has
 MIC_BLOCK_S = 0.1  # microphone block: 100 ms
-RESAMPLER_QUALITY = "HQ"  # soxr quality, as audio.load_audio's "soxr_hq"
+RESAMPLER_QUALITY = "HQ"  # soxr quality, as audio_blocks (every file and array)
 RAW_HINT = "for headerless PCM pass --format (e.g. s16le) and --rate"
 
 # name → (NumPy dtype of one sample, bytes per sample); s24 is unpacked by hand
@@ -229,7 +228,4 @@ def _whole_file(data: bytes, target_rate: int, name: str) -> np.ndarray:
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
         reason = " ".join(str(getattr(e, "error_string", e)).split())
         raise AudioError(f"{name}: cannot decode audio ({reason}); {RAW_HINT}") from None
-    x = x.mean(axis=1)
-    if rate != target_rate:
-        x = librosa.resample(x, orig_sr=rate, target_sr=target_rate, res_type=RESAMPLER)
-    return x.astype(np.float32)
+    return np.concatenate(list(array_blocks(x.mean(axis=1), rate, target_rate, name=name)))

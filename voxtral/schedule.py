@@ -1,18 +1,15 @@
-"""The offline schedule (SPEC §6), written once for every backend.
+"""The rules of the schedule (SPEC §6, §7), written once: the loop that applies them is scheduler.py.
 
-Prompt, padding, prefill, the greedy loop and its stop rule. Token k of the output (k = 0 is
-chosen at position L − 1) belongs to audio frame k, 80 ms each from the start of the audio.
+Prompt, delay, padding and the stop rule. Token k of the output (k = 0 is chosen at position L − 1)
+belongs to audio frame k, 80 ms each from the start of the audio.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import Backend
 from .config import FRAME_MS, MAX_DELAY_MS
 from .errors import OptionError
 from .tokenizer import Tokenizer
@@ -72,44 +69,3 @@ class Schedule:
         """The tokens of a burst up to and including EOS, and whether EOS came (later steps are void)."""
         hit = np.flatnonzero(tokens == self.eos)
         return (tokens[: hit[0] + 1], True) if hit.size else (tokens, False)
-
-
-def greedy(
-    backend: Backend,
-    state,
-    schedule: Schedule,
-    n_positions: int,
-    on_tokens: Callable[[np.ndarray], None] | None = None,
-    timings: dict | None = None,
-    on_logits: Callable[[np.ndarray, np.ndarray], None] | None = None,
-) -> list[int]:
-    """Prefill the prompt, then greedy steps until EOS or the audio ends; returns generated ids.
-
-    Steps run in bursts of backend.burst with one host look per burst; whatever a burst decoded
-    past EOS is discarded. on_logits(tokens, logits) receives each kept step's logits (this costs a
-    copy of the logits per step, so it is asked for only when given).
-    """
-    total = schedule.n_generated(n_positions)
-    if total < 1:
-        raise ValueError(f"{n_positions} audio positions cannot hold a prompt of {len(schedule.prompt)}")
-    t0 = time.perf_counter()
-    backend.prefill(state, schedule.prompt)
-    backend.synchronize()
-    t1 = time.perf_counter()
-    out: list[int] = []
-    while len(out) < total:
-        tokens, logits = backend.step(
-            state, min(backend.burst, total - len(out)), want_logits=on_logits is not None
-        )
-        keep, ended = schedule.cut_at_eos(tokens)
-        out.extend(int(t) for t in keep)
-        if on_tokens is not None:
-            on_tokens(keep)
-        if on_logits is not None:
-            on_logits(keep, logits[: len(keep)])
-        if ended:
-            break
-    if timings is not None:
-        timings["prefill"] = t1 - t0
-        timings["decode"] = time.perf_counter() - t1
-    return out

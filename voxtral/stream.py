@@ -1,4 +1,4 @@
-"""The online schedule (SPEC §7): audio in chunks of any size → text pieces as soon as they are decided.
+"""Live transcription (SPEC §7): audio in chunks of any size → text pieces as soon as they are decided.
 
     session = model.stream()
     for chunk in chunks:                    # [S] float32 samples at 16 kHz, any S ≥ 0
@@ -6,35 +6,31 @@
             print(piece.text, end="", flush=True)
     session.finish()                        # the rest
 
-Per chunk: samples → MelStream (a frame waits for n_fft/2 samples of look-ahead) →
-backend.encode_frames (one audio embedding per completed group of 8 frames) → backend.append_audio;
-once L = n_left + 1 + n_delay embeddings exist the prompt is prefilled, then one greedy step per new
-embedding. The stream starts with offline's n_left tokens of silence and finish() appends offline's
-right padding, so a finished stream runs the offline schedule on pad_offline(audio) and yields the
-same tokens (its frame count is then a multiple of 8: SPEC §2.3 / §3.2's first-frame drops never
-apply). Memory is bounded for any length: MelStream keeps under a token of samples, the encoder
-and decoder keep rolling KV windows, consumed embeddings are dropped, long chunks are worked
-through in blocks.
+A Session is one live job of the model's scheduler (scheduler.py): feed() pushes its samples and
+drives the engine until they have run through (mel → encoder → one decoder step per new audio
+embedding, prefill once the prompt has audio); the text and latency bookkeeping live here. The job
+has offline's padding (n_left silent tokens first, the right padding at finish()), so a finished
+stream gives the offline tokens. A server's sessions (server.py) do not drive: the server's step()
+runs the engine for all of them. Memory is bounded for any length.
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import MelStream
-from .backend import Backend
+from .confidence import score
 from .config import FRAME_MS, AudioConfig
 from .errors import AudioError, OptionError
-from .schedule import Schedule
+from .scheduler import Job, Scheduler
 from .tokenizer import IncrementalDecoder, Tokenizer
 
 FRAME_S = FRAME_MS / 1000
-FEED_BLOCK_TOKENS = 64  # a long chunk is worked through 64 tokens (5.12 s) at a time: bounded memory
 
 
 @dataclass(frozen=True)
@@ -44,73 +40,130 @@ class Piece:
     text: str  # as the tokens spell it (a word's first piece carries its leading space)
     time: float  # seconds into the audio where it was spoken ≈ (k − 1) × 80 ms (SPEC §6, approximate)
     step: int  # k: the generated token that completed this text (k = 0 is chosen at position L − 1)
-    latency: float  # seconds from the arrival of audio frame k (its last sample) to feed()/finish() returning
+    latency: float  # seconds from the arrival of audio frame k (its last sample) to the piece's return
+    prob: float | None = None  # with confidence: the probability of token k
+    alternatives: tuple = ()  # with alternatives: rival tokens of token k (confidence.Alternative)
 
 
 class Session:
-    """One audio stream through the online schedule; feed() chunks, then finish() once."""
+    """One live audio stream: feed() chunks, then finish() once (or close() to abandon it).
+
+    A context manager: leaving the block closes the session (call finish() inside it for the rest of
+    the text). A session dropped without finish() or close() is closed when it is garbage-collected,
+    and one not fed for `idle_timeout` seconds is closed by the engine (its next feed raises
+    SessionError), so an abandoned session never keeps its slot.
+    """
 
     def __init__(
         self,
-        backend: Backend,
-        schedule: Schedule,
+        engine: Scheduler,
         tokenizer: Tokenizer,
         cfg: AudioConfig,
         on_tokens: Callable[[np.ndarray], None] | None = None,
+        idle_timeout: float | None = None,
+        drive: bool = True,
+        confidence: bool = False,
+        alternatives: float | None = None,
     ):
-        self.backend, self.schedule, self.cfg = backend, schedule, cfg
-        self.on_tokens = on_tokens  # gets every generated id (control ids included), in order
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise OptionError(
+                f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}"
+            )
+        self.cfg, self.on_tokens, self._engine, self._drive = cfg, on_tokens, engine, drive
         self.n_samples = 0  # audio samples fed (padding not counted)
-        self.n_embeds = 0  # audio embeddings appended to the decoder (padding included)
-        self.n_steps = 0  # tokens generated
-        self.eos = False  # EOS was generated: later audio is not transcribed
-        self.finished = False
-        self._mel = MelStream(cfg)
-        self._enc = backend.start_encoder()
-        self._dec = backend.start_stream()
-        self._text = IncrementalDecoder(tokenizer)
-        self._prefilled = False
-        self._arrivals: deque[tuple[int, float]] = deque()  # (frame j, when its last sample came), undecided
-        self._advance(np.zeros(schedule.n_left * cfg.samples_per_token, np.float32))
+        self.finished = False  # finish() or close() was called
+        self._scores: deque | None = deque() if confidence or alternatives is not None else None
+        # the job must not reference the session (it is closed when garbage-collected): only the deque
+        scores, on_logits = self._scores, None
+        if scores is not None:
 
+            def on_logits(tokens, logits) -> None:
+                scores.extend(score(logits, tokens, tokenizer, alternatives))
+
+        self._job = engine.submit(Job(None, idle_timeout=idle_timeout, on_logits=on_logits))
+        self._text = IncrementalDecoder(tokenizer)
+        self._seen = 0  # generated tokens turned into pieces so far
+        self._flushed = False  # the text decoder's tail was given out
+        self._end: float | None = None  # when finish() was called
+        self._arrivals: deque[tuple[int, float]] = deque()  # (frame j, when its last sample came), undecided
+        weakref.finalize(self, engine.close, self._job)
+
+    # --- state -----------------------------------------------------------------------------------
     @property
     def duration(self) -> float:
         """Seconds of audio fed so far."""
         return self.n_samples / self.cfg.sampling_rate
 
+    @property
+    def n_embeds(self) -> int:
+        """Audio embeddings the decoder has received (padding included)."""
+        return self._job.n_embeds
+
+    @property
+    def n_steps(self) -> int:
+        """Tokens generated so far."""
+        return self._job.n_steps
+
+    @property
+    def eos(self) -> bool:
+        """EOS was generated: later audio is not transcribed."""
+        return self._job.eos
+
+    @property
+    def settled(self) -> bool:
+        """Everything fed so far (and the end, once finish() was called) has run through the model."""
+        return self._job.settled()
+
+    @property
+    def done(self) -> bool:
+        """Finished or closed, and every piece given out: the session holds no slot any more."""
+        return self._job.finished and (self._flushed or self._job.closed or self._job.error is not None)
+
+    # --- audio in, text out ----------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Piece]:
-        """Append samples [S] (float, 16 kHz mono, any S ≥ 0); returns the pieces they decided."""
+        """Append samples [S] (float, 16 kHz mono, any S ≥ 0); returns the pieces they decided.
+
+        Raises AudioError for bad samples, OptionError after finish(), SessionError once the session
+        was closed for being idle.
+        """
         if self.finished:
             raise OptionError("stream: feed() after finish(); start a new session with model.stream()")
         x = _checked(samples)
-        if self.eos:
-            self.n_samples += len(x)
-            return []
-        self._note_arrival(len(x), time.perf_counter())
+        if self._job.error is not None:
+            raise self._job.error
+        if not self.eos:
+            self._note_arrival(len(x), time.perf_counter())
+            if len(x):
+                self._engine.push(self._job, x)
         self.n_samples += len(x)
-        block = FEED_BLOCK_TOKENS * self.cfg.samples_per_token
-        decided = [d for start in range(0, len(x), block) for d in self._advance(x[start : start + block])]
-        return self._pieces(decided, end=None)
+        if self._drive and not self.eos:
+            self._engine.run_until(self._job.settled)
+        return self.collect()
 
     def finish(self) -> list[Piece]:
-        """Append offline's right padding and flush: the remaining pieces. The session is then closed."""
+        """Append offline's right padding and flush: the remaining pieces. The session is then closed.
+
+        Raises AudioError if no audio was fed at all."""
         if self.finished:
             raise OptionError("stream: finish() called twice; start a new session with model.stream()")
-        self.finished = True
-        end = time.perf_counter()
-        spt = self.cfg.samples_per_token
-        decided = []
-        if not self.eos:
-            pad = -self.n_samples % spt + self.schedule.n_right * spt  # to a whole token, then n_right
-            self._encode(self._mel.feed(np.zeros(pad, np.float32)))
-            self._encode(self._mel.finish())
-            decided = self._decode()
-        return self._pieces(decided + self._tail(), end=end)
+        self.finished, self._end = True, time.perf_counter()
+        self._engine.end(self._job)
+        if self._drive:
+            self._engine.run_until(lambda: self._job.finished)
+        if self._job.error is not None:
+            raise self._job.error
+        return self.collect()
 
-    def _tail(self) -> list[tuple[int, str]]:
-        """What the text decoder still holds at the end: an unfinished UTF-8 character, as U+FFFD."""
-        tail = self._text.finish()
-        return [(max(self.n_steps - 1, 0), tail)] if tail else []
+    def close(self) -> None:
+        """Abandon the stream: its slots are freed, text not yet returned is dropped."""
+        self.finished = True
+        self._engine.close(self._job)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def run(self, chunks: Iterable[np.ndarray]) -> Iterator[Piece]:
         """feed() every chunk, then finish(): the pieces one by one (the iterator form).
@@ -121,54 +174,25 @@ class Session:
             yield from self.feed(chunk)
         yield from self.finish()
 
-    def _advance(self, samples: np.ndarray) -> list[tuple[int, str]]:
-        """Samples → mel frames → embeddings → decoder steps; (k, text) of what got decided."""
-        self._encode(self._mel.feed(samples))
-        return self._decode()
+    def collect(self) -> list[Piece]:
+        """The pieces decided since the last call (a server's step() calls this for its sessions)."""
+        new = np.array(self._job.take_tokens(), np.int64)
+        k0, self._seen = self._seen, self._seen + len(new)
+        if len(new) and self.on_tokens is not None:
+            self.on_tokens(new)
+        scores = [self._scores.popleft() for _ in new] if self._scores is not None else [None] * len(new)
+        decided = [
+            (k0 + i, text, sc)
+            for i, (t, sc) in enumerate(zip(new, scores, strict=True))
+            if (text := self._text.feed(int(t)))
+        ]
+        if self._job.finished and self.finished and not self._flushed:
+            self._flushed = True
+            tail = self._text.finish()  # an unfinished UTF-8 character at the end, as U+FFFD
+            decided += [(max(self._seen - 1, 0), tail, None)] if tail else []
+        return self._pieces(decided)
 
-    def _encode(self, mel: np.ndarray) -> None:
-        """Mel frames [M, T] → the audio embeddings they complete, appended to the decoder's audio."""
-        if mel.shape[1]:
-            embeds = self.backend.encode_frames(self._enc, mel)  # [k, D]
-            if len(embeds):
-                self.backend.append_audio(self._dec, embeds)
-                self.n_embeds += len(embeds)
-
-    def _decode(self) -> list[tuple[int, str]]:
-        """Prefill once the prompt's positions have audio, then one greedy step per new embedding."""
-        self._prefill_when_ready()
-        decided = []
-        while (ready := self.ready()) > 0:
-            tokens, _ = self.backend.step(self._dec, min(self.backend.burst, ready))
-            decided += self._take(tokens)
-        return decided
-
-    def _prefill_when_ready(self) -> None:
-        prompt = self.schedule.prompt
-        if not self._prefilled and self.n_embeds >= len(prompt):
-            self.backend.prefill(self._dec, prompt)
-            self._prefilled = True
-
-    def ready(self) -> int:
-        """Positions with audio that have not run (0 before the prefill and after EOS)."""
-        if not self._prefilled or self.eos:
-            return 0
-        return self.n_embeds - (len(self.schedule.prompt) - 1) - self.n_steps
-
-    def _take(self, tokens: np.ndarray) -> list[tuple[int, str]]:
-        """The tokens of the next steps → (k, text) of what they decided; a burst's steps past EOS dropped."""
-        keep, ended = self.schedule.cut_at_eos(tokens)
-        if self.on_tokens is not None:
-            self.on_tokens(keep)
-        decided = []
-        for t in keep:
-            text = self._text.feed(int(t))
-            if text:
-                decided.append((self.n_steps, text))
-            self.n_steps += 1
-        self.eos = ended
-        return decided
-
+    # --- latency ---------------------------------------------------------------------------------
     def _note_arrival(self, n: int, now: float) -> None:
         """Record when each audio frame completed by the next n samples arrived."""
         spt = self.cfg.samples_per_token
@@ -181,10 +205,20 @@ class Session:
             self._arrivals.popleft()
         return self._arrivals[0][1] if self._arrivals and self._arrivals[0][0] == k else fallback
 
-    def _pieces(self, decided: list[tuple[int, str]], end: float | None) -> list[Piece]:
-        """Pieces, their latency stamped now."""
+    def _pieces(self, decided: list[tuple]) -> list[Piece]:
+        """(k, text, TokenScore or None) → pieces, their latency stamped now."""
         now = time.perf_counter()
-        return [Piece(text, self._time(k), k, now - self._arrival(k, end or now)) for k, text in decided]
+        end = self._end or now
+        return [
+            Piece(
+                text,
+                self._time(k),
+                k,
+                now - self._arrival(k, end),
+                *(() if sc is None else (sc.prob, tuple(sc.alternatives))),
+            )
+            for k, text, sc in decided
+        ]
 
     def _time(self, k: int) -> float:
         """(k − 1) × 80 ms, within the audio fed so far (as Transcript's word ends are)."""
@@ -200,4 +234,8 @@ def _checked(samples) -> np.ndarray:
         raise AudioError(f"stream: samples must be float (e.g. float32 in [-1, 1]), got dtype {x.dtype}")
     if not np.isfinite(x).all():
         raise AudioError("stream: the samples have non-finite values (NaN or Inf); fix the audio source")
-    return x.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):
+        y = x.astype(np.float32, copy=False)
+    if not np.isfinite(y).all():
+        raise AudioError("stream: samples beyond float32's range (e.g. 1e39); scale them to [-1, 1]")
+    return y

@@ -38,25 +38,36 @@ def _with_window(model: Model, encoder_window=None, decoder_window=None) -> Mode
     enc = dataclasses.replace(cfg.encoder, sliding_window=encoder_window or cfg.encoder.sliding_window)
     dec = dataclasses.replace(cfg.decoder, sliding_window=decoder_window or cfg.decoder.sliding_window)
     ckpt = dataclasses.replace(model.checkpoint, config=dataclasses.replace(cfg, encoder=enc, decoder=dec))
-    return Model(ckpt, CpuBackend(ckpt, model.schedule.n_delay), model.schedule, 0.0)
+    return Model(ckpt, CpuBackend(ckpt, model.schedule.n_delay), model.schedule, 0.0, 4)
+
+
+def embeddings(model: Model, mel):
+    """The one-pass reference encoder + adapter (cpu/encoder.py) on a model's weights and config."""
+    return encoder.audio_embeddings(mel, model.checkpoint.weights, model.config)
 
 
 def test_encoder_window_is_used(m32, clip5):
     """Audio of 448 encoder positions against a window of 24: ignoring the window changes the output."""
     mel = m32.trace(clip5, 1).mel
-    base = m32.backend.encode(mel)
+    base = embeddings(m32, mel)
     assert mel.shape[1] // 2 > 10 * m32.config.encoder.sliding_window
-    wide = _with_window(m32, encoder_window=10**6).backend.encode(mel)
+    wide = embeddings(_with_window(m32, encoder_window=10**6), mel)
     assert rel_l2(wide, base) > 1e-2
 
 
 def test_encoder_ring_equals_one_pass(m32, clip5, monkeypatch):
     """Chunks of 8 positions through a ring of 31 slots = one pass over all positions."""
     mel = m32.trace(clip5, 1).mel
-    one_pass = m32.backend.encode(mel)
+    one_pass = embeddings(m32, mel)
     monkeypatch.setattr(encoder, "CHUNK_POSITIONS", 8)
-    chunked = m32.backend.encode(mel)
+    chunked = embeddings(m32, mel)
     assert rel_l2(chunked, one_pass) < 1e-6
+
+
+def test_trace_embeddings_are_the_one_pass_encoder(m32, clip5):
+    """The engine's encoder slot (chunks of a pass, conv state carried) = the one-pass reference."""
+    tr = m32.trace(clip5, 1)
+    assert rel_l2(tr.audio_embeds, embeddings(m32, tr.mel)) < 1e-5
 
 
 def test_decoder_window_is_used(m32, clip5):
@@ -71,17 +82,17 @@ def test_decoder_window_is_used(m32, clip5):
 
 def test_prefill_and_steps_equal_position_by_position(m32, clip5):
     """Prefill (38 positions in one call) then steps = every position run alone."""
-    mel = m32.trace(clip5, 1).mel
-    audio = m32.backend.encode(mel)
+    audio = embeddings(m32, m32.trace(clip5, 1).mel)
     prompt = m32.schedule.prompt
-    b = m32.backend
-    s1 = b.start(audio)
-    b.prefill(s1, prompt)
-    t1, l1 = b.step(s1, 50, want_logits=True)
-    s2 = b.start(audio)
-    b.prefill(s2, prompt[:1])  # nothing run: the prompt's first token waits
-    _, forced_logits = b.step(s2, len(prompt) - 1, inputs=prompt, want_logits=True)
-    t2, l2 = b.step(s2, 50, inputs=np.concatenate([prompt[-1:], t1[:-1]]), want_logits=True)
+    dec = m32.backend.decoder(2)
+    s1, s2 = dec.join(len(audio)), dec.join(len(audio))
+    dec.append_audio(s1, audio)
+    dec.append_audio(s2, audio)
+    dec.prefill(s1, prompt)
+    t1, l1 = dec.step([s1], 50, logits=True)
+    dec.prefill(s2, prompt[:1])  # nothing run: the prompt's first token waits
+    dec.step([s2], len(prompt) - 1, inputs=prompt[None, :-1])  # positions 0 … L − 2, one at a time
+    t2, l2 = dec.step([s2], 50, inputs=np.concatenate([prompt[-1:], t1[0, :-1]])[None], logits=True)
     np.testing.assert_array_equal(t1, t2)
     assert rel_l2(l2, l1) < 1e-6
 

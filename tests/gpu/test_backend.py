@@ -66,38 +66,38 @@ def test_eos_stops_the_gpu_run_like_the_cpu_run(tiny_eos_dir, clip15):
 
 
 def test_prefill_equals_position_by_position(gpu, clip5):
-    b = gpu.backend
-    audio = b.encode(gpu.trace(clip5, 1).mel)
+    tr = gpu.trace(clip5, 1)
+    audio = gpu.backend.encoder(1)
+    slot = audio.join()
+    embeds = audio.encode([(slot, tr.mel)])[0]
     prompt = gpu.schedule.prompt
-    s1 = b.start(audio)
-    b.prefill(s1, prompt)
-    t1, l1 = b.step(s1, 30, want_logits=True)
-    s2 = b.start(audio)
-    b.prefill(s2, prompt[:1])
-    b.step(s2, len(prompt) - 1, inputs=prompt)
-    t2, l2 = b.step(s2, 30, inputs=np.concatenate([prompt[-1:], t1[:-1]]), want_logits=True)
+    dec = gpu.backend.decoder(2)
+    s1, s2 = dec.join(len(embeds)), dec.join(len(embeds))
+    dec.append_audio(s1, embeds)
+    dec.append_audio(s2, embeds)
+    dec.prefill(s1, prompt)
+    t1, l1 = dec.step([s1], 30, logits=True)
+    dec.prefill(s2, prompt[:1])
+    dec.step([s2], len(prompt) - 1, inputs=prompt[None, :-1])
+    t2, l2 = dec.step([s2], 30, inputs=np.concatenate([prompt[-1:], t1[0, :-1]])[None], logits=True)
     np.testing.assert_array_equal(t1, t2)
     assert rel_l2(l2, l1) < 1e-2
 
 
 class _Eager:
-    """Stands in for the captured graph: runs the same step eagerly."""
+    """Stands in for a captured graph: runs the same step eagerly."""
 
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, dec, b):
+        self.dec, self.view = dec, dec.buf.rows(b)
 
     def launch(self, stream):
-        decoder.step(self.backend.weights, self.backend.cfg.decoder, self.backend.buffers)
+        decoder.step(self.dec.weights, self.dec.cfg, self.view)
 
 
-def test_graph_replay_equals_eager(gpu, clip5):
+def test_graph_replay_equals_eager(gpu, clip5, monkeypatch):
     graphed = gpu.trace(clip5, 40)
-    saved = gpu.backend.graph
-    try:
-        gpu.backend.graph = _Eager(gpu.backend)
-        eager = gpu.trace(clip5, 40)
-    finally:
-        gpu.backend.graph = saved
+    monkeypatch.setattr(decoder.Decoder, "_graph", lambda self, b: _Eager(self, b))
+    eager = voxtral.load(gpu.checkpoint.directory, device="cuda").trace(clip5, 40)
     np.testing.assert_array_equal(graphed.tokens, eager.tokens)
     np.testing.assert_array_equal(graphed.logits, eager.logits)
 

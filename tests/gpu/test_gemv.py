@@ -15,6 +15,7 @@ import pytest
 from voxtral.cpu import ops as ref
 from voxtral.gpu import ops
 from voxtral.gpu.gemv import Config, gemv
+from voxtral.gpu.kv import KVCaches
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
 
@@ -197,8 +198,9 @@ def test_gemv_in_cuda_graph(rng):
 
 class MiniStep:
     """A decoder step in miniature at awkward sizes: embed, per layer gemv qkv (+norm), rope_qkv,
-    attention (launched without PDL), gemv wo (+=), rms_norm + gemv w13 (swiglu), gemv w2 (+=); then
-    gemv output (+norm) and argmax_advance, which feeds the next step's token and position."""
+    attention_split, gemv wo (+=), rms_norm + gemv w13 (swiglu), gemv w2 (+=); then gemv output (+norm)
+    and argmax_advance, which feeds the next step's token and position. Rows serve slots in a shuffled
+    order; each slot's ring KV caches (KVCaches) hold R = window rows, wrapped."""
 
     B, D, H, HKV, DH, F, V, R, LAYERS = 3, 384, 4, 2, 64, 601, 3000, 16, 2  # F odd: scalar w2 loads
 
@@ -215,13 +217,16 @@ class MiniStep:
         ]  # fmt: skip
         self.E = bf16(rng.standard_normal((self.V, d)))[0]
         self.g = cp.asarray(rng.standard_normal(d).astype(np.float32))
-        cache = (b, self.R, self.HKV, self.DH)
-        self.k = [bf16(rng.standard_normal(cache))[0] for _ in range(self.LAYERS)]
-        self.v = [bf16(rng.standard_normal(cache))[0] for _ in range(self.LAYERS)]
+        self.kv = KVCaches(self.LAYERS, b + 1, self.HKV, self.DH)  # slot b stays closed (scratch)
+        for c in range(b):
+            self.kv.open(c, self.R)
+            for a in self.kv.arrays[c]:  # [L, R, Hkv, Dh]
+                a[...] = bf16(rng.standard_normal(a.shape))[0]
         self.audio = cp.asarray(rng.standard_normal((b, 5, d)).astype(np.float32))
         self.tokens = cp.asarray(rng.integers(0, self.V, b).astype(np.int32))
         self.pos = cp.asarray(rng.integers(0, 100, b).astype(np.int32))
-        self.stream, self.history = cp.arange(b, dtype=np.int32), cp.zeros((b, 8), np.int32)
+        self.slot = cp.asarray(rng.permutation(b).astype(np.int32))  # row r serves slot slot[r]
+        self.history = cp.zeros((b, 8), np.int32)
         self.h, self.qkv = cp.empty((b, d), np.float32), cp.empty((b, q_dim + 2 * kv), np.float32)
         self.q, self.o = cp.empty((b, self.H, self.DH), np.uint16), cp.empty((b, self.H, self.DH), np.uint16)
         self.x, self.u = cp.empty((b, d), np.uint16), cp.empty((b, self.F), np.uint16)
@@ -230,12 +235,15 @@ class MiniStep:
         self.argmax_ws = ops.argmax_workspace(b, ops.argmax_blocks(self.V))
 
     def __call__(self, pdl: bool) -> None:
-        ops.embed(self.tokens, self.E, self.audio, self.pos, self.stream, out=self.h, pdl=pdl)
+        ops.embed(self.tokens, self.E, self.audio, self.pos, self.slot, out=self.h, pdl=pdl)
+        dims = dict(n_kv_heads=self.HKV)
         for i, lw in enumerate(self.layers):
+            cache, ring = self.kv.layer(i)
             gemv(self.h, lw["wqkv"], self.qkv, norm_weight=lw["g1"], eps=EPS, pdl=pdl)
-            ops.rope_qkv(self.qkv, self.pos, self.stream, self.k[i], self.v[i], 1e6, out=self.q, pdl=pdl)
-            ops.attention(self.q, self.k[i], self.v[i], self.R, pos=self.pos, stream=self.stream, out=self.o,
-                          workspace=self.ws)  # fmt: skip
+            ops.rope_qkv(self.qkv, self.pos, self.slot, cache, ring, 1e6, **dims, head_dim=self.DH,
+                         out=self.q, pdl=pdl)  # fmt: skip
+            ops.attention_split(self.q, cache, ring, self.pos, self.slot, self.R, **dims, out=self.o,
+                                workspace=self.ws, pdl=pdl)  # fmt: skip
             gemv(self.o.reshape(self.B, -1), lw["wo"], self.h, epilogue="add", pdl=pdl)
             ops.rms_norm(self.h, lw["g2"], EPS, out=self.x, pdl=pdl)
             gemv(self.x, lw["w13"], self.u, epilogue="swiglu", pdl=pdl)
@@ -249,16 +257,15 @@ class MiniStep:
         """Host copies of everything the step writes (and of what it reads from the last step)."""
         names = ("tokens", "pos", "history", "h", "qkv", "q", "o", "x", "u", "logits")
         out = {n: cp.asnumpy(getattr(self, n)) for n in names}
-        out |= {f"k{i}": cp.asnumpy(a) for i, a in enumerate(self.k)}
-        return out | {f"v{i}": cp.asnumpy(a) for i, a in enumerate(self.v)}
+        return out | {f"kv{c}": cp.asnumpy(cp.stack(self.kv.arrays[c])) for c in range(self.B)}
 
     def restore(self, s: dict) -> None:
         """Back to state s; the intermediate buffers poisoned (NaN) so that unwritten ones show."""
         for n in ("tokens", "pos", "history"):
             getattr(self, n).set(s[n])
-        for i in range(self.LAYERS):
-            self.k[i].set(s[f"k{i}"])
-            self.v[i].set(s[f"v{i}"])
+        for c in range(self.B):
+            for a, saved in zip(self.kv.arrays[c], s[f"kv{c}"], strict=True):
+                a.set(saved)
         for a in (self.h, self.qkv, self.logits):
             a.fill(np.nan)
         for a in (self.q, self.o, self.x, self.u):

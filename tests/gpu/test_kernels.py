@@ -13,6 +13,7 @@ import pytest
 
 from voxtral.cpu import ops as ref
 from voxtral.gpu import ops
+from voxtral.gpu.kv import KVCaches
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
 
@@ -70,80 +71,113 @@ def test_rms_norm_vs_numpy(rng, t, d, with_bias):
     assert_bf16_close(out, ref.rms_norm(x_new.astype(np.float64), w, 1e-5))
 
 
-@pytest.mark.parametrize("t,h,hkv,dh,r,b,with_bias,theta", [
-    (1, 32, 8, 128, 9, 2, False, 1e6), (5, 3, 1, 64, 7, 3, True, 1e6), (4, 2, 2, 6, 5, 2, True, 1e4),
-    (6, 32, 32, 64, 11, 1, True, 1e6)])  # fmt: skip
-def test_rope_qkv_vs_numpy(rng, t, h, hkv, dh, r, b, with_bias, theta):
+def slot_table(caches):
+    """(table [C, 2] uint64: each slot's K, V addresses, ring [C] int32: R_c) of caches [R_c, Hkv, Dh].
+
+    The caller keeps `caches` alive while the table is used: it holds raw pointers.
+    """
+    table = np.array([[k.data.ptr, v.data.ptr] for k, v in caches], dtype=np.uint64)
+    return cp.asarray(table), cp.asarray(np.array([k.shape[0] for k, _ in caches], dtype=np.int32))
+
+
+def assign_slots(rng, t, rings):
+    """slot [T] and pos [T] int32: each position in a random slot, no two of a slot in the same ring row
+    (as within one step); positions up to 10^6."""
+    room = list(rings)
+    slot = np.empty(t, dtype=np.int32)
+    for i in range(t):
+        slot[i] = rng.choice([c for c in range(len(rings)) if room[c] > 0])
+        room[slot[i]] -= 1
+    pos = np.empty(t, dtype=np.int64)
+    for c, r in enumerate(rings):
+        idx = np.flatnonzero(slot == c)
+        pos[idx] = rng.choice(r, size=len(idx), replace=False) + r * rng.integers(0, 1_000_000 // r, len(idx))
+    pos[0] %= rings[slot[0]]  # and one small one
+    return slot, pos.astype(np.int32)
+
+
+def rope_ref(qkv, bias, pos, h, hkv, dh, theta):
+    """(q, k, v) float64 references of rope_qkv: [T, H, Dh], [T, Hkv, Dh], [T, Hkv, Dh]."""
+    t = len(pos)
+    x = qkv.astype(np.float64) + (0 if bias is None else bias)
+    cos, sin = ref.rope_angles(pos, dh, theta, dtype=np.float64)
+    q = ref.rope(x[:, : h * dh].reshape(t, h, dh), cos, sin)
+    k = ref.rope(x[:, h * dh : (h + hkv) * dh].reshape(t, hkv, dh), cos, sin)
+    return q, k, x[:, (h + hkv) * dh :].reshape(t, hkv, dh)
+
+
+# rings: R_c of each slot, different lengths in one launch (a 1-row ring too, like the scratch cache).
+@pytest.mark.parametrize("t,h,hkv,dh,rings,with_bias,theta", [
+    (1, 32, 8, 128, (9, 9), False, 1e6), (5, 3, 1, 64, (7, 3, 12), True, 1e6),
+    (4, 2, 2, 6, (5, 2), True, 1e4), (6, 32, 32, 64, (11,), True, 1e6),
+    (9, 32, 8, 128, (8192, 1, 64, 5, 1024), True, 1e6)])  # fmt: skip
+def test_rope_qkv_vs_numpy(rng, t, h, hkv, dh, rings, with_bias, theta):
     width = (h + 2 * hkv) * dh
     qkv = rng.standard_normal((t, width)).astype(np.float32)
     bias = rng.standard_normal(width).astype(np.float32) if with_bias else None
-    stream = rng.integers(0, b, t).astype(np.int32)
-    slot = np.empty(t, dtype=np.int64)  # distinct (stream, slot) per position, as within one call
-    for s in range(b):
-        idx = np.flatnonzero(stream == s)
-        slot[idx] = rng.choice(r, size=len(idx), replace=False)
-    pos = (slot + r * rng.integers(0, 1_000_000 // r, t)).astype(np.int32)  # positions up to 10^6
-    pos[0] = slot[0]  # and one small one
-    k_cache, v_cache = poison_bf16((b, r, hkv, dh)), poison_bf16((b, r, hkv, dh))
-    bias_dev = None if bias is None else cp.asarray(bias)
+    slot, pos = assign_slots(rng, t, rings)
+    caches = [(poison_bf16((r, hkv, dh)), poison_bf16((r, hkv, dh))) for r in rings]  # own allocations
+    table, ring = slot_table(caches)
     q = poison_bf16((t, h, dh))
-    ops.rope_qkv(
-        cp.asarray(qkv), cp.asarray(pos), cp.asarray(stream), k_cache, v_cache, theta, bias=bias_dev, out=q
-    )
-    x = qkv.astype(np.float64) + (bias if with_bias else 0)
-    cos, sin = ref.rope_angles(pos, dh, theta, dtype=np.float64)
-    q_ref = ref.rope(x[:, : h * dh].reshape(t, h, dh), cos, sin)
-    k_ref = ref.rope(x[:, h * dh : (h + hkv) * dh].reshape(t, hkv, dh), cos, sin)
-    v_ref = x[:, (h + hkv) * dh :].reshape(t, hkv, dh)
+    ops.rope_qkv(cp.asarray(qkv), cp.asarray(pos), cp.asarray(slot), table, ring, theta, n_kv_heads=hkv,
+                 head_dim=dh, bias=None if bias is None else cp.asarray(bias), out=q)  # fmt: skip
+    q_ref, k_ref, v_ref = rope_ref(qkv, bias, pos, h, hkv, dh, theta)
     assert_bf16_close(q, q_ref)
-    kc, vc = cp.asnumpy(k_cache), cp.asnumpy(v_cache)
-    assert_bf16_close(kc[stream, pos % r], k_ref)
-    assert_bf16_close(vc[stream, pos % r], v_ref)
-    untouched = np.ones((b, r), dtype=bool)
-    untouched[stream, pos % r] = False
-    assert (kc[untouched] == BF16_NAN).all() and (vc[untouched] == BF16_NAN).all(), "wrote outside its slots"
+    for c, (r, (k_dev, v_dev)) in enumerate(zip(rings, caches, strict=True)):
+        mine = np.flatnonzero(slot == c)
+        kc, vc = cp.asnumpy(k_dev), cp.asnumpy(v_dev)
+        if len(mine):
+            assert_bf16_close(kc[pos[mine] % r], k_ref[mine])
+            assert_bf16_close(vc[pos[mine] % r], v_ref[mine])
+        untouched = np.ones(r, dtype=bool)
+        untouched[pos[mine] % r] = False
+        assert (kc[untouched] == BF16_NAN).all() and (vc[untouched] == BF16_NAN).all(), f"slot {c} stray"
 
 
-def make_ring(rng, b, r, hkv, dh, spans):
-    """K/V ring caches poisoned with NaN except positions [lo, hi] of each stream in `spans`.
+def make_rings(rng, hkv, dh, rings, spans):
+    """Per-slot K/V ring caches [R_c, Hkv, Dh] (own allocations) poisoned with NaN except positions
+    [lo, hi] of each slot in `spans`, and their float64 host copies (NaN where unwritten)."""
+    caches, host = [], []
+    for c, r in enumerate(rings):
+        k = np.full((r, hkv, dh), np.nan, dtype=np.float32)
+        v = np.full((r, hkv, dh), np.nan, dtype=np.float32)
+        if c in spans:
+            lo, hi = spans[c]
+            assert hi - lo + 1 <= r, f"slot {c}: positions {lo} … {hi} overlap in a ring of {r}"
+            js = np.arange(lo, hi + 1) % r
+            k[js] = rng.standard_normal((len(js), hkv, dh))
+            v[js] = rng.standard_normal((len(js), hkv, dh))
+        (k_dev, k64), (v_dev, v64) = to_bf16(k), to_bf16(v)
+        caches.append((k_dev, v_dev))
+        host.append((k64, v64))
+    return caches, host
 
-    Returns the device caches and their float64 host copies (NaN where unwritten).
-    """
-    k = np.full((b, r, hkv, dh), np.nan, dtype=np.float32)
-    v = np.full((b, r, hkv, dh), np.nan, dtype=np.float32)
-    for s, (lo, hi) in spans.items():
-        assert hi - lo + 1 <= r
-        for j in range(lo, hi + 1):
-            k[s, j % r] = rng.standard_normal((hkv, dh))
-            v[s, j % r] = rng.standard_normal((hkv, dh))
-    (k_dev, k64), (v_dev, v64) = to_bf16(k), to_bf16(v)
-    return k_dev, v_dev, k64, v64
 
-
-def attention_ref(q64, k64, v64, s, q_pos, window):
-    """Reference for queries q64 [T, H, Dh] of stream s at positions q_pos, keys read from the ring."""
-    r = k64.shape[1]
-    lo, hi = max(0, int(q_pos.min()) - window + 1), int(q_pos.max())
+def attention_ref(q64, k64, v64, q_pos, window):
+    """Queries q64 [T, H, Dh] at positions q_pos of one slot whose ring is k64, v64 [R, Hkv, Dh]: each
+    sees its last min(window, R) keys."""
+    r = k64.shape[0]
+    w = min(window, r)
+    lo, hi = max(0, int(q_pos.min()) - w + 1), int(q_pos.max())
     js = np.arange(lo, hi + 1)
-    return ref.attention(q64, k64[s, js % r], v64[s, js % r], q_pos, js, window)
+    return ref.attention(q64, k64[js % r], v64[js % r], q_pos, js, w)
 
 
-def split_case(rng, h, hkv, dh, window, r, queries):
-    """Ring caches holding every key the (stream, position) queries see, and their pos/stream arrays."""
-    streams = sorted({s for s, _ in queries})
+def split_case(rng, hkv, dh, window, rings, queries):
+    """Ring caches holding every key the (slot, position) queries see, their table, pos and slot arrays."""
     spans = {}
-    for s in streams:
-        ps = [p for s2, p in queries if s2 == s]
-        spans[s] = (max(0, min(ps) - window + 1), max(ps))
-    k_dev, v_dev, k64, v64 = make_ring(rng, max(streams) + 1, r, hkv, dh, spans)
-    stream = np.array([s for s, _ in queries], dtype=np.int32)
+    for c in sorted({c for c, _ in queries}):
+        ps = [p for c2, p in queries if c2 == c]
+        spans[c] = (max(0, min(ps) - min(window, rings[c]) + 1), max(ps))
+    caches, host = make_rings(rng, hkv, dh, rings, spans)
+    slot = np.array([c for c, _ in queries], dtype=np.int32)
     pos = np.array([p for _, p in queries], dtype=np.int32)
-    return k_dev, v_dev, k64, v64, pos, stream
+    return caches, host, pos, slot
 
 
-def split_ref(q64, k64, v64, pos, stream, window):
+def split_ref(q64, host, pos, slot, window):
     return np.concatenate(
-        [attention_ref(q64[i : i + 1], k64, v64, stream[i], pos[i : i + 1], window) for i in range(len(pos))]
+        [attention_ref(q64[i : i + 1], *host[slot[i]], pos[i : i + 1], window) for i in range(len(pos))]
     )
 
 
@@ -152,59 +186,158 @@ def split_counters(ws, splits, group, dh) -> np.ndarray:
 
 
 # splits None = the launcher's choice (attention_splits); windows of 1 … 8192 keys, ring wrap-around,
-# one split looping over a long window (splits=1), odd split counts, several queries of one stream.
-@pytest.mark.parametrize("h,hkv,dh,window,r,queries,splits", [
-    (32, 8, 128, 300, 310, [(0, 0), (1, 5), (2, 299), (3, 1234), (3, 1235), (4, 777)], None),
-    (32, 8, 128, 8192, 8192, [(0, 4999), (1, 499), (2, 12_000)], None),
-    (3, 3, 64, 37, 40, [(0, 36), (1, 100), (2, 1), (0, 37)], None),
-    (16, 2, 128, 200, 200, [(0, 100_003), (1, 64), (1, 63)], 7),
-    (16, 2, 128, 2000, 2048, [(0, 1999), (1, 3000), (1, 2990)], 1),
-    (4, 2, 64, 8192, 8200, [(0, 5000), (1, 8191), (2, 9000)], None),
-    (4, 4, 64, 8192, 8200, [(0, 8190)], 64),
-    (8, 1, 64, 65, 70, [(0, 64), (0, 65), (0, 66), (0, 67)], 3)])  # fmt: skip
-def test_attention_split_vs_numpy(rng, h, hkv, dh, window, r, queries, splits):
-    k_dev, v_dev, k64, v64, pos, stream = split_case(rng, h, hkv, dh, window, r, queries)
+# one split looping over a long window (splits=1), odd split counts, several queries of one slot. Slots of
+# different ring lengths in one launch: rings shorter than the window hold positions < R_c (the decoder
+# grows a ring before it would wrap), rings of the window wrap; the last case wraps a short ring, which
+# then shows only its last R_c keys (the kernel's contract, never the decoder's use).
+@pytest.mark.parametrize("h,hkv,dh,window,rings,queries,splits", [
+    (32, 8, 128, 300, (310,) * 5, [(0, 0), (1, 5), (2, 299), (3, 1234), (3, 1235), (4, 777)], None),
+    (32, 8, 128, 8192, (8192,) * 3, [(0, 4999), (1, 499), (2, 12_000)], None),
+    (3, 3, 64, 37, (40,) * 3, [(0, 36), (1, 100), (2, 1), (0, 37)], None),
+    (16, 2, 128, 200, (200, 200), [(0, 100_003), (1, 64), (1, 63)], 7),
+    (16, 2, 128, 2000, (2048, 2048), [(0, 1999), (1, 3000), (1, 2990)], 1),
+    (4, 2, 64, 8192, (8200,) * 3, [(0, 5000), (1, 8191), (2, 9000)], None),
+    (4, 4, 64, 8192, (8200,), [(0, 8190)], 64),
+    (8, 1, 64, 65, (70,), [(0, 64), (0, 65), (0, 66), (0, 67)], 3),
+    (32, 8, 128, 8192, (8192, 1024, 64, 8192, 1),
+     [(0, 4999), (1, 1000), (2, 63), (3, 12_000), (1, 17), (4, 0)], None),
+    (16, 2, 128, 2000, (64, 2000, 128, 640), [(0, 40), (1, 2500), (2, 127), (0, 63), (3, 639)], 7),
+    (32, 8, 128, 1024, (1100, 256, 512), [(0, 5000), (1, 255), (2, 100), (0, 4990)], 1),
+    (8, 1, 64, 250, (100, 250), [(0, 1234), (1, 1234)], None)])  # fmt: skip
+def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, splits):
+    caches, host, pos, slot = split_case(rng, hkv, dh, window, rings, queries)
+    table, ring = slot_table(caches)
     t, group = len(queries), h // hkv
     ws = ops.attention_workspace(t, h, hkv, dh, splits)
     s = ops.attention_splits(t, hkv) if splits is None else splits
     for _ in range(2):  # the second launch, on fresh queries, checks that the first left the counters at 0
         q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
         out = poison_bf16((t, h, dh))
-        pos_dev, stream_dev = cp.asarray(pos), cp.asarray(stream)
-        ops.attention(
-            q_dev, k_dev, v_dev, window, pos=pos_dev, stream=stream_dev, out=out, workspace=ws, splits=splits
-        )
-        assert_bf16_close(out, split_ref(q64, k64, v64, pos, stream, window))
+        ops.attention_split(q_dev, table, ring, cp.asarray(pos), cp.asarray(slot), window, n_kv_heads=hkv,
+                            out=out, workspace=ws, splits=splits)  # fmt: skip
+        assert_bf16_close(out, split_ref(q64, host, pos, slot, window))
         assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
 
 
+def test_decoder_layer_on_kv_caches(rng):
+    """rope_qkv then attention_split on layer 1 of KVCaches, as a decoder step runs them: open slots of
+    different ring lengths (shorter than the window with positions < R_c, and = the window, wrapped),
+    and spare rows on closed slots, which share the one-row scratch cache (their attention outputs are
+    ignored; they must not crash or touch an open slot). Only layer 1's row pos % R_c of each open slot
+    is written."""
+    h, hkv, dh, window, n_layers, theta = 16, 4, 128, 256, 3, 1e6
+    rings = {0: 64, 2: 256, 4: 128}  # slots 1, 3 closed
+    kv = KVCaches(n_layers, 5, hkv, dh)
+    for c, r in rings.items():
+        kv.open(c, r)
+    slot = np.array([2, 1, 0, 3, 4, 1], dtype=np.int32)
+    pos = np.array([1000, 0, 40, 77, 127, 5000], dtype=np.int32)
+    real = [i for i in range(len(slot)) if slot[i] in rings]
+    before = {}
+    for c, r in rings.items():  # layer 1 holds the keys before each open slot's position; all else NaN
+        k, v = kv.arrays[c]
+        k.fill(BF16_NAN)
+        v.fill(BF16_NAN)
+        p = int(pos[slot == c][0])
+        js = np.arange(max(0, p - min(window, r) + 1), p) % r
+        for a in (k, v):
+            a[1, cp.asarray(js)] = to_bf16(rng.standard_normal((len(js), hkv, dh)))[0]
+        before[c] = (cp.asnumpy(k), cp.asnumpy(v))
+    t, width = len(slot), (h + 2 * hkv) * dh
+    qkv = rng.standard_normal((t, width)).astype(np.float32)
+    pos_dev, slot_dev = cp.asarray(pos), cp.asarray(slot)
+    cache, ring = kv.layer(1)
+    q, out = poison_bf16((t, h, dh)), poison_bf16((t, h, dh))
+    ops.rope_qkv(cp.asarray(qkv), pos_dev, slot_dev, cache, ring, theta, n_kv_heads=hkv, head_dim=dh, out=q)
+    ws = ops.attention_workspace(t, h, hkv, dh)
+    ops.attention_split(q, cache, ring, pos_dev, slot_dev, window, n_kv_heads=hkv, out=out, workspace=ws)
+    q_ref, k_ref, v_ref = rope_ref(qkv, None, pos, h, hkv, dh, theta)
+    assert_bf16_close(q, q_ref)  # every row's q, closed slots' too
+    host = {}
+    for c, r in rings.items():
+        i = int(np.flatnonzero(slot == c)[0])
+        k, v = (cp.asnumpy(a) for a in kv.arrays[c])
+        assert_bf16_close(k[1, pos[i] % r][None], k_ref[i][None])
+        assert_bf16_close(v[1, pos[i] % r][None], v_ref[i][None])
+        for a, b in ((k, before[c][0]), (v, before[c][1])):
+            a_rest, b_rest = a.copy(), b.copy()
+            a_rest[1, pos[i] % r] = b_rest[1, pos[i] % r] = 0
+            np.testing.assert_array_equal(a_rest, b_rest, err_msg=f"slot {c}: written outside its row")
+        host[c] = (widen(k[1]), widen(v[1]))
+    q64, got = widen(q), cp.asnumpy(out)
+    for i in real:  # the rows of closed slots are not checked
+        want = attention_ref(q64[i : i + 1], *host[slot[i]], pos[i : i + 1], window)
+        assert_bf16_close(got[i : i + 1], want)
+    s = ops.attention_splits(t, hkv)
+    assert (split_counters(ws, s, h // hkv, dh) == 0).all(), "attention_split left a counter set"
+
+
 def test_attention_split_graph_replay(rng):
-    """One captured launch replayed at new positions written to device memory (the decoder step)."""
-    h, hkv, dh, window, r = 32, 8, 128, 300, 1024
-    steps = [[1500, 700], [2000, 1000], [1300, 5], [1301, 0]]  # per replay: positions of streams 0, 1
-    queries = [(s, p) for step in steps for s, p in enumerate(step)]
-    k_dev, v_dev, k64, v64, _, _ = split_case(rng, h, hkv, dh, window, r, queries)
-    q_dev, q64 = to_bf16(rng.standard_normal((2, h, dh)) * 2)
-    stream = np.array([0, 1], dtype=np.int32)
-    pos_dev, stream_dev = cp.asarray(np.array(steps[0], np.int32)), cp.asarray(stream)
-    out, ws = poison_bf16((2, h, dh)), ops.attention_workspace(2, h, hkv, dh)
+    """One captured launch replayed while the host rewrites what it reads (the decoder step): new
+    positions, rows reassigned to other slots, a slot's ring grown into a new allocation (KVCaches.grow:
+    the table now points there, the old one is poisoned) and a slot closed (its row on the scratch cache,
+    output ignored)."""
+    h, hkv, dh, window, t = 32, 8, 128, 300, 3
+    kv = KVCaches(1, 3, hkv, dh)
+    kv.open(0, 1024)
+    kv.open(1, 256)  # shorter than the window: positions < 256 until it grows; slot 2 stays closed
+    cache, ring = kv.layer(0)
+    # per replay: the slot and position of each row, and what the host does first
+    steps = [
+        ([0, 1, 2], [1500, 200, 0], None),
+        ([0, 1, 2], [2000, 255, 9], None),
+        ([0, 1, 2], [1301, 700, 3], "grow"),
+        ([1, 0, 2], [900, 5, 0], None),
+        ([1, 2, 0], [1000, 1, 17], "close"),
+    ]
+    q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
+    pos_dev, slot_dev = cp.zeros(t, np.int32), cp.asarray(np.array(steps[0][0], np.int32))
+    out, ws = poison_bf16((t, h, dh)), ops.attention_workspace(t, h, hkv, dh)
     cp.cuda.Device().synchronize()
     s = cp.cuda.Stream(non_blocking=True)
     with s:
-        launch = lambda: ops.attention(  # noqa: E731
-            q_dev, k_dev, v_dev, window, pos=pos_dev, stream=stream_dev, out=out, workspace=ws
+        launch = lambda: ops.attention_split(  # noqa: E731
+            q_dev, cache, ring, pos_dev, slot_dev, window, n_kv_heads=hkv, out=out, workspace=ws
         )
         launch()  # compiled and loaded outside the capture
         s.begin_capture()
         launch()
         graph = s.end_capture()
-        for step in steps:
-            pos = np.array(step, np.int32)
-            pos_dev.set(pos, stream=s)
+        old = None
+        for slots, positions, action in steps:
+            if action == "grow":
+                old = kv.arrays[1]
+                kv.grow(1, 1024, keep=256)
+                for a, b in zip(old, kv.arrays[1], strict=True):
+                    np.testing.assert_array_equal(cp.asnumpy(b[:, :256]), cp.asnumpy(a))  # kept rows copied
+                    a.fill(BF16_NAN)
+            elif action == "close":
+                kv.close(0)
+            host = {}
+            for c, p in zip(slots, positions, strict=True):
+                if kv.arrays[c] is None:
+                    continue
+                r = kv.rows(c)
+                assert p < r or r >= window, "the decoder never wraps a ring shorter than the window"
+                js = np.arange(max(0, p - min(window, r) + 1), p + 1)
+                host[c] = [np.full((r, hkv, dh), np.nan), np.full((r, hkv, dh), np.nan)]
+                for a, a64 in zip(kv.arrays[c], host[c], strict=True):
+                    a.fill(BF16_NAN)
+                    bits, vals = to_bf16(rng.standard_normal((len(js), hkv, dh)))
+                    a[0, cp.asarray(js % r)] = bits
+                    a64[js % r] = vals
+            slot_dev.set(np.array(slots, np.int32), stream=s)
+            pos_dev.set(np.array(positions, np.int32), stream=s)
             out.fill(BF16_NAN)
             graph.launch(s)
             s.synchronize()
-            assert_bf16_close(out, split_ref(q64, k64, v64, pos, stream, window))
+            got = cp.asnumpy(out)
+            for i, (c, p) in enumerate(zip(slots, positions, strict=True)):
+                if c in host:  # a closed slot's row is not checked
+                    want = attention_ref(q64[i : i + 1], *host[c], np.array([p]), window)
+                    assert_bf16_close(got[i : i + 1], want)
+            assert (split_counters(ws, ops.attention_splits(t, hkv), h // hkv, dh) == 0).all()
+        assert old is not None
 
 
 @pytest.mark.parametrize("t,p0,window,h,hkv,dh,r,rows", [
@@ -213,12 +346,14 @@ def test_attention_split_graph_replay(rng):
     (129, 2000, 750, 3, 3, 64, 900, 128), (77, 0, 37, 3, 3, 64, 128, 128), (1, 5, 750, 2, 2, 64, 751, 128),
     (200, 1000, 750, 4, 2, 64, 1000, 128), (257, 260, 20, 2, 2, 64, 300, 128)])  # fmt: skip
 def test_attention_tiled_vs_numpy(rng, t, p0, window, h, hkv, dh, r, rows):
-    b, s = 2, 1
-    k_dev, v_dev, k64, v64 = make_ring(rng, b, r, hkv, dh, {s: (max(0, p0 - window + 1), p0 + t - 1)})
+    # Layer 1 of a slot's [L, R, Hkv, Dh] caches (as the encoder passes them): not at an allocation's start.
+    span = {0: (max(0, p0 - window + 1), p0 + t - 1)}
+    ((k_ring, v_ring),), ((k64, v64),) = make_rings(rng, hkv, dh, (r,), span)
+    k_dev, v_dev = (cp.stack([poison_bf16(a.shape), a]) for a in (k_ring, v_ring))
     q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
     out = poison_bf16((t, h, dh))
-    ops.attention(q_dev, k_dev, v_dev, window, p0=p0, b=s, tiled=True, out=out, block_rows=rows)
-    assert_bf16_close(out, attention_ref(q64, k64, v64, s, p0 + np.arange(t), window))
+    ops.attention_tiled(q_dev, k_dev[1], v_dev[1], window, p0, out=out, block_rows=rows)
+    assert_bf16_close(out, attention_ref(q64, k64, v64, p0 + np.arange(t), window))
 
 
 @pytest.mark.parametrize("t,n,with_bias", [(1, 1280, True), (3, 37, True), (5, 1283, False), (2, 4, False)])
@@ -268,10 +403,10 @@ def test_embed_vs_numpy(rng, d):
     audio = rng.standard_normal((b, ra, d)).astype(np.float32)
     tokens = rng.integers(0, v, t).astype(np.int32)
     pos = rng.integers(0, 1000, t).astype(np.int32)
-    stream = rng.integers(0, b, t).astype(np.int32)
+    slot = rng.integers(0, b, t).astype(np.int32)
     out = cp.full((t, d), np.nan, dtype=np.float32)
-    ops.embed(cp.asarray(tokens), e_dev, cp.asarray(audio), cp.asarray(pos), cp.asarray(stream), out=out)
-    expected = audio[stream, pos % ra].astype(np.float64) + e64[tokens]
+    ops.embed(cp.asarray(tokens), e_dev, cp.asarray(audio), cp.asarray(pos), cp.asarray(slot), out=out)
+    expected = audio[slot, pos % ra].astype(np.float64) + e64[tokens]
     np.testing.assert_allclose(cp.asnumpy(out), expected, rtol=1e-6, atol=1e-6)
 
 

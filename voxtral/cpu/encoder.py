@@ -1,10 +1,10 @@
-"""Audio encoder and adapter on the CPU (SPEC §3, §4): mel [M, T] → audio embeddings [T/8, D].
+"""Audio encoder and adapter on the CPU (SPEC §3, §4, §7): mel frames of many slots → audio embeddings.
 
-The encoder runs in time chunks, every layer per chunk, with a ring KV cache of the last
-`window` positions: memory stays bounded for long audio, and the offline pass is the same
-computation as the streaming one (SPEC §7): `EncoderStream` feeds mel frames in pieces of any
-size through the same layers, keeping the conv stem's last inputs and a partial adapter group.
-Shapes: T mel frames, M mel bins, S encoder positions, E encoder dim, D decoder dim.
+`Encoder` is the backend's encoder (voxtral/backend.py): C slots, each an `EncoderStream` fed mel
+frames in pieces of any size, which keeps the conv stem's last inputs, a ring KV cache of the last
+`window` positions (+ a chunk), its position and a partial adapter group, so memory stays bounded for
+any length. `encode` is the same computation over a whole mel at once: the reference the tests hold
+the slots to. Shapes: T mel frames, M mel bins, S encoder positions, E encoder dim, D decoder dim.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from ..config import ModelConfig
 from . import ops
 from .transformer import KVCache, stack
 
-CHUNK_POSITIONS = 512  # encoder positions per chunk (offline); a multiple of the downsample factor
-# Streaming runs few positions per call: a smaller chunk keeps the ring (window + chunk − 1), which
+CHUNK_POSITIONS = 512  # encoder positions per chunk of an offline input; a multiple of the downsample factor
+# A live stream gets few positions per call: a smaller chunk keeps the ring (window + chunk − 1), which
 # every query scans, short.
-STREAM_CHUNK_POSITIONS = 64
+LIVE_CHUNK_POSITIONS = 64
 CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
 CONV1_KEEP = 1  # conv1 (k3 s2) input frames carried: its left padding (plus an unpaired frame)
 
@@ -79,6 +79,11 @@ def encode(mel: np.ndarray, w: Weights, cfg: ModelConfig, dtype=np.float32) -> n
     return EncoderLayers(w, cfg, dtype).run(x)
 
 
+def audio_embeddings(mel: np.ndarray, w: Weights, cfg: ModelConfig, dtype=np.float32) -> np.ndarray:
+    """mel [M, T] → audio embeddings [T/8, D] in one pass: encode, then the adapter (SPEC §3, §4)."""
+    return adapter(encode(mel, w, cfg, dtype), w, cfg)
+
+
 def adapter(x: np.ndarray, w: Weights, cfg: ModelConfig) -> np.ndarray:
     """[S, E] → [S/4, D]: concatenate 4 positions, Linear, GELU, Linear (SPEC §4)."""
     grouped = x.reshape(-1, cfg.adapter_in)  # [S/4, 4E]
@@ -94,12 +99,12 @@ class EncoderStream:
     equals adapter(encode(mel)) row for row, up to float rounding.
     """
 
-    def __init__(self, w: Weights, cfg: ModelConfig, dtype=np.float32):
+    def __init__(self, w: Weights, cfg: ModelConfig, dtype=np.float32, chunk: int = LIVE_CHUNK_POSITIONS):
         self.w, self.cfg, self.dtype = w, cfg, np.dtype(dtype)
         e = cfg.encoder.dim
         self.conv0_in = np.zeros((CONV0_KEEP, cfg.audio.num_mel_bins), self.dtype)  # [2, M]
         self.conv1_in = np.zeros((CONV1_KEEP, e), self.dtype)  # [1 or 2, E]
-        self.layers = EncoderLayers(w, cfg, self.dtype, STREAM_CHUNK_POSITIONS)
+        self.layers = EncoderLayers(w, cfg, self.dtype, chunk)
         self.group = np.zeros((0, e), self.dtype)  # [< 4, E] outputs of an unfinished group
 
     def feed(self, mel: np.ndarray) -> np.ndarray:
@@ -117,22 +122,30 @@ class EncoderStream:
         return adapter(h[: len(h) - len(self.group)], w, self.cfg)  # [k, D]
 
 
-class EncoderPool:
-    """Incremental encoders of up to `capacity` live streams, by slot (the GPU pool's interface; on
-    the CPU each stream's encoder simply runs in turn)."""
+class Encoder:
+    """Incremental encoders of up to `capacity` slots (the backend's Encoder, voxtral/backend.py); on the
+    CPU each slot's stream simply runs in turn."""
 
-    def __init__(self, w: Weights, cfg: ModelConfig, capacity: int, dtype=np.float32):
-        self.w, self.cfg, self.dtype = w, cfg, dtype
-        self.streams: list[EncoderStream | None] = [None] * capacity
+    def __init__(self, w: Weights, cfg: ModelConfig, capacity: int, chunk: int, dtype=np.float32):
+        self.w, self.cfg, self.capacity, self.chunk, self.dtype = w, cfg, capacity, chunk, dtype
+        self.slots: list[EncoderStream | None] = [None] * capacity
 
-    def join(self) -> int:
-        slot = self.streams.index(None)
-        self.streams[slot] = EncoderStream(self.w, self.cfg, self.dtype)
+    def free(self) -> int:
+        return self.slots.count(None)
+
+    def join(self, chunk: int | None = None) -> int:
+        """A free slot for a new input; chunk: the most positions its layers run at once."""
+        slot = self.slots.index(None)
+        self.slots[slot] = EncoderStream(self.w, self.cfg, self.dtype, self.chunk if chunk is None else chunk)
         return slot
 
     def leave(self, slot: int) -> None:
-        self.streams[slot] = None
+        self.slots[slot] = None
 
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-        """(slot, next mel frames [M, T]) per stream → each stream's new audio embeddings [k, D]."""
-        return [self.streams[slot].feed(mel) for slot, mel in items]
+        """(slot, its next mel frames [M, T], any T ≥ 0) → each slot's new audio embeddings [k, D]."""
+        return [self.slots[slot].feed(mel) for slot, mel in items]
+
+    def nbytes(self) -> int:
+        caches = [s.layers.cache for s in self.slots if s is not None]
+        return sum(c.k.nbytes + c.v.nbytes for c in caches)

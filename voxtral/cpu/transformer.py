@@ -15,17 +15,33 @@ from . import ops
 
 
 class KVCache:
-    """Preallocated ring of the last R positions' keys and values for every layer."""
+    """Preallocated ring of the last R positions' keys and values for every layer.
 
-    def __init__(self, cfg: TransformerConfig, ring: int, dtype=np.float32):
+    max_ring: the ring may grow up to this many slots (doubling) while no position has wrapped, so a
+    stream of unknown length starts small and ends at its window.
+    """
+
+    def __init__(self, cfg: TransformerConfig, ring: int, dtype=np.float32, max_ring: int | None = None):
         shape = (cfg.n_layers, ring, cfg.n_kv_heads, cfg.head_dim)
         self.k = np.zeros(shape, dtype)  # [layers, R, Hkv, Dh]
         self.v = np.zeros(shape, dtype)  # [layers, R, Hkv, Dh]
         self.slot_pos = np.full(ring, -1, np.int64)  # [R] absolute position held by each slot
         self.ring = ring
+        self.max_ring = max(ring, max_ring or ring)
+
+    def fit(self, upto: int) -> None:
+        """Grow the ring so that positions < upto need no wrap (up to max_ring; positions not wrapped yet)."""
+        if self.ring < self.max_ring and upto > self.ring:
+            ring = min(self.max_ring, max(2 * self.ring, upto))
+            pad = ((0, 0), (0, ring - self.ring), (0, 0), (0, 0))
+            self.k, self.v = np.pad(self.k, pad), np.pad(self.v, pad)
+            self.slot_pos = np.concatenate([self.slot_pos, np.full(ring - self.ring, -1, np.int64)])
+            self.ring = ring
 
     def update(self, layer: int, pos: np.ndarray, k: np.ndarray, v: np.ndarray):
         """Store k, v [T, Hkv, Dh] at slots pos % R; return the filled slots' (k, v, positions)."""
+        if layer == 0:
+            self.fit(int(pos[-1]) + 1)
         if len(pos) > self.ring:
             raise ValueError(f"{len(pos)} positions at once do not fit a ring of {self.ring}")
         slots = pos % self.ring

@@ -1,15 +1,23 @@
-"""Text decoder on the GPU (SPEC §5): preallocated buffers, prefill, and the graphed greedy step.
+"""Text decoder on the GPU (SPEC §5): up to C slots stepped together, each step one CUDA graph replay.
 
-Everything a step touches lives in fixed device buffers with a batch dimension B (streams), so a
-step is captured once as a CUDA graph and replayed unchanged: the input token, the position and
-the audio ring slot are read from device memory, and argmax_advance writes the next token,
-advances the position and records the token in a history ring that the host reads once per burst.
-Shapes: B streams, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V vocab, R ring slots.
+A slot is one decoder stream: its own ring KV caches (voxtral/gpu/kv.py, sized for what it serves and
+grown as it goes), a ring of audio embeddings the host fills ahead of each burst, its position and
+next input token. A row is a place in the batched step. A step over k slots replays the graph of the
+smallest bucket B ≥ k, which runs rows 0 … B−1; row r serves slot slot[r]. Everything a step touches
+is a fixed device buffer: the input token, the position, the slot and the row's KV cache addresses
+(the slot tables laid out per row, so the kernels need no dependent load) are read from device
+memory, and argmax_advance writes the next token, advances the position and records the token in a
+history ring that the host reads once per round, so a graph is captured once per bucket and replayed
+unchanged. Changing which slots the rows serve is a few small uploads before the launch; spare rows
+serve closed slots, whose caches are one scratch row. Batch size 1 is the smallest bucket.
+Shapes: C slots, B rows, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V vocab, Ra audio ring.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,66 +25,68 @@ from ..config import DecoderConfig
 from . import ops
 from .gemm import gemm
 from .gemv import MAX_BATCH, Config, gemv
+from .graphs import capture
+from .kv import KVCaches
 from .weights import GpuWeights
 
 WO_CONFIG = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14.6 for the default 6
-AUDIO_RING = 256  # audio embedding slots per stream; the host feeds them ahead of each burst
-HISTORY = 64  # token history slots per stream; a burst must not exceed it
-
-
-ROW_ARRAYS = ("tokens", "pos", "stream", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
+AUDIO_RING = 256  # audio embedding rows per slot; the host fills them ahead of the rounds that need them
+HISTORY = 64  # token history rows per slot: the steps of one round
+PREFILL_CHUNK = AUDIO_RING // 2  # positions per prefill pass: their audio fits the ring
+BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes with a graph; the capacity itself is the last
+RING_ALIGN = 64  # KV ring lengths are multiples of this (or the window)
+LIVE_RING = 1024  # first KV ring of a slot whose length is unknown; it doubles up to the window
+ROW_ARRAYS = ("tokens", "pos", "slot", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
 
 
 class DecoderBuffers:
-    """All device memory a decoder step uses, for B streams.
+    """The device memory of a batched step for up to C rows, and the audio rings of C slots."""
 
-    ring: KV slots per stream, the window by default. A shorter ring serves only streams whose
-    positions stay below it (offline inputs of known length): attention then looks back at most
-    ring − 1 positions, which is all of them.
-    """
-
-    def __init__(self, cfg: DecoderConfig, batch: int = 1, ring: int | None = None):
+    def __init__(self, cfg: DecoderConfig, capacity: int):
         import cupy
 
-        b, d = batch, cfg.dim
-        self.batch = batch
-        self.ring = cfg.sliding_window if ring is None else min(ring, cfg.sliding_window)
-        cache = (cfg.n_layers, b, self.ring, cfg.n_kv_heads, cfg.head_dim)
-        self.k = cupy.empty(cache, np.uint16)  # [L, B, R, Hkv, Dh] bf16
-        self.v = cupy.empty(cache, np.uint16)
-        self.audio = cupy.zeros((b, AUDIO_RING, d), np.float32)  # [B, Ra, D]
-        self.tokens = cupy.zeros(b, np.int32)  # [B] input token of the next step
-        self.pos = cupy.zeros(b, np.int32)  # [B] position of the next step
-        self.stream = cupy.arange(b, dtype=np.int32)  # [B]
-        self.history = cupy.zeros((b, HISTORY), np.int32)  # [B, K] token chosen at position p in slot p % K
-        self.h = cupy.empty((b, d), np.float32)  # [B, D] residual stream
-        self.x = cupy.empty((b, d), np.uint16)  # [B, D] normed input of a GEMM, bf16
-        self.qkv = cupy.empty((b, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
-        self.q = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
-        self.o = cupy.empty((b, cfg.n_heads, cfg.head_dim), np.uint16)
-        self.workspace = ops.attention_workspace(b, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
-        self.gu = cupy.empty((b, 2 * cfg.hidden_dim), np.float32)  # [B, 2F] gate | up
-        self.u = cupy.empty((b, cfg.hidden_dim), np.uint16)  # [B, F] bf16
-        self.logits = cupy.empty((b, cfg.vocab_size), np.float32)  # [B, V]
+        c, d = capacity, cfg.dim
+        self.batch = capacity
+        self.audio = cupy.zeros((c, AUDIO_RING, d), np.float32)  # [C, Ra, D] per slot
+        self.tokens = cupy.zeros(c, np.int32)  # [B] input token of the next step
+        self.pos = cupy.zeros(c, np.int32)  # [B] position of the next step
+        self.slot = cupy.arange(c, dtype=np.int32)  # [B] the slot each row serves
+        self.history = cupy.zeros((c, HISTORY), np.int32)  # [B, K] token chosen at position p in row p % K
+        self.h = cupy.empty((c, d), np.float32)  # [B, D] residual stream
+        self.x = cupy.empty((c, d), np.uint16)  # [B, D] normed input of a GEMM, bf16
+        self.qkv = cupy.empty((c, cfg.q_dim + 2 * cfg.kv_dim), np.float32)
+        self.q = cupy.empty((c, cfg.n_heads, cfg.head_dim), np.uint16)
+        self.o = cupy.empty((c, cfg.n_heads, cfg.head_dim), np.uint16)
+        self.workspace = ops.attention_workspace(c, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+        self.gu = cupy.empty((c, 2 * cfg.hidden_dim), np.float32)  # [B, 2F] gate | up
+        self.u = cupy.empty((c, cfg.hidden_dim), np.uint16)  # [B, F] bf16
+        self.logits = cupy.empty((c, cfg.vocab_size), np.float32)  # [B, V]
+        self.cache = cupy.zeros((cfg.n_layers, c, 2), np.uint64)  # [L, B, 2] K, V addresses per row
+        self.ring = cupy.ones(c, np.int32)  # [B] KV ring length per row
+
+    def layer(self, i: int) -> tuple:
+        """(cache [B, 2], ring [B]) of layer i, laid out per row (the kernels' tables, slot=None)."""
+        return self.cache[i], self.ring
 
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
 
     def rows(self, b: int) -> DecoderBuffers:
-        """The first b rows as buffers of batch b (views; caches and audio rings shared; own workspace)."""
+        """The first b rows as buffers of batch b (views; audio rings shared; own attention workspace)."""
         view = copy.copy(self)
         for name in ROW_ARRAYS:
             setattr(view, name, getattr(self, name)[:b])
         view.batch = b
-        n_heads, hkv, dh = self.q.shape[1], self.k.shape[3], self.k.shape[4]
-        view.workspace = ops.attention_workspace(b, n_heads, hkv, dh)
+        n_heads, dh = self.q.shape[1], self.q.shape[2]
+        view.workspace = ops.attention_workspace(b, n_heads, self.workspace.shape[1], dh)
         return view
 
 
-def layers(
-    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, h, pos, stream, scratch, pdl=False
-) -> None:
-    """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of streams stream [T].
+def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=False) -> None:
+    """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of slots slot [T].
+
+    kv.layer(i) gives layer i's cache tables: KVCaches' per slot, or DecoderBuffers' laid out per row
+    (then slot is None).
 
     scratch holds the per-position buffers (x, qkv, q, o, workspace, gu, u) sized for T. Up to
     gemv.MAX_BATCH positions (a step) the fused GEMVs carry each RMSNorm, the SwiGLU and the residual
@@ -84,16 +94,19 @@ def layers(
     programmatic dependent launch, so each kernel streams its weights while the previous one ends.
     """
     t, eps = h.shape[0], cfg.norm_eps
-    window = min(cfg.sliding_window, buf.k.shape[2])  # a short ring holds every position (see DecoderBuffers)
     fused = t <= MAX_BATCH
+    dims = {"n_kv_heads": cfg.n_kv_heads}
     for i, lw in enumerate(w.decoder_layers):
+        cache, ring = kv.layer(i)
         if fused:
             qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl)
         else:
             qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
-        q = ops.rope_qkv(qkv, pos, stream, buf.k[i], buf.v[i], cfg.rope_theta, out=scratch.q, pdl=pdl)
-        o = ops.attention(
-            q, buf.k[i], buf.v[i], window, pos=pos, stream=stream, out=scratch.o,
+        q = ops.rope_qkv(
+            qkv, pos, slot, cache, ring, cfg.rope_theta, **dims, head_dim=cfg.head_dim, out=scratch.q, pdl=pdl
+        )  # fmt: skip
+        o = ops.attention_split(
+            q, cache, ring, pos, slot, cfg.sliding_window, **dims, out=scratch.o,
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:
@@ -108,9 +121,9 @@ def layers(
 
 
 def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = True) -> None:
-    """One greedy step for every stream; only device buffers in and out (capturable)."""
-    ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.stream, out=buf.h, pdl=pdl)
-    layers(w, cfg, buf, buf.h, buf.pos, buf.stream, buf, pdl=pdl)
+    """One greedy step of every row; only device buffers in and out (capturable)."""
+    ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
+    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl)
     if buf.batch <= MAX_BATCH:
         gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl)
     else:
@@ -134,13 +147,233 @@ class PrefillScratch:
 
 
 def prefill(
-    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, b: int, tokens: np.ndarray, p0: int
+    w: GpuWeights, cfg: DecoderConfig, kv: KVCaches, buf: DecoderBuffers, slot: int, tokens, p0: int
 ) -> None:
-    """Positions p0 … p0+T−1 of stream b with inputs tokens [T], all in one pass per layer."""
+    """Positions p0 … p0+T−1 of one slot with inputs tokens [T], all in one pass per layer."""
     import cupy
 
     t = len(tokens)
     pos = cupy.arange(p0, p0 + t, dtype=np.int32)
-    stream = cupy.full(t, b, dtype=np.int32)
-    h = ops.embed(cupy.asarray(tokens, np.int32), w.tok_embeddings, buf.audio, pos, stream)  # [T, D]
-    layers(w, cfg, buf, h, pos, stream, PrefillScratch(cfg, t))
+    slots = cupy.full(t, slot, dtype=np.int32)
+    h = ops.embed(cupy.asarray(tokens, np.int32), w.tok_embeddings, buf.audio, pos, slots)  # [T, D]
+    layers(w, cfg, kv, h, pos, slots, PrefillScratch(cfg, t))
+
+
+@dataclass
+class SlotState:
+    """A slot's host side: its position, next input, and audio embeddings not yet in its ring."""
+
+    chunks: deque = field(default_factory=deque)  # (first position, [k, D] f32 device embeddings) not fed
+    available: int = 0  # positions with an audio embedding so far
+    pos: int = 0  # next position (host mirror of the device counter)
+    fed: int = 0  # audio positions copied into the ring so far
+    token: int = 0  # input token of the next step
+
+    def append(self, embeds) -> None:
+        if len(embeds):
+            self.chunks.append((self.available, embeds))
+            self.available += len(embeds)
+
+    def feed(self, ring, upto: int) -> None:
+        """Copy the embeddings of positions [fed, upto) into ring [Ra, D], row p % Ra (stream-ordered)."""
+        upto = min(upto, self.available)
+        assert upto - self.pos <= AUDIO_RING, "audio fed further ahead than the ring holds"
+        while self.fed < upto:
+            first, chunk = self.chunks[0]
+            row, i = self.fed % AUDIO_RING, self.fed - first
+            n = min(upto - self.fed, AUDIO_RING - row, len(chunk) - i)
+            ring[row : row + n] = chunk[i : i + n]
+            self.fed += n
+            if self.fed == first + len(chunk):
+                self.chunks.popleft()  # copied: the ring holds it now
+
+
+def buckets(capacity: int) -> tuple[int, ...]:
+    return tuple(b for b in BUCKETS if b < capacity) + (capacity,)
+
+
+class Decoder:
+    """Up to `capacity` decoder slots on the GPU (the backend's Decoder, voxtral/backend.py)."""
+
+    burst = HISTORY // 4  # steps between two host looks at the tokens
+
+    def __init__(self, weights: GpuWeights, cfg: DecoderConfig, cuda_stream, capacity: int):
+        import cupy
+
+        self.weights, self.cfg, self.cuda_stream, self.capacity = weights, cfg, cuda_stream, capacity
+        try:
+            with cuda_stream:
+                self.buf = DecoderBuffers(cfg, capacity)
+                self.kv = KVCaches(cfg.n_layers, capacity, cfg.n_kv_heads, cfg.head_dim)
+        except cupy.cuda.memory.OutOfMemoryError as e:
+            raise _out_of_memory(f"decoder buffers for {capacity} slots", e) from None
+        self.slots: list[SlotState | None] = [None] * capacity
+        self.buckets = buckets(capacity)
+        self._graphs: dict[int, object] = {}
+        self._views: dict[int, DecoderBuffers] = {}
+        self._layout: tuple | None = None  # (slots the device rows serve, KV table version) now
+
+    # --- slots ---------------------------------------------------------------------------------
+    def free(self) -> int:
+        return self.slots.count(None)
+
+    def join(self, positions: int | None = None) -> int:
+        """A free slot for a new stream; positions: how many it will likely run (sizes its KV ring)."""
+        import cupy
+
+        slot = self.slots.index(None)
+        rows = self._ring_rows(LIVE_RING if positions is None else positions)
+        try:
+            with self.cuda_stream:
+                self.kv.open(slot, rows)
+        except cupy.cuda.memory.OutOfMemoryError as e:
+            raise _out_of_memory(f"the KV cache of one more stream ({rows} positions)", e) from None
+        self.slots[slot] = SlotState()
+        self._layout = None
+        return slot
+
+    def leave(self, slot: int) -> None:
+        with self.cuda_stream:
+            self.kv.close(slot)
+        self.slots[slot] = None
+        self._layout = None
+
+    def _ring_rows(self, positions: int) -> int:
+        """A ring for `positions` positions: a multiple of RING_ALIGN, at most the window."""
+        return min(self.cfg.sliding_window, max(RING_ALIGN, -(-positions // RING_ALIGN) * RING_ALIGN))
+
+    def _fit(self, slot: int, upto: int) -> None:
+        """Grow the slot's ring (doubling, up to the window) so that positions < upto never wrap early."""
+        rows = self.kv.rows(slot)
+        if rows < self.cfg.sliding_window and upto > rows:
+            self.kv.grow(slot, self._ring_rows(max(2 * rows, upto)), keep=self.slots[slot].pos)
+
+    def append_audio(self, slot: int, embeds) -> None:
+        """Audio embeddings [k, D] f32 (device) for the slot's next positions."""
+        self.slots[slot].append(embeds)
+
+    def available(self, slot: int) -> int:
+        """Positions of the slot with audio that have not run yet."""
+        s = self.slots[slot]
+        return s.available - s.pos
+
+    def prefill(self, slot: int, tokens: np.ndarray) -> None:
+        """Positions 0 … len−2 of the slot with the given inputs; tokens[−1] is its first step's input.
+
+        In pieces of PREFILL_CHUNK positions, so that the audio ring holds each piece's embeddings.
+        """
+        tokens = np.asarray(tokens)
+        s, n = self.slots[slot], len(tokens) - 1
+        if s.available < n + 1:
+            raise ValueError(f"prefill of {n + 1} positions with audio for {s.available}: append_audio first")
+        with self.cuda_stream:
+            self._fit(slot, n + 1)
+            for p0 in range(0, n, PREFILL_CHUNK):
+                part = tokens[p0 : min(p0 + PREFILL_CHUNK, n)]
+                s.feed(self.buf.audio[slot], p0 + len(part) + 1)  # + the first step's position
+                prefill(self.weights, self.cfg, self.kv, self.buf, slot, part, p0)
+                s.pos = p0 + len(part)
+            s.feed(self.buf.audio[slot], n + 1)
+        s.pos, s.token = n, int(tokens[-1])
+        self._layout = None
+
+    # --- steps ---------------------------------------------------------------------------------
+    def step(self, slots: list[int], n: int, inputs=None, logits: bool = False):
+        """n greedy steps of every given slot together → (tokens [k, n], logits [k, n, V] f32 or None).
+
+        inputs [k, n]: the input token of each step (teacher forcing) instead of the previous argmax.
+        Rounds of at most HISTORY graph replays, one read of the history ring per round; logits cost
+        a copy to the host per step.
+        """
+        self._check(slots, n)
+        k = len(slots)
+        tokens = np.empty((k, n), np.int64)
+        out = np.empty((k, n, self.cfg.vocab_size), np.float32) if logits else None
+        with self.cuda_stream:
+            try:
+                for start in range(0, n, HISTORY):
+                    count = min(HISTORY, n - start)
+                    part = None if inputs is None else np.asarray(inputs)[:, start : start + count]
+                    lg = None if out is None else out[:, start : start + count]
+                    tokens[:, start : start + count] = self._round(slots, count, part, lg)
+            except BaseException:
+                self._layout = None  # the device rows may be ahead of the host: lay them out again
+                raise
+        return tokens, out
+
+    def _round(self, slots: list[int], count: int, inputs, logits) -> np.ndarray:
+        """count graph replays of the bucket that holds slots → the tokens chosen [k, count]."""
+        import cupy
+
+        for i in slots:
+            s = self.slots[i]
+            self._fit(i, s.pos + count)
+            if s.fed < s.pos + count:  # fill the ring as far ahead as it holds: one copy per ~15 rounds
+                s.feed(self.buf.audio[i], s.pos + AUDIO_RING)
+        graph = self._graph(self._lay_out(slots))
+        k, buf = len(slots), self.buf
+        for j in range(count):
+            if inputs is not None:
+                buf.tokens[:k].set(np.ascontiguousarray(inputs[:, j], np.int32), stream=self.cuda_stream)
+            graph.launch(self.cuda_stream)
+            if logits is not None:
+                logits[:, j] = cupy.asnumpy(buf.logits[:k], stream=self.cuda_stream)
+        history = cupy.asnumpy(buf.history[:k], stream=self.cuda_stream)  # [k, K], syncs
+        states = [self.slots[i] for i in slots]
+        pos = np.array([s.pos for s in states])  # [k]
+        out = history[np.arange(k)[:, None], (pos[:, None] + np.arange(count)) % HISTORY].astype(np.int64)
+        for s, last in zip(states, out[:, -1].tolist(), strict=True):
+            s.pos += count
+            s.token = last
+        return out
+
+    def _check(self, slots: list[int], n: int) -> None:
+        ok = 1 <= len(slots) <= self.capacity and len(set(slots)) == len(slots)
+        assert ok and n >= 1, f"bad slots {slots} or step count {n}"
+        for i in slots:
+            s = self.slots[i]
+            if s is None:
+                raise ValueError(f"slot {i} is not in use")
+            if s.pos + n > s.available:
+                raise ValueError(f"slot {i}: position {s.pos + n - 1} has no audio embedding yet")
+
+    def _lay_out(self, slots: list[int]) -> int:
+        """Rows 0 … k−1 serve `slots`, the rest of the bucket closed slots; returns the bucket B."""
+        import cupy
+
+        b = next(b for b in self.buckets if b >= len(slots))
+        taken = set(slots)
+        rows = list(slots) + [i for i in range(self.capacity) if i not in taken][: b - len(slots)]
+        layout = (rows, self.kv.version)
+        if layout != self._layout:
+            states = [self.slots[i] for i in rows]
+            buf = self.buf
+            buf.slot[:b] = cupy.asarray(np.array(rows, np.int32))
+            buf.pos[:b] = cupy.asarray(np.array([s.pos if s else 0 for s in states], np.int32))
+            buf.tokens[:b] = cupy.asarray(np.array([s.token if s else 0 for s in states], np.int32))
+            table, ring = self.kv.per_row(rows)
+            buf.cache[:, :b] = cupy.asarray(table)
+            buf.ring[:b] = cupy.asarray(ring)
+            self._layout = layout
+        return b
+
+    def _graph(self, b: int):
+        """The step of bucket b as a CUDA graph."""
+        if b not in self._graphs:
+            view = self._views[b] = self.buf.rows(b)
+            run = lambda: step(self.weights, self.cfg, view)  # noqa: E731
+            self._graphs[b] = capture(self.cuda_stream, run, (view.tokens, view.pos, view.history))
+        return self._graphs[b]
+
+    def nbytes(self) -> int:
+        """Device bytes of the step buffers and every open slot's KV cache."""
+        return self.buf.nbytes() + self.kv.nbytes()
+
+    def kv_bytes(self, slot: int) -> int:
+        return self.kv.nbytes(slot)
+
+
+def _out_of_memory(what: str, e: Exception):
+    from ..errors import DeviceError
+
+    return DeviceError(f"not enough GPU memory for {what} ({e}); use a smaller batch or fewer sessions")

@@ -1,24 +1,33 @@
-"""Audio encoder and adapter on the GPU (SPEC §3, §4): mel [M, T] → audio embeddings [T/8, D] f32.
+"""Audio encoder and adapter on the GPU (SPEC §3, §4, §7): mel frames of many slots → audio embeddings.
 
-Same chunked schedule as the CPU encoder: time chunks of CHUNK_POSITIONS, every layer per chunk,
-each layer's keys and values in a ring of window + chunk − 1 slots, so memory is bounded for any
-length. Within a chunk a layer is batched GEMMs over all positions plus the tiled (tensor-core)
-sliding-window attention kernel. Shapes: T mel frames, M mel bins, S positions, E encoder dim.
+One pool of C slots serves every request: an offline input and a live stream alike are a slot fed
+mel frames in pieces of any size. A slot keeps its conv stem state, its encoder position, up to 3
+outputs waiting for an adapter group, and its own ring KV caches of window + chunk − 1 rows per layer
+(voxtral/gpu/kv.py), so a pass may give it up to `chunk` new positions. Each pass runs the layers
+once over the new positions of every slot in it (rows of all slots in the same GEMMs); attention is
+the tiled tensor-core kernel for a slot's long run of consecutive positions and one split-kernel
+launch for all the short runs (a live tick's 4 positions per slot). Then one adapter pass for all.
+Shapes: T mel frames, M mel bins, S positions, E encoder dim, D decoder dim, C slots.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import ModelConfig
 from . import ops
 from .gemm import gemm
-from .weights import GpuLayer, GpuWeights
+from .kv import KVCaches
+from .weights import GpuWeights
 
-CHUNK_POSITIONS = 1024  # encoder positions per chunk: GEMMs with M = 1024 run near peak
-# A stream's encoder gets few positions per call (4 per 80 ms): a short chunk keeps its rings (window +
-# chunk − 1 slots per layer, 213 MB at full size) small.
-STREAM_CHUNK_POSITIONS = 64
+CHUNK_POSITIONS = 1024  # positions per slot and pass of an offline input: GEMMs with M = 1024 run near peak
+# A live stream gets few positions per call (4 per 80 ms): a short chunk keeps its rings (window +
+# chunk − 1 rows per layer, 213 MB at full size) small.
+LIVE_CHUNK_POSITIONS = 64
+PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
+TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
 CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
 
 
@@ -27,91 +36,6 @@ def bf16_to_f32(x):
     import cupy
 
     return (x.astype(cupy.uint32) << 16).view(cupy.float32)
-
-
-def conv_stem(mel, w: GpuWeights):
-    """mel [M, T] f32 → [ceil(T/2), E] f32: causal conv k3 s1 + GELU, conv k3 s2 + GELU."""
-    cols = ops.im2col_causal(mel, 3, 1, 2, time_axis=1)  # [T, M·3] bf16
-    x = bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias))  # [T, E]
-    cols = ops.im2col_causal(x, 3, 2, 1, time_axis=0)  # [T/2, E·3] bf16
-    return bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [T/2, E]
-
-
-def layer(h, w: GpuWeights, c, i: int, lw: GpuLayer, prev_bias, pos, stream, k, v, p0: int | None = None):
-    """Encoder layer i over h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns this
-    layer's w2 bias. Row t is position pos[t] of stream stream[t], its keys in the rings k, v
-    [L, B, R, Hkv, Dh]. p0: the rows are positions p0 … of one stream (tiled tensor-core attention);
-    None: any rows of any streams (the split attention kernel of the decoder step).
-    """
-    t = h.shape[0]
-    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias)  # [T, E] bf16
-    qkv = gemm(x, lw.wqkv)  # [T, (H + 2Hkv)·Dh] f32
-    q = ops.rope_qkv(qkv, pos, stream, k[i], v[i], c.rope_theta, bias=lw.qkv_bias)
-    if p0 is None:
-        o = ops.attention(q, k[i], v[i], c.sliding_window, pos=pos, stream=stream)  # [T, H, Dh]
-    else:
-        o = ops.attention(q, k[i], v[i], c.sliding_window, p0=p0, b=0, tiled=True)
-    gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
-    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias)
-    u = ops.silu_mul(gemm(x, lw.w13))  # [T, F] bf16
-    gemm(u, lw.w2, out=h, beta=1.0)
-    return lw.w2_bias
-
-
-class EncoderRunner:
-    """Holds the per-layer KV rings and runs chunks of positions through all layers."""
-
-    def __init__(self, w: GpuWeights, cfg: ModelConfig, chunk: int = CHUNK_POSITIONS):
-        import cupy
-
-        enc = cfg.encoder
-        self.w, self.cfg, self.chunk = w, enc, chunk
-        ring = enc.sliding_window + chunk - 1
-        shape = (enc.n_layers, 1, ring, enc.n_kv_heads, enc.head_dim)
-        self.k = cupy.empty(shape, np.uint16)  # [L, 1, R, Hkv, Dh] bf16
-        self.v = cupy.empty(shape, np.uint16)
-        self.stream_ids = cupy.zeros(chunk, np.int32)  # [T] every position belongs to stream 0
-
-    def _layer(self, h, i: int, lw: GpuLayer, prev_bias, pos, p0: int):
-        """One layer over consecutive positions p0 … of stream 0 (tiled attention)."""
-        return layer(
-            h, self.w, self.cfg, i, lw, prev_bias, pos, self.stream_ids[: h.shape[0]], self.k, self.v, p0
-        )
-
-    def run(self, x, first: int = 0):
-        """x [S, E] f32 (conv stem output of positions first … first+S−1) → [S, E] bf16, final norm applied.
-
-        Positions must follow on from the previous call with the same rings (streaming) or start at 0.
-        """
-        import cupy
-
-        s = x.shape[0]
-        out = cupy.empty((s, self.cfg.dim), np.uint16)  # [S, E] bf16
-        for start in range(0, s, self.chunk):
-            h = cupy.ascontiguousarray(x[start : start + self.chunk])  # [T, E] f32, updated in place
-            p0 = first + start
-            pos = cupy.arange(p0, p0 + h.shape[0], dtype=cupy.int32)
-            bias = None
-            for i, lw in enumerate(self.w.encoder_layers):
-                bias = self._layer(h, i, lw, bias, pos, p0)
-            rows = out[start : start + h.shape[0]]
-            ops.rms_norm(h, self.w.encoder_norm, self.cfg.norm_eps, bias=bias, out=rows)
-        return out
-
-
-def adapter(x, w: GpuWeights, cfg: ModelConfig):
-    """[S, E] bf16 → [S/4, D] f32: 4 positions concatenated, Linear, GELU, Linear."""
-    grouped = x.reshape(-1, cfg.adapter_in)  # [S/4, 4E] bf16, a view
-    return gemm(ops.bias_gelu(gemm(grouped, w.adapter_w0)), w.adapter_w2)  # [N, D] f32
-
-
-def encode(mel: np.ndarray, runner: EncoderRunner, w: GpuWeights, cfg: ModelConfig):
-    """mel [M, T] (host) → audio embeddings [N, D] f32 on the device."""
-    import cupy
-
-    x = conv_stem(cupy.asarray(mel, np.float32), w)  # [T/2, E] f32
-    x = x[x.shape[0] % cfg.audio.downsample_factor :]  # streaming edge case only
-    return adapter(runner.run(x), w, cfg)
 
 
 class ConvStream:
@@ -170,86 +94,144 @@ class Groups:
         return h[:n]
 
 
-class EncoderStream:
-    """Incremental conv stem + encoder + adapter (SPEC §7) on the GPU, as cpu.encoder.EncoderStream:
-    the conv stem's state, the layers' KV rings and up to 3 outputs waiting for an adapter group."""
-
-    def __init__(self, w: GpuWeights, cfg: ModelConfig):
-        self.w, self.cfg = w, cfg
-        self.conv = ConvStream(w, cfg)
-        self.runner = EncoderRunner(w, cfg, STREAM_CHUNK_POSITIONS)
-        self.groups = Groups(cfg)
-
-    def feed(self, mel: np.ndarray):
-        """The next mel frames [M, T] (host) → the audio embeddings [k, D] f32 they complete (k ≥ 0)."""
-        import cupy
-
-        first, z = self.conv.feed(mel)  # [n, E] f32
-        h = self.groups.add(self.runner.run(z, first)) if len(z) else self.groups.rows[:0]  # [4k, E] bf16
-        if not len(h):
-            return cupy.zeros((0, self.cfg.decoder.dim), np.float32)  # [0, D]
-        return adapter(cupy.ascontiguousarray(h), self.w, self.cfg)  # [k, D] f32
+@dataclass
+class _Slot:
+    conv: ConvStream
+    groups: Groups
+    chunk: int  # most positions per pass
 
 
-class EncoderPool:
-    """Incremental encoders of up to `capacity` live streams: each tick, one pass of the layers over
-    the new positions of every stream (rows of all streams in the same GEMMs), each stream's keys in
-    its slot of shared KV rings. Conv stems and adapter groups stay per stream."""
+def layer(
+    h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int
+):
+    """Encoder layer i over rows h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns
+    this layer's w2 bias. Row t is position pos[t] of slot slot[t]. Rows [0, split) are short runs (split
+    attention); each (start, end, slot, p0) of `runs` is one slot's consecutive positions p0 … (tiled).
+    """
+    import cupy
 
-    def __init__(self, w: GpuWeights, cfg: ModelConfig, capacity: int):
-        import cupy
+    t = h.shape[0]
+    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias)  # [T, E] bf16
+    qkv = gemm(x, lw.wqkv)  # [T, (H + 2Hkv)·Dh] f32
+    cache, ring = kv.layer(i)
+    dims = {"n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim}
+    q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias)
+    if not runs:  # a live tick: every row through one split-attention launch
+        o = ops.attention_split(q, cache, ring, pos, slot, c.sliding_window, n_kv_heads=c.n_kv_heads)
+    else:
+        o = cupy.empty(q.shape, np.uint16)  # [T, H, Dh] bf16
+    if runs and split:
+        w, hkv = c.sliding_window, c.n_kv_heads
+        ops.attention_split(
+            q[:split], cache, ring, pos[:split], slot[:split], w, n_kv_heads=hkv, out=o[:split]
+        )
+    for start, end, s, p0 in runs:
+        k, v = kv.arrays[s]
+        ops.attention_tiled(q[start:end], k[i], v[i], c.sliding_window, p0, out=o[start:end])
+    gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
+    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias)
+    u = ops.silu_mul(gemm(x, lw.w13))  # [T, F] bf16
+    gemm(u, lw.w2, out=h, beta=1.0)
+    return lw.w2_bias
 
+
+def adapter(x, w: GpuWeights, cfg: ModelConfig):
+    """[S, E] bf16 → [S/4, D] f32: 4 positions concatenated, Linear, GELU, Linear."""
+    grouped = x.reshape(-1, cfg.adapter_in)  # [S/4, 4E] bf16, a view
+    return gemm(ops.bias_gelu(gemm(grouped, w.adapter_w0)), w.adapter_w2)  # [N, D] f32
+
+
+class Encoder:
+    """Incremental encoders of up to `capacity` slots (the backend's Encoder, voxtral/backend.py)."""
+
+    def __init__(self, w: GpuWeights, cfg: ModelConfig, cuda_stream, capacity: int, chunk: int):
         enc = cfg.encoder
-        self.w, self.cfg, self.capacity = w, cfg, capacity
-        ring = enc.sliding_window + STREAM_CHUNK_POSITIONS - 1
-        shape = (enc.n_layers, capacity, ring, enc.n_kv_heads, enc.head_dim)
-        self.k = cupy.empty(shape, np.uint16)  # [L, C, R, Hkv, Dh] bf16
-        self.v = cupy.empty(shape, np.uint16)
-        self.streams: list[tuple[ConvStream, Groups] | None] = [None] * capacity
+        self.w, self.cfg, self.cuda_stream, self.capacity, self.chunk = w, cfg, cuda_stream, capacity, chunk
+        with cuda_stream:
+            self.kv = KVCaches(enc.n_layers, capacity, enc.n_kv_heads, enc.head_dim)
+        self.slots: list[_Slot | None] = [None] * capacity
 
-    def join(self) -> int:
-        slot = self.streams.index(None)
-        self.streams[slot] = (ConvStream(self.w, self.cfg), Groups(self.cfg))
+    def free(self) -> int:
+        return self.slots.count(None)
+
+    def join(self, chunk: int | None = None) -> int:
+        """A free slot for a new input; chunk: the most positions a pass gives it (default the pool's)."""
+        import cupy
+
+        chunk = self.chunk if chunk is None else chunk
+        slot = self.slots.index(None)
+        try:
+            with self.cuda_stream:
+                self.kv.open(slot, self.cfg.encoder.sliding_window + chunk - 1)
+                self.slots[slot] = _Slot(ConvStream(self.w, self.cfg), Groups(self.cfg), chunk)
+        except cupy.cuda.memory.OutOfMemoryError as e:
+            from ..errors import DeviceError
+
+            raise DeviceError(
+                f"not enough GPU memory for one more encoder slot ({e}); use fewer inputs"
+            ) from None
         return slot
 
     def leave(self, slot: int) -> None:
-        self.streams[slot] = None
+        with self.cuda_stream:
+            self.kv.close(slot)
+        self.slots[slot] = None
 
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list:
-        """(slot, next mel frames [M, T]) per stream → each stream's new audio embeddings [k, D] f32."""
+        """(slot, its next mel frames [M, T], any T ≥ 0) → each slot's new audio embeddings [k, D] f32."""
         import cupy
 
-        conv = [self.streams[slot][0].feed(mel) for slot, mel in items]  # (first position, [n, E] f32)
-        done = [0] * len(items)
-        complete = [[] for _ in items]  # per stream: encoder outputs [4g, E] bf16 of complete groups
-        while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):  # ≤ a chunk per stream per pass
-            parts = [
-                (i, first + done[i], z[done[i] : done[i] + STREAM_CHUNK_POSITIONS])
-                for i, (first, z) in enumerate(conv)
-                if done[i] < len(z)
-            ]
-            pos = np.concatenate([p0 + np.arange(len(z)) for _, p0, z in parts])  # [T]
-            stream = np.concatenate([np.full(len(z), items[i][0]) for i, _, z in parts])  # [T] slots
-            h = self._layers(cupy.concatenate([z for _, _, z in parts]), pos, stream)  # [T, E] bf16
-            start = 0
-            for i, _, z in parts:
-                complete[i].append(self.streams[items[i][0]][1].add(h[start : start + len(z)]))
-                start += len(z)
-                done[i] += len(z)
-        counts = [sum(len(g) for g in c) // self.cfg.audio.downsample_factor for c in complete]  # embeds
-        if not sum(counts):
-            return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
-        grouped = cupy.ascontiguousarray(cupy.concatenate([g for c in complete for g in c]))  # [4Σk, E]
-        embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all streams
+        with self.cuda_stream:
+            conv = [self.slots[slot].conv.feed(mel) for slot, mel in items]  # (first position, [n, E] f32)
+            done = [0] * len(items)
+            complete = [[] for _ in items]  # per item: encoder outputs [4g, E] bf16 of complete groups
+            while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):
+                parts = self._pass(items, conv, done)
+                h = self._layers(parts)  # [T, E] bf16
+                start = 0
+                for i, slot, _, z in parts:
+                    complete[i].append(self.slots[slot].groups.add(h[start : start + len(z)]))
+                    start += len(z)
+                    done[i] += len(z)
+            counts = [sum(len(g) for g in c) // self.cfg.audio.downsample_factor for c in complete]
+            if not sum(counts):
+                return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
+            grouped = cupy.ascontiguousarray(cupy.concatenate([g for c in complete for g in c]))  # [4Σk, E]
+            embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all
         offsets = np.cumsum([0, *counts])
         return [embeds[offsets[i] : offsets[i + 1]] for i in range(len(items))]
 
-    def _layers(self, h, pos: np.ndarray, stream: np.ndarray):
-        """All layers and the final norm over rows h [T, E] f32 at (pos, stream) [T] → [T, E] bf16."""
+    def _pass(self, items, conv, done) -> list[tuple[int, int, int, object]]:
+        """The rows of the next pass: (item, slot, first position, conv rows [n, E]), ≤ the slot's chunk per
+        slot and ≤ PASS_ROWS in all; short runs first (they share one split-attention launch)."""
+        parts, total = [], 0
+        for i, (first, z) in enumerate(conv):
+            slot = items[i][0]
+            n = min(len(z) - done[i], self.slots[slot].chunk, PASS_ROWS - total)
+            if n > 0:
+                parts.append((i, slot, first + done[i], z[done[i] : done[i] + n]))
+                total += n
+        return sorted(parts, key=lambda p: len(p[3]) >= TILED_MIN_ROWS)
+
+    def _layers(self, parts):
+        """All layers and the final norm over the pass's rows → [T, E] bf16."""
         import cupy
 
-        pos, stream = cupy.asarray(pos, np.int32), cupy.asarray(stream, np.int32)
-        bias = None
+        pos = np.concatenate([p0 + np.arange(len(z)) for _, _, p0, z in parts])  # [T]
+        slot = np.concatenate([np.full(len(z), s) for _, s, _, z in parts])  # [T]
+        runs, start, split = [], 0, 0
+        for _, s, p0, z in parts:
+            if len(z) >= TILED_MIN_ROWS:
+                runs.append((start, start + len(z), s, p0))
+            else:
+                split = start + len(z)
+            start += len(z)
+        h = cupy.concatenate([z for *_, z in parts])  # [T, E] f32
+        pos, slot = cupy.asarray(pos, np.int32), cupy.asarray(slot, np.int32)
+        bias, enc = None, self.cfg.encoder
         for i, lw in enumerate(self.w.encoder_layers):
-            bias = layer(h, self.w, self.cfg.encoder, i, lw, bias, pos, stream, self.k, self.v)
-        return ops.rms_norm(h, self.w.encoder_norm, self.cfg.encoder.norm_eps, bias=bias)
+            bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, runs, split)
+        return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias)
+
+    def nbytes(self) -> int:
+        return self.kv.nbytes()

@@ -32,7 +32,7 @@ class Config:
     """Kernel shape: warps per block, k steps per chunk, L2 prefetch-size hint of the weight loads (bytes),
     tile combine (0: a block barrier per tile; 1: per-slot counters, the last warp to arrive writes).
 
-    The default was the fastest whole decoder step of the shapes timed on an H100 (gemv_timing --sweep).
+    The default was the fastest whole decoder step timed on an H100 (dev/gemv_timing.py --sweep).
     """
 
     warps: int = 16

@@ -3,7 +3,7 @@
 Arrays are CuPy arrays; BF16 tensors are uint16 arrays holding the bit patterns. Each launcher checks
 dtypes, shapes and contiguity, launches on the current stream and allocates only the outputs (or the
 attention workspace) that the caller did not pass: a decoder step passes preallocated buffers so
-that it can be captured as a CUDA graph. Positions and stream indices are device int32 arrays.
+that it can be captured as a CUDA graph. Positions and slot indices are device int32 arrays.
 rms_norm, rope_qkv, embed and argmax_advance take pdl=True to be launched as programmatic dependent
 launches (voxtral/gpu/launch.py; their kernels wait for the previous one before reading its output).
 """
@@ -120,85 +120,119 @@ def rms_norm(x, w, eps: float, *, bias=None, out=None, pdl: bool = False):
     return out
 
 
-def rope_qkv(qkv, pos, stream, k_cache, v_cache, theta: float, *, bias=None, out=None, pdl: bool = False):
-    """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 → q bf16 [T, H, Dh]; k, v → ring slot pos % R."""
-    _check(k_cache, "k_cache", BF16)
-    assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
-    b, r, hkv, dh = k_cache.shape
-    _check(v_cache, "v_cache", BF16, k_cache.shape)
+def _check_table(cache, ring, name: str = "cache") -> int:
+    """A slot table: cache [C, 2] uint64 (K, V addresses per slot), ring [C] int32; returns C."""
+    _check(cache, name, np.uint64)
+    assert cache.ndim == 2 and cache.shape[1] == 2, f"{name} must be [C, 2] (K, V), got {cache.shape}"
+    _check(ring, "ring", np.int32, (cache.shape[0],))
+    return cache.shape[0]
+
+
+def _check_slot(slot, t: int, n_slots: int) -> None:
+    """slot [T] int32, or None when the tables are laid out per row (then they need ≥ T rows)."""
+    if slot is None:
+        assert n_slots >= t, f"per-row tables of {n_slots} rows for {t} rows"
+    else:
+        _check(slot, "slot", np.int32, (t,))
+
+
+def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head_dim: int, bias=None,
+             out=None, pdl: bool = False):  # fmt: skip
+    """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 → q bf16 [T, H, Dh]; k, v → row pos % R_c of
+    slot c = slot[t]'s ring caches, found through the table cache [C, 2] / ring [C] (voxtral/gpu/kv.py).
+    slot=None: the tables are laid out per position (c = t)."""
+    n_slots = _check_table(cache, ring)
+    hkv, dh = n_kv_heads, head_dim
     _check(qkv, "qkv", np.float32)
     assert qkv.ndim == 2 and qkv.shape[1] % dh == 0, f"qkv must be [T, (H+2Hkv)·Dh], got {qkv.shape}"
     assert dh % 2 == 0, f"head dim must be even, got {dh}"
     t, h = qkv.shape[0], qkv.shape[1] // dh - 2 * hkv
     assert h > 0, f"qkv width {qkv.shape[1]} leaves no query heads beside {hkv} kv heads of {dh}"
     _check(pos, "pos", np.int32, (t,))
-    _check(stream, "stream", np.int32, (t,))
+    _check_slot(slot, t, n_slots)
     if bias is not None:
         _check(bias, "bias", np.float32, (qkv.shape[1],))
     out = _out(out, "out", BF16, (t, h, dh))
     if t:
-        args = (qkv, _null_or(bias), pos, stream, out, k_cache, v_cache)
-        args += (np.int32(h), np.int32(hkv), np.int32(dh), np.int32(r), np.float32(theta))
+        args = (qkv, _null_or(bias), pos, _null_or(slot), out, cache, ring)
+        args += (np.int32(h), np.int32(hkv), np.int32(dh), np.float32(theta))
         launch(_fn("rope.cu", "rope_qkv"), (t,), (ROPE_THREADS,), args, shared_mem=4 * dh, pdl=pdl)
     return out
 
 
-def attention(
-    q, k_cache, v_cache, window: int, *, pos=None, stream=None, p0: int | None = None, b: int = 0,
-    tiled: bool = False, out=None, workspace=None, block_rows: int | None = None, splits: int | None = None,
-    pdl: bool = False,
+def attention_split(
+    q, cache, ring, pos, slot, window: int, *, n_kv_heads: int, out=None, workspace=None,
+    splits: int | None = None, pdl: bool = False,
 ):  # fmt: skip
-    """Sliding-window GQA attention of q bf16 [T, H, Dh] over the ring caches → bf16 [T, H, Dh].
+    """Sliding-window GQA attention of few queries (the decoder step) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
-    tiled=False (decoder, few queries): query t is at position pos[t] of stream stream[t] (device
-    int32 arrays); workspace is attention_workspace(T, H, Hkv, Dh, splits), zeroed once and reusable by
-    any later launch of the same shape (allocated if not given); splits defaults to attention_splits(T, Hkv).
-    tiled=True (encoder): the T queries are positions p0 … p0+T−1 of stream b (host ints); block_rows
-    picks the query rows per block (TILED_ROWS; default the first listed for the head dim).
-    pdl: launch the split kernel with programmatic dependent launch (it waits for its inputs).
+    Query t is at position pos[t] of slot slot[t] (device int32 arrays), whose ring caches the table
+    cache [C, 2] / ring [C] points at (voxtral/gpu/kv.py); slot=None: the tables are laid out per query
+    (slot t), which spares the kernels a dependent load. workspace is attention_workspace(T, H, Hkv,
+    Dh, splits), zeroed once and reusable by any later launch of the same shape (allocated if not
+    given); splits defaults to attention_splits(T, Hkv). pdl: a programmatic dependent launch.
+    """
+    n_slots = _check_table(cache, ring)
+    _check(q, "q", BF16)
+    assert q.ndim == 3, f"q must be [T, H, Dh], got {q.shape}"
+    dh, hkv = q.shape[2], n_kv_heads
+    assert dh in (64, 128), f"head dim {dh} not compiled (64, 128)"
+    assert window >= 1, f"window must be ≥ 1, got {window}"
+    t, h = q.shape[:2]
+    out = _out(out, "out", BF16, (t, h, dh))
+    for name, a in (("q", q), ("out", out)):
+        assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
+    if t == 0:
+        return out
+    _check(pos, "pos", np.int32, (t,))
+    _check_slot(slot, t, n_slots)
+    assert h % hkv == 0, f"{h} query heads are not a multiple of {hkv} kv heads"
+    group = h // hkv
+    assert group in SPLIT_GROUPS, f"{group} query heads per kv head not compiled {SPLIT_GROUPS}"
+    splits = attention_splits(t, hkv) if splits is None else splits
+    assert 1 <= splits <= 65535, f"splits must be in 1 … 65535, got {splits}"
+    if workspace is None:
+        workspace = attention_workspace(t, h, hkv, dh, splits)
+    _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
+    args = (q, cache, ring, pos, _null_or(slot), workspace, out, np.int32(hkv), np.int32(window))
+    args += (np.int32(SPLIT_MIN_KEYS),)
+    kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
+    launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
+    return out
+
+
+def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, block_rows: int | None = None):
+    """Sliding-window attention of T consecutive queries (the encoder) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
+
+    The queries are positions p0 … p0+T−1 of one slot whose ring caches are k_cache, v_cache [R, Hkv, Dh]
+    bf16 (R ≥ window + T − 1); block_rows picks the query rows per block (TILED_ROWS; default the first
+    listed for the head dim). Tensor cores, mma.sync.
     """
     _check(k_cache, "k_cache", BF16)
-    assert k_cache.ndim == 4, f"k_cache must be [B, R, Hkv, Dh], got {k_cache.shape}"
-    nb, r, hkv, dh = k_cache.shape
+    assert k_cache.ndim == 3, f"k_cache must be [R, Hkv, Dh], got {k_cache.shape}"
+    r, hkv, dh = k_cache.shape
     _check(v_cache, "v_cache", BF16, k_cache.shape)
     _check(q, "q", BF16)
     assert q.ndim == 3 and q.shape[2] == dh, f"q must be [T, H, {dh}], got {q.shape}"
     t, h = q.shape[:2]
     assert h % hkv == 0, f"{h} query heads are not a multiple of {hkv} kv heads"
-    assert dh in (64, 128), f"head dim {dh} not compiled (64, 128)"
+    assert dh in TILED_ROWS, f"head dim {dh} not compiled {tuple(TILED_ROWS)}"
     assert window >= 1, f"window must be ≥ 1, got {window}"
     out = _out(out, "out", BF16, (t, h, dh))
     for name, a in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)):
         assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
     if t == 0:
         return out
-    group = h // hkv
-    if tiled:
-        assert p0 is not None and p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
-        assert 0 <= b < nb, f"stream {b} outside the cache's {nb} streams"
-        assert r >= window + t - 1, f"ring of {r} slots cannot hold window {window} + {t} new positions"
-        rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
-        assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
-        grid = (-(-t // rows), h)
-        args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
-        args += (np.int32(window), np.int32(p0), np.int32(b))
-        _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")(
-            grid, (32 * TILED_WARPS,), args
-        )
-        return out
-    assert group in SPLIT_GROUPS, f"{group} query heads per kv head not compiled {SPLIT_GROUPS}"
-    _check(pos, "pos", np.int32, (t,))
-    _check(stream, "stream", np.int32, (t,))
-    assert r >= window, f"ring of {r} slots cannot hold window {window}"
-    splits = attention_splits(t, hkv) if splits is None else splits
-    assert 1 <= splits <= 65535, f"splits must be in 1 … 65535, got {splits}"
-    if workspace is None:
-        workspace = attention_workspace(t, h, hkv, dh, splits)
-    _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
-    args = (q, k_cache, v_cache, pos, stream, workspace, out, np.int32(hkv), np.int32(r), np.int32(window))
-    args += (np.int32(SPLIT_MIN_KEYS),)
-    kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
-    launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
+    assert p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
+    assert r >= window + t - 1, f"ring of {r} rows cannot hold window {window} + {t} new positions"
+    rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
+    assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
+    grid = (-(-t // rows), h)
+    args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
+    args += (np.int32(window), np.int32(p0), np.int32(0))
+    _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")(
+        grid, (32 * TILED_WARPS,), args
+    )
     return out
 
 
@@ -255,8 +289,8 @@ def im2col_causal(
     return out
 
 
-def embed(tokens, E, audio, pos, stream, *, out=None, pdl: bool = False):
-    """Decoder input h [T, D] f32 = audio[stream, pos % Ra] + E[token]; E bf16 [V, D], audio [B, Ra, D]."""
+def embed(tokens, E, audio, pos, slot, *, out=None, pdl: bool = False):
+    """Decoder input h [T, D] f32 = audio[slot, pos % Ra] + E[token]; E bf16 [V, D], audio [C, Ra, D]."""
     _check(E, "E", BF16)
     assert E.ndim == 2, f"E must be [V, D], got {E.shape}"
     d = E.shape[1]
@@ -265,10 +299,10 @@ def embed(tokens, E, audio, pos, stream, *, out=None, pdl: bool = False):
     assert tokens.ndim == 1, f"tokens must be [T], got {tokens.shape}"
     t = tokens.shape[0]
     _check(pos, "pos", np.int32, (t,))
-    _check(stream, "stream", np.int32, (t,))
+    _check(slot, "slot", np.int32, (t,))
     out = _out(out, "out", np.float32, (t, d))
     if t:
-        args = (tokens, E, audio, pos, stream, out, np.int32(d), np.int32(audio.shape[1]))
+        args = (tokens, E, audio, pos, slot, out, np.int32(d), np.int32(audio.shape[1]))
         launch(_fn("embed.cu", "embed"), (t,), (EMBED_THREADS,), args, pdl=pdl)
     return out
 
@@ -323,7 +357,7 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 
 
 __all__ = [
-    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention", "attention_splits",
-    "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv", "silu_mul",
-    "split_row", "tiled_flops",
+    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_split", "attention_splits",
+    "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv",
+    "silu_mul", "split_row", "tiled_flops",
 ]  # fmt: skip

@@ -16,11 +16,12 @@ throughput relative to B = 1.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
-from . import audio as audio_io
-from .config import FRAME_MS
+from .. import audio as audio_io
+from ..config import FRAME_MS
 
 
 def _summary(ms) -> dict:
@@ -79,22 +80,28 @@ def stream_report(model, samples: np.ndarray, chunk_ms: int, paced_s: float) -> 
 
 
 def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -> list[dict]:
-    """Per B: B streams at `position` (real audio embeddings, prompt then pad inputs), steps timed."""
+    """Per B: a decoder of B slots at `position` (real audio embeddings, prompt then pad inputs), steps
+    timed in calls of the decoder's burst (the shipped decoder, as the scheduler calls it)."""
+    from .run import step_ms
+
     cfg, backend, schedule = model.config, model.backend, model.schedule
     spt = cfg.audio.samples_per_token
-    need = position + steps + 1
+    need = position + steps + 3
     long = np.tile(samples, -(-(need * spt) // len(samples)))
     mel = audio_io.log_mel(audio_io.pad_offline(long, schedule.n_left, 0, spt), cfg.audio)
-    embeds = backend.encode(mel)  # [N ≥ need, D]
+    encoder = backend.encoder(1)
+    embeds = encoder.encode([(encoder.join(), mel)])[0]  # [N ≥ need, D]
+    del encoder
     inputs = np.concatenate([schedule.prompt, np.full(position + 1 - len(schedule.prompt), schedule.pad)])
     rows = []
     for b in sizes:
-        engine = backend.engine(b, max_positions=need)
-        slots = [engine.join(embeds, need) for _ in range(b)]
+        decoder = backend.decoder(b)
+        slots = [decoder.join(need) for _ in range(b)]
         for s in slots:
-            engine.prefill(s, inputs)  # positions 0 … position − 1
-        engine.step(slots, 2)  # warm-up: compiles and captures this bucket
-        ms = engine.step_times(slots, steps)
+            decoder.append_audio(s, embeds)
+            decoder.prefill(s, inputs)  # positions 0 … position − 1
+        decoder.step(slots, 2)  # warm-up: compiles and captures this bucket
+        ms = step_ms(backend, decoder, slots, steps, decoder.burst)
         median = float(np.median(ms))
         rows.append(
             {
@@ -104,12 +111,12 @@ def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -
                 "p90_ms": float(np.percentile(ms, 90)),
                 "stream_steps_per_s": b * 1000 / median,
                 "realtime_x_per_stream": FRAME_MS / median,
-                "engine_bytes": engine.nbytes(),
-                "kv_bytes_per_stream": engine.kv_bytes_per_stream(),
+                "engine_bytes": decoder.nbytes(),
+                "kv_bytes_per_stream": decoder.kv_bytes(slots[0]),
                 "kv_bytes_per_live_stream": window_kv_bytes(cfg.decoder),
             }
         )
-        del engine, slots
+        del decoder, slots
         _release(backend)
     for row in rows:
         row["throughput_x"] = row["stream_steps_per_s"] / rows[0]["stream_steps_per_s"]
@@ -117,10 +124,24 @@ def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -
     return rows
 
 
+@contextmanager
+def gpu_timer(backend):
+    """CUDA events around the block on the backend's stream; yields a function → elapsed milliseconds."""
+    import cupy
+
+    begin, end = cupy.cuda.Event(), cupy.cuda.Event()
+    begin.record(backend.cuda_stream)
+    result: list[float] = []
+    yield lambda: result[0]
+    end.record(backend.cuda_stream)
+    end.synchronize()
+    result.append(cupy.cuda.get_elapsed_time(begin, end))
+
+
 def server_report(model, samples: np.ndarray, sizes, ticks: int, chunk_ms: int = FRAME_MS) -> list[dict]:
     """Per B: B live sessions on a StreamServer, each fed chunk_ms of audio per tick, then one
     server.step(); the wall time of a tick (median, p90) against the chunk_ms it must keep up with."""
-    from .server import StreamServer
+    from ..server import StreamServer
 
     rate = model.config.audio.sampling_rate
     chunk = rate * chunk_ms // 1000
@@ -148,6 +169,9 @@ def server_report(model, samples: np.ndarray, sizes, ticks: int, chunk_ms: int =
                 "realtime_x": chunk_ms / median,
             }
         )
+        for s in sessions:
+            s.close()
+        server.step()  # the closed sessions leave and free their memory
         del server, sessions
         _release(model.backend)
     return rows

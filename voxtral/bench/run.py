@@ -17,20 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio as audio_io
-from .bench_streams import (
+from .. import audio as audio_io
+from ..config import ModelConfig
+from ..scheduler import Job
+from .streams import (
     batch_lines,
     batch_report,
+    gpu_timer,
     server_lines,
     server_report,
     stream_lines,
     stream_report,
 )
-from .config import ModelConfig
 
-DEFAULT_AUDIO = (
-    Path(__file__).parents[1] / "audio" / "night1968" / "60s_i_dont_want_anyones_life_on_my_hands.wav"
-)
+CLIP = "60s_i_dont_want_anyones_life_on_my_hands.wav"  # audio/night1968/, shipped in the wheel too
 COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
 GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 
@@ -39,7 +39,7 @@ GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 class BenchOptions:
     model: str | None = None  # checkpoint directory or Hub id
     random_weights: str | None = None  # "full" or "tiny": generate one (EOS unreachable) instead
-    audio: Path = DEFAULT_AUDIO
+    audio: Path | None = None  # default_audio()
     devices: tuple[str, ...] = ("cpu", "cuda")
     positions: tuple[int, ...] = (500, 5000)  # decode profile windows (GPU)
     steps: int = 100  # timed steps per window (GPU)
@@ -66,9 +66,22 @@ class DeviceReport:
     rates: dict = field(default_factory=dict)  # tokens_per_s, realtime_x
     decode_profile: list[dict] = field(default_factory=list)  # {position, median_ms, p90_ms, ...}
     extra: dict = field(default_factory=dict)
-    stream: dict = field(default_factory=dict)  # bench_streams.stream_report
-    batch: list[dict] = field(default_factory=list)  # bench_streams.batch_report
-    server: list[dict] = field(default_factory=list)  # bench_streams.server_report
+    stream: dict = field(default_factory=dict)  # streams.stream_report
+    batch: list[dict] = field(default_factory=list)  # streams.batch_report
+    server: list[dict] = field(default_factory=list)  # streams.server_report
+
+
+def default_audio() -> Path:
+    """The 60 s clip: beside this module in an installed wheel, else in the repository's audio/."""
+    here = Path(__file__).resolve().parent
+    for path in (here / CLIP, here.parents[1] / "audio" / "night1968" / CLIP):
+        if path.is_file():
+            return path
+    from ..errors import AudioError
+
+    raise AudioError(
+        f"the default benchmark clip {CLIP} is missing from this installation; pass --audio FILE"
+    )
 
 
 def derived_rates(stages_ms: dict, audio_s: float) -> dict:
@@ -101,7 +114,7 @@ def _gpu_ceilings() -> dict:
     """Measured device copy bandwidth (bytes read + written) and BF16 GEMM rate."""
     import cupy
 
-    from .gpu.gemm import gemm
+    from ..gpu.gemm import gemm
 
     src = cupy.random.random(COPY_BYTES // 4, dtype=np.float32)
     dst = cupy.empty_like(src)
@@ -133,21 +146,27 @@ def _long_audio(samples: np.ndarray, n_positions: int, spt: int) -> np.ndarray:
 
 
 def _profile(model, samples: np.ndarray, positions, steps: int) -> list[dict]:
-    """Per-step times in a window starting at each position, reached by real greedy steps."""
-    cfg = model.config
+    """Per-step times of the shipped decoder (one slot) in a window at each position, reached by real
+    greedy steps over long audio. GPU: CUDA events around calls of `burst` steps, per step = / burst."""
+    cfg, backend, schedule = model.config, model.backend, model.schedule
     n_needed = max(positions) + steps + 1
     long = _long_audio(samples, n_needed, cfg.audio.samples_per_token)
     mel = audio_io.log_mel(
-        audio_io.pad_offline(long, model.schedule.n_left, 0, cfg.audio.samples_per_token), cfg.audio
+        audio_io.pad_offline(long, schedule.n_left, 0, cfg.audio.samples_per_token), cfg.audio
     )
-    backend = model.backend
-    state = backend.start(backend.encode(mel))
-    backend.prefill(state, model.schedule.prompt)
-    rows = []
+    encoder, decoder = backend.encoder(1), backend.decoder(1)
+    slot = decoder.join(n_needed)
+    decoder.append_audio(slot, encoder.encode([(encoder.join(), mel)])[0])
+    decoder.prefill(slot, schedule.prompt)
+    per_call = decoder.burst
+    rows, pos = [], len(schedule.prompt) - 1
     for p in sorted(positions):
-        while state.pos < p:
-            backend.step(state, min(backend.burst * 4, p - state.pos))
-        ms = backend.step_times(state, steps)
+        while pos < p:
+            n = min(per_call * 4, p - pos)
+            decoder.step([slot], n)
+            pos += n
+        ms = step_ms(backend, decoder, [slot], steps, per_call)
+        pos += steps
         rows.append(
             {
                 "position": p,
@@ -159,16 +178,26 @@ def _profile(model, samples: np.ndarray, positions, steps: int) -> list[dict]:
     return rows
 
 
+def step_ms(backend, decoder, slots: list[int], steps: int, per_call: int) -> np.ndarray:
+    """Milliseconds per step over `steps` steps taken in calls of per_call (each call's mean)."""
+    times = []
+    for start in range(0, steps, per_call):
+        n = min(per_call, steps - start)
+        if backend.name == "cuda":
+            with gpu_timer(backend) as elapsed:
+                decoder.step(slots, n)
+            times.append(elapsed() / n)
+        else:
+            t0 = time.perf_counter()
+            decoder.step(slots, n)
+            times.append(1000 * (time.perf_counter() - t0) / n)
+    return np.array(times)
+
+
 def _first_token_s(model, samples: np.ndarray, sr: int) -> float:
     """Seconds from audio in hand to the first token on a fresh model (kernels compiled, graph captured)."""
     t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-    mel, _ = model._features(samples, sr, timings)
-    state = model.backend.start(
-        model._encode(mel, timings), mel.shape[1] // model.config.audio.frames_per_token
-    )
-    model.backend.prefill(state, model.schedule.prompt)
-    model.backend.step(state, 1)
+    model.engine.run(Job(audio_io.blocks(samples, sr), max_steps=1))
     return time.perf_counter() - t0
 
 
@@ -178,7 +207,8 @@ def bench_device(
     import voxtral
 
     t0 = time.perf_counter()
-    model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms)
+    capacity = max([voxtral.api.DEFAULT_CAPACITY, *opts.batch, *opts.server])
+    model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms, capacity=capacity)
     load_s = time.perf_counter() - t0
     first_token_s = load_s + _first_token_s(model, samples, sr)
     t = model.transcribe(samples, sample_rate=sr)  # warm: the first token above compiled and captured
@@ -223,14 +253,14 @@ def add_rooflines(report: DeviceReport, cfg: ModelConfig) -> None:
 
 def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
     """Run the benchmark on every available device; returns the JSON-ready report."""
-    from .gpu.device import unavailable_reason
+    from ..gpu.device import unavailable_reason
 
-    samples = audio_io.load_audio(opts.audio)
+    samples = audio_io.load_audio(opts.audio or default_audio())
     sr = 16000
     with tempfile.TemporaryDirectory(prefix="voxtral-bench-") as tmp:
         model_dir = opts.model
         if opts.random_weights:
-            from .testing import write_checkpoint
+            from ..testing import write_checkpoint
 
             progress(f"writing a random {opts.random_weights} checkpoint (EOS unreachable)")
             model_dir = str(write_checkpoint(tmp, opts.random_weights, seed=0, eos_reachable=False))
@@ -245,7 +275,11 @@ def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
             if cfg is not None:
                 add_rooflines(r, cfg)
             reports.append(r)
-    result = {"audio": str(opts.audio), "audio_s": len(samples) / sr, "devices": [asdict(r) for r in reports]}
+    result = {
+        "audio": str(opts.audio or default_audio()),
+        "audio_s": len(samples) / sr,
+        "devices": [asdict(r) for r in reports],
+    }
     if len(reports) == 2:
         cpu, gpu = reports
         result["cpu_over_gpu"] = {

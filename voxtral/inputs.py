@@ -1,4 +1,4 @@
-"""Many inputs: files, directories and glob patterns → audio paths; output paths; atomic writes.
+"""Inputs and outputs of a run: files, directories and globs → audio paths; output paths; atomic writes.
 
 Nothing here prints or transcribes: the CLI drives the loop and renders progress and errors.
 """

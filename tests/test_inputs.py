@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from voxtral.batch import audio_seconds, expand_inputs, plan_outputs, write_atomic
 from voxtral.errors import AudioError, OutputError
+from voxtral.inputs import audio_seconds, expand_inputs, plan_outputs, write_atomic
 
 
 @pytest.fixture

@@ -4,23 +4,42 @@ time_kernels() returns one row per case: microseconds (median of CUDA-event timi
 graph of many launches), the fewest bytes the kernel must move, GB/s and % of the device-to-device
 copy bandwidth measured in the same call, and TFLOP/s for attention_tiled. Inputs are rotated over
 several sets so that repeated launches are not served from L2 (50 MB on an H100) where a set is big.
-Run `python -m voxtral.gpu.kernel_timing` to print the table.
+Sizes are the official full-size model's (voxtral.testing.checkpoint.params("full")); the KV caches
+are slot rings found through a KVCaches table (voxtral/gpu/kv.py), as the decoder and encoder use them.
+Run `python dev/kernel_timing.py [kernel]` from the repository root on a GPU machine (dev/README.md).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import sys
+from pathlib import Path
 
-from voxtral.gpu import ops
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # voxtral from this checkout, installed or not
+
+import numpy as np  # noqa: E402
+
+from voxtral.config import ModelConfig  # noqa: E402
+from voxtral.gpu import ops  # noqa: E402
+from voxtral.gpu.kv import KVCaches  # noqa: E402
+from voxtral.testing.checkpoint import params  # noqa: E402
 
 ROTATE_BYTES = 160 << 20  # input sets cycled per case: > 3× an H100's L2
 MAX_SETS = 16
 LAUNCHES_PER_GRAPH = 64
 REPS = 30
 COPY_BYTES = 1 << 30
-# Decoder (SPEC §5) and encoder (SPEC §3) sizes; T_ENC is 60 s of audio (4 encoder positions per 80 ms).
-D_DEC, H_DEC, HKV_DEC, DH_DEC, F_DEC, W_DEC, V = 3072, 32, 8, 128, 9216, 8192, 131072
-D_ENC, H_ENC, DH_ENC, F_ENC, W_ENC, T_ENC, M_MEL = 1280, 32, 64, 5120, 750, 3000, 128
+# Decoder (SPEC §5) and encoder (SPEC §3) sizes of the official model; T_ENC is 60 s of audio (4 encoder
+# positions per 80 ms).
+CFG = ModelConfig.from_dict(params("full"))
+DEC, ENC = CFG.decoder, CFG.encoder
+D_DEC, H_DEC, HKV_DEC, DH_DEC, F_DEC = DEC.dim, DEC.n_heads, DEC.n_kv_heads, DEC.head_dim, DEC.hidden_dim
+W_DEC, V, THETA_DEC = DEC.sliding_window, DEC.vocab_size, DEC.rope_theta
+D_ENC, H_ENC, HKV_ENC, DH_ENC, F_ENC = ENC.dim, ENC.n_heads, ENC.n_kv_heads, ENC.head_dim, ENC.hidden_dim
+W_ENC, THETA_ENC, M_MEL = ENC.sliding_window, ENC.rope_theta, CFG.audio.num_mel_bins
+T_ENC = 3000
+T_ADAPTER = T_ENC // CFG.audio.downsample_factor
 
 
 def time_graph_us(launch, n_sets: int, launches: int = LAUNCHES_PER_GRAPH, reps: int = REPS) -> float:
@@ -101,18 +120,26 @@ def _cases():
         outs = [empty_bf16(t, d) for _ in range(n)]
         return lambda i: ops.rms_norm(xs[i], w, 1e-5, bias=b, out=outs[i]), n, nbytes, 0
 
-    def rope(t, h, hkv, dh, bias):
+    def caches(n_slots, rows, hkv, dh, filled=0):
+        """KVCaches of one layer, n_slots open rings of `rows` rows, the first `filled` rows random."""
+        kv = KVCaches(1, n_slots, hkv, dh)
+        for c in range(n_slots):
+            kv.open(c, rows)
+            for a in kv.arrays[c]:
+                if filled:
+                    a[:, :filled] = _bf16(1, filled, hkv, dh)
+        return kv
+
+    def rope(t, h, hkv, dh, bias, rows, theta):
         width = (h + 2 * hkv) * dh
         nbytes = 6 * t * width
         n = _sets(nbytes)
         qkv, outs = [_randn(t, width) for _ in range(n)], [empty_bf16(t, h, dh) for _ in range(n)]
-        kc, vc = empty_bf16(n, 8192, hkv, dh), empty_bf16(n, 8192, hkv, dh)
-        b, pos, st = (
-            _randn(width) if bias else None,
-            i32(np.arange(t) + 4000),
-            [i32([i] * t) for i in range(n)],
-        )
-        return lambda i: ops.rope_qkv(qkv[i], pos, st[i], kc, vc, 1e6, bias=b, out=outs[i]), n, nbytes, 0
+        kv, b = caches(n, rows, hkv, dh), _randn(width) if bias else None  # set i writes slot i's ring
+        pos, sl = i32(np.arange(t) + 4000), [i32([i] * t) for i in range(n)]
+        dims = dict(n_kv_heads=hkv, head_dim=dh)
+        launch = lambda i: ops.rope_qkv(qkv[i], pos, sl[i], *kv.layer(0), theta, **dims, bias=b, out=outs[i])
+        return launch, n, nbytes, 0
 
     def split(ctx, nb):
         splits = ops.attention_splits(nb, HKV_DEC)
@@ -120,20 +147,22 @@ def _cases():
         partials = 0 if active == 1 else nb * H_DEC * active * (DH_DEC + 2) * 4 * 2  # written, read back
         nbytes = nb * ctx * HKV_DEC * DH_DEC * 4 + partials
         n = _sets(nbytes)
-        kc, vc = _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC), _bf16(n * nb, W_DEC, HKV_DEC, DH_DEC)
+        kv = caches(n * nb, W_DEC, HKV_DEC, DH_DEC, filled=ctx)  # set i: slots i·nb … (i+1)·nb − 1
         q, out = _bf16(nb, H_DEC, DH_DEC), empty_bf16(nb, H_DEC, DH_DEC)
         ws = ops.attention_workspace(nb, H_DEC, HKV_DEC, DH_DEC, splits)
-        pos, st = i32([ctx - 1] * nb), [i32(np.arange(nb) + i * nb) for i in range(n)]
-        launch = lambda i: ops.attention(q, kc, vc, W_DEC, pos=pos, stream=st[i], out=out, workspace=ws)
+        pos, sl = i32([ctx - 1] * nb), [i32(np.arange(nb) + i * nb) for i in range(n)]
+        launch = lambda i: ops.attention_split(
+            q, *kv.layer(0), pos, sl[i], W_DEC, n_kv_heads=HKV_DEC, out=out, workspace=ws
+        )
         return launch, n, nbytes, 0
 
     def tiled(t, rows):
-        r = t + W_ENC
-        kc, vc, q = _bf16(1, r, H_ENC, DH_ENC), _bf16(1, r, H_ENC, DH_ENC), _bf16(t, H_ENC, DH_ENC)
+        r = t + W_ENC  # one slot's ring [R, Hkv, Dh] (the encoder passes layer i of its KVCaches arrays)
+        kc, vc, q = _bf16(r, HKV_ENC, DH_ENC), _bf16(r, HKV_ENC, DH_ENC), _bf16(t, H_ENC, DH_ENC)
         out = empty_bf16(t, H_ENC, DH_ENC)
-        nbytes = (r - 1) * H_ENC * DH_ENC * 4 + 4 * t * H_ENC * DH_ENC
+        nbytes = (r - 1) * HKV_ENC * DH_ENC * 4 + 4 * t * H_ENC * DH_ENC
         flops = ops.tiled_flops(t, 0, W_ENC, H_ENC, DH_ENC)
-        launch = lambda i: ops.attention(q, kc, vc, W_ENC, p0=0, b=0, tiled=True, out=out, block_rows=rows)
+        launch = lambda i: ops.attention_tiled(q, kc, vc, W_ENC, 0, out=out, block_rows=rows)
         return launch, 1, nbytes, flops
 
     def gelu(t, m, bias):
@@ -157,8 +186,8 @@ def _cases():
 
     def emb(t):
         e, audio, out = _bf16(V, D_DEC), _randn(4, 64, D_DEC), cp.empty((t, D_DEC), np.float32)
-        tok, pos, st = i32(np.arange(t) * 997 % V), i32(np.arange(t)), i32(np.arange(t) % 4)
-        return lambda i: ops.embed(tok, e, audio, pos, st, out=out), 1, 10 * t * D_DEC, 0
+        tok, pos, sl = i32(np.arange(t) * 997 % V), i32(np.arange(t)), i32(np.arange(t) % 4)
+        return lambda i: ops.embed(tok, e, audio, pos, sl, out=out), 1, 10 * t * D_DEC, 0
 
     def argmax(nb):
         n = _sets(4 * nb * V)
@@ -170,15 +199,23 @@ def _cases():
     return [
         ("rms_norm", f"decoder T=1 D={D_DEC}", lambda: rms(1, D_DEC, False)),
         ("rms_norm", f"encoder T={T_ENC} D={D_ENC} +bias", lambda: rms(T_ENC, D_ENC, True)),
-        ("rope_qkv", "decoder T=1 H=32 Hkv=8 Dh=128", lambda: rope(1, H_DEC, HKV_DEC, DH_DEC, False)),
-        ("rope_qkv", f"encoder T={T_ENC} H=Hkv=32 Dh=64", lambda: rope(T_ENC, H_ENC, H_ENC, DH_ENC, True)),
+        (
+            "rope_qkv",
+            f"decoder T=1 H={H_DEC} Hkv={HKV_DEC} Dh={DH_DEC}",
+            lambda: rope(1, H_DEC, HKV_DEC, DH_DEC, False, W_DEC, THETA_DEC),
+        ),
+        (
+            "rope_qkv",
+            f"encoder T={T_ENC} H={H_ENC} Hkv={HKV_ENC} Dh={DH_ENC}",
+            lambda: rope(T_ENC, H_ENC, HKV_ENC, DH_ENC, True, W_ENC + T_ENC - 1, THETA_ENC),
+        ),
         ("attention_split", f"decode ctx=500 W={W_DEC}", lambda: split(500, 1)),
         ("attention_split", f"decode ctx=5000 W={W_DEC}", lambda: split(5000, 1)),
         ("attention_split", "decode ctx=5000 B=16", lambda: split(5000, 16)),
         ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 128 rows", lambda: tiled(T_ENC, 128)),
         ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 64 rows", lambda: tiled(T_ENC, 64)),
         ("bias_gelu", f"conv T={T_ENC} N={D_ENC} +bias", lambda: gelu(T_ENC, D_ENC, True)),
-        ("bias_gelu", "adapter T=750 N=3072", lambda: gelu(750, 3072, False)),
+        ("bias_gelu", f"adapter T={T_ADAPTER} N={D_DEC}", lambda: gelu(T_ADAPTER, D_DEC, False)),
         ("silu_mul", f"decoder T=1 F={F_DEC}", lambda: swiglu(1, F_DEC)),
         ("silu_mul", f"encoder T={T_ENC} F={F_ENC}", lambda: swiglu(T_ENC, F_ENC)),
         ("im2col_causal", f"conv0 mel [{M_MEL}, {tm}] K=3", lambda: im2col((M_MEL, tm), 3, 1, 2, 1)),
@@ -235,6 +272,4 @@ def format_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    import sys
-
     print(format_table(time_kernels(sys.argv[1] if len(sys.argv) > 1 else None)))

@@ -1,44 +1,58 @@
 """Timings of gemv (cuda/gemv.cu) at the decoder step's shapes (SPEC §5, §8), against cuBLAS.
 
+Sizes are the official full-size model's (voxtral.testing.checkpoint.params("full")), and the weights
+random BF16 of those shapes, made on the device in the layout of voxtral.gpu.weights.GpuWeights.
 The whole step's GEMVs first: 26 × (qkv + wo + w13 + w2) + output projection (6.86 GB of weights)
 captured as one graph, fused gemv (each launch warming the next one's first weights in L2, or not;
-programmatic dependent launch (PDL), or not) against today's rms_norm + cuBLAS + silu_mul, over the
-floor at the copy bandwidth. Then the whole decoder step as the decoder would run it with the fused
-GEMVs (embed, 26 × (gemv qkv, rope_qkv, attention, gemv wo, gemv w13, gemv w2), gemv output,
-argmax_advance) in one graph, PDL off and on, and a check that one replay of the PDL graph leaves
-every buffer bitwise equal to one replay of the plain graph from the same state.
+programmatic dependent launch (PDL), or not) against rms_norm + cuBLAS + silu_mul, over the floor at
+the copy bandwidth. Then the whole decoder step as shipped, voxtral.gpu.decoder.step (embed, 26 ×
+(gemv qkv, rope_qkv, attention_split, gemv wo, gemv w13, gemv w2), gemv output, argmax_advance) on
+DecoderBuffers and KVCaches, captured with voxtral.gpu.graphs.capture like the decoder's own graphs,
+PDL off and on, and a check that one replay of the PDL graph leaves every buffer and KV cache bitwise
+equal to one replay of the plain graph from the same state.
 Last, per shape and B ∈ {1, 8}: µs per call (median over REPS replays of a captured graph of launches
 that rotate over ≥ MIN_COPIES weight copies, ≥ ROTATE_BYTES together, so L2 does not serve them), GB/s
 of the fewest bytes the fused call must move (weights, x, norm weight, out) and % of the device-to-
 device copy bandwidth measured in the same run. The cuBLAS column is cublasGemmEx alone (bf16 x; its
 RMSNorm and SiLU·mul kernels come on top), its GB/s over the same bytes, so the columns compare times.
 `--sweep` times other kernel shapes too and shows the per-shape table for the fastest whole step.
-Run `python -m voxtral.gpu.gemv_timing [--sweep]`.
+Run `python dev/gemv_timing.py [--sweep]` from the repository root on a GPU machine (dev/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
+from pathlib import Path
 
-import numpy as np
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # voxtral and dev/ from this checkout, installed or not
 
-from voxtral.gpu import ops
-from voxtral.gpu.gemm import gemm
-from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes
-from voxtral.gpu.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us
+import numpy as np  # noqa: E402
+
+from dev.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us  # noqa: E402
+from voxtral.config import ModelConfig  # noqa: E402
+from voxtral.gpu import decoder, ops  # noqa: E402
+from voxtral.gpu.gemm import gemm  # noqa: E402
+from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes  # noqa: E402
+from voxtral.gpu.graphs import capture  # noqa: E402
+from voxtral.gpu.kv import KVCaches  # noqa: E402
+from voxtral.gpu.weights import GpuLayer, GpuWeights  # noqa: E402
+from voxtral.testing.checkpoint import params  # noqa: E402
 
 ROTATE_BYTES = 200 << 20  # > 4× an H100's 50 MB L2
 MIN_COPIES = 4
 MIN_LAUNCHES = 16  # per captured graph
 REPS = 50
 STEP_REPS = 20
-EPS = 1e-5
-D, Q_DIM, QKV, F, V, LAYERS = 3072, 4096, 6144, 9216, 131072, 26
-H, HKV, DH, THETA = 32, 8, 128, 1e6
-WINDOW = 1024  # ring slots of the whole step's KV caches (the model's 8192 would only cost memory here)
+CFG = ModelConfig.from_dict(params("full")).decoder  # the official decoder
+EPS = CFG.norm_eps
+D, Q_DIM, QKV = CFG.dim, CFG.q_dim, CFG.q_dim + 2 * CFG.kv_dim
+F, V, LAYERS = CFG.hidden_dim, CFG.vocab_size, CFG.n_layers
+RING = decoder.LIVE_RING  # KV ring rows of each slot in the whole step: a live stream's first ring
 CTX = 500  # position of the first timed step (each replay advances it by one)
-AUDIO_SLOTS = 4
 # name, N, K, x bf16, RMSNorm prologue, epilogue (swiglu writes bf16 [B, F])
 SHAPES = [
     ("qkv +norm", QKV, D, False, True, "store"),
@@ -181,25 +195,33 @@ def sweep_table(bw: float, variants) -> list[str]:
     return lines
 
 
-class StepWeights:
-    """Random weights of the decoder step's GEMVs: 26 layers + the output projection (6.86 GB)."""
+def random_weights(cfg=CFG) -> GpuWeights:
+    """Random decoder weights of cfg's shapes, made on the device, as GpuWeights.upload lays them out
+    (fused wq|wk|wv and w1|w3, f32 norm weights; 6.86 GB at full size). The encoder's are left out."""
+    import cupy as cp
 
-    def __init__(self):
-        import cupy as cp
+    d, f = cfg.dim, cfg.hidden_dim
 
-        def norm_w():
-            return (1 + 0.1 * cp.random.standard_normal(D, dtype=np.float32)).astype(np.float32)
+    def norm_w():
+        return (1 + 0.1 * cp.random.standard_normal(d, dtype=np.float32)).astype(np.float32)
 
-        self.layers = [
-            dict(wqkv=rand_bf16((QKV, D), D**-0.5), wo=rand_bf16((D, Q_DIM), Q_DIM**-0.5),
-                 w13=rand_bf16((2 * F, D), D**-0.5), w2=rand_bf16((D, F), F**-0.5),
-                 attention_norm=norm_w(), ffn_norm=norm_w())
-            for _ in range(LAYERS)
-        ]  # fmt: skip
-        self.E, self.norm = rand_bf16((V, D), D**-0.5), norm_w()
-        self.nbytes = (
-            sum(a.nbytes for lw in self.layers for a in lw.values()) + self.E.nbytes + self.norm.nbytes
-        )
+    layers = [
+        GpuLayer(attention_norm=norm_w(), wqkv=rand_bf16((cfg.q_dim + 2 * cfg.kv_dim, d), d**-0.5),
+                 qkv_bias=None, wo=rand_bf16((d, cfg.q_dim), cfg.q_dim**-0.5), wo_bias=None,
+                 ffn_norm=norm_w(), w13=rand_bf16((2 * f, d), d**-0.5), w2=rand_bf16((d, f), f**-0.5),
+                 w2_bias=None)
+        for _ in range(cfg.n_layers)
+    ]  # fmt: skip
+    none = dict.fromkeys(("conv0_weight", "conv0_bias", "conv1_weight", "conv1_bias", "encoder_norm",
+                          "adapter_w0", "adapter_w2"))  # fmt: skip
+    return GpuWeights(**none, encoder_layers=[], tok_embeddings=rand_bf16((cfg.vocab_size, d), 0.5 * d**-0.5),
+                      decoder_layers=layers, norm=norm_w())  # fmt: skip
+
+
+def weight_bytes(w: GpuWeights) -> int:
+    """Bytes of the decoder's weights: what one step must read at least."""
+    arrays = [a for lw in w.decoder_layers for a in vars(lw).values()] + [w.tok_embeddings, w.norm]
+    return sum(a.nbytes for a in arrays if a is not None)
 
 
 class StepBuffers:
@@ -215,17 +237,17 @@ class StepBuffers:
         self.gu = cp.empty((b, 2 * F), np.float32)
 
 
-def step_calls(w: StepWeights, s: StepBuffers) -> list[tuple]:
-    """The step's fused launches in order: (x, w, out, keyword arguments)."""
+def step_calls(w: GpuWeights, s: StepBuffers) -> list[tuple]:
+    """The step's GEMV launches in order: (x, w, out, keyword arguments)."""
     calls = []
-    for lw in w.layers:
+    for lw in w.decoder_layers:
         calls += [
-            (s.h, lw["wqkv"], s.qkv, dict(norm_weight=lw["attention_norm"])),
-            (s.o, lw["wo"], s.h, dict(epilogue="add")),
-            (s.h, lw["w13"], s.u, dict(norm_weight=lw["ffn_norm"], epilogue="swiglu")),
-            (s.u, lw["w2"], s.h, dict(epilogue="add")),
+            (s.h, lw.wqkv, s.qkv, dict(norm_weight=lw.attention_norm)),
+            (s.o, lw.wo, s.h, dict(epilogue="add")),
+            (s.h, lw.w13, s.u, dict(norm_weight=lw.ffn_norm, epilogue="swiglu")),
+            (s.u, lw.w2, s.h, dict(epilogue="add")),
         ]
-    return calls + [(s.h, w.E, s.logits, dict(norm_weight=w.norm))]
+    return calls + [(s.h, w.tok_embeddings, s.logits, dict(norm_weight=w.norm))]
 
 
 def step_gemv(calls: list[tuple], variant) -> None:
@@ -236,19 +258,20 @@ def step_gemv(calls: list[tuple], variant) -> None:
         gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, **kw)
 
 
-def step_cublas(w: StepWeights, s: StepBuffers) -> None:
-    for lw in w.layers:
-        gemm(ops.rms_norm(s.h, lw["attention_norm"], EPS, out=s.xb), lw["wqkv"], out=s.qkv)
-        gemm(s.o, lw["wo"], out=s.h, beta=1.0)
-        ops.silu_mul(gemm(ops.rms_norm(s.h, lw["ffn_norm"], EPS, out=s.xb), lw["w13"], out=s.gu), out=s.u)
-        gemm(s.u, lw["w2"], out=s.h, beta=1.0)
-    gemm(ops.rms_norm(s.h, w.norm, EPS, out=s.xb), w.E, out=s.logits)
+def step_cublas(w: GpuWeights, s: StepBuffers) -> None:
+    for lw in w.decoder_layers:
+        gemm(ops.rms_norm(s.h, lw.attention_norm, EPS, out=s.xb), lw.wqkv, out=s.qkv)
+        gemm(s.o, lw.wo, out=s.h, beta=1.0)
+        ops.silu_mul(gemm(ops.rms_norm(s.h, lw.ffn_norm, EPS, out=s.xb), lw.w13, out=s.gu), out=s.u)
+        gemm(s.u, lw.w2, out=s.h, beta=1.0)
+    gemm(ops.rms_norm(s.h, w.norm, EPS, out=s.xb), w.tok_embeddings, out=s.logits)
 
 
-def step_table(bw: float, variants, w: StepWeights) -> tuple[list[str], dict]:
-    """Lines, and {variant: µs at B=1 + µs at B=8} of the fused whole step."""
-    floor_us = w.nbytes / bw / 1e3
-    lines = [f"whole step GEMVs ({LAYERS} layers + output projection, {w.nbytes / 1e9:.3f} GB of weights; "
+def step_table(bw: float, variants, w: GpuWeights) -> tuple[list[str], dict]:
+    """Lines, and {variant: µs at B=1 + µs at B=8} of the GEMVs of the whole step."""
+    nbytes = weight_bytes(w)
+    floor_us = nbytes / bw / 1e3
+    lines = [f"whole step GEMVs ({LAYERS} layers + output projection, {nbytes / 1e9:.3f} GB of weights; "
              f"floor at the copy bandwidth {floor_us:.0f} µs), one graph:"]  # fmt: skip
     totals = dict.fromkeys(variants, 0.0)
     for b in BATCHES:
@@ -266,62 +289,37 @@ def step_table(bw: float, variants, w: StepWeights) -> tuple[list[str], dict]:
                 continue
             if v is not None:
                 totals[v] += us
-            lines.append(f"  B={b} {name:<26} {us:9.1f} µs  {w.nbytes / us / 1e3:6.0f} GB/s  "
+            lines.append(f"  B={b} {name:<26} {us:9.1f} µs  {nbytes / us / 1e3:6.0f} GB/s  "
                          f"{100 * floor_us / us:5.1f}% of the floor")  # fmt: skip
     return lines, totals
 
 
-class StepState:
-    """What the whole decoder step reads and writes besides StepBuffers: KV caches, token, position."""
-
-    def __init__(self, s: StepBuffers):
-        import cupy as cp
-
-        b = s.h.shape[0]
-        self.k = [rand_bf16((b, WINDOW, HKV, DH)) for _ in range(LAYERS)]  # [B, R, Hkv, Dh] per layer
-        self.v = [rand_bf16((b, WINDOW, HKV, DH)) for _ in range(LAYERS)]
-        self.audio = cp.random.standard_normal((b, AUDIO_SLOTS, D), dtype=np.float32)
-        self.tokens = cp.random.randint(0, V, b).astype(np.int32)
-        self.pos = cp.full(b, CTX, np.int32)
-        self.stream = cp.arange(b, dtype=np.int32)
-        self.history = cp.zeros((b, 64), np.int32)
-        self.q, self.o = cp.empty((b, H, DH), np.uint16), s.o.reshape(b, H, DH)
-        self.ws = ops.attention_workspace(b, H, HKV, DH)
-        self.argmax_ws = ops.argmax_workspace(b, ops.argmax_blocks(V))
-
-    def buffers(self, s: StepBuffers) -> dict:
-        """Every buffer the step writes, by name."""
-        out = dict(h=s.h, qkv=s.qkv, q=self.q, o=s.o, u=s.u, logits=s.logits, tokens=self.tokens,
-                   pos=self.pos, history=self.history)  # fmt: skip
-        return out | {f"k{i}": a for i, a in enumerate(self.k)} | {f"v{i}": a for i, a in enumerate(self.v)}
-
-
-def step_decoder(w: StepWeights, calls: list[tuple], s: StepBuffers, d: StepState, variant) -> None:
-    """The whole step as the decoder would launch it (attention is never a PDL launch: no wait in it)."""
-    cfg, warm, pdl = variant
-    ops.embed(d.tokens, w.E, d.audio, d.pos, d.stream, out=s.h, pdl=pdl)
-    for i, (x, wt, out, kw) in enumerate(calls):
-        nxt = calls[(i + 1) % len(calls)][1] if warm else None
-        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, **kw)
-        layer, j = divmod(i, 4)
-        if j == 0 and layer < LAYERS:  # after the qkv projection
-            ops.rope_qkv(s.qkv, d.pos, d.stream, d.k[layer], d.v[layer], THETA, out=d.q, pdl=pdl)
-            ops.attention(d.q, d.k[layer], d.v[layer], WINDOW, pos=d.pos, stream=d.stream, out=d.o,
-                          workspace=d.ws)  # fmt: skip
-    ops.argmax_advance(s.logits, d.tokens, d.pos, d.history, workspace=d.argmax_ws, pdl=pdl)
-
-
-def capture(fn, stream):
-    """fn() run once (compile, load) and then captured as a graph on stream."""
+def decoder_state(b: int, w: GpuWeights):
+    """DecoderBuffers and KVCaches of b slots, every row serving its own open slot at position CTX
+    (rings of RING rows, random keys), random tokens and audio embeddings: the state of a live step."""
     import cupy as cp
 
-    cp.cuda.Device().synchronize()  # inputs were made on the legacy stream, which `stream` does not wait for
-    with stream:
-        fn()
-        stream.synchronize()
-        stream.begin_capture()
-        fn()
-        return stream.end_capture()
+    buf = decoder.DecoderBuffers(CFG, b)
+    kv = KVCaches(CFG.n_layers, b, CFG.n_kv_heads, CFG.head_dim)
+    for c in range(b):
+        kv.open(c, RING)
+        for a in kv.arrays[c]:
+            a[...] = rand_bf16(a.shape)
+    buf.audio[...] = cp.random.standard_normal(buf.audio.shape, dtype=np.float32)
+    buf.tokens[...] = cp.random.randint(0, CFG.vocab_size, b).astype(np.int32)
+    buf.pos.fill(CTX)
+    table, ring = kv.per_row(list(range(b)))  # row r serves slot r: the tables laid out per row
+    buf.cache[:, :b] = cp.asarray(table)
+    buf.ring[:b] = cp.asarray(ring)
+    return buf, kv
+
+
+def written(buf, kv: KVCaches) -> dict:
+    """Every device buffer the step writes (or reads from the previous step), by name."""
+    out = {name: getattr(buf, name) for name in decoder.ROW_ARRAYS}
+    return out | {
+        f"{kind}{c}": a for c, kv_c in enumerate(kv.arrays) for kind, a in zip("kv", kv_c, strict=True)
+    }
 
 
 def replay_us(graph, stream, reps: int = STEP_REPS) -> float:
@@ -344,36 +342,41 @@ def same_bits(a, b) -> bool:
     return bool(cp.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
 
 
-def decoder_step_table(bw: float, w: StepWeights) -> list[str]:
-    """Whole decoder step µs, PDL off and on, and whether one replay of each leaves the same bits."""
+def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
+    """The shipped step (voxtral.gpu.decoder.step) µs, PDL off and on, and whether one replay of each
+    leaves the same bits."""
     import cupy as cp
 
-    floor_us = w.nbytes / bw / 1e3
-    lines = [f"whole decoder step (embed, {LAYERS} × (qkv, rope_qkv, attention from ctx {CTX}, wo, w13, w2), "
-             f"output, argmax_advance), one graph; floor {floor_us:.0f} µs:"]  # fmt: skip
+    floor_us = weight_bytes(w) / bw / 1e3
+    lines = [f"whole decoder step as shipped (voxtral.gpu.decoder.step: embed, {LAYERS} × (qkv, rope_qkv, "
+             f"attention_split from ctx {CTX}, wo, w13, w2), output, argmax_advance), one graph; "
+             f"floor {floor_us:.0f} µs:"]  # fmt: skip
     for b in BATCHES:
-        s = StepBuffers(b)
-        d, calls, stream = StepState(s), step_calls(w, s), cp.cuda.Stream(non_blocking=True)
-        for warm in (False, True):
-            variants = [(DEFAULT, warm, pdl) for pdl in (False, True)]
-            graphs = [capture(functools.partial(step_decoder, w, calls, s, d, v), stream) for v in variants]
+        buf, kv = decoder_state(b, w)
+        stream = cp.cuda.Stream(non_blocking=True)
+        cp.cuda.Device().synchronize()  # state made on the legacy stream, which `stream` does not wait for
+        state = (buf.tokens, buf.pos, buf.history)  # put back after the eager run, as Decoder._graph does
+        runs = [functools.partial(decoder.step, w, CFG, buf, pdl=pdl) for pdl in (False, True)]
+        with stream:
+            made = [capture(stream, run, state) for run in runs]
+        stream.synchronize()
+        start = {n: a.copy() for n, a in written(buf, kv).items()}
+        after = []
+        for g in made:  # one replay of each from the same state
+            for n, a in written(buf, kv).items():
+                a[...] = start[n]
+            cp.cuda.Device().synchronize()
+            g.launch(stream)
             stream.synchronize()
-            start = {n: a.copy() for n, a in d.buffers(s).items()}
-            after = []
-            for g in graphs:  # one replay of each from the same state
-                for n, a in d.buffers(s).items():
-                    a[...] = start[n]
-                cp.cuda.Device().synchronize()
-                g.launch(stream)
-                stream.synchronize()
-                after.append({n: a.copy() for n, a in d.buffers(s).items()})
-            differ = [n for n in after[0] if not same_bits(after[0][n], after[1][n])]
-            check = "bitwise equal" if not differ else f"DIFFER: {', '.join(differ)}"
-            times = [replay_us(g, stream) for g in graphs]
-            for v, us in zip(variants, times, strict=True):
-                lines.append(f"  B={b} {label(v):<22} {us:8.1f} µs  {100 * floor_us / us:5.1f}% of the floor")
-            lines.append(f"  B={b} PDL saves {times[0] - times[1]:.1f} µs; PDL vs plain graph: {check}")
-            del graphs, start, after
+            after.append({n: a.copy() for n, a in written(buf, kv).items()})
+        differ = [n for n in after[0] if not same_bits(after[0][n], after[1][n])]
+        check = "bitwise equal" if not differ else f"DIFFER: {', '.join(differ)}"
+        times = [replay_us(g, stream) for g in made]
+        for pdl, us in zip((False, True), times, strict=True):
+            name = "plain" if not pdl else "PDL"
+            lines.append(f"  B={b} {name:<6} {us:8.1f} µs  {100 * floor_us / us:5.1f}% of the floor")
+        lines.append(f"  B={b} PDL saves {times[0] - times[1]:.1f} µs; PDL vs plain graph: {check}")
+        del runs, made, start, after, buf, kv
     return lines
 
 
@@ -391,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         print(kernel_resources(cfg))
     print(shared_memory())
     print()
-    w = StepWeights()
+    w = random_weights()
     lines, totals = step_table(bw, variants, w)
     print("\n".join(lines))
     print()

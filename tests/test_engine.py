@@ -1,0 +1,113 @@
+"""One engine behind every request pattern, on the CPU (tests/engine_checks.py; the GPU runs the same
+checks in tests/gpu/test_gpu_engine.py): identical tokens and text to the single offline run."""
+
+import pytest
+from engine_checks import (
+    PATTERNS,
+    alone,
+    check_abandoned_sessions_free_their_slots,
+    check_bad_input_among_good,
+    check_confidence_everywhere,
+    check_mixed_threads,
+    check_pattern,
+    check_stream_open_during_transcription,
+    clips,
+    with_early_stops,
+)
+
+import voxtral
+from voxtral.errors import OptionError, SessionError
+from voxtral.server import StreamServer
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return voxtral.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def audios(clip5, clip15):
+    return clips(clip5, clip15)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_every_pattern_gives_the_offline_tokens(model, audios, pattern):
+    check_pattern(model, pattern, audios)
+
+
+@pytest.mark.parametrize("pattern", ["batched", "streaming", "server"])
+def test_early_stops_in_every_pattern(tiny_dir, audios, pattern):
+    m = voxtral.load(tiny_dir, device="cpu")
+    with_early_stops(m, audios, alone(m, audios))
+    check_pattern(m, pattern, audios)
+
+
+def test_mixed_requests_from_threads(model, audios):
+    check_mixed_threads(model, audios)
+
+
+def test_stream_open_during_transcription(model, audios):
+    check_stream_open_during_transcription(model, audios)
+
+
+def test_abandoned_sessions_free_their_slots(model, audios, monkeypatch):
+    check_abandoned_sessions_free_their_slots(model, audios, monkeypatch)
+
+
+def test_confidence_with_batches_and_streams(model, audios):
+    check_confidence_everywhere(model, audios)
+
+
+def test_capacities_are_option_errors(model, tiny_dir):
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(OptionError, match="capacity"):
+            StreamServer(model, capacity=bad)
+        with pytest.raises(OptionError, match="capacity"):
+            voxtral.load(tiny_dir, device="cpu", capacity=bad)
+    with pytest.raises(OptionError, match="load it with"):
+        StreamServer(model, capacity=model.capacity + 1)
+    with pytest.raises(OptionError, match="idle_timeout"):
+        StreamServer(model, capacity=1, idle_timeout=0)
+
+
+def test_a_full_model_makes_jobs_wait(tiny_dir, audios):
+    """capacity 1: a transcription waits for a live session to finish, then runs."""
+    import threading
+
+    m = voxtral.load(tiny_dir, device="cpu", capacity=1)
+    want = alone(m, audios[3:])[0].tokens
+    session = m.stream()
+    session.feed(audios[1][:16000])
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("t", m.transcribe(audios[3], sample_rate=16000)))
+    t.start()
+    t.join(timeout=1.0)
+    assert t.is_alive()  # waiting for the slot
+    session.finish()
+    t.join(timeout=60)
+    assert out["t"].tokens == want
+
+
+def test_a_closed_session_is_finished(model, audios):
+    with model.stream() as s:
+        s.feed(audios[1][:5000])
+    with pytest.raises(OptionError, match="after finish"):
+        s.feed(audios[1][:10])
+    s2 = model.stream(idle_timeout=0.05)
+    s2.feed(audios[1][:5000])
+    import time
+
+    time.sleep(0.1)
+    model.transcribe(audios[3], sample_rate=16000)  # any tick retires it
+    with pytest.raises(SessionError, match="idle"):
+        s2.feed(audios[1][:10])
+
+
+def test_bad_input_among_good(model, clip5, tmp_path):
+    check_bad_input_among_good(model, clip5, tmp_path)
+
+
+def test_bad_batch_size(model, clip5):
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(OptionError, match="batch_size"):
+            model.transcribe_batch([clip5], batch_size=bad)

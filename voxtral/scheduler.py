@@ -1,0 +1,433 @@
+"""The one engine loop (SPEC §6, §7): every request is a Job, and one Scheduler runs them all.
+
+A Job is audio in and tokens out: a file or an array pulled in blocks as the engine needs it, or a live
+stream whose samples are pushed as they come; both get the offline padding (PaddedMel), so a finished
+live stream and an offline file give the same tokens. Each tick of the scheduler
+
+    admit  queued jobs into free encoder and decoder slots, first come first served;
+    encode every job's new mel frames in one encoder pass (offline jobs run ≤ LOOKAHEAD ahead);
+    prefill each job whose prompt positions have audio (the rules are schedule.Schedule's);
+    step   every job with audio waiting, all in one batched decoder call;
+    retire jobs at EOS, at their step limit, or at the end of their audio, freeing their slots.
+
+Transcriptions, batches, live sessions, servers and traces are request patterns for it (api.py,
+stream.py, server.py): any mix of them, from any number of threads, shares one decoder step. A thread
+waiting for its job drives the loop (run_until) while nobody else does; the rest wait to be woken.
+Memory is bounded for any audio length: a job holds a few blocks of samples and frames, at most
+LOOKAHEAD embeddings ahead of its decoder, and KV rings of the window.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from .audio import PaddedMel
+from .backend import Backend
+from .config import AudioConfig
+from .errors import AudioError, SessionError, VoxtralError
+from .schedule import Schedule
+
+LOOKAHEAD = 1024  # audio embeddings (82 s) an offline job's encoder may run ahead of its decoder
+IDLE_WAIT_S = 0.25  # longest a waiting thread sleeps before it looks again (idle-session expiry)
+QUEUED, ACTIVE, DONE = "queued", "active", "done"
+
+
+class Job:
+    """One request: audio in, generated tokens out (token k belongs to audio frame k, SPEC §6).
+
+    source: blocks of 16 kHz mono float32 samples, pulled as needed; None for a live job, whose
+    samples come through Scheduler.push and whose end is Scheduler.end. on_logits(tokens [n], logits
+    [n, V]) gets every kept step's logits (a copy per step on the GPU: asked for only when given).
+    forced: teacher forcing, the input token of
+    generated step k ≥ 1 is forced[k − 1]. max_steps: stop after this many tokens (EOS then ends
+    nothing). record: keep the mel frames and audio embeddings (NumPy) for checks. positions: a guess
+    of the decoder positions (sizes the KV ring; it grows if the guess is short).
+    """
+
+    def __init__(
+        self,
+        source: Iterable[np.ndarray] | None,
+        *,
+        on_logits: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        forced: np.ndarray | None = None,
+        max_steps: int | None = None,
+        record: bool = False,
+        positions: int | None = None,
+        idle_timeout: float | None = None,
+    ):
+        self.source: Iterator[np.ndarray] | None = None if source is None else iter(source)
+        self.live = source is None
+        self.on_logits = on_logits
+        self.forced = None if forced is None else np.asarray(forced, np.int64)
+        self.max_steps, self.record, self.positions = max_steps, record, positions
+        self.idle_timeout = idle_timeout
+        self.state = QUEUED
+        self.error: VoxtralError | None = None
+        self.tokens: deque[int] = deque()  # generated ids (EOS included) not yet taken (take_tokens)
+        self.n_steps = 0  # tokens generated so far
+        self.eos = False
+        self.timings = dict.fromkeys(("audio", "mel", "encoder", "prefill", "decode"), 0.0)
+        self.mel: list[np.ndarray] = []  # recorded frames [M, T] (record)
+        self.embeds: list[np.ndarray] = []  # recorded embeddings [k, D] (record)
+        self.n_embeds = 0  # audio embeddings appended to the decoder (padding included)
+        self.closed = False  # abandoned: retire at the next tick, silently
+        self._prompt_len = 0  # set by the scheduler at submit
+        self._pushed: deque[np.ndarray] = deque()  # live samples not yet turned into frames
+        self._ended = False  # no more samples will come
+        self._front: PaddedMel | None = None
+        self._frames: list[np.ndarray] = []  # mel [M, T] not yet encoded
+        self._enc: int | None = None
+        self._dec: int | None = None
+        self._prefilled = False
+        self._last_fed = time.monotonic()
+
+    # --- what the outside reads ------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        """Audio samples taken in so far (padding not counted)."""
+        return 0 if self._front is None else self._front.n_samples
+
+    @property
+    def finished(self) -> bool:
+        return self.state == DONE
+
+    def settled(self) -> bool:
+        """Nothing of what was pushed so far is left to run (a live feed may return)."""
+        if self.state == DONE:
+            return True
+        if self._ended:  # the end still has to run (right padding, last steps)
+            return False
+        return self.state == ACTIVE and not self._pushed and not self._frames and self.ready() == 0
+
+    # --- bookkeeping the scheduler uses ----------------------------------------------------------
+    def ready(self) -> int:
+        """Positions with audio that have not run (0 before the prefill)."""
+        return self.n_embeds - self._consumed() if self._prefilled and not self._stopped() else 0
+
+    def take_tokens(self) -> list[int]:
+        """The tokens generated since the last call (a live session takes them as they come, so a
+        stream of any length holds none for long; an offline job's are all there at the end)."""
+        return [self.tokens.popleft() for _ in range(len(self.tokens))]
+
+    def _consumed(self) -> int:
+        return self._prompt_len - 1 + self.n_steps if self._prefilled else 0
+
+    def _stopped(self) -> bool:
+        return self.eos or (self.max_steps is not None and self.n_steps >= self.max_steps)
+
+    def _audio_done(self) -> bool:
+        """Every frame of the audio (padding included) has gone through the encoder."""
+        return self._front is not None and self._front.finished and not self._frames
+
+    def _complete(self) -> bool:
+        if self.error is not None or self.closed:
+            return True
+        if self._stopped():
+            return not self.record or self._audio_done()
+        return self._audio_done() and self._enc is None and self._prefilled and self.ready() == 0
+
+
+class Scheduler:
+    """Admits, encodes, prefills, steps and retires Jobs on one backend (see the module docstring)."""
+
+    def __init__(self, backend: Backend, schedule: Schedule, audio: AudioConfig, capacity: int):
+        self.backend, self.schedule, self.audio, self.capacity = backend, schedule, audio, capacity
+        self._encoder = self._decoder = None  # made on first use
+        self.queue: deque[Job] = deque()
+        self.active: list[Job] = []
+        self._lock = threading.RLock()  # job lists and device state: a tick, submit, push, end, close
+        self._driving = threading.Lock()  # one thread ticks at a time
+        self._woken = threading.Condition()
+        self._generation = 0  # ticks and inputs so far: waiting threads wake when it moves
+
+    # --- requests --------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        with self._lock:
+            job._prompt_len = len(self.schedule.prompt)
+            self.queue.append(job)
+        self._wake()
+        return job
+
+    def push(self, job: Job, samples: np.ndarray) -> None:
+        """Live samples [S] (16 kHz mono float32) for a live job."""
+        with self._lock:
+            if job.error is not None:
+                raise job.error
+            if job.state == DONE or job._ended:
+                raise SessionError("this session is finished or closed; open a new one")
+            job._pushed.append(samples)
+            job._last_fed = time.monotonic()
+        self._wake()
+
+    def end(self, job: Job) -> None:
+        """No more samples for a live job: its right padding follows, then it finishes."""
+        with self._lock:
+            if job.n_samples == 0 and not any(len(x) for x in job._pushed) and job.error is None:
+                job.error = AudioError("stream: no audio was fed (0 samples); nothing to transcribe")
+            job._ended = True
+        self._wake()
+
+    def close(self, job: Job) -> None:
+        """Abandon a job: it leaves at the next tick, its slots freed, its output dropped."""
+        job.closed = True  # a plain store: safe from a finalizer in any thread
+        self._wake()
+
+    def run(self, job: Job) -> Job:
+        """Submit a job and drive the engine until it is done; raises its error."""
+        self.submit(job)
+        self.run_until(lambda: job.finished)
+        if job.error is not None:
+            raise job.error
+        return job
+
+    def run_until(self, done: Callable[[], bool]) -> None:
+        """Drive the engine (or wait while another thread does) until done() holds."""
+        while True:
+            with self._woken:
+                seen = self._generation
+            if done():
+                return
+            if self._driving.acquire(blocking=False):
+                try:
+                    while not done() and self._tick_once():
+                        pass
+                finally:
+                    self._driving.release()
+                    self._wake()
+                if done():
+                    return
+            with self._woken:
+                if self._generation == seen:
+                    self._woken.wait(IDLE_WAIT_S)
+
+    def advance(self) -> None:
+        """One tick's worth of progress: a tick, or, while another thread drives, its next tick."""
+        with self._woken:
+            seen = self._generation
+        if self._driving.acquire(blocking=False):
+            try:
+                self._tick_once()
+            finally:
+                self._driving.release()
+                self._wake()
+            return
+        with self._woken:
+            if self._generation == seen:
+                self._woken.wait(IDLE_WAIT_S)
+
+    def _tick_once(self) -> bool:
+        with self._lock, _deferred_interrupt():
+            worked = self.tick()
+        self._wake()
+        return worked
+
+    def _wake(self) -> None:
+        with self._woken:
+            self._generation += 1
+            self._woken.notify_all()
+
+    # --- the loop --------------------------------------------------------------------------------
+    def tick(self) -> bool:
+        """One round of admit → encode → prefill → step → retire; whether anything happened."""
+        if self._decoder is None:
+            self._encoder = self.backend.encoder(self.capacity)
+            self._decoder = self.backend.decoder(self.capacity)
+        worked = self._expire()
+        worked |= self._admit()
+        worked |= self._encode()
+        worked |= self._prefill()
+        worked |= self._step()
+        return self._retire() or worked
+
+    def _expire(self) -> bool:
+        """Live jobs not fed for their idle_timeout get an error and leave."""
+        now, hit = time.monotonic(), False
+        for job in self.active:
+            t = job.idle_timeout
+            waiting = job.live and not job._ended and job.error is None and job.settled()  # nothing to run
+            if waiting and t is not None and now - job._last_fed > t:
+                job.error = SessionError(f"session closed after {t:g} s without audio (idle_timeout)")
+                hit = True
+        return hit
+
+    def _admit(self) -> bool:
+        admitted = False
+        while self.queue and len(self.active) < self.capacity:
+            job = self.queue.popleft()
+            if job.closed or job.error is not None:
+                self._finish(job)
+                continue
+            chunk = self.backend.live_chunk if job.live else None
+            job._enc = self._encoder.join(chunk)
+            job._dec = self._decoder.join(job.positions)
+            job._front = PaddedMel(self.audio, self.schedule.n_left, self.schedule.n_right)
+            self._frames_of(job, np.zeros(0, np.float32))  # the left padding's frames
+            job.state = ACTIVE
+            self.active.append(job)
+            admitted = True
+        return admitted
+
+    def _encode(self) -> bool:
+        """New samples → mel frames → one encoder pass over every job that has frames → the decoders."""
+        todo = [j for j in self.active if j._enc is not None and not j._complete() and self._take_audio(j)]
+        todo = [j for j in todo if j._frames]
+        if todo:
+            t0 = time.perf_counter()
+            items = [(j._enc, np.concatenate(j._frames, axis=1)) for j in todo]
+            for j in todo:
+                j._frames = []
+            embeds = self._encoder.encode(items)
+            for j, e, (_, mel) in zip(todo, embeds, items, strict=True):
+                self._decoder.append_audio(j._dec, e)
+                j.n_embeds += len(e)
+                if j.record:
+                    j.mel.append(mel)
+                    j.embeds.append(self.backend.to_numpy(e))
+            if not all(j.live for j in todo):  # an offline job's stage times; live ticks keep the overlap
+                self.backend.synchronize()
+            for j in todo:
+                j.timings["encoder"] += time.perf_counter() - t0
+        left = False
+        for j in self.active:
+            if j._enc is not None and j._audio_done():
+                self._encoder.leave(j._enc)
+                j._enc, left = None, True
+        return bool(todo) or left
+
+    def _take_audio(self, job: Job) -> bool:
+        """Move a job's new samples into frames (pulling an offline source while its lookahead allows);
+        False if its source failed (the job then carries the error)."""
+        front = job._front
+        try:
+            while not front.finished:
+                if job.live:
+                    if not job._pushed:
+                        if job._ended:
+                            self._frames_of(job, None)
+                        break
+                    self._frames_of(job, job._pushed.popleft())
+                    continue
+                if self._ahead(job) >= LOOKAHEAD and not (job.record or job._stopped()):
+                    break
+                t0 = time.perf_counter()
+                block = next(job.source, None)
+                job.timings["audio"] += time.perf_counter() - t0
+                self._frames_of(job, block)
+        except VoxtralError as e:
+            job.error = e
+            return False
+        return True
+
+    def _frames_of(self, job: Job, samples: np.ndarray | None) -> None:
+        """Samples (None: the end of the audio) → mel frames waiting for the encoder."""
+        t0 = time.perf_counter()
+        frames = job._front.finish() if samples is None else job._front.feed(samples)
+        if frames.shape[1]:
+            job._frames.append(frames)
+        job.timings["mel"] += time.perf_counter() - t0
+
+    def _ahead(self, job: Job) -> int:
+        """Audio embeddings of the job (encoded or as frames) its decoder has not run yet."""
+        pending = sum(f.shape[1] for f in job._frames) // self.audio.frames_per_token
+        return job.n_embeds + pending - job._consumed()
+
+    def _prefill(self) -> bool:
+        prompt, ran = self.schedule.prompt, False
+        for job in self.active:
+            if not job._prefilled and job.n_embeds >= len(prompt) and job.error is None and not job.closed:
+                t0 = time.perf_counter()
+                self._decoder.prefill(job._dec, prompt)
+                self.backend.synchronize()
+                job.timings["prefill"] += time.perf_counter() - t0
+                job._prefilled = ran = True
+        return ran
+
+    def _step(self) -> bool:
+        """One batched decoder call for the jobs with audio waiting (teacher-forced jobs alone)."""
+        ready = [j for j in self.active if j.ready() > 0 and j.error is None and not j.closed]
+        groups = [[j] for j in ready if j.forced is not None] + [[j for j in ready if j.forced is None]]
+        for group in (g for g in groups if g):
+            n = min(self._decoder.burst, *(j.ready() for j in group))
+            n = min([n] + [j.max_steps - j.n_steps for j in group if j.max_steps is not None])
+            inputs = None if group[0].forced is None else self._forced_inputs(group[0], n)
+            t0 = time.perf_counter()
+            tokens, logits = self._decoder.step(
+                [j._dec for j in group], n, inputs=inputs, logits=any(j.on_logits for j in group)
+            )
+            elapsed = time.perf_counter() - t0
+            for r, job in enumerate(group):
+                self._take(job, tokens[r], None if logits is None else logits[r])
+                job.timings["decode"] += elapsed
+        return bool(ready)
+
+    def _forced_inputs(self, job: Job, n: int) -> np.ndarray:
+        """[1, n] inputs of the next n steps of a teacher-forced job (its first input is the prompt's)."""
+        k = job.n_steps
+        seq = np.concatenate([self.schedule.prompt[-1:], job.forced])
+        if len(seq) < k + n:
+            raise ValueError(f"forced tokens run out at step {len(seq)}")
+        return seq[k : k + n][None]
+
+    def _take(self, job: Job, row: np.ndarray, logits: np.ndarray | None) -> None:
+        """A job's tokens of the last steps; at EOS the rest of the burst is void (unless max_steps)."""
+        keep, ended = (row, False) if job.max_steps is not None else self.schedule.cut_at_eos(row)
+        if logits is not None and job.on_logits is not None:
+            job.on_logits(keep, logits[: len(keep)])
+        job.tokens.extend(int(t) for t in keep)
+        job.n_steps += len(keep)
+        job.eos = ended
+
+    def _retire(self) -> bool:
+        for job in [j for j in self.queue if j.closed]:
+            self.queue.remove(job)
+            self._finish(job)
+        done = [j for j in self.active if j._complete()]
+        for job in done:
+            self._decoder.leave(job._dec)
+            if job._enc is not None:
+                self._encoder.leave(job._enc)
+            job._enc = job._dec = None
+            self.active.remove(job)
+            self._finish(job)
+        return bool(done)
+
+    def _finish(self, job: Job) -> None:
+        job.state = DONE
+        job.source = None
+        job._pushed.clear()
+        job._frames = []
+
+    # --- reports ---------------------------------------------------------------------------------
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes the engine holds per kind: decoder buffers + KV caches, encoder KV caches."""
+        if self._decoder is None:
+            return {}
+        return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) that arrives during a tick until the tick is over, so KeyboardInterrupt
+    surfaces only between ticks, where every job's state is whole (and an interrupted session can
+    still finish). Only in the main thread with Python's default handler; otherwise a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt
