@@ -1,6 +1,8 @@
 """One engine behind every request pattern, on the CPU (tests/engine_checks.py; the GPU runs the same
 checks in tests/gpu/test_gpu_engine.py): identical tokens and text to the single offline run."""
 
+import time
+
 import pytest
 from engine_checks import (
     PATTERNS,
@@ -93,14 +95,14 @@ def test_a_closed_session_is_finished(model, audios):
         s.feed(audios[1][:5000])
     with pytest.raises(OptionError, match="after finish"):
         s.feed(audios[1][:10])
-    s2 = model.stream(idle_timeout=0.05)
-    s2.feed(audios[1][:5000])
-    import time
-
-    time.sleep(0.1)
-    model.transcribe(audios[3], sample_rate=16000)  # any tick retires it
-    with pytest.raises(SessionError, match="idle"):
-        s2.feed(audios[1][:10])
+    for other_work in (True, False):  # expired at the next tick, or at its own next feed
+        s2 = model.stream(idle_timeout=0.05)
+        s2.feed(audios[1][:5000])
+        time.sleep(0.1)
+        if other_work:
+            model.transcribe(audios[3], sample_rate=16000)  # its ticks retire the idle session
+        with pytest.raises(SessionError, match="idle"):
+            s2.feed(audios[1][:10])
 
 
 def test_bad_input_among_good(model, clip5, tmp_path):

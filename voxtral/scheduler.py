@@ -158,6 +158,7 @@ class Scheduler:
     def push(self, job: Job, samples: np.ndarray) -> None:
         """Live samples [S] (16 kHz mono float32) for a live job."""
         with self._lock:
+            self._check_idle(job, time.monotonic())  # also when nothing else made the engine tick
             if job.error is not None:
                 raise job.error
             if job.state == DONE or job._ended:
@@ -248,14 +249,17 @@ class Scheduler:
 
     def _expire(self) -> bool:
         """Live jobs not fed for their idle_timeout get an error and leave."""
-        now, hit = time.monotonic(), False
-        for job in self.active:
-            t = job.idle_timeout
-            waiting = job.live and not job._ended and job.error is None and job.settled()  # nothing to run
-            if waiting and t is not None and now - job._last_fed > t:
-                job.error = SessionError(f"session closed after {t:g} s without audio (idle_timeout)")
-                hit = True
-        return hit
+        now = time.monotonic()
+        return any([self._check_idle(job, now) for job in self.active])
+
+    def _check_idle(self, job: Job, now: float) -> bool:
+        """Give a live job idle for longer than its idle_timeout (nothing of it left to run) its error."""
+        t = job.idle_timeout
+        waiting = job.live and not job._ended and job.error is None and job.settled()  # nothing to run
+        if waiting and t is not None and now - job._last_fed > t:
+            job.error = SessionError(f"session closed after {t:g} s without audio (idle_timeout)")
+            return True
+        return False
 
     def _admit(self) -> bool:
         admitted = False
