@@ -35,10 +35,37 @@ def test_glob_patterns_and_recursion(folder):
     assert names(paths) == ["b.wav", "c.WAV"]
 
 
-def test_files_kept_in_order_without_duplicates_and_missing_ones_left_to_fail_later(folder):
-    args = [str(folder / "b.wav"), str(folder), str(folder / "missing.wav")]
+def test_files_kept_in_order_without_duplicates_and_missing_ones_fail_at_once(folder):
+    args = [str(folder / "b.wav"), str(folder), str(folder / "missing.wav"), str(folder / "texts")]
+    (folder / "texts").mkdir()
+    (folder / "texts" / "notes.txt").write_text("x")
     paths, errors = expand_inputs(args)
-    assert names(paths) == ["b.wav", "a.flac", "missing.wav"] and errors == []
+    assert names(paths) == ["b.wav", "a.flac"]
+    assert [e.name for e in errors] == [str(folder / "missing.wav"), str(folder / "texts")]
+    assert "file not found" in str(errors[0].error) and "no audio files" in str(errors[1].error)
+
+
+def test_an_unreadable_file_fails_at_once(folder):
+    import os
+
+    locked = folder / "locked.wav"
+    locked.write_bytes(b"RIFF")
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):  # root reads anything: nothing to test here
+            return
+        paths, errors = expand_inputs([str(locked)])
+        assert paths == [] and "cannot open" in str(errors[0].error)
+    finally:
+        locked.chmod(0o644)
+
+
+def test_a_symlink_loop_does_not_hang_a_recursive_pattern(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.wav").write_bytes(b"x")
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d")
+    paths, errors = expand_inputs([str(tmp_path / "**" / "*.wav")])
+    assert [p.name for p in paths] == ["a.wav"] and not errors
 
 
 def test_empty_directory_and_unmatched_pattern_are_errors(tmp_path):

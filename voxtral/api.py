@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import score
+from .config import FRAME_MS
 from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
@@ -87,11 +88,14 @@ class Model:
         sample_rate: int | None = None,
         confidence: bool = False,
         alternatives: float | None = None,
+        on_progress: Callable[[int, float], None] | None = None,
     ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
         """Transcribe many inputs, up to batch_size at once; yields (index, Transcript or that input's
         error) as each finishes. Inputs decode together, one decoder step for all of them (continuous
         batching: one that ends leaves at once and the next one joins); each gives exactly the tokens
-        it gives alone. Inputs are paths or arrays; sample_rate applies to the arrays."""
+        it gives alone. Inputs are paths or arrays; sample_rate applies to the arrays.
+        on_progress(index, seconds) gets the audio seconds of each running input decoded so far, as
+        the engine goes (in the thread that iterates)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
         pending = iter(enumerate(inputs))
@@ -108,7 +112,14 @@ class Model:
                 running[self.engine.submit(job)] = (i, scores)
             if not running:
                 return
-            self.engine.run_until(lambda: any(j.finished for j in running))
+
+            def done() -> bool:
+                if on_progress is not None:
+                    for job, (i, _) in running.items():
+                        on_progress(i, job.n_steps * FRAME_MS / 1000)
+                return any(j.finished for j in running)
+
+            self.engine.run_until(done)
             for job in [j for j in running if j.finished]:
                 i, scores = running.pop(job)
                 yield i, job.error or self._transcript(job, scores, batch_size=batch_size)
@@ -246,7 +257,10 @@ def _backend(device: str, checkpoint: Checkpoint, n_delay: int, dtype):
             return GpuBackend(checkpoint, n_delay)
         if device == "cuda":
             raise DeviceError(f"cannot use the GPU: {reason}; use --device cpu")
-        log.warning("no usable GPU (%s); running on the CPU", reason)
+        from .gpu.device import cupy_missing
+
+        # a CPU-only install is no news (said with -v); CuPy present but no usable GPU is
+        (log.info if cupy_missing() else log.warning)("no usable GPU (%s); running on the CPU", reason)
     from .cpu.backend import CpuBackend
 
     return CpuBackend(checkpoint, n_delay, dtype)

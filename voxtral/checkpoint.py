@@ -260,40 +260,82 @@ class Checkpoint:
         return {name: (self.directory / name).stat().st_size for name in CHECKPOINT_FILES}
 
 
-def resolve(model: str | Path) -> Path:
-    """A local checkpoint directory, or a Hub id downloaded (three files only) into the HF cache."""
+def looks_local(text: str) -> bool:
+    """Whether a --model value means a local directory rather than a Hub id (owner/name): a path with
+    another shape (./x, /x, ~/x, a/b/c, x), or one whose first part is an existing directory here."""
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or "\\" in text:
+        return True
+    return Path(text.split("/")[0]).is_dir()
+
+
+def resolve(model: str | Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> Path:
+    """A local checkpoint directory, or a Hub id whose `files` are downloaded into the HF cache."""
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir():
             raise CheckpointError(f"{path}: expected a model directory, got a file")
         return path
     text = str(model)
-    looks_local = text.startswith((".", "/", "~")) or text.count("/") != 1
-    if looks_local:
+    if looks_local(text):
         raise CheckpointError(
-            f"{text}: model directory not found (pass a directory or a Hub id like {DEFAULT_MODEL})"
+            f"{text}: model directory not found; pass --model DIR (a directory holding "
+            f"{', '.join(CHECKPOINT_FILES)}) or a Hub id like {DEFAULT_MODEL}"
         )
-    return _download(text)
+    return _download(text, files)
 
 
-def _download(repo_id: str) -> Path:
+def _fetch_hint(repo_id: str) -> str:
+    files = " ".join(CHECKPOINT_FILES)
+    return (
+        f"pass --model DIR with {', '.join(CHECKPOINT_FILES)} in DIR; on a machine with internet access: "
+        f"`huggingface-cli download {repo_id} {files} --local-dir DIR`, then copy DIR here"
+    )
+
+
+def _download(repo_id: str, files: tuple[str, ...]) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=list(CHECKPOINT_FILES)))
+        return Path(snapshot_download(repo_id, allow_patterns=list(files)))
     except RepositoryNotFoundError:
         raise CheckpointError(
-            f"{repo_id}: no such model on the Hugging Face Hub (or it needs a login)"
+            f"{repo_id}: no such model on the Hugging Face Hub (or it needs a login); check --model"
         ) from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
             f"{repo_id}: not in the local cache and the Hub cannot be reached (offline?); "
-            "connect once or pass a local model directory"
+            + _fetch_hint(repo_id)
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{repo_id}: download failed ({first})") from None
+        raise CheckpointError(f"{repo_id}: download failed ({first}); {_fetch_hint(repo_id)}") from None
+
+
+@dataclass(frozen=True)
+class Description:
+    """What `voxtral info` shows: the configuration and tokenizer, without the weights."""
+
+    directory: Path
+    config: ModelConfig
+    tokenizer: Tokenizer
+
+    def file_sizes(self) -> dict[str, int]:
+        """Sizes of the checkpoint files present in the directory."""
+        paths = {n: self.directory / n for n in CHECKPOINT_FILES}
+        return {n: p.stat().st_size for n, p in paths.items() if p.is_file()}
+
+
+def load_description(model: str | Path = DEFAULT_MODEL) -> Description:
+    """params.json and tekken.json only (for a Hub id, only those two are downloaded), checked."""
+    directory = resolve(model, files=(PARAMS_FILE, TOKENIZER_FILE))
+    for name in (PARAMS_FILE, TOKENIZER_FILE):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: missing {name} — the model directory is incomplete")
+    config = ModelConfig.from_file(directory / PARAMS_FILE)
+    tokenizer = Tokenizer.from_file(directory / TOKENIZER_FILE)
+    tokenizer.check_vocab_size(config.decoder.vocab_size)
+    return Description(directory=directory, config=config, tokenizer=tokenizer)
 
 
 def load_checkpoint(model: str | Path = DEFAULT_MODEL) -> Checkpoint:

@@ -1,12 +1,15 @@
-"""The `voxtral` command line: transcribe, eval, info, bench, dev random-checkpoint.
+"""The `voxtral` command line: transcribe, eval, info (here); stream (cli_live.py); bench, dev (cli_dev.py).
 
 Text goes to stdout (or files in --output-dir); progress, timings and errors to stderr. A VoxtralError
-becomes one line `voxtral: error: …` and a non-zero exit code; with several files the good ones are
-still done and the failures are summarised at the end.
+or a bad option becomes one line `voxtral: error: …` and a non-zero exit code; with several inputs the
+good ones are still done and the failures are summarised at the end. Inputs and options are checked
+before any model is loaded. Exit codes: 0 ok, 2 bad option, 3 bad audio, 4 bad checkpoint, 5 no usable
+device, 6 output not written, 7 live session, 130 Ctrl-C, 141 stdout closed by its reader, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -15,31 +18,71 @@ from typing import Annotated
 
 import typer
 
+from . import __version__
 from .checkpoint import DEFAULT_MODEL
 from .errors import OptionError, VoxtralError
-from .formats import WRITERS
-from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, write_atomic
-from .progress import Done, ProgressBar
+from .formats import WRITERS, json_document
+from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_atomic
+from .outputs import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    BrokenPipe,
+    InOrder,
+    Stdout,
+    StdoutError,
+    Terminated,
+    silence_stdout,
+    terminated_as,
+)
+from .progress import Progress
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Speech to text with Voxtral Mini 4B Realtime."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (random checkpoints).")
-app.add_typer(dev_app, name="dev")
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model directory or Hugging Face Hub id.")]
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu or cuda.")]
-DelayOpt = Annotated[int | None, typer.Option(help="Transcription delay, 80–2400 ms in steps of 80.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="More detail on stderr.")]
+FLAG = {"metavar": ""}  # a flag takes no value: no `<bool>` in --help
+# click's UsageError (typer ships its own click): the base of every bad-option error
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", metavar="DIR|ID", help="Model directory, or Hugging Face Hub id."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", metavar="DEVICE", help="auto, cpu or cuda.")]
+DelayOpt = Annotated[
+    int | None, typer.Option(metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.", **FLAG)]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Also the model, device and each stage's time.", **FLAG)
+]
 FORMAT_NAMES = ", ".join(WRITERS)
 MAX_NAMES_IN_SUMMARY = 10
 
-Emit = Callable[[Path, object, ProgressBar], None]
+Emit = Callable[[int, Path, object], None]  # (input index, path, Transcript) → write it somewhere
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"voxtral {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.", **FLAG)
+    ] = False,
+) -> None:
+    """Speech to text with Voxtral Mini 4B Realtime (Mistral's open weights), on an NVIDIA GPU or the CPU."""
 
 
 def _error(message: str) -> None:
-    typer.echo(f"voxtral: error: {message}", err=True)
+    sys.stderr.write(f"voxtral: error: {message}\n")
+    sys.stderr.flush()
 
 
 def _exit_on(e: VoxtralError) -> typer.Exit:
@@ -52,15 +95,17 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="voxtral: %(message)s", stream=sys.stderr, force=True)
 
 
-def _summary(name: str, t) -> str:
-    steps = t.info["steps"]
-    tm = t.timings
+def _summary(name: str, t, verbose: bool) -> str:
+    steps, tm = t.info["steps"], t.timings
     per_step = 1000 * tm.get("decode", 0.0) / max(steps, 1)
-    return (
+    line = (
         f"{name}: {t.duration:.1f} s audio, {steps} steps — mel {tm['mel'] * 1000:.0f} ms, "
         f"encoder {tm['encoder'] * 1000:.0f} ms, prefill {tm['prefill'] * 1000:.0f} ms, "
         f"decode {per_step:.1f} ms/step ({t.info['device']})"
     )
+    if verbose:
+        line += f"; reading {tm['audio'] * 1000:.0f} ms, delay {t.info['delay_ms']} ms"
+    return line
 
 
 def _parse_formats(values: list[str] | None) -> list[str]:
@@ -74,14 +119,7 @@ def _parse_formats(values: list[str] | None) -> list[str]:
     return names
 
 
-def _check_output(output_dir: Path | None, formats: list[str]) -> None:
-    if output_dir is None and len(formats) > 1:
-        raise OptionError(f"{len(formats)} formats need --output-dir (stdout takes one)")
-    if output_dir is not None and not output_dir.is_dir():
-        raise OptionError(f"{output_dir}: output directory does not exist; create it first")
-
-
-def _load(model: str, device: str, delay_ms: int | None, quiet: bool, batch_size: int = 1):
+def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: bool, batch_size: int = 1):
     """Load the model once; a VoxtralError exits with its one line."""
     import voxtral
     from voxtral.api import DEFAULT_CAPACITY
@@ -91,74 +129,120 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool, batch_size
     except VoxtralError as e:
         raise _exit_on(e) from None
     if not quiet:
-        typer.echo(
-            f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s", err=True
+        detail = f", {m.capacity} slots, delay {m.schedule.delay_ms} ms" if verbose else ""
+        sys.stderr.write(
+            f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s{detail}\n"
         )
     return m
 
 
-def _results(m, paths: list[Path], options: dict, batch_size: int):
-    """(path, Transcript or its VoxtralError) per path, as each finishes (up to batch_size at once)."""
-    for i, t in m.transcribe_each(paths, batch_size, **options):
-        yield paths[i], t
+class Run:
+    """The inputs of one command through the model: results handed to emit, errors as one line each,
+    a progress display, and a clean stop on Ctrl-C, SIGTERM or a closed stdout (what was and was not
+    written is said)."""
 
+    def __init__(self, paths: list[Path], quiet: bool, verbose: bool):
+        self.paths, self.quiet, self.verbose = paths, quiet, verbose
+        self.failed: list[InputError] = []
+        self.written: list[Path] = []
+        self.stop_code = 0
 
-def _each(
-    m, paths: list[Path], emit: Emit, quiet: bool, options: dict | None = None, batch_size: int = 1
-) -> list[InputError]:
-    """Transcribe each path (up to batch_size together), hand it to emit; one error line per failure;
-    a progress bar on a terminal."""
-    seconds = {p: audio_seconds(p) for p in paths}
-    bar = ProgressBar(Done(len(paths), sum(seconds.values())), sys.stderr, enabled=False if quiet else None)
-    failed: list[InputError] = []
-    try:
-        for path, t in _results(m, paths, options or {}, batch_size):
+    def go(self, m, emit: Emit, batch_size: int = 1, options: dict | None = None) -> None:
+        seconds = [audio_seconds(p) for p in self.paths]
+        decoded = [0.0] * len(self.paths)
+        with Progress(len(self.paths), sum(seconds), enabled=False if self.quiet else None) as progress:
+
+            def on_progress(i: int, s: float) -> None:
+                decoded[i] = min(s, seconds[i])
+                progress.update(sum(decoded), len(self.written) + len(self.failed))
+
             try:
-                if isinstance(t, VoxtralError):
-                    raise t
-                emit(path, t, bar)
-            except VoxtralError as e:
-                bar.write(f"voxtral: error: {e}\n", sys.stderr)
-                failed.append(InputError(str(path), e))
-            else:
-                if not quiet:
-                    bar.write("voxtral: " + _summary(str(path), t) + "\n", sys.stderr)
-            bar.advance(1, seconds[path])
-    finally:
-        bar.clear()
-    return failed
+                with terminated_as(Terminated):
+                    results = m.transcribe_each(
+                        self.paths, batch_size, on_progress=on_progress, **(options or {})
+                    )
+                    for i, t in results:
+                        decoded[i] = seconds[i]
+                        self._one(i, t, emit, progress)
+                        progress.update(sum(decoded), len(self.written) + len(self.failed))
+            except KeyboardInterrupt:
+                self._stopped(progress, "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
+            except Terminated:
+                self._stopped(progress, "terminated (SIGTERM)", EXIT_TERMINATED)
+            except BrokenPipe:
+                silence_stdout()
+                self.stop_code = EXIT_BROKEN_PIPE
+            except StdoutError as e:  # stdout itself failed: every later input would too
+                progress.log(f"voxtral: error: {e}")
+                self._stopped(progress, "stopped", e.exit_code)
+
+    def _one(self, i: int, t, emit: Emit, progress: Progress) -> None:
+        path = self.paths[i]
+        try:
+            if isinstance(t, VoxtralError):
+                raise t
+            emit(i, path, t)
+        except StdoutError:
+            raise
+        except VoxtralError as e:
+            progress.log(f"voxtral: error: {e}")
+            self.failed.append(InputError(str(path), e))
+            return
+        self.written.append(path)
+        if not self.quiet:
+            progress.log("voxtral: " + _summary(str(path), t, self.verbose))
+
+    def _stopped(self, progress: Progress, why: str, code: int) -> None:
+        done = {str(p) for p in self.written} | {f.name for f in self.failed}
+        left = [str(p) for p in self.paths if str(p) not in done]
+        names = ", ".join(left[:MAX_NAMES_IN_SUMMARY]) + (" …" if len(left) > MAX_NAMES_IN_SUMMARY else "")
+        progress.log(
+            f"voxtral: {why}: {len(self.written)} of {len(self.paths)} inputs written"
+            + (f"; not written: {names}" if left else "")
+        )
+        self.stop_code = code
+
+    def exit_code(self, earlier: list[InputError], n_inputs: int) -> int:
+        """Summarise the failures (with several inputs); the stop code, else the first failure's code."""
+        failed = earlier + self.failed
+        if failed and n_inputs > 1 and not self.stop_code:
+            names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
+            more = (
+                f" and {len(failed) - MAX_NAMES_IN_SUMMARY} more"
+                if len(failed) > MAX_NAMES_IN_SUMMARY
+                else ""
+            )
+            sys.stderr.write(f"voxtral: {len(failed)} of {n_inputs} inputs failed: {names}{more}\n")
+        return self.stop_code or (failed[0].error.exit_code if failed else 0)
 
 
-def _finish(failed: list[InputError], n_inputs: int) -> int:
-    """Summarise the failures (with several inputs); the exit code of the first one, else 0."""
-    if failed and n_inputs > 1:
-        names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
-        more = f" and {len(failed) - MAX_NAMES_IN_SUMMARY} more" if len(failed) > MAX_NAMES_IN_SUMMARY else ""
-        typer.echo(f"voxtral: {len(failed)} of {n_inputs} inputs failed: {names}{more}", err=True)
-    return failed[0].error.exit_code if failed else 0
+def _to_files(plan: dict[Path, list[Path]], formats: list[str], overwrite: bool) -> Emit:
+    """Write every format of a transcript, each file atomically, none replaced without overwrite."""
 
-
-def _to_files(plan: dict[Path, list[Path]], formats: list[str]) -> Emit:
-    """Write every format of a transcript, each file atomically."""
-
-    def emit(path: Path, t, bar: ProgressBar) -> None:
-        texts = [WRITERS[fmt](t) for fmt in formats]
-        for out, text in zip(plan[path], texts, strict=True):
-            write_atomic(out, text)
+    def emit(i: int, path: Path, t) -> None:
+        for out, fmt in zip(plan[path], formats, strict=True):
+            write_atomic(out, WRITERS[fmt](t), overwrite=overwrite)
 
     return emit
 
 
-def _to_stdout(fmt: str, headers: bool) -> Emit:
-    """Print one format; with several files, a `==> FILE <==` line before each (not for json)."""
+def _to_stdout(fmt: str, several: bool) -> Emit:
+    """One format on stdout, in input order whatever the batch size: for several inputs, JSON Lines
+    (one document a line, with its "input") for json, a `==> FILE <==` line before each otherwise."""
+    out = Stdout()
 
-    def emit(path: Path, t, bar: ProgressBar) -> None:
-        text = WRITERS[fmt](t)
-        if headers and fmt != "json":
-            text = f"==> {path} <==\n{text}"
-        bar.write(text, sys.stdout)
+    def write(i: int, item) -> None:
+        path, t = item
+        if fmt == "json" and several:
+            text = json.dumps({"input": str(path), **json_document(t)}, ensure_ascii=False) + "\n"
+        else:
+            text = WRITERS[fmt](t)
+            if several:
+                text = f"==> {path} <==\n{text}"
+        out.write(text)  # StdoutError stops the run: every later input would fail the same way
 
-    return emit
+    order = InOrder(write)
+    return lambda i, path, t: order.add(i, (path, t))
 
 
 @app.command()
@@ -167,7 +251,8 @@ def transcribe(
         list[str],
         typer.Argument(
             help="Audio files (any format libsndfile reads), directories (their audio files) "
-            "or quoted glob patterns ('**' recurses)."
+            "or quoted glob patterns ('**' recurses).",
+            metavar="INPUT",
         ),
     ],
     model: ModelOpt = DEFAULT_MODEL,
@@ -178,17 +263,25 @@ def transcribe(
         typer.Option(
             "--format",
             "-f",
+            metavar="FORMAT",
             help=f"{FORMAT_NAMES} or all; repeat or comma-separate for several (with --output-dir). "
             "[default: txt]",
         ),
     ] = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Write FILE.FORMAT here (one per input and format)."),
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Write FILE.FORMAT here (created if missing), one per input and format.",
+        ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace output files that exist already.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace output files that exist.", **FLAG)
+    ] = False,
     confidence: Annotated[
-        bool, typer.Option(help="Give each token its probability (json: tokens[].prob).")
+        bool,
+        typer.Option("--confidence", help="Give each token its probability (json: tokens[].prob).", **FLAG),
     ] = False,
     alternatives: Annotated[
         float | None,
@@ -201,10 +294,7 @@ def transcribe(
     batch_size: Annotated[
         int,
         typer.Option(
-            "--batch-size",
-            "-b",
-            min=1,
-            help="Decode up to B inputs together, one step for all (continuous batching).",
+            "--batch-size", "-b", metavar="B", help="Decode up to B inputs together (continuous batching)."
         ),
     ] = 1,
     quiet: QuietOpt = False,
@@ -214,26 +304,33 @@ def transcribe(
     _setup_logging(verbose, quiet)
     try:
         formats = _parse_formats(fmt)
-        _check_output(output_dir, formats)
+        if output_dir is None and len(formats) > 1:
+            raise OptionError(f"{len(formats)} formats need --output-dir (stdout takes one)")
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
+        if batch_size < 1:
+            raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
     except VoxtralError as e:
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
     n_inputs = len(paths) + len(failed)
-    if output_dir is not None:
+    if output_dir is not None and paths:
+        try:
+            prepare_output_dir(output_dir)
+        except VoxtralError as e:
+            raise _exit_on(e) from None
         plan, taken = plan_outputs(paths, output_dir, formats, overwrite)
         paths, failed = list(plan), failed + taken
-        emit = _to_files(plan, formats)
+        emit = _to_files(plan, formats, overwrite)
     else:
-        emit = _to_stdout(formats[0], headers=n_inputs > 1)
+        emit = _to_stdout(formats[0], several=n_inputs > 1)
     for f in failed:
         _error(str(f.error))
+    run = Run(paths, quiet, verbose)
     if paths:
-        options = {"confidence": confidence, "alternatives": alternatives}
-        m = _load(model, device, delay_ms, quiet, batch_size)
-        failed += _each(m, paths, emit, quiet, options, batch_size)
-    raise typer.Exit(_finish(failed, n_inputs))
+        m = _load(model, device, delay_ms, quiet, verbose, batch_size)
+        run.go(m, emit, batch_size, {"confidence": confidence, "alternatives": alternatives})
+    raise typer.Exit(run.exit_code(failed, n_inputs))
 
 
 def _wer_line(name: str, s, width: int) -> str:
@@ -246,15 +343,16 @@ def eval_(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Directories of clips with a reference FILE.txt beside each FILE.wav, clips, "
-            "glob patterns, or list files (one clip path a line)."
+            help="Directories of clips with a reference FILE.txt beside each FILE.wav, clips, glob "
+            "patterns, or list files (one clip path a line, relative to the list file's folder).",
+            metavar="INPUT",
         ),
     ],
     model: ModelOpt = DEFAULT_MODEL,
     device: DeviceOpt = "auto",
     delay_ms: DelayOpt = None,
     show_text: Annotated[
-        bool, typer.Option(help="Also print the normalised reference and hypothesis.")
+        bool, typer.Option("--show-text", help="Also print the normalised reference and hypothesis.", **FLAG)
     ] = False,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
@@ -263,223 +361,59 @@ def eval_(
     from . import evaluate
 
     _setup_logging(verbose, quiet)
-    clips, failed = evaluate.find_clips(inputs)
+    clips, failed = evaluate.find_clips(inputs)  # references read and checked here, before the model loads
     n_inputs = len(clips) + len(failed)
     for f in failed:
         _error(str(f.error))
     width = max([len(str(c)) for c in clips] + [len("overall")])
-    scores = []
+    scores, out = [], Stdout()
 
-    def emit(path: Path, t, bar: ProgressBar) -> None:
+    def emit(i: int, path: Path, t) -> None:
         reference = evaluate.read_reference(path)
         s = evaluate.score(reference, t.text)
         scores.append(s)
         text = _wer_line(str(path), s, width) + "\n"
         if show_text:
             text += f"  ref: {evaluate.normalize(reference)}\n  hyp: {evaluate.normalize(t.text)}\n"
-        bar.write(text, sys.stdout)
+        out.write(text)
 
+    run = Run(clips, quiet, verbose)
     if clips:
-        failed += _each(_load(model, device, delay_ms, quiet), clips, emit, quiet)
-    if scores:
-        typer.echo(_wer_line("overall", evaluate.total(scores), width) + f" over {len(scores)} clips")
-    raise typer.Exit(_finish(failed, n_inputs))
-
-
-@app.command()
-def stream(
-    stdin: Annotated[bool, typer.Option("--stdin", help="Read stdin: WAV, or raw PCM (--format).")] = False,
-    mic: Annotated[bool, typer.Option("--mic", help="Read the microphone (the `mic` extra).")] = False,
-    raw: Annotated[
-        str | None, typer.Option("--format", help="Raw PCM on stdin: s16le, s24le, s32le, f32le, u8, …")
-    ] = None,
-    rate: Annotated[int | None, typer.Option(help="Sample rate of the raw PCM in Hz.")] = None,
-    channels: Annotated[int, typer.Option(help="Interleaved channels of the raw PCM.")] = 1,
-    jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines: text, time, latency.")] = False,
-    confidence: Annotated[
-        bool, typer.Option(help="With --jsonl: each piece's probability (prob), as transcribe's.")
-    ] = False,
-    model: ModelOpt = DEFAULT_MODEL,
-    device: DeviceOpt = "auto",
-    delay_ms: DelayOpt = None,
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Transcribe live audio from stdin or the microphone, printing text as soon as it is decided."""
-    _setup_logging(verbose, quiet)
-    try:
-        source = _stream_source(stdin, mic, raw, rate, channels)
-    except VoxtralError as e:
-        raise _exit_on(e) from None
-    if confidence and not jsonl:
-        raise _exit_on(OptionError("--confidence needs --jsonl (the probabilities go in the JSON lines)"))
-    m = _load(model, device, delay_ms, quiet)
-    raise typer.Exit(_stream_run(m, source, _stream_printer(jsonl), quiet, confidence))
-
-
-def _stream_source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels: int):
-    """The blocks of 16 kHz samples the options ask for; OptionError for a bad combination."""
-    from .pcm import RawFormat, microphone, read_stream
-
-    if stdin == mic:
-        raise OptionError("give exactly one of --stdin or --mic")
-    if raw is None and (rate is not None or channels != 1):
-        raise OptionError("--rate and --channels describe raw PCM: add --format (e.g. --format s16le)")
-    if raw is not None and (mic or rate is None):
-        raise OptionError("--format describes raw PCM on --stdin and needs --rate (e.g. --rate 16000)")
-    if mic:
-        return microphone()
-    return read_stream(sys.stdin.buffer, None if raw is None else RawFormat(raw, rate, channels))
-
-
-def _stream_printer(jsonl: bool) -> Callable[[list], None]:
-    """Print pieces as they come: plain text (flushed), or one JSON line each."""
-    import json
-
-    started = False
-
-    def emit(pieces) -> None:
-        nonlocal started
-        for p in pieces:
-            if jsonl:
-                line = {"text": p.text, "time": p.time, "latency": round(p.latency, 4)}
-                if p.prob is not None:
-                    line["prob"] = round(p.prob, 6)
-                sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-            else:
-                sys.stdout.write(p.text if started else p.text.lstrip())
-                started = started or bool(p.text.strip())
-        sys.stdout.flush()
-
-    return emit
-
-
-def _stream_run(m, source, emit: Callable[[list], None], quiet: bool, confidence: bool = False) -> int:
-    """Feed the source to a session and emit as it goes; flush at the end, also after bad input or
-    Ctrl-C (the engine lets KeyboardInterrupt surface only between its ticks, so the session is whole)."""
-    session, error, latencies = m.stream(confidence=confidence), None, []
-    try:
-        for block in source:
-            pieces = session.feed(block)
-            latencies += [p.latency for p in pieces]
-            emit(pieces)
-    except VoxtralError as e:
-        error = e
-    except KeyboardInterrupt:
-        pass
-    if error is None or session.n_samples:  # bad input: still transcribe the audio before it
-        try:
-            pieces = session.finish()
-        except VoxtralError as e:  # e.g. no audio at all
-            error, pieces = error or e, []
-        latencies += [p.latency for p in pieces]
-        emit(pieces)
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    if not quiet:
-        lat = sorted(latencies) or [0.0]
-        typer.echo(
-            f"voxtral: {session.duration:.1f} s audio, {len(latencies)} pieces, latency median "
-            f"{1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms ({m.device})",
-            err=True,
-        )
-    if error is not None:
-        _error(str(error))
-        return error.exit_code
-    return 0
+        run.go(_load(model, device, delay_ms, quiet, verbose), emit)  # one at a time: in input order
+    if scores and not run.stop_code:
+        out.write(_wer_line("overall", evaluate.total(scores), width) + f" over {len(scores)} clips\n")
+    raise typer.Exit(run.exit_code(failed, n_inputs))
 
 
 @app.command()
 def info(model: ModelOpt = DEFAULT_MODEL) -> None:
-    """Print the model's configuration, parameter counts and file sizes."""
+    """Print the model's configuration and parameter counts (reads params.json and tekken.json only)."""
     _setup_logging(False, False)
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_description
     from .report import describe
 
     try:
-        ckpt = load_checkpoint(model)
+        text = describe(load_description(model))
     except VoxtralError as e:
-        _error(str(e))
-        raise typer.Exit(e.exit_code) from None
-    typer.echo(describe(ckpt))
-
-
-@app.command()
-def bench(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model directory or Hub id.")] = None,
-    random_weights: Annotated[
-        str | None, typer.Option(help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.")
-    ] = None,
-    audio: Annotated[Path | None, typer.Option(help="Audio file (default: the 60 s clip of audio/).")] = None,
-    device: Annotated[
-        str, typer.Option("--device", "-d", help="Comma-separated devices: cpu,cuda.")
-    ] = "cpu,cuda",
-    positions: Annotated[
-        str, typer.Option(help="Decode profile positions (GPU), comma-separated.")
-    ] = "500,5000",
-    steps: Annotated[int, typer.Option(help="Timed decode steps per position (GPU).")] = 100,
-    cpu_steps: Annotated[int, typer.Option(help="Timed decode steps on the CPU.")] = 4,
-    stream: Annotated[
-        bool, typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.")
-    ] = False,
-    batch: Annotated[
-        str | None, typer.Option(help="Also time batched steps for these batch sizes, e.g. 1,8,32.")
-    ] = None,
-    server: Annotated[
-        str | None, typer.Option(help="Also time live-session ticks for these session counts, e.g. 1,8.")
-    ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
-    ] = None,
-) -> None:
-    """CPU vs GPU speed per stage and decode ms/step vs the bandwidth roofline (table; JSON with --json)."""
-    _setup_logging(False, False)
-    from . import bench as bench_mod
-
-    if (model is None) == (random_weights is None):
-        _error("give exactly one of --model or --random-weights")
-        raise typer.Exit(2)
-    opts = bench_mod.BenchOptions(
-        model=model,
-        random_weights=random_weights,
-        devices=tuple(d.strip() for d in device.split(",") if d.strip()),
-        positions=tuple(int(p) for p in positions.split(",")),
-        steps=steps,
-        cpu_steps=cpu_steps,
-        stream=stream,
-        batch=tuple(int(b) for b in batch.split(",")) if batch else (),
-        server=tuple(int(b) for b in server.split(",")) if server else (),
-    )
-    if audio is not None:
-        opts.audio = audio
-    try:
-        result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
-    except VoxtralError as e:
-        _error(str(e))
-        raise typer.Exit(e.exit_code) from None
-    if json_out is not None:
-        bench_mod.write_json(result, json_out)
-    typer.echo(bench_mod.table(result))
-
-
-@dev_app.command("random-checkpoint")
-def random_checkpoint(
-    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created if needed).")],
-    size: Annotated[str, typer.Option(help="tiny (tests) or full (the official shapes, 8.9 GB).")] = "tiny",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    eos_unreachable: Annotated[
-        bool, typer.Option(help="Make EOS never win, so every position decodes.")
-    ] = False,
-) -> None:
-    """Write a random checkpoint in the exact official file format."""
-    from .testing import SIZES, write_checkpoint
-
-    if size not in SIZES:
-        _error(f"--size must be one of {', '.join(SIZES)}")
-        raise typer.Exit(2)
-    write_checkpoint(directory, size=size, seed=seed, eos_reachable=not eos_unreachable)
-    typer.echo(f"wrote a random {size} checkpoint to {directory}", err=True)
+        raise _exit_on(e) from None
+    Stdout().write(text + "\n")
 
 
 def main() -> None:
-    app()
+    """Run the app; usage errors (unknown option, bad value, missing argument) become one line, exit 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=sys.argv[1:], prog_name="voxtral", standalone_mode=False)
+    except USAGE_ERROR as e:
+        path = e.ctx.command_path if e.ctx is not None else "voxtral"
+        _error(f"{e.format_message()} (see {path} --help)")
+        code = 2
+    except typer.Abort:  # Ctrl-C outside a run
+        code = EXIT_INTERRUPTED
+    except BrokenPipe:
+        silence_stdout()
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+from . import cli_dev, cli_live  # noqa: E402, F401  (they add their commands to app)

@@ -1,11 +1,15 @@
 """Inputs and outputs of a run: files, directories and globs → audio paths; output paths; atomic writes.
 
-Nothing here prints or transcribes: the CLI drives the loop and renders progress and errors.
+Nothing here prints or transcribes: the CLI drives the run and renders progress and errors. Inputs are
+checked (exist, are files, can be opened) before any model is loaded. An output file is written through
+a temporary file in its directory and put in place atomically; without overwrite it is put in place
+only if no file of that name exists at that moment (a hard link, which fails if the name is taken), so
+a file that appears during the run is never replaced either.
 """
 
 from __future__ import annotations
 
-import glob
+import errno
 import os
 import tempfile
 from dataclasses import dataclass
@@ -13,7 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .errors import AudioError, OutputError, VoxtralError
+from .errors import AudioError, OptionError, OutputError, VoxtralError
 
 # what a directory is searched for (libsndfile's common containers, MP3 included since 1.1)
 AUDIO_SUFFIXES = frozenset(
@@ -24,7 +28,7 @@ GLOB_CHARS = frozenset("*?[")
 
 @dataclass(frozen=True)
 class InputError:
-    """An input argument (path or pattern) that failed before transcription."""
+    """An input argument (path or pattern) that failed before or during transcription."""
 
     name: str
     error: VoxtralError
@@ -36,7 +40,7 @@ def is_audio(path: Path) -> bool:
 
 
 def audio_files_in(directory: Path) -> list[Path]:
-    """The audio files directly inside a directory, sorted by name."""
+    """The audio files directly inside a directory, sorted by name (symlinked directories not entered)."""
     return sorted(p for p in directory.iterdir() if p.is_file() and is_audio(p))
 
 
@@ -50,15 +54,26 @@ def _expand_one(arg: str) -> list[Path]:
             raise AudioError(f"{arg}: no audio files in this directory (looked for {suffixes})")
         return found
     if not path.exists() and GLOB_CHARS & set(arg):
-        found = sorted(Path(p) for p in glob.glob(arg, recursive=True) if Path(p).is_file())
+        found = _glob(arg)
         if not found:
             raise AudioError(f"{arg}: no file matches this pattern; check it (quote it for the shell)")
         return found
     return [path]
 
 
+def _glob(pattern: str) -> list[Path]:
+    """The files a pattern matches, sorted; '**' recurses without following symlinked directories
+    (pathlib's rule), so a link loop cannot make it run on."""
+    path = Path(pattern)
+    base, relative = (
+        (Path(path.anchor), str(path.relative_to(path.anchor))) if path.anchor else (Path(), pattern)
+    )
+    return sorted(p for p in base.glob(relative) if p.is_file())
+
+
 def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
-    """Files as given, directories → their audio files, glob patterns → matches; no duplicates."""
+    """Files as given, directories → their audio files, glob patterns → matches; no duplicates; each
+    path checked to be a readable file (an input that is not fails here, before any model loads)."""
     paths: list[Path] = []
     errors: list[InputError] = []
     seen: set[str] = set()
@@ -70,10 +85,29 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
             continue
         for p in found:
             key = os.path.abspath(p)
-            if key not in seen:
-                seen.add(key)
-                paths.append(p)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                check_readable(p)
+            except VoxtralError as e:
+                errors.append(InputError(str(p), e))
+                continue
+            paths.append(p)
     return paths, errors
+
+
+def check_readable(path: Path) -> None:
+    """AudioError unless path is a file this process can open (its content is checked when read)."""
+    if not path.exists():
+        raise AudioError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory; pass an audio file inside it")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise AudioError(f"{path}: cannot open ({e.strerror}); check its permissions") from None
 
 
 def audio_seconds(path: Path) -> float:
@@ -82,6 +116,16 @@ def audio_seconds(path: Path) -> float:
         return float(sf.info(str(path)).duration)
     except Exception:  # any unreadable file: the transcription reports it properly
         return 0.0
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Create the output directory (and its parents) if needed; OptionError if it names a file."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OptionError(f"--output-dir {output_dir}: is a file, not a directory; pass a directory")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OptionError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
 
 
 def output_paths(path: Path, output_dir: Path, formats: list[str]) -> list[Path]:
@@ -104,12 +148,15 @@ def plan_outputs(
             msg = f"{path}: its output {taken} would also be written for {owner[taken]}; run them separately"
             errors.append(InputError(str(path), OutputError(msg)))
         elif existing is not None and not overwrite:
-            msg = f"{existing} exists; pass --overwrite to replace it (or use another --output-dir)"
-            errors.append(InputError(str(path), OutputError(f"{path}: {msg}")))
+            errors.append(InputError(str(path), OutputError(f"{path}: {exists_message(existing)}")))
         else:
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
     return plan, errors
+
+
+def exists_message(path: Path) -> str:
+    return f"{path} exists; pass --overwrite to replace it (or use another --output-dir)"
 
 
 def _umask() -> int:
@@ -118,8 +165,9 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, then rename: never a half-written file."""
+def write_atomic(path: Path, text: str, overwrite: bool = True) -> None:
+    """Write via a temporary file in the same directory, then put it in place: never a half-written
+    file. Without overwrite, OutputError if the name is taken at that moment (nothing is replaced)."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -128,10 +176,29 @@ def write_atomic(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror}); check free space and permissions") from None
-    except BaseException:
+    except BaseException:  # an error, Ctrl-C, SIGTERM (the CLI makes it an exception): no temp file left
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _place_new(tmp: str, path: Path) -> None:
+    """Give tmp the name path only if that name is free (a hard link fails if it is taken)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(f"{path}: {exists_message(path)} (it appeared during the run)") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+            raise
+        if path.exists():  # a file system without hard links: check, then rename (a small window)
+            raise OutputError(f"{path}: {exists_message(path)} (it appeared during the run)") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)

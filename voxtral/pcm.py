@@ -92,8 +92,12 @@ def microphone(rate: int = 16000) -> Iterator[np.ndarray]:
     """
     try:
         import sounddevice
-    except (ImportError, OSError):
+    except ImportError:
         raise DeviceError("microphone input needs the `mic` extra: pip install 'voxtral[mic]'") from None
+    except OSError as e:  # the extra is there but its C library is not
+        raise DeviceError(
+            f"the microphone needs the PortAudio library ({e}); install it (e.g. apt install libportaudio2)"
+        ) from None
     return _microphone_blocks(sounddevice, rate)
 
 

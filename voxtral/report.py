@@ -1,4 +1,8 @@
-"""Human-readable description of a checkpoint: configuration, parameter counts, file sizes."""
+"""Human-readable description of a checkpoint: configuration, parameter counts, file sizes.
+
+Parameter counts come from the tensor shapes the configuration implies (checkpoint.expected_tensors),
+so `voxtral info` needs params.json and tekken.json only, not the weights.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .checkpoint import Description, expected_tensors
+from .config import ModelConfig
 
 
-def parameter_counts(ckpt: Checkpoint) -> dict[str, int]:
+def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     """Parameters per stage (encoder incl. conv stem, adapter, decoder incl. embeddings)."""
     counts = {"encoder": 0, "adapter": 0, "decoder": 0}
-    for name, arr in ckpt.weights.tensors():
+    for name, shape in expected_tensors(cfg).items():
         stage = (
             "adapter"
             if "audio_language_projection" in name
@@ -20,12 +25,12 @@ def parameter_counts(ckpt: Checkpoint) -> dict[str, int]:
             if "whisper" in name
             else "decoder"
         )
-        counts[stage] += int(np.prod(arr.shape))
+        counts[stage] += int(np.prod(shape))
     counts["total"] = sum(counts.values())
     return counts
 
 
-def describe(ckpt: Checkpoint) -> str:
+def describe(ckpt: Description) -> str:
     cfg = ckpt.config
     lines = [f"model directory: {ckpt.directory}"]
     for part in ("encoder", "decoder", "audio"):
@@ -36,7 +41,7 @@ def describe(ckpt: Checkpoint) -> str:
         f"tokenizer: vocab {tok.vocab_size}, {tok.n_special} special, "
         f"delay {tok.default_delay_ms} ms default, {tok.n_left_pad_tokens} left pad tokens"
     )
-    counts = parameter_counts(ckpt)
+    counts = parameter_counts(cfg)
     lines.append("parameters: " + ", ".join(f"{k} {v / 1e6:,.1f} M" for k, v in counts.items()))
     lines.append("files: " + ", ".join(f"{k} {v / 1e6:,.1f} MB" for k, v in ckpt.file_sizes().items()))
     return "\n".join(lines)

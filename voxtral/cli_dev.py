@@ -1,0 +1,131 @@
+"""`voxtral bench` (speed on this machine) and `voxtral dev random-checkpoint`: every option checked,
+the --json path included, before any work starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .cli import FLAG, _exit_on, _setup_logging, app
+from .errors import DeviceError, OptionError, VoxtralError
+from .outputs import Stdout
+
+dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (random checkpoints).")
+app.add_typer(dev_app, name="dev")
+DEVICES = ("cpu", "cuda")
+
+
+def _counts(value: str | None, option: str) -> tuple[int, ...]:
+    """`1,8,32` → (1, 8, 32); OptionError naming the option unless every item is a whole number ≥ 1."""
+    if not value:
+        return ()
+    try:
+        items = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        items = ()
+    if not items or min(items) < 1:
+        raise OptionError(
+            f"{option} takes whole numbers ≥ 1 separated by commas (e.g. 1,8,32), got {value!r}"
+        )
+    return items
+
+
+def _check_json_path(path: Path) -> None:
+    """OptionError now (not after the benchmark) when the report could not be written to path."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OptionError(f"--json {path}: cannot write there (no such directory, or not writable)")
+
+
+@app.command()
+def bench(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model directory or Hub id.")] = None,
+    random_weights: Annotated[
+        str | None, typer.Option(help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.")
+    ] = None,
+    audio: Annotated[Path | None, typer.Option(help="Audio file (default: a 60 s speech clip).")] = None,
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="Comma-separated devices: cpu,cuda.")
+    ] = "cpu,cuda",
+    positions: Annotated[
+        str, typer.Option(help="Decode profile positions (GPU), comma-separated.")
+    ] = "500,5000",
+    steps: Annotated[int, typer.Option(help="Timed decode steps per position (GPU).")] = 100,
+    cpu_steps: Annotated[int, typer.Option(help="Timed decode steps on the CPU.")] = 4,
+    stream: Annotated[
+        bool,
+        typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.", **FLAG),
+    ] = False,
+    batch: Annotated[
+        str | None, typer.Option(help="Also time batched steps for these batch sizes, e.g. 1,8,32.")
+    ] = None,
+    server: Annotated[
+        str | None, typer.Option(help="Also time live-session ticks for these session counts, e.g. 1,8.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
+    ] = None,
+) -> None:
+    """CPU vs GPU speed per stage and decode ms/step vs the bandwidth roofline (table; JSON with --json)."""
+    _setup_logging(False, False)
+    from . import bench as bench_mod
+    from .gpu.device import unavailable_reason
+    from .testing import SIZES
+
+    try:
+        if (model is None) == (random_weights is None):
+            raise OptionError("give exactly one of --model or --random-weights")
+        if random_weights is not None and random_weights not in SIZES:
+            raise OptionError(f"--random-weights must be one of {', '.join(SIZES)}, got {random_weights!r}")
+        devices = tuple(d.strip() for d in device.split(",") if d.strip())
+        if not devices or any(d not in DEVICES for d in devices):
+            raise OptionError(f"--device takes cpu, cuda or cpu,cuda, got {device!r}")
+        if devices == ("cuda",) and (reason := unavailable_reason()):
+            raise DeviceError(f"cannot benchmark the GPU: {reason}")
+        if steps < 1 or cpu_steps < 1:
+            raise OptionError("--steps and --cpu-steps must be ≥ 1")
+        if audio is not None and not audio.is_file():
+            raise OptionError(f"--audio {audio}: no such file")
+        if json_out is not None:
+            _check_json_path(json_out)
+        opts = bench_mod.BenchOptions(
+            model=model, random_weights=random_weights, devices=devices,
+            positions=_counts(positions, "--positions"), steps=steps, cpu_steps=cpu_steps, stream=stream,
+            batch=_counts(batch, "--batch"), server=_counts(server, "--server"), audio=audio,
+        )  # fmt: skip
+        result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
+        if json_out is not None:
+            bench_mod.write_json(result, json_out)
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    Stdout().write(bench_mod.table(result) + "\n")
+
+
+@dev_app.command("random-checkpoint")
+def random_checkpoint(
+    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created if needed).")],
+    size: Annotated[str, typer.Option(help="tiny (tests) or full (the official shapes, 8.9 GB).")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    eos_unreachable: Annotated[
+        bool, typer.Option("--eos-unreachable", help="Make EOS never win, so every position decodes.", **FLAG)
+    ] = False,
+) -> None:
+    """Write a random checkpoint in the exact official file format."""
+    from .testing import SIZES, write_checkpoint
+
+    try:
+        if size not in SIZES:
+            raise OptionError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+        if directory.exists() and not directory.is_dir():
+            raise OptionError(f"{directory}: is a file; give a directory for the checkpoint")
+        write_checkpoint(directory, size=size, seed=seed, eos_reachable=not eos_unreachable)
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    except OSError as e:
+        raise _exit_on(
+            OptionError(f"{directory}: cannot write the checkpoint there ({e.strerror})")
+        ) from None
+    typer.echo(f"wrote a random {size} checkpoint to {directory}", err=True)

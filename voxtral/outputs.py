@@ -1,0 +1,102 @@
+"""Where a CLI run's text goes, so that nothing is lost or garbled: standard output in input order,
+valid in its format, whatever its encoding or state; and the signals that end a run early.
+
+    out = Stdout()                 # encoding errors → replacement characters, never a traceback
+    order = InOrder(emit)          # results arrive as inputs finish; emit sees them in input order
+    with terminated_as(Terminated):   # SIGTERM raises Terminated where the run is, like Ctrl-C
+        ...
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import contextmanager
+
+from .errors import OutputError
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (e.g. `| head -1`)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is (a BaseException, like KeyboardInterrupt: cleanups run)."""
+
+
+class BrokenPipe(Exception):
+    """Whoever read standard output closed it: stop quietly (a pipeline's normal end)."""
+
+
+class StdoutError(OutputError):
+    """Standard output is closed or cannot take more (disk full): no later output can be written."""
+
+
+class Stdout:
+    """Standard output for text: characters its encoding cannot hold are replaced (not a traceback); a
+    closed stdout or a write error (disk full) is a StdoutError; a broken pipe is BrokenPipe."""
+
+    def __init__(self):
+        stream = sys.stdout
+        if stream is not None and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # a stream that cannot be reconfigured: write as it is
+                pass
+
+    def write(self, text: str) -> None:
+        stream = sys.stdout  # looked up each time: a progress display may have wrapped it
+        if stream is None:
+            raise StdoutError("standard output is closed; redirect it to a file or pass --output-dir")
+        try:
+            stream.write(text)
+            stream.flush()
+        except BrokenPipeError:
+            raise BrokenPipe from None
+        except OSError as e:
+            raise StdoutError(
+                f"cannot write to standard output ({e.strerror}); free some space or pass --output-dir"
+            ) from None
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: send what Python still flushes at exit nowhere (no second error)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
+class InOrder:
+    """Items that arrive keyed by input index in any order, handed to emit in index order."""
+
+    def __init__(self, emit: Callable[[int, object], None]):
+        self.emit, self.next, self.waiting = emit, 0, {}
+
+    def add(self, index: int, item) -> None:
+        self.waiting[index] = item
+        while self.next in self.waiting:
+            self.emit(self.next, self.waiting.pop(self.next))
+            self.next += 1
+
+
+@contextmanager
+def terminated_as(exc: type[BaseException] = Terminated):
+    """SIGTERM raises exc in the main thread for the duration of the block (then the old handler)."""
+
+    def handler(signum, frame):
+        raise exc()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
