@@ -114,3 +114,55 @@ def test_random_token_streams_give_valid_files(seed):
     t = Transcript(tok.decode(tokens).strip(), tokens, segments_from_words(words), duration, {}, dict(INFO))
     for fmt, write in WRITERS.items():
         check_output(fmt, write(t), duration)
+
+
+def tokenizer():
+    import json as _json
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "tekken.json"
+    path.write_text(_json.dumps(make_tekken(2000)))
+    return Tokenizer.from_file(path)
+
+
+def test_no_cue_ever_has_no_time():
+    """../shared/cases/input-06: two sentence ends decided in the right padding are both clamped to the
+    audio's end; the second joins the first cue instead of `00:00:03,000 --> 00:00:03,000`. And audio
+    under a millisecond still gets a cue of one."""
+    tok = tokenizer()
+    ids = {tok.pieces[i]: i for i in range(tok.n_special, tok.vocab_size)}
+    p, w, dot = tok.streaming_pad_id, tok.streaming_word_id, ids[b"."]
+    the, of = ids.get(b" the", ids[b"e"]), ids.get(b" of", ids[b"o"])
+    tokens = [p] * 20 + [w, the, dot] + [p] * 18 + [w, of, dot] + [w, the, dot] + [p] * 3
+    t = Transcript(tok.decode(tokens), tokens, segments_from_words(align_words(tokens, tok, 3.0)), 3.0)
+    cs = cues(t)
+    assert all(c.end > c.start for c in cs) and [c.end for c in cs] == sorted(c.end for c in cs)
+    assert " ".join(c.text for c in cs) == " ".join(s.text for s in t.segments)  # no text lost
+    tiny = transcript([(0.0, 0.0, "Hm.")], duration=0.0004)
+    assert [(c.start, c.end) for c in cues(tiny)] == [(0.0, 0.001)]
+    assert "00:00:00,000 --> 00:00:00,001" in to_srt(tiny)
+
+
+def test_a_character_split_across_a_word_boundary_stays_whole():
+    """A [STREAMING_WORD] between the two tokens of one UTF-8 character does not split the character:
+    words, segments and the whole text spell the same characters."""
+    tok = tokenizer()
+    by_bytes = {tok.pieces[i]: i for i in range(tok.n_special, tok.vocab_size)}
+    e_acute = "é".encode()  # two bytes: a lead and a continuation byte
+    lead, cont = by_bytes[e_acute[:1]], by_bytes[e_acute[1:]]
+    w = tok.streaming_word_id
+    tokens = [
+        w,
+        by_bytes[b" "],
+        by_bytes[b"c"],
+        by_bytes[b"a"],
+        by_bytes[b"f"],
+        lead,
+        w,
+        cont,
+        tok.streaming_pad_id,
+    ]
+    words = align_words(tokens, tok, 1.0)
+    assert "".join(w.text for w in words) == tok.decode(tokens) == " café"
+    assert "\ufffd" not in "".join(w.text for w in words)

@@ -66,7 +66,8 @@ def audio_length(source: Source, sample_rate: int | None = None, target_rate: in
         if isinstance(source, np.ndarray):
             n, rate = len(source), int(sample_rate)
         else:
-            info = sf.info(str(source))
+            with open(source, "rb") as f:
+                info = sf.info(f)
             n, rate = info.frames, info.samplerate
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError):
         return None

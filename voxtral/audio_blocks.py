@@ -27,10 +27,12 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
-    try:
-        rate = sf.info(str(path)).samplerate
-        blocks = sf.blocks(str(path), blocksize=max(1, int(rate * block_s)), dtype="float32", always_2d=True)
-        yield from resampled((b.mean(axis=1, dtype=np.float32) for b in blocks), rate, target_rate, str(path))
+    try:  # opened once, by Python (so any file name the OS accepts works), read front to back
+        with open(path, "rb") as f, sf.SoundFile(f) as snd:
+            rate = snd.samplerate
+            blocks = snd.blocks(blocksize=max(1, int(rate * block_s)), dtype="float32", always_2d=True)
+            mono = (b.mean(axis=1, dtype=np.float32) for b in blocks)
+            yield from resampled(mono, rate, target_rate, str(path))
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
         reason = " ".join(str(getattr(e, "error_string", e)).split())
         raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None

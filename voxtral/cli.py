@@ -33,7 +33,7 @@ from .outputs import (
     StdoutError,
     Terminated,
     silence_stdout,
-    terminated_as,
+    stop_signals,
 )
 from .progress import Progress
 
@@ -151,13 +151,15 @@ class Run:
         seconds = [audio_seconds(p) for p in self.paths]
         decoded = [0.0] * len(self.paths)
         with Progress(len(self.paths), sum(seconds), enabled=False if self.quiet else None) as progress:
+            stop = None  # the StopRequest of stop_signals (set below)
 
-            def on_progress(i: int, s: float) -> None:
+            def on_progress(i: int, s: float) -> None:  # between engine ticks: a safe point
+                stop.check()
                 decoded[i] = min(s, seconds[i])
                 progress.update(sum(decoded), len(self.written) + len(self.failed))
 
             try:
-                with terminated_as(Terminated):
+                with stop_signals() as stop:
                     results = m.transcribe_each(
                         self.paths, batch_size, on_progress=on_progress, **(options or {})
                     )
@@ -165,6 +167,7 @@ class Run:
                         decoded[i] = seconds[i]
                         self._one(i, t, emit, progress)
                         progress.update(sum(decoded), len(self.written) + len(self.failed))
+                        stop.check()
             except KeyboardInterrupt:
                 self._stopped(progress, "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
             except Terminated:

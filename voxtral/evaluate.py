@@ -84,7 +84,7 @@ def read_reference(audio: Path) -> str:
 
 
 def _list_file(path: Path) -> list[Path]:
-    """Audio paths listed in a text file, one a line (relative to the file; `#` comments)."""
+    """Audio paths listed in a text file, one a line (relative to the list file's folder; `#` comments)."""
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return [path.parent / line for line in lines if line and not line.startswith("#")]
 
@@ -105,12 +105,15 @@ def _clips_of(arg: str) -> list[Path]:
     return paths
 
 
-def _check_clip(clip: Path) -> None:
-    """AudioError unless the clip exists and has its reference beside it."""
+def _check_clip(clip: Path, listed_in: Path | None = None) -> None:
+    """AudioError unless the clip exists and has a readable reference with words in it beside it."""
     if not clip.is_file():
-        raise AudioError(f"{clip}: file not found; check the path")
+        where = f" (listed in {listed_in}, relative to its folder)" if listed_in is not None else ""
+        raise AudioError(f"{clip}: file not found{where}; check the path")
     if not reference_of(clip).is_file():
         raise AudioError(f"{clip}: no reference transcript {reference_of(clip).name} beside it; add one")
+    if not normalize(read_reference(clip)):
+        raise AudioError(f"{reference_of(clip)}: the reference has no words; put the clip's transcript in it")
 
 
 def find_clips(args: list[str]) -> tuple[list[Path], list[InputError]]:
@@ -124,9 +127,10 @@ def find_clips(args: list[str]) -> tuple[list[Path], list[InputError]]:
             err = e if isinstance(e, AudioError) else AudioError(f"{arg}: cannot read this list ({e})")
             errors.append(InputError(arg, err))
             continue
+        listed_in = Path(arg) if Path(arg).is_file() and not is_audio(Path(arg)) else None
         for clip in (c for c in found if c not in clips):
             try:
-                _check_clip(clip)
+                _check_clip(clip, listed_in)
                 clips.append(clip)
             except AudioError as e:
                 errors.append(InputError(str(clip), e))

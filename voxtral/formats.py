@@ -2,7 +2,8 @@
 
 Times come from the token → time alignment of SPEC §6 (approximate, 80 ms resolution). Subtitle
 cues (srt, vtt, tsv) are the segments, kept inside the audio and in order, each shown for at least
-MIN_CUE_S where the next cue leaves room; their text is one line (whitespace runs become a space).
+MIN_CUE_S where the next cue leaves room and never for no time (a segment with no time left joins the
+previous cue); their text is one line (whitespace runs become a space).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .confidence import marked_text
 from .transcript import FRAME_S, Transcript, ms_floor
 
 MIN_CUE_S = 0.5  # a shorter cue (e.g. one word at a zero-width time) is lengthened to stay readable
+MIN_TIME_S = 0.001  # the clocks' resolution: no cue is shorter (never `00:00:03,000 --> 00:00:03,000`)
 JSON_VERSION = 1  # bumped when a key of the json format changes meaning
 
 
@@ -26,26 +28,33 @@ class Cue:
 
 
 def one_line(text: str) -> str:
-    """Collapse every whitespace run (newlines, tabs) into one space."""
+    """Collapse every whitespace run (newlines, tabs) into one space (the text has no control characters:
+    the tokenizer drops them)."""
     return " ".join(text.split())
 
 
 def cues(t: Transcript) -> list[Cue]:
-    """The non-empty segments as ordered, non-overlapping cues inside [0, duration]."""
+    """The non-empty segments as ordered, non-overlapping cues inside [0, duration], none empty in time:
+    a segment left no time (it starts where the previous cue or the audio ends) joins the previous cue."""
     segs = [(s.start, s.end, one_line(s.text)) for s in t.segments]
     segs = [s for s in segs if s[2]]
     duration = ms_floor(t.duration)
-    out: list[Cue] = []
+    spans: list[list] = []  # [start, end, text]
     prev_end = 0.0
-    for i, (start, end, text) in enumerate(segs):
+    for start, end, text in segs:
         start = min(max(start, prev_end), duration)
         end = min(max(end, start), duration)
-        if end - start < MIN_CUE_S:
-            room = min(segs[i + 1][0] if i + 1 < len(segs) else duration, duration)
-            end = max(end, min(start + MIN_CUE_S, room))
-        out.append(Cue(round(start, 3), round(end, 3), text))
+        if spans and end - start < MIN_TIME_S:
+            spans[-1][2] += " " + text
+            continue
+        spans.append([start, end, text])
         prev_end = end
-    return out
+    for i, span in enumerate(spans):
+        room = spans[i + 1][0] if i + 1 < len(spans) else duration
+        if span[1] - span[0] < MIN_CUE_S:
+            span[1] = max(span[1], min(span[0] + MIN_CUE_S, room))
+        span[1] = max(span[1], span[0] + MIN_TIME_S)  # audio under 1 ms: one millisecond all the same
+    return [Cue(round(a, 3), round(b, 3), text) for a, b, text in spans]
 
 
 def clock(seconds: float, decimal: str = ",") -> str:

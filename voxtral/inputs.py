@@ -113,7 +113,8 @@ def check_readable(path: Path) -> None:
 def audio_seconds(path: Path) -> float:
     """The duration from the file's header (no decoding); 0.0 when it cannot be read."""
     try:
-        return float(sf.info(str(path)).duration)
+        with open(path, "rb") as f:
+            return float(sf.info(f).duration)
     except Exception:  # any unreadable file: the transcription reports it properly
         return 0.0
 

@@ -3,7 +3,7 @@ valid in its format, whatever its encoding or state; and the signals that end a 
 
     out = Stdout()                 # encoding errors → replacement characters, never a traceback
     order = InOrder(emit)          # results arrive as inputs finish; emit sees them in input order
-    with terminated_as(Terminated):   # SIGTERM raises Terminated where the run is, like Ctrl-C
+    with stop_signals() as stop:   # Ctrl-C and SIGTERM noted; stop.check() raises at safe points
         ...
 """
 
@@ -84,16 +84,53 @@ class InOrder:
             self.next += 1
 
 
+class StopRequest:
+    """A stop signal (SIGINT, SIGTERM) noted by its handler and acted on at the run's safe points: an
+    exception raised from a signal handler inside a callback from C (audio decoding) would be swallowed."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt (Ctrl-C) or Terminated (SIGTERM) if one came; call it at safe points."""
+        if self.signal == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signal is not None:
+            raise Terminated()
+
+
+@contextmanager
+def stop_signals(signals=(signal.SIGINT, signal.SIGTERM)):
+    """For the block, the given signals only note themselves in the yielded StopRequest (the caller
+    raises at its safe points with check()); the old handlers come back after. Main thread only."""
+    request = StopRequest()
+
+    def note(signum, frame):
+        request.signal = request.signal or signum
+
+    try:
+        old = {s: signal.signal(s, note) for s in signals}
+    except ValueError:  # not the main thread: leave signals alone
+        yield request
+        return
+    try:
+        yield request
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 @contextmanager
 def terminated_as(exc: type[BaseException] = Terminated):
-    """SIGTERM raises exc in the main thread for the duration of the block (then the old handler)."""
+    """SIGTERM raises exc in the main thread for the duration of the block (then the old handler): for
+    loops that block on input (a live stream), where a noted signal would wait for the next input."""
 
     def handler(signum, frame):
         raise exc()
 
     try:
         old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
+    except ValueError:
         yield
         return
     try:

@@ -416,22 +416,26 @@ class Scheduler:
         return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
 def _deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) that arrives during a tick until the tick is over, so KeyboardInterrupt
-    surfaces only between ticks, where every job's state is whole (and an interrupted session can
-    still finish). Only in the main thread with Python's default handler; otherwise a no-op."""
+    """Hold Ctrl-C (SIGINT) and SIGTERM that arrive during a tick until the tick is over, then hand them
+    to their Python handlers (KeyboardInterrupt, or the CLI's Terminated): they surface only between
+    ticks, where every job's state is whole (an interrupted session can still finish), and never inside a
+    callback from C (audio decoding), which would swallow them. Main thread, Python handlers only."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
     caught: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = {s: h for s in HELD_SIGNALS if callable(h := signal.getsignal(s))}
+    for s in held:
+        signal.signal(s, lambda signum, frame: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, h in held.items():
+            signal.signal(s, h)
         if caught:
-            raise KeyboardInterrupt
+            held[caught[0]](caught[0], None)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import codecs
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,8 +147,9 @@ class Tokenizer:
         return self.pieces[token_id]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Text of a whole id sequence; control ids are dropped, invalid UTF-8 becomes U+FFFD."""
-        return b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace")
+        """Text of a whole id sequence; control ids are dropped, invalid UTF-8 becomes U+FFFD, control
+        characters (NUL, escapes: never speech) are dropped."""
+        return printable(b"".join(self.token_bytes(int(t)) for t in ids).decode("utf-8", errors="replace"))
 
     def check_vocab_size(self, model_vocab_size: int) -> None:
         """Raise ConfigError unless the model's vocab_size (params.json) equals the tokenizer's."""
@@ -167,10 +169,18 @@ class IncrementalDecoder:
 
     def feed(self, token_id: int) -> str:
         """The text completed by this token ("" for control ids or an unfinished character)."""
-        return self._utf8.decode(self.tokenizer.token_bytes(int(token_id)))
+        return printable(self._utf8.decode(self.tokenizer.token_bytes(int(token_id))))
 
     def finish(self) -> str:
         """Flush a trailing unfinished character (as U+FFFD) and reset for reuse."""
         text = self._utf8.decode(b"", final=True)
         self._utf8.reset()
-        return text
+        return printable(text)
+
+
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab, newline, CR
+
+
+def printable(text: str) -> str:
+    """Text without control characters: random or damaged tokens can spell them, speech never does."""
+    return CONTROL.sub("", text)

@@ -60,14 +60,18 @@ def ms_floor(seconds: float) -> float:
 
 
 def _word_groups(tokens: list[int], tok: Tokenizer) -> list[tuple[int, list[int]]]:
-    """(index k of the word's first text token, its text ids) for each word."""
+    """(index k of the word's first text token, its text ids) for each word. A word never starts in the
+    middle of a character (a token of UTF-8 continuation bytes stays with the word before), so words,
+    segments and subtitles spell the characters the whole text does."""
     groups: list[tuple[int, list[int]]] = []
     boundary = True
     for k, t in enumerate(tokens):
         if t == tok.streaming_word_id:
             boundary = True
         elif tok.is_text(t):
-            if boundary or tok.token_bytes(t)[:1].isspace():
+            head = tok.token_bytes(t)[:1]
+            inside_a_character = bool(groups) and head != b"" and 0x80 <= head[0] < 0xC0  # UTF-8 continuation
+            if (boundary or head.isspace()) and not inside_a_character:
                 groups.append((k, []))
             groups[-1][1].append(t)
             boundary = False

@@ -1,0 +1,142 @@
+"""What the CLI says: --version and --help, one-line errors for every bad option of every command
+(checked before any work: ../shared/cases/rel-49), references checked before transcribing (rel-51),
+`info` without the weights, --model values that look local, the offline message, the microphone."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from voxtral.errors import DeviceError
+
+
+def run(*args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral", *map(str, args)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, cwd=cwd,
+    )  # fmt: skip
+
+
+def one_error(r, needle: str, code: int = 2) -> None:
+    assert r.returncode == code, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("voxtral: error:")]
+    assert len(errors) == 1 and needle in errors[0], r.stderr
+
+
+def test_version():
+    import voxtral
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"voxtral {voxtral.__version__}"
+
+
+@pytest.mark.parametrize(
+    "cmd", [[], ["transcribe"], ["eval"], ["info"], ["stream"], ["bench"], ["dev", "random-checkpoint"]]
+)
+def test_help_has_no_type_noise_on_flags(cmd):
+    r = run(*cmd, "--help")
+    assert r.returncode == 0 and "Usage" in r.stdout and "<bool>" not in r.stdout
+    assert run(*cmd, "-h").stdout == r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--positions", "foo"], "--positions"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--batch", "0"], "--batch"),
+        (["bench", "--random-weights", "huge", "-d", "cpu"], "--random-weights"),
+        (["bench", "--random-weights", "tiny", "-d", "tpu"], "--device"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json"], "--json"),
+        (["bench", "-d", "cpu"], "--model or --random-weights"),
+        (["bench", "--random-weights", "tiny", "--steps", "x"], "--steps"),
+        (["dev", "random-checkpoint", "CLIP"], "is a file"),
+        (["dev", "random-checkpoint", "x", "--size", "huge"], "--size"),
+        (["transcribe"], "Missing argument"),
+        (["stream", "--stdin", "--mic"], "exactly one"),
+        (["stream", "--stdin", "--confidence"], "--jsonl"),
+        (["stream", "--stdin", "--rate", "8000"], "--format"),
+    ],
+)
+def test_bad_options_are_one_line_before_any_work(args, needle, clip5):
+    t0 = time.monotonic()
+    r = run(*[str(clip5) if a == "CLIP" else a for a in args])
+    one_error(r, needle)
+    assert time.monotonic() - t0 < 20 and "writing a random" not in r.stderr  # nothing was run first
+
+
+def test_bench_of_an_absent_gpu_is_an_error(tiny_dir):
+    from voxtral.gpu.device import unavailable_reason
+
+    if unavailable_reason() is None:
+        pytest.skip("a GPU is present")
+    one_error(run("bench", "--model", tiny_dir, "-d", "cuda"), "GPU", code=5)
+
+
+def test_an_empty_reference_is_named_before_anything_is_transcribed(tiny_dir, clip5, tmp_path):
+    (tmp_path / "x.wav").write_bytes(clip5.read_bytes())
+    (tmp_path / "y.wav").write_bytes(clip5.read_bytes())
+    (tmp_path / "x.txt").write_text("hello world")
+    (tmp_path / "y.txt").write_text(" ... ")
+    r = run("eval", tmp_path, "-m", tiny_dir, "-d", "cpu")
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    error = next(line for line in r.stderr.splitlines() if line.startswith("voxtral: error:"))
+    assert "y.txt" in error and "no words" in error
+    assert r.stderr.index("y.txt") < r.stderr.index("voxtral: loaded")  # before the model loaded
+    assert "x.wav" in r.stdout and "y.wav" not in r.stdout
+
+
+def test_a_list_file_says_its_paths_are_relative_to_it(tiny_dir, clip5, tmp_path):
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "clips.list").write_text("missing.wav\n")
+    r = run("eval", tmp_path / "lists" / "clips.list", "-m", tiny_dir, "-d", "cpu")
+    one_error(r, "relative to its folder", code=3)
+
+
+def test_info_reads_only_params_and_tekken(tiny_dir, tmp_path):
+    for name in ("params.json", "tekken.json"):
+        shutil.copy(tiny_dir / name, tmp_path / name)
+    r = run("info", "-m", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "parameters:" in r.stdout and "tekken.json" in r.stdout and "consolidated" not in r.stdout
+
+
+def test_a_model_path_that_looks_local_is_never_a_hub_id(tmp_path, clip5):
+    (tmp_path / "models").mkdir()
+    r = run("transcribe", clip5, "-m", "models/voxtral", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    one_error(r, "model directory not found", code=4)
+    assert "--model" in r.stderr
+
+
+def test_the_offline_message_says_how_to_fetch_the_model(clip5, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    r = run("transcribe", clip5, "-m", "mistralai/Voxtral-Mini-4B-Realtime-2602", env=env)
+    one_error(r, "offline", code=4)
+    for needle in (
+        "--model",
+        "consolidated.safetensors",
+        "params.json",
+        "tekken.json",
+        "huggingface-cli download",
+    ):
+        assert needle in r.stderr
+
+
+def test_the_microphone_without_portaudio_says_so(monkeypatch):
+    import builtins
+
+    from voxtral.pcm import microphone
+
+    real = builtins.__import__
+
+    def fake(name, *args, **kw):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(DeviceError, match="PortAudio"):
+        microphone()

@@ -1,0 +1,177 @@
+"""The CLI never loses or garbles output, and says so when it cannot write: stdout in input order and
+valid in its format, any encoding, a closed, full or vanished stdout, signals mid-run, files that
+appear during the run, any file name (../shared/cases/input-07, input-11, rel-02, rel-43, rel-44,
+rel-53). Subprocess tests, as a user runs the command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from voxtral.errors import OutputError
+from voxtral.inputs import write_atomic
+
+RATE = 16000
+
+
+def run(*args, env=None, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "voxtral", *map(str, args)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}, **kw,
+    )  # fmt: skip
+
+
+def one_error(stderr: str, needle: str) -> None:
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("voxtral: error:")]
+    assert len(errors) == 1 and needle in errors[0], stderr
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, clip5):
+    """Three inputs of 5, 2 and 0.5 s: with -b 3 they finish in reverse order."""
+    d = tmp_path_factory.mktemp("clips")
+    x = sf.read(clip5, dtype="float32")[0]
+    paths = []
+    for name, seconds in (("long.wav", 5.0), ("mid.wav", 2.0), ("short.wav", 0.5)):
+        sf.write(d / name, x[: int(seconds * RATE)], RATE)
+        paths.append(d / name)
+    return paths
+
+
+def test_json_of_several_inputs_is_json_lines_in_input_order(tiny_dir, clips):
+    r = run("transcribe", *clips, "-m", tiny_dir, "-d", "cpu", "-f", "json", "-b", "3", "-q")
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d["input"] for d in docs] == [str(p) for p in clips]
+    assert all({"text", "segments", "tokens"} <= set(d) for d in docs)
+
+
+@pytest.mark.parametrize("fmt", ["txt", "srt", "tsv"])
+def test_other_formats_of_several_inputs_have_a_header_each_in_input_order(tiny_dir, clips, fmt):
+    r = run("transcribe", *clips, "-m", tiny_dir, "-d", "cpu", "-f", fmt, "-b", "3", "-q")
+    assert r.returncode == 0, r.stderr
+    headers = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {p} <==" for p in clips]
+
+
+@pytest.fixture(scope="module")
+def seed5(tmp_path_factory):
+    """The README's example checkpoint: its text has U+FFFD, which ASCII cannot hold."""
+    from voxtral.testing import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("seed5"), "tiny", seed=5, eos_reachable=False)
+
+
+def test_an_encoding_that_cannot_hold_the_text_gets_replacements(seed5, clip5):
+    for args, stdin in ((("transcribe", clip5), None), (("stream", "--stdin"), clip5)):
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", *map(str, args), "-m", str(seed5), "-d", "cpu", "-q"],
+            input=None if stdin is None else open(stdin, "rb").read(),
+            capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        )  # fmt: skip
+        assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+        assert b"?" in r.stdout and r.stdout.isascii()
+
+
+def test_closed_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
+    r = run("transcribe", clip5, "-m", tiny_dir, "-d", "cpu", "-q", preexec_fn=lambda: os.close(1))
+    assert r.returncode == 6
+    one_error(r.stderr, "standard output is closed")
+
+
+def test_full_disk_under_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
+    for args in (["transcribe", clip5, clip5], ["stream", "--stdin"]):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run(
+                [sys.executable, "-m", "voxtral", *map(str, args), "-m", str(tiny_dir), "-d", "cpu", "-q"],
+                stdin=open(clip5, "rb"), stdout=full, stderr=subprocess.PIPE, text=True, timeout=300,
+            )  # fmt: skip
+        assert r.returncode == 6, r.stderr
+        one_error(r.stderr, "cannot write to standard output")
+
+
+def test_a_reader_that_goes_away_stops_it_quietly(tiny_dir, clips):
+    """`voxtral transcribe … | head -c 1`: exit 141 (SIGPIPE's code), no message, no traceback."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", *map(str, clips * 3), "-m", str(tiny_dir), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    p.stdout.read(1)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) == 141 and err == "", err
+
+
+def noise(path, seconds: float):
+    sf.write(
+        path, (0.1 * np.random.default_rng(1).standard_normal(int(seconds * RATE))).astype(np.float32), RATE
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_mid_run_leaves_no_temp_file_and_says_what_was_written(tiny_dir, tmp_path, sig, code, word):
+    inputs = [noise(tmp_path / f"f{i}.wav", 150) for i in range(4)]  # seconds of work left after f0
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", *map(str, inputs), "-m", str(tiny_dir), "-d", "cpu",
+         "-f", "all", "-o", str(out)],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in p.stderr:  # wait until the first input is written
+        lines.append(line)
+        if "f0.wav:" in line:
+            break
+    p.send_signal(sig)
+    rest = p.stderr.read()
+    stderr = "".join(lines) + rest
+    assert p.wait(timeout=120) == code, stderr
+    assert "Traceback" not in stderr, stderr
+    summary = [line for line in stderr.splitlines() if word in line]
+    assert len(summary) == 1 and "of 4 inputs written" in summary[0] and "not written:" in summary[0], stderr
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+    written = {f.split(".")[0] for f in os.listdir(out)}
+    assert "f0" in written and "f3" not in written
+
+
+def test_a_file_that_appears_during_the_run_is_never_replaced(tmp_path):
+    target = tmp_path / "x.txt"
+    target.write_text("the user's own file")  # appeared after the run checked its outputs
+    with pytest.raises(OutputError, match="appeared during the run"):
+        write_atomic(target, "transcript", overwrite=False)
+    assert target.read_text() == "the user's own file" and os.listdir(tmp_path) == ["x.txt"]
+    write_atomic(tmp_path / "y.txt", "transcript", overwrite=False)
+    assert (tmp_path / "y.txt").read_text() == "transcript"
+
+
+def test_any_file_name_the_os_accepts(tiny_dir, clip5, tmp_path):
+    name = os.fsdecode(b"caf\xe9 \xe2\x98\x83.wav")  # a Latin-1 byte (not UTF-8) and a snowman
+    (tmp_path / name).write_bytes(clip5.read_bytes())
+    out = tmp_path / "out"
+    r = run("transcribe", tmp_path / name, "-m", tiny_dir, "-d", "cpu", "-o", out, "-q")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(os.fsencode(out)) == [b"caf\xe9 \xe2\x98\x83.txt"]
+
+
+def test_jsonl_has_no_blank_line(tiny_dir, clip5):
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", "--jsonl", "-m", str(tiny_dir), "-q"],
+        stdin=open(clip5, "rb"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.endswith("}\n")
+    assert all(json.loads(line) for line in r.stdout.splitlines())
+
+
+def test_a_long_single_file_is_reported_after_it_is_read_once(tiny_dir, tmp_path):
+    """-v adds the model, slots and the reading time per file."""
+    r = run("transcribe", noise(tmp_path / "n.wav", 3), "-m", tiny_dir, "-d", "cpu", "-v")
+    assert r.returncode == 0 and "slots" in r.stderr and "reading" in r.stderr
