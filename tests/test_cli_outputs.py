@@ -175,3 +175,35 @@ def test_a_long_single_file_is_reported_after_it_is_read_once(tiny_dir, tmp_path
     """-v adds the model, slots and the reading time per file."""
     r = run("transcribe", noise(tmp_path / "n.wav", 3), "-m", tiny_dir, "-d", "cpu", "-v")
     assert r.returncode == 0 and "slots" in r.stderr and "reading" in r.stderr
+
+
+def test_segments_are_given_as_soon_as_they_are_decided(seed5, clip5):
+    """transcribe_each(on_segment=…): the Transcript's segments, in order, the first ones before it ends."""
+    import voxtral
+
+    m = voxtral.load(seed5, device="cpu")
+    x = sf.read(clip5, dtype="float32")[0]
+    long = np.concatenate([x] * 6)  # the seed-5 checkpoint splits each repetition into segments
+    events = []
+    for _, t in m.transcribe_each([long], 1, sample_rate=RATE, on_segment=lambda i, s: events.append(s)):
+        events.append(t)
+    t = events[-1]
+    segments = events[:-1]
+    assert len(t.segments) >= 6 and segments == list(t.segments)
+
+
+def test_txt_on_stdout_comes_as_it_is_decided(seed5, clip5, tmp_path):
+    """A long file's text appears on stdout while the file is still being decoded."""
+    x = sf.read(clip5, dtype="float32")[0]
+    sf.write(tmp_path / "long.wav", np.concatenate([x] * 40), RATE)  # 200 s
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / "long.wav"), "-m", str(seed5), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = p.stdout.readline()
+    still_running = p.poll() is None
+    rest = p.stdout.read()
+    assert p.wait(timeout=300) == 0 and first.strip()
+    assert still_running, "the first line came only at the end"
+    whole = run("transcribe", tmp_path / "long.wav", "-m", seed5, "-d", "cpu", "-q", "-b", "2")  # not live
+    assert first + rest == whole.stdout

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -66,3 +67,24 @@ def test_cli_json_and_inline_marks(tiny_dir, clip5):
 def test_cli_bad_margin(tiny_dir, clip5):
     r = _cli(clip5, "-m", tiny_dir, "--alternatives", "1.5")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--alternatives" in r.stderr
+
+
+def test_txt_with_alternatives_keeps_one_line_per_segment(tmp_path, clip5):
+    """--alternatives marks rivals inside each segment's line instead of joining the text into one."""
+    import numpy as np
+    import soundfile as sf
+
+    import voxtral
+    from voxtral.formats import one_line, to_txt
+    from voxtral.testing import write_checkpoint
+
+    ck = write_checkpoint(tmp_path / "ck5", "tiny", seed=5, eos_reachable=False)  # several segments
+    m = voxtral.load(ck, device="cpu")
+    x = sf.read(clip5, dtype="float32")[0]
+    t = m.transcribe(np.concatenate([x, x]), sample_rate=16000, alternatives=0.5)
+    lines = to_txt(t).splitlines()
+    assert len(t.segments) >= 2 and len(lines) == len([s for s in t.segments if s.text.strip()])
+    # {chosen|rival|…} → chosen: the line without its marks is the segment
+    chosen = [one_line(re.sub(r"\{([^|{}]*)(\|[^{}]*)?\}", r"\1", line)) for line in lines]
+    assert chosen == [one_line(s.text) for s in t.segments if s.text.strip()]
+    assert any("{" in line for line in lines)

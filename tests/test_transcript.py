@@ -56,3 +56,40 @@ def test_word_ends_are_rounded_down_inside_the_audio():
     tok = _tok()
     words = align_words([_id(tok, b" the")] * 40, tok, duration=1.0006)
     assert words[-1].end == 1.0
+
+
+def test_live_segments_equal_the_whole_run():
+    """Random token streams fed in random pieces, with the audio known so far growing ahead of them:
+    the segments given out as they become final are exactly the whole run's, in order."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from voxtral.testing.tekken import make_tekken
+    from voxtral.tokenizer import Tokenizer
+    from voxtral.transcript import LiveSegments, align_words, segments_from_words
+
+    path = Path(tempfile.mkdtemp()) / "tekken.json"
+    path.write_text(json.dumps(make_tekken(2000)))
+    tok = Tokenizer.from_file(path)
+    dot = next(i for i in range(tok.n_special, tok.vocab_size) if tok.pieces[i] == b".")
+    rng = np.random.default_rng(0)
+    early = 0
+    for trial in range(60):
+        n = int(rng.integers(1, 400))
+        choices = [tok.streaming_pad_id] * 6 + [tok.streaming_word_id] * 2 + [dot] + list(range(1000, 1400))
+        tokens = [int(rng.choice(choices)) for _ in range(n)]
+        duration = max(0.0, (n - 17) * 0.08 + float(rng.uniform(-0.3, 0.3)))  # the right padding: 17 tokens
+        want = segments_from_words(align_words(tokens, tok, duration))
+        live, got, fed = LiveSegments(tok), [], 0
+        while fed < n:
+            step = int(rng.integers(1, 40))
+            known = min(duration, (fed + step) * 0.08 + float(rng.uniform(0, 5)))
+            got += live.add(tokens[fed : fed + step], known)
+            fed += step
+        early += len(got)
+        got += live.finish(duration)
+        assert got == want, f"trial {trial}"
+    assert early > 100  # most segments were given out before the end

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,21 @@ from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
 from .stream import Session
-from .transcript import Transcript, align_words, segments_from_words
+from .transcript import LiveSegments, Segment, Transcript, align_words, segments_from_words
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Running:
+    """An input of transcribe_each in the engine: its index, token scores, live segments, tokens taken."""
+
+    index: int
+    scores: list | None
+    live: LiveSegments | None
+    tokens: list[int] = field(default_factory=list)
+
+
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CAPACITY = 32  # requests the engine runs at once (decoder and encoder slots); more wait in line
 
@@ -89,17 +101,20 @@ class Model:
         confidence: bool = False,
         alternatives: float | None = None,
         on_progress: Callable[[int, float], None] | None = None,
+        on_segment: Callable[[int, Segment], None] | None = None,
     ) -> Iterator[tuple[int, Transcript | VoxtralError]]:
         """Transcribe many inputs, up to batch_size at once; yields (index, Transcript or that input's
         error) as each finishes. Inputs decode together, one decoder step for all of them (continuous
         batching: one that ends leaves at once and the next one joins); each gives exactly the tokens
         it gives alone. Inputs are paths or arrays; sample_rate applies to the arrays.
-        on_progress(index, seconds) gets the audio seconds of each running input decoded so far, as
-        the engine goes (in the thread that iterates)."""
+        on_progress(index, seconds) gets the audio seconds of each running input decoded so far, and
+        on_segment(index, segment) each segment of its transcript as soon as it is final (the same
+        segments, in order, as the Transcript's), as the engine goes (in the thread that iterates)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
         pending = iter(enumerate(inputs))
-        running: dict[Job, tuple[int, list | None]] = {}
+        running: dict[Job, _Running] = {}
+        rate_out = self.config.audio.sampling_rate
         while True:
             while len(running) < batch_size and (item := next(pending, None)) is not None:
                 i, x = item
@@ -109,20 +124,35 @@ class Model:
                 except VoxtralError as e:
                     yield i, e
                     continue
-                running[self.engine.submit(job)] = (i, scores)
-            if not running:
-                return
+                live = None if on_segment is None else LiveSegments(self.tokenizer)
+                running[self.engine.submit(job)] = _Running(i, scores, live)
 
             def done() -> bool:
-                if on_progress is not None:
-                    for job, (i, _) in running.items():
-                        on_progress(i, job.n_steps * FRAME_MS / 1000)
+                for job, r in running.items():
+                    if on_progress is not None:
+                        on_progress(r.index, job.n_steps * FRAME_MS / 1000)
+                    if r.live is not None:  # between engine ticks, in this thread: the job's state is whole
+                        new = job.take_tokens()
+                        r.tokens += new
+                        for seg in r.live.add(new, job.n_samples / rate_out):
+                            on_segment(r.index, seg)
                 return any(j.finished for j in running)
 
+            if not running:
+                return
             self.engine.run_until(done)
             for job in [j for j in running if j.finished]:
-                i, scores = running.pop(job)
-                yield i, job.error or self._transcript(job, scores, batch_size=batch_size)
+                r = running.pop(job)
+                if job.error is not None:
+                    yield r.index, job.error
+                    continue
+                new = job.take_tokens()
+                r.tokens += new
+                t = self._transcript(job, r.scores, tokens=r.tokens, batch_size=batch_size)
+                if r.live is not None:
+                    for seg in r.live.add(new, t.duration) + r.live.finish(t.duration):
+                        on_segment(r.index, seg)
+                yield r.index, t
 
     def transcribe_batch(
         self,
@@ -222,9 +252,9 @@ class Model:
         n = audio_io.audio_length(audio, sample_rate, cfg.sampling_rate)
         return None if n is None else s.n_left + -(-n // cfg.samples_per_token) + s.n_right
 
-    def _transcript(self, job: Job, scores: list | None = None, **info) -> Transcript:
+    def _transcript(self, job: Job, scores: list | None = None, tokens=None, **info) -> Transcript:
         duration = job.n_samples / self.config.audio.sampling_rate
-        tokens = job.take_tokens()
+        tokens = job.take_tokens() if tokens is None else tokens
         words = align_words(tokens, self.tokenizer, duration)
         info = {
             "device": self.device,

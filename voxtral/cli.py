@@ -21,7 +21,7 @@ import typer
 from . import __version__
 from .checkpoint import DEFAULT_MODEL
 from .errors import OptionError, VoxtralError
-from .formats import WRITERS, json_document
+from .formats import WRITERS, json_document, one_line
 from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_atomic
 from .outputs import (
     EXIT_BROKEN_PIPE,
@@ -248,6 +248,33 @@ def _to_stdout(fmt: str, several: bool) -> Emit:
     return lambda i, path, t: order.add(i, (path, t))
 
 
+class _LiveText:
+    """txt on stdout, each segment printed as soon as it is decided (inputs one at a time): the same text
+    as the txt format, there while a long file is still being decoded."""
+
+    def __init__(self, paths: list[Path], several: bool):
+        self.out, self.paths, self.several = Stdout(), paths, several
+        self.printed: dict[int, str] = {}
+
+    def _begin(self, i: int) -> None:
+        if i not in self.printed:
+            self.printed[i] = ""
+            if self.several:
+                self.out.write(f"==> {self.paths[i]} <==\n")
+
+    def segment(self, i: int, seg) -> None:
+        line = one_line(seg.text)
+        if line:
+            self._begin(i)
+            self.out.write(line + "\n")
+            self.printed[i] += line + "\n"
+
+    def emit(self, i: int, path: Path, t) -> None:
+        self._begin(i)
+        text, done = WRITERS["txt"](t), self.printed[i]
+        self.out.write(text[len(done) :] if text.startswith(done) else "")
+
+
 @app.command()
 def transcribe(
     inputs: Annotated[
@@ -325,14 +352,18 @@ def transcribe(
         plan, taken = plan_outputs(paths, output_dir, formats, overwrite)
         paths, failed = list(plan), failed + taken
         emit = _to_files(plan, formats, overwrite)
-    else:
+    options: dict = {"confidence": confidence, "alternatives": alternatives}
+    if output_dir is None and formats == ["txt"] and batch_size == 1 and alternatives is None:
+        live = _LiveText(paths, several=n_inputs > 1)  # text as it is decided
+        emit, options["on_segment"] = live.emit, live.segment
+    elif output_dir is None:
         emit = _to_stdout(formats[0], several=n_inputs > 1)
     for f in failed:
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
     if paths:
         m = _load(model, device, delay_ms, quiet, verbose, batch_size)
-        run.go(m, emit, batch_size, {"confidence": confidence, "alternatives": alternatives})
+        run.go(m, emit, batch_size, options)
     raise typer.Exit(run.exit_code(failed, n_inputs))
 
 

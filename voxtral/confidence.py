@@ -57,10 +57,12 @@ def score(logits: np.ndarray, tokens: np.ndarray, tok: Tokenizer, margin: float 
     return out
 
 
+def marked_piece(s: TokenScore) -> str:
+    """One token's text, written {chosen|rival|…} when it has text rivals."""
+    rivals = [a.text for a in s.alternatives if a.text]
+    return "{" + "|".join([s.text] + rivals) + "}" if s.text and rivals else s.text
+
+
 def marked_text(scores: list[TokenScore]) -> str:
     """The text with every text token that has text rivals written {chosen|rival|…}."""
-    pieces = []
-    for s in scores:
-        rivals = [a.text for a in s.alternatives if a.text]
-        pieces.append("{" + "|".join([s.text] + rivals) + "}" if s.text and rivals else s.text)
-    return "".join(pieces).strip()
+    return "".join(marked_piece(s) for s in scores).strip()

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .confidence import marked_text
+from .confidence import marked_piece, marked_text
 from .transcript import FRAME_S, Transcript, ms_floor
 
 MIN_CUE_S = 0.5  # a shorter cue (e.g. one word at a zero-width time) is lengthened to stay readable
@@ -67,13 +67,31 @@ def clock(seconds: float, decimal: str = ",") -> str:
 
 
 def to_txt(t: Transcript) -> str:
-    """One line per segment; with alternatives, the whole text with rivals marked {chosen|rival}."""
+    """One line per segment; with alternatives, each token with rivals marked {chosen|rival} in it."""
     if t.scores and any(s.alternatives for s in t.scores):
-        return one_line(marked_text(t.scores)) + "\n"
+        lines = _marked_segments(t)
+        return "".join(line + "\n" for line in lines) if lines else one_line(marked_text(t.scores)) + "\n"
     lines = [line for line in (one_line(s.text) for s in t.segments) if line]
     if not lines and t.text.strip():
         lines = [one_line(t.text)]
     return "".join(line + "\n" for line in lines)
+
+
+def _marked_segments(t: Transcript) -> list[str] | None:
+    """Each segment's line with rivals marked, found by walking the token scores along the segments
+    (segments end where words end, and words are runs of tokens); None where they do not line up."""
+    scores, i, lines = t.scores, 0, []
+    for seg in t.segments:
+        target, plain, marked = one_line(seg.text), "", []
+        while one_line(plain) != target:
+            if i >= len(scores) or len(one_line(plain)) > len(target):
+                return None
+            plain += scores[i].text
+            marked.append(marked_piece(scores[i]))
+            i += 1
+        if target:
+            lines.append(one_line("".join(marked)))
+    return lines
 
 
 def to_srt(t: Transcript) -> str:
