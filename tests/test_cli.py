@@ -280,7 +280,7 @@ def test_auto_falls_back_to_cpu_quietly_without_cupy(tiny_dir, clip5):
 
 
 def test_bad_delay(tiny_dir, clip5):
-    assert_one_line_error(voxtral("transcribe", clip5, "-m", tiny_dir, "--delay-ms", "100"), "delay_ms")
+    assert_one_line_error(voxtral("transcribe", clip5, "-m", tiny_dir, "--delay-ms", "100"), "--delay-ms")
 
 
 def test_info(tiny_dir):

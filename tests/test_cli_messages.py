@@ -40,6 +40,8 @@ def test_version():
 def test_help_has_no_type_noise_on_flags(cmd):
     r = run(*cmd, "--help")
     assert r.returncode == 0 and "Usage" in r.stdout and "<bool>" not in r.stdout
+    options = [line for line in r.stdout.splitlines() if line.lstrip().startswith("-")]
+    assert not [line for line in options if "<" in line]  # each value-taking option names its value
     assert run(*cmd, "-h").stdout == r.stdout
 
 
@@ -55,6 +57,13 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["bench", "--random-weights", "tiny", "--steps", "x"], "--steps"),
         (["dev", "random-checkpoint", "CLIP"], "is a file"),
         (["dev", "random-checkpoint", "x", "--size", "huge"], "--size"),
+        (["dev", "random-checkpoint", "x", "--seed", "-1"], "--seed"),
+        (["transcribe", "CLIP", "-o", ""], "--output-dir"),
+        (["transcribe", "CLIP", "-m", ""], "--model"),
+        (["info", "-m", " "], "--model"),
+        (["transcribe", "-"], "voxtral stream --stdin"),
+        (["transcribe", "CLIP", "--delay-ms", "100"], "--delay-ms"),
+        (["eval", "CLIP", "-d", "tpu"], "--device"),
         (["transcribe"], "Missing argument"),
         (["stream", "--stdin", "--mic"], "exactly one"),
         (["stream", "--stdin", "--confidence"], "--jsonl"),
@@ -66,6 +75,42 @@ def test_bad_options_are_one_line_before_any_work(args, needle, clip5):
     r = run(*[str(clip5) if a == "CLIP" else a for a in args])
     one_error(r, needle)
     assert time.monotonic() - t0 < 20 and "writing a random" not in r.stderr  # nothing was run first
+
+
+@pytest.mark.parametrize("args, needle", [(["--delay-ms", "100"], "--delay-ms"), (["-d", "tpu"], "--device")])
+def test_stream_checks_its_options_before_reading_stdin(args, needle):
+    """An open stdin that sends nothing: the option error comes at once, not after the input."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", *args],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        code = p.wait(timeout=60)
+    finally:
+        p.kill()
+        p.stdin.close()
+    r = subprocess.CompletedProcess(p.args, code, "", p.stderr.read())
+    one_error(r, needle)
+
+
+@pytest.mark.parametrize("cmd", [[], ["dev"]])
+def test_a_bare_command_prints_its_help(cmd):
+    r = run(*cmd)
+    assert r.returncode == 0 and r.stdout.startswith("Usage:") and r.stderr == ""
+
+
+def test_a_random_checkpoint_replaces_nothing_without_overwrite(tmp_path):
+    assert run("dev", "random-checkpoint", tmp_path, "--seed", "1").returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["consolidated.safetensors", "params.json", "tekken.json"]
+    one_error(run("dev", "random-checkpoint", tmp_path, "--seed", "2"), "--overwrite")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert run("dev", "random-checkpoint", tmp_path, "--seed", "2", "--overwrite").returncode == 0
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert (
+        sorted(after) == sorted(before)
+        and after["consolidated.safetensors"] != before["consolidated.safetensors"]
+    )
 
 
 def test_bench_of_an_absent_gpu_is_an_error(tiny_dir):

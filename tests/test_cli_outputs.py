@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from voxtral.errors import OutputError
-from voxtral.inputs import write_atomic
+from voxtral.inputs import write_atomic, write_together
 
 RATE = 16000
 
@@ -79,10 +79,34 @@ def test_an_encoding_that_cannot_hold_the_text_gets_replacements(seed5, clip5):
         assert b"?" in r.stdout and r.stdout.isascii()
 
 
-def test_closed_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
-    r = run("transcribe", clip5, "-m", tiny_dir, "-d", "cpu", "-q", preexec_fn=lambda: os.close(1))
-    assert r.returncode == 6
+def test_json_on_an_ascii_stdout_is_escaped_not_replaced(seed5, clip5):
+    """JSON keeps every character on any stdout: \\u escapes where the encoding has none."""
+    for args, stdin in (
+        (("transcribe", clip5, "-f", "json"), None),
+        (("stream", "--stdin", "--jsonl"), clip5),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", *map(str, args), "-m", str(seed5), "-d", "cpu", "-q"],
+            input=None if stdin is None else open(stdin, "rb").read(),
+            capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        )  # fmt: skip
+        assert r.returncode == 0 and r.stdout.isascii(), r.stderr
+        docs = (
+            [json.loads(line) for line in r.stdout.decode().splitlines()]
+            if "--jsonl" in args
+            else [json.loads(r.stdout)]
+        )
+        assert "\ufffd" in "".join(d["text"] for d in docs)  # the character itself, not "?"
+
+
+@pytest.mark.parametrize("cmd", [["transcribe", "CLIP"], ["stream", "--stdin"], ["eval", "CLIP"]])
+def test_closed_stdout_is_one_line_and_exit_6_before_the_model_loads(tiny_dir, clip5, cmd):
+    args = [str(clip5) if a == "CLIP" else a for a in cmd]
+    r = run(*args, "-m", tiny_dir, "-d", "cpu", preexec_fn=lambda: os.close(1), stdin=open(clip5, "rb"))
+    assert r.returncode == 6, r.stderr
     one_error(r.stderr, "standard output is closed")
+    assert "loaded" not in r.stderr
+    assert ("--output-dir" in r.stderr) == (cmd[0] == "transcribe")  # only transcribe has one
 
 
 def test_full_disk_under_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
@@ -94,6 +118,7 @@ def test_full_disk_under_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
             )  # fmt: skip
         assert r.returncode == 6, r.stderr
         one_error(r.stderr, "cannot write to standard output")
+        assert ("--output-dir" in r.stderr) == (args[0] == "transcribe")
 
 
 def test_a_reader_that_goes_away_stops_it_quietly(tiny_dir, clips):
@@ -151,6 +176,22 @@ def test_a_file_that_appears_during_the_run_is_never_replaced(tmp_path):
     assert target.read_text() == "the user's own file" and os.listdir(tmp_path) == ["x.txt"]
     write_atomic(tmp_path / "y.txt", "transcript", overwrite=False)
     assert (tmp_path / "y.txt").read_text() == "transcript"
+
+
+@pytest.mark.parametrize("taken", ["a.srt", "a.json"])
+def test_an_inputs_formats_are_written_all_or_none(tmp_path, taken):
+    """Whichever of an input's outputs appeared during the run, none of them is written (the order of
+    the formats does not matter) and the message names the input first, then the output."""
+    (tmp_path / taken).write_text("the user's own file")
+    files = {tmp_path / "a.json": "{}", tmp_path / "a.srt": "1", tmp_path / "a.txt": "text"}
+    with pytest.raises(OutputError) as e:
+        write_together(files, overwrite=False, owner="talk.wav")
+    assert str(e.value) == f"talk.wav: its output {tmp_path / taken} appeared during the run; " + (
+        "pass --overwrite to replace it"
+    )
+    assert os.listdir(tmp_path) == [taken] and (tmp_path / taken).read_text() == "the user's own file"
+    write_together(files, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "a.srt", "a.txt"]
 
 
 def test_any_file_name_the_os_accepts(tiny_dir, clip5, tmp_path):

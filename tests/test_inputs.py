@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 
 from voxtral.errors import AudioError, OutputError
-from voxtral.inputs import audio_seconds, expand_inputs, plan_outputs, write_atomic
+from voxtral.inputs import audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_atomic
 
 
 @pytest.fixture
@@ -33,6 +33,13 @@ def test_glob_patterns_and_recursion(folder):
     assert names(paths) == ["b.wav"]
     paths, _ = expand_inputs([str(folder / "**" / "*.[wW][aA][vV]")])
     assert names(paths) == ["b.wav", "c.WAV"]
+
+
+def test_a_pattern_ending_in_two_stars_means_the_audio_files_below(folder):
+    paths, errors = expand_inputs([str(folder / "**")])
+    assert names(paths) == ["a.flac", "b.wav", "c.WAV"] and errors == []  # notes.txt is not audio
+    paths, _ = expand_inputs([str(folder / "sub" / "**")])
+    assert names(paths) == ["c.WAV"]
 
 
 def test_files_kept_in_order_without_duplicates_and_missing_ones_fail_at_once(folder):
@@ -93,6 +100,19 @@ def test_plan_refuses_existing_outputs_and_shared_names(tmp_path):
     assert "--overwrite" in str(errors[0].error) and "b.wav" in str(errors[1].error)
     plan, errors = plan_outputs(inputs[:2], out, ["srt"], overwrite=True)
     assert len(plan) == 2 and errors == []
+
+
+def test_an_output_name_taken_by_a_directory_fails_even_with_overwrite(tmp_path):
+    (tmp_path / "a.txt").mkdir()
+    plan, errors = plan_outputs([tmp_path / "in" / "a.wav"], tmp_path, ["txt"], overwrite=True)
+    assert plan == {} and "is a directory" in str(errors[0].error)
+
+
+def test_an_output_dir_this_process_cannot_write_is_an_output_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a non-root user on a 0o555 dir
+    with pytest.raises(OutputError, match="cannot write there"):
+        prepare_output_dir(tmp_path / "out")
+    assert (tmp_path / "out").is_dir()
 
 
 def test_write_atomic_replaces_whole_files_with_a_normal_mode(tmp_path):

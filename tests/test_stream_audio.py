@@ -175,7 +175,14 @@ def test_bad_raw_formats(args, needle):
         RawFormat(*args)
 
 
-def test_non_finite_float_pcm():
-    data = np.array([0.0, np.inf], "<f4").tobytes()
-    n, error = collect(read_stream(io.BytesIO(data), RawFormat("f32le", 16000)))
+@pytest.mark.parametrize(
+    "samples, encoding", [([0.0, np.inf], "f32le"), ([np.nan, 0.0], "f32le"), ([1e300, 0.0], "f64le")]
+)
+def test_non_finite_float_pcm_is_an_error_without_warnings(samples, encoding):
+    import warnings
+
+    data = np.array(samples, {"f32le": "<f4", "f64le": "<f8"}[encoding]).tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from a cast would be an exception here
+        n, error = collect(read_stream(io.BytesIO(data), RawFormat(encoding, 16000)))
     assert "non-finite" in str(error)

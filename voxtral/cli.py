@@ -20,9 +20,9 @@ import typer
 
 from . import __version__
 from .checkpoint import DEFAULT_MODEL
-from .errors import OptionError, VoxtralError
+from .errors import DeviceError, OptionError, VoxtralError
 from .formats import WRITERS, json_document, one_line
-from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_atomic
+from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_together
 from .outputs import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -47,10 +47,30 @@ app = typer.Typer(
 FLAG = {"metavar": ""}  # a flag takes no value: no `<bool>` in --help
 # click's UsageError (typer ships its own click): the base of every bad-option error
 USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _not_empty(value: str | None) -> str | None:
+    """An option value that names something cannot be empty (`-m ''` would mean the current directory)."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("is empty")
+    return value
+
+
+def _directory(value: str | None) -> Path | None:
+    return None if _not_empty(value) is None else Path(value)
+
+
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", metavar="DIR|ID", help="Model directory, or Hugging Face Hub id."),
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="DIR|ID",
+        callback=_not_empty,
+        help="Model directory, or Hugging Face Hub id.",
+    ),
 ]
+DEVICES = ("auto", "cpu", "cuda")
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", metavar="DEVICE", help="auto, cpu or cuda.")]
 DelayOpt = Annotated[
     int | None, typer.Option(metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80.")
@@ -106,6 +126,21 @@ def _summary(name: str, t, verbose: bool) -> str:
     if verbose:
         line += f"; reading {tm['audio'] * 1000:.0f} ms, delay {t.info['delay_ms']} ms"
     return line
+
+
+def _check_device_and_delay(device: str, delay_ms: int | None) -> None:
+    """OptionError (or DeviceError for --device cuda without a usable GPU) before any input is read."""
+    from .config import FRAME_MS, MAX_DELAY_MS
+    from .gpu.device import unavailable_reason
+
+    if device not in DEVICES:
+        raise OptionError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if delay_ms is not None and not (FRAME_MS <= delay_ms <= MAX_DELAY_MS and delay_ms % FRAME_MS == 0):
+        raise OptionError(
+            f"--delay-ms must be a multiple of {FRAME_MS} from {FRAME_MS} to {MAX_DELAY_MS}, got {delay_ms}"
+        )
+    if device == "cuda" and (reason := unavailable_reason()):
+        raise DeviceError(f"cannot use the GPU: {reason}; use --device cpu")
 
 
 def _parse_formats(values: list[str] | None) -> list[str]:
@@ -220,19 +255,18 @@ class Run:
 
 
 def _to_files(plan: dict[Path, list[Path]], formats: list[str], overwrite: bool) -> Emit:
-    """Write every format of a transcript, each file atomically, none replaced without overwrite."""
+    """Write every format of a transcript, all or none, each atomically, none replaced without overwrite."""
 
     def emit(i: int, path: Path, t) -> None:
-        for out, fmt in zip(plan[path], formats, strict=True):
-            write_atomic(out, WRITERS[fmt](t), overwrite=overwrite)
+        files = {out: WRITERS[fmt](t) for out, fmt in zip(plan[path], formats, strict=True)}
+        write_together(files, overwrite=overwrite, owner=str(path))
 
     return emit
 
 
-def _to_stdout(fmt: str, several: bool) -> Emit:
+def _to_stdout(out: Stdout, fmt: str, several: bool) -> Emit:
     """One format on stdout, in input order whatever the batch size: for several inputs, JSON Lines
     (one document a line, with its "input") for json, a `==> FILE <==` line before each otherwise."""
-    out = Stdout()
 
     def write(i: int, item) -> None:
         path, t = item
@@ -252,8 +286,8 @@ class _LiveText:
     """txt on stdout, each segment printed as soon as it is decided (inputs one at a time): the same text
     as the txt format, there while a long file is still being decoded."""
 
-    def __init__(self, paths: list[Path], several: bool):
-        self.out, self.paths, self.several = Stdout(), paths, several
+    def __init__(self, out: Stdout, paths: list[Path], several: bool):
+        self.out, self.paths, self.several = out, paths, several
         self.printed: dict[int, str] = {}
 
     def _begin(self, i: int) -> None:
@@ -299,10 +333,12 @@ def transcribe(
         ),
     ] = None,
     output_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--output-dir",
             "-o",
+            metavar="DIR",
+            callback=_directory,
             help="Write FILE.FORMAT here (created if missing), one per input and format.",
         ),
     ] = None,
@@ -340,6 +376,14 @@ def transcribe(
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
         if batch_size < 1:
             raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
+        if "-" in inputs and not Path("-").exists():
+            raise OptionError(
+                "transcribe reads files; for audio on standard input use: voxtral stream --stdin"
+            )
+        _check_device_and_delay(device, delay_ms)
+        out = Stdout(hint=" or pass --output-dir", json=formats == ["json"])
+        if output_dir is None:
+            out.check()
     except VoxtralError as e:
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
@@ -354,10 +398,10 @@ def transcribe(
         emit = _to_files(plan, formats, overwrite)
     options: dict = {"confidence": confidence, "alternatives": alternatives}
     if output_dir is None and formats == ["txt"] and batch_size == 1 and alternatives is None:
-        live = _LiveText(paths, several=n_inputs > 1)  # text as it is decided
+        live = _LiveText(out, paths, several=n_inputs > 1)  # text as it is decided
         emit, options["on_segment"] = live.emit, live.segment
     elif output_dir is None:
-        emit = _to_stdout(formats[0], several=n_inputs > 1)
+        emit = _to_stdout(out, formats[0], several=n_inputs > 1)
     for f in failed:
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
@@ -395,12 +439,17 @@ def eval_(
     from . import evaluate
 
     _setup_logging(verbose, quiet)
+    scores, out = [], Stdout()
+    try:
+        _check_device_and_delay(device, delay_ms)
+        out.check()
+    except VoxtralError as e:
+        raise _exit_on(e) from None
     clips, failed = evaluate.find_clips(inputs)  # references read and checked here, before the model loads
     n_inputs = len(clips) + len(failed)
     for f in failed:
         _error(str(f.error))
     width = max([len(str(c)) for c in clips] + [len("overall")])
-    scores, out = [], Stdout()
 
     def emit(i: int, path: Path, t) -> None:
         reference = evaluate.read_reference(path)
@@ -415,7 +464,8 @@ def eval_(
     if clips:
         run.go(_load(model, device, delay_ms, quiet, verbose), emit)  # one at a time: in input order
     if scores and not run.stop_code:
-        out.write(_wer_line("overall", evaluate.total(scores), width) + f" over {len(scores)} clips\n")
+        clips_word = "clip" if len(scores) == 1 else "clips"
+        out.write(_wer_line("overall", evaluate.total(scores), width) + f" over {len(scores)} {clips_word}\n")
     raise typer.Exit(run.exit_code(failed, n_inputs))
 
 
@@ -439,6 +489,9 @@ def main() -> None:
     try:
         code = command.main(args=sys.argv[1:], prog_name="voxtral", standalone_mode=False)
     except USAGE_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `voxtral`, `voxtral dev`: help
+            Stdout().write(e.ctx.get_help() + "\n")
+            sys.exit(0)
         path = e.ctx.command_path if e.ctx is not None else "voxtral"
         _error(f"{e.format_message()} (see {path} --help)")
         code = 2

@@ -42,31 +42,40 @@ def _check_json_path(path: Path) -> None:
 
 @app.command()
 def bench(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model directory or Hub id.")] = None,
-    random_weights: Annotated[
-        str | None, typer.Option(help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.")
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", metavar="DIR|ID", help="Model directory or Hub id.")
     ] = None,
-    audio: Annotated[Path | None, typer.Option(help="Audio file (default: a 60 s speech clip).")] = None,
+    random_weights: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SIZE", help="Generate a random checkpoint (tiny or full, EOS unreachable) instead."
+        ),
+    ] = None,
+    audio: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Audio file (default: a 60 s speech clip).")
+    ] = None,
     device: Annotated[
-        str, typer.Option("--device", "-d", help="Comma-separated devices: cpu,cuda.")
+        str, typer.Option("--device", "-d", metavar="DEVICES", help="Comma-separated devices: cpu,cuda.")
     ] = "cpu,cuda",
     positions: Annotated[
-        str, typer.Option(help="Decode profile positions (GPU), comma-separated.")
+        str, typer.Option(metavar="N,…", help="Decode profile positions (GPU), comma-separated.")
     ] = "500,5000",
-    steps: Annotated[int, typer.Option(help="Timed decode steps per position (GPU).")] = 100,
-    cpu_steps: Annotated[int, typer.Option(help="Timed decode steps on the CPU.")] = 4,
+    steps: Annotated[int, typer.Option(metavar="N", help="Timed decode steps per position (GPU).")] = 100,
+    cpu_steps: Annotated[int, typer.Option(metavar="N", help="Timed decode steps on the CPU.")] = 4,
     stream: Annotated[
         bool,
         typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.", **FLAG),
     ] = False,
     batch: Annotated[
-        str | None, typer.Option(help="Also time batched steps for these batch sizes, e.g. 1,8,32.")
+        str | None,
+        typer.Option(metavar="B,…", help="Also time batched steps for these batch sizes, e.g. 1,8,32."),
     ] = None,
     server: Annotated[
-        str | None, typer.Option(help="Also time live-session ticks for these session counts, e.g. 1,8.")
+        str | None,
+        typer.Option(metavar="N,…", help="Also time live-session ticks for these session counts, e.g. 1,8."),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
+        Path | None, typer.Option("--json", metavar="FILE", help="Write the full report as JSON here.")
     ] = None,
 ) -> None:
     """CPU vs GPU speed per stage and decode ms/step vs the bandwidth roofline (table; JSON with --json)."""
@@ -107,20 +116,33 @@ def bench(
 @dev_app.command("random-checkpoint")
 def random_checkpoint(
     directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created if needed).")],
-    size: Annotated[str, typer.Option(help="tiny (tests) or full (the official shapes, 8.9 GB).")] = "tiny",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    size: Annotated[
+        str, typer.Option(metavar="SIZE", help="tiny (tests) or full (the official shapes, 8.9 GB).")
+    ] = "tiny",
+    seed: Annotated[int, typer.Option(metavar="N", help="Random seed (≥ 0).")] = 0,
     eos_unreachable: Annotated[
         bool, typer.Option("--eos-unreachable", help="Make EOS never win, so every position decodes.", **FLAG)
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace checkpoint files already in DIRECTORY.", **FLAG)
+    ] = False,
 ) -> None:
     """Write a random checkpoint in the exact official file format."""
+    from .checkpoint import CHECKPOINT_FILES
     from .testing import SIZES, write_checkpoint
 
     try:
         if size not in SIZES:
             raise OptionError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
+        if seed < 0:
+            raise OptionError(f"--seed must be ≥ 0, got {seed}")
         if directory.exists() and not directory.is_dir():
             raise OptionError(f"{directory}: is a file; give a directory for the checkpoint")
+        present = [name for name in CHECKPOINT_FILES if (directory / name).exists()]
+        if present and not overwrite:
+            raise OptionError(
+                f"{directory}: already holds {', '.join(present)}; pass --overwrite to replace it"
+            )
         write_checkpoint(directory, size=size, seed=seed, eos_reachable=not eos_unreachable)
     except VoxtralError as e:
         raise _exit_on(e) from None

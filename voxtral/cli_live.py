@@ -21,6 +21,7 @@ from .cli import (
     ModelOpt,
     QuietOpt,
     VerboseOpt,
+    _check_device_and_delay,
     _error,
     _exit_on,
     _load,
@@ -51,10 +52,13 @@ def stream(
         bool, typer.Option("--mic", help="Read the microphone (the `mic` extra).", **FLAG)
     ] = False,
     raw: Annotated[
-        str | None, typer.Option("--format", help="Raw PCM on stdin: s16le, s24le, s32le, f32le, u8, …")
+        str | None,
+        typer.Option(
+            "--format", metavar="ENCODING", help="Raw PCM on stdin: s16le, s24le, s32le, f32le, u8, …"
+        ),
     ] = None,
-    rate: Annotated[int | None, typer.Option(help="Sample rate of the raw PCM in Hz.")] = None,
-    channels: Annotated[int, typer.Option(help="Interleaved channels of the raw PCM.")] = 1,
+    rate: Annotated[int | None, typer.Option(metavar="HZ", help="Sample rate of the raw PCM in Hz.")] = None,
+    channels: Annotated[int, typer.Option(metavar="N", help="Interleaved channels of the raw PCM.")] = 1,
     jsonl: Annotated[
         bool, typer.Option("--jsonl", help="One JSON object a line: text, time, latency.", **FLAG)
     ] = False,
@@ -72,11 +76,14 @@ def stream(
     try:
         if confidence and not jsonl:
             raise OptionError("--confidence needs --jsonl (the probabilities go in the JSON lines)")
+        _check_device_and_delay(device, delay_ms)  # every option before a byte of input is read
+        out = Stdout(json=jsonl)
+        out.check()
         source = _source(stdin, mic, raw, rate, channels)
     except VoxtralError as e:
         raise _exit_on(e) from None
     m = _load(model, device, delay_ms, quiet, verbose)
-    raise typer.Exit(_run(m, source, _printer(jsonl), quiet, confidence))
+    raise typer.Exit(_run(m, source, _printer(out, jsonl), quiet, confidence))
 
 
 def _source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels: int):
@@ -94,9 +101,9 @@ def _source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels:
     return read_stream(sys.stdin.buffer, None if raw is None else RawFormat(raw, rate, channels))
 
 
-def _printer(jsonl: bool) -> Callable[[list, bool], None]:
+def _printer(out: Stdout, jsonl: bool) -> Callable[[list, bool], None]:
     """Print pieces as they come: plain text (flushed, a newline at the end), or one JSON line each."""
-    out, started = Stdout(), False
+    started = False
 
     def emit(pieces, last: bool) -> None:
         nonlocal started

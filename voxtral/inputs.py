@@ -63,12 +63,16 @@ def _expand_one(arg: str) -> list[Path]:
 
 def _glob(pattern: str) -> list[Path]:
     """The files a pattern matches, sorted; '**' recurses without following symlinked directories
-    (pathlib's rule), so a link loop cannot make it run on."""
+    (pathlib's rule), so a link loop cannot make it run on. A pattern ending in '**' (`tree/**`) means
+    the audio files anywhere below, as a directory argument means the audio files in it."""
     path = Path(pattern)
     base, relative = (
         (Path(path.anchor), str(path.relative_to(path.anchor))) if path.anchor else (Path(), pattern)
     )
-    return sorted(p for p in base.glob(relative) if p.is_file())
+    recursive = path.name == "**"
+    if recursive:
+        relative = str(Path(relative) / "*")
+    return sorted(p for p in base.glob(relative) if p.is_file() and (is_audio(p) or not recursive))
 
 
 def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
@@ -120,13 +124,16 @@ def audio_seconds(path: Path) -> float:
 
 
 def prepare_output_dir(output_dir: Path) -> None:
-    """Create the output directory (and its parents) if needed; OptionError if it names a file."""
+    """Create the output directory (and its parents) if needed; OptionError if it names a file or cannot
+    be created, OutputError if this process cannot write in it (all before any model loads)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise OptionError(f"--output-dir {output_dir}: is a file, not a directory; pass a directory")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OptionError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"--output-dir {output_dir}: cannot write there (permission denied)")
 
 
 def output_paths(path: Path, output_dir: Path, formats: list[str]) -> list[Path]:
@@ -145,7 +152,10 @@ def plan_outputs(
         outs = output_paths(path, output_dir, formats)
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if o.exists()), None)
-        if taken is not None:
+        if existing is not None and existing.is_dir():
+            msg = f"{path}: its output {existing} is a directory; move it or use another --output-dir"
+            errors.append(InputError(str(path), OutputError(msg)))
+        elif taken is not None:
             msg = f"{path}: its output {taken} would also be written for {owner[taken]}; run them separately"
             errors.append(InputError(str(path), OutputError(msg)))
         elif existing is not None and not overwrite:
@@ -169,6 +179,43 @@ def _umask() -> int:
 def write_atomic(path: Path, text: str, overwrite: bool = True) -> None:
     """Write via a temporary file in the same directory, then put it in place: never a half-written
     file. Without overwrite, OutputError if the name is taken at that moment (nothing is replaced)."""
+    write_together({path: text}, overwrite=overwrite)
+
+
+def write_together(files: dict[Path, str], overwrite: bool = True, owner: str | None = None) -> None:
+    """Write several files (one input's formats) all or none: each to a temporary file beside it first,
+    then each put in place. Without overwrite a name taken at that moment (a file that appeared during
+    the run) fails the whole set: OutputError, prefixed with owner (the input) when given, the files
+    already placed by this call removed again and no temporary file left."""
+    staged: dict[Path, str] = {}
+    placed: list[Path] = []
+    try:
+        for path, text in files.items():
+            staged[path] = _stage(path, text)
+        for path, tmp in staged.items():
+            _place(tmp, path, overwrite)
+            placed.append(path)
+    except BaseException as e:  # an error, Ctrl-C, SIGTERM (the CLI makes it an exception)
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+        if not overwrite:
+            for path in placed:  # made by this call (a hard link to a name that was free): ours to remove
+                path.unlink(missing_ok=True)
+        if isinstance(e, _Taken):
+            prefix = f"{owner}: its output " if owner else ""
+            raise OutputError(
+                f"{prefix}{e.path} appeared during the run; pass --overwrite to replace it"
+            ) from None
+        raise
+
+
+class _Taken(Exception):
+    def __init__(self, path: Path):
+        self.path = path
+
+
+def _stage(path: Path, text: str) -> str:
+    """A temporary file beside path holding text, with a normal file's mode; its name."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
@@ -177,29 +224,34 @@ def write_atomic(path: Path, text: str, overwrite: bool = True) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(
+                f"{path}: cannot write ({e.strerror}); check free space and permissions"
+            ) from None
+        raise
+    return tmp
+
+
+def _place(tmp: str, path: Path, overwrite: bool) -> None:
+    """Give tmp the name path: replacing with overwrite, else only if the name is free (a hard link
+    fails if it is taken); _Taken if it is."""
+    try:
         if overwrite:
             os.replace(tmp, path)
-        else:
-            _place_new(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise _Taken(path) from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+                raise
+            if path.exists():  # a file system without hard links: check, then rename (a small window)
+                raise _Taken(path) from None
+            os.replace(tmp, path)
+            return
+        os.unlink(tmp)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror}); check free space and permissions") from None
-    except BaseException:  # an error, Ctrl-C, SIGTERM (the CLI makes it an exception): no temp file left
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _place_new(tmp: str, path: Path) -> None:
-    """Give tmp the name path only if that name is free (a hard link fails if it is taken)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise OutputError(f"{path}: {exists_message(path)} (it appeared during the run)") from None
-    except OSError as e:
-        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
-            raise
-        if path.exists():  # a file system without hard links: check, then rename (a small window)
-            raise OutputError(f"{path}: {exists_message(path)} (it appeared during the run)") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)

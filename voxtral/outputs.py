@@ -2,6 +2,7 @@
 valid in its format, whatever its encoding or state; and the signals that end a run early.
 
     out = Stdout()                 # encoding errors → replacement characters, never a traceback
+    out = Stdout(json=True)        # … → JSON escapes (\u00e9), so JSON stays valid and lossless
     order = InOrder(emit)          # results arrive as inputs finish; emit sees them in input order
     with stop_signals() as stop:   # Ctrl-C and SIGTERM noted; stop.check() raises at safe points
         ...
@@ -9,6 +10,7 @@ valid in its format, whatever its encoding or state; and the signals that end a 
 
 from __future__ import annotations
 
+import codecs
 import signal
 import sys
 from collections.abc import Callable
@@ -33,22 +35,40 @@ class StdoutError(OutputError):
     """Standard output is closed or cannot take more (disk full): no later output can be written."""
 
 
-class Stdout:
-    """Standard output for text: characters its encoding cannot hold are replaced (not a traceback); a
-    closed stdout or a write error (disk full) is a StdoutError; a broken pipe is BrokenPipe."""
+def _json_escape(error: UnicodeEncodeError) -> tuple[str, int]:
+    """Characters the stream's encoding cannot hold → JSON \\uXXXX escapes (UTF-16 code units), which
+    are valid wherever JSON has non-ASCII characters: inside strings."""
+    units = error.object[error.start : error.end].encode("utf-16-be", "surrogatepass")
+    escaped = "".join(f"\\u{units[i] << 8 | units[i + 1]:04x}" for i in range(0, len(units), 2))
+    return escaped, error.end
 
-    def __init__(self):
+
+JSON_ESCAPE = "voxtral-json-escape"
+codecs.register_error(JSON_ESCAPE, _json_escape)
+
+
+class Stdout:
+    """Standard output for text: characters its encoding cannot hold are replaced (not a traceback), or
+    with json=True written as JSON escapes; a closed stdout or a write error (disk full) is a StdoutError
+    (its message ends with hint, e.g. " or pass --output-dir"); a broken pipe is BrokenPipe."""
+
+    def __init__(self, hint: str = "", json: bool = False):
+        self.hint = hint
         stream = sys.stdout
         if stream is not None and hasattr(stream, "reconfigure"):
             try:
-                stream.reconfigure(errors="replace")
+                stream.reconfigure(errors=JSON_ESCAPE if json else "replace")
             except (ValueError, OSError):  # a stream that cannot be reconfigured: write as it is
                 pass
 
+    def check(self) -> None:
+        """StdoutError now if there is no standard output to write to (so before any work)."""
+        if sys.stdout is None:
+            raise StdoutError(f"standard output is closed; redirect it to a file{self.hint}")
+
     def write(self, text: str) -> None:
+        self.check()
         stream = sys.stdout  # looked up each time: a progress display may have wrapped it
-        if stream is None:
-            raise StdoutError("standard output is closed; redirect it to a file or pass --output-dir")
         try:
             stream.write(text)
             stream.flush()
@@ -56,7 +76,7 @@ class Stdout:
             raise BrokenPipe from None
         except OSError as e:
             raise StdoutError(
-                f"cannot write to standard output ({e.strerror}); free some space or pass --output-dir"
+                f"cannot write to standard output ({e.strerror}); free some space{self.hint}"
             ) from None
 
 

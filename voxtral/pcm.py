@@ -200,9 +200,12 @@ def _to_mono(data: bytes, fmt: RawFormat, name: str) -> np.ndarray:
         b = b if fmt.encoding.endswith("le") else b[:, ::-1]
         x = (b[:, 0] << 8 | b[:, 1] << 16 | b[:, 2] << 24) / 2.0**31
     elif dtype[-2] == "f":
-        x = np.frombuffer(data, dtype).astype(np.float64)
-        if not np.isfinite(x).all():
-            raise AudioError(f"{name}: non-finite samples (NaN or Inf); check --format")
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            x = np.frombuffer(data, dtype).reshape(-1, fmt.channels).mean(axis=1, dtype=np.float64)
+            mono = x.astype(np.float32)
+        if not np.isfinite(mono).all():
+            raise AudioError(f"{name}: non-finite or out-of-range samples (NaN, Inf); check --format")
+        return mono
     elif dtype == "u1":
         x = (np.frombuffer(data, dtype).astype(np.float64) - 128.0) / 128.0
     else:

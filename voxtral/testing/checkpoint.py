@@ -192,14 +192,26 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int,
 def write_checkpoint(
     directory: Path | str, size: str = "tiny", seed: int = 0, eos_reachable: bool = True
 ) -> Path:
-    """Write a random checkpoint directory in the official format; returns the directory."""
+    """Write a random checkpoint directory in the official format; returns the directory.
+
+    Each file is written under a temporary name and renamed into place, weights first and params.json
+    last, so an interrupted run never leaves a directory that looks complete. ValueError if seed < 0.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be ≥ 0, got {seed}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     raw = params(size)
     cfg = ModelConfig.from_dict(raw)
-    (directory / PARAMS_FILE).write_text(json.dumps(raw, indent=2))
-    tekken = make_tekken(cfg.decoder.vocab_size, n_special=N_SPECIAL, seed=seed)
-    (directory / TOKENIZER_FILE).write_text(json.dumps(tekken))
     scales = {ADAPTER + "tok_embeddings.weight": _embedding_row_scale(cfg.decoder.vocab_size, eos_reachable)}
     write_safetensors(directory / WEIGHTS_FILE, expected_tensors(cfg), seed, scales)
+    tekken = make_tekken(cfg.decoder.vocab_size, n_special=N_SPECIAL, seed=seed)
+    _write_text(directory / TOKENIZER_FILE, json.dumps(tekken))
+    _write_text(directory / PARAMS_FILE, json.dumps(raw, indent=2))
     return directory
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(text)
+    tmp.replace(path)
