@@ -99,6 +99,25 @@ def test_malformed_params_json(copy_dir):
         load_checkpoint(copy_dir)
 
 
+@pytest.mark.parametrize("name", ["params.json", "tekken.json", WEIGHTS_FILE])
+def test_a_file_that_cannot_be_read_says_so(copy_dir, monkeypatch, name):
+    """Not "not valid JSON": the file is fine, this process may not read it (as for a 0o000 file)."""
+    import builtins
+    import io
+
+    real = io.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file).endswith(name):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", guarded)
+    monkeypatch.setattr(builtins, "open", guarded)
+    with pytest.raises((ConfigError, CheckpointError), match="cannot read it \\(Permission denied\\)"):
+        load_checkpoint(copy_dir)
+
+
 def test_params_not_matching_tensors(copy_dir):
     raw = json.loads((copy_dir / "params.json").read_text())
     raw["hidden_dim"] = 192

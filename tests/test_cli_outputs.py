@@ -248,3 +248,57 @@ def test_txt_on_stdout_comes_as_it_is_decided(seed5, clip5, tmp_path):
     assert still_running, "the first line came only at the end"
     whole = run("transcribe", tmp_path / "long.wav", "-m", seed5, "-d", "cpu", "-q", "-b", "2")  # not live
     assert first + rest == whole.stdout
+
+
+def test_a_file_stopped_while_printing_is_named_as_partly_printed(seed5, clip5, tmp_path):
+    x = sf.read(clip5, dtype="float32")[0]
+    sf.write(tmp_path / "long.wav", np.concatenate([x] * 40), RATE)  # 200 s
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / "long.wav"), str(clip5), "-m",
+         str(seed5), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert p.stdout.readline().strip()  # some of long.wav's text is out
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 130, err
+    summary = [line for line in err.splitlines() if "interrupted" in line]
+    assert summary == [
+        f"voxtral: interrupted (Ctrl-C): 0 of 2 inputs written; not written: {tmp_path / 'long.wav'} "
+        f"(partly printed), {clip5}"
+    ], err
+
+
+@pytest.mark.parametrize("fmt, batch", [("json", 1), ("srt", 1), ("txt", 2), ("txt", 1)])
+def test_a_failed_input_does_not_hold_back_the_ones_after_it_on_stdout(tiny_dir, clips, tmp_path, fmt, batch):
+    """An input that fails while decoding (not audio after all) is skipped in the in-order output."""
+    bad = tmp_path / "notaudio.wav"
+    bad.write_bytes(b"this is not a WAV file at all" * 10)
+    inputs = [clips[2], bad, clips[1]]
+    r = run("transcribe", *inputs, "-m", tiny_dir, "-d", "cpu", "-f", fmt, "-b", batch, "-q")
+    assert r.returncode == 3, r.stderr
+    one_error(r.stderr.replace("voxtral: 1 of 3", "(summary)"), "notaudio.wav")
+    if fmt == "json":
+        assert [json.loads(line)["input"] for line in r.stdout.splitlines()] == [str(clips[2]), str(clips[1])]
+    else:
+        headers = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+        assert headers == [f"==> {clips[2]} <==", f"==> {clips[1]} <=="]
+
+
+@pytest.mark.parametrize("args", [["info", "-m", "TINY"], ["--version"], ["--help"], ["transcribe", "-h"]])
+def test_every_command_says_when_stdout_is_full_or_closed(tiny_dir, args):
+    args = [str(tiny_dir) if a == "TINY" else a for a in args]
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert r.returncode == 6, r.stderr
+    one_error(r.stderr, "cannot write to standard output")
+    if args[0] in ("info", "--version"):
+        r = run(*args, preexec_fn=lambda: os.close(1))
+        assert r.returncode == 6, r.stderr
+        one_error(r.stderr, "standard output is closed")

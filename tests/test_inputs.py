@@ -133,3 +133,20 @@ def test_write_atomic_leaves_nothing_behind_on_failure(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
     with pytest.raises(OutputError, match="cannot write"):
         write_atomic(tmp_path / "missing" / "a.txt", "text")
+
+
+def test_a_dangling_link_holds_its_output_name(tmp_path):
+    (tmp_path / "a.txt").symlink_to(tmp_path / "nowhere")
+    plan, errors = plan_outputs([tmp_path / "in" / "a.wav"], tmp_path, ["txt"], overwrite=False)
+    assert plan == {} and "exists" in str(errors[0].error)
+
+
+def test_an_output_dir_that_cannot_be_created_is_an_output_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(OutputError, match="cannot create it \\(Permission denied\\)"):
+        prepare_output_dir(tmp_path / "ro" / "sub")

@@ -158,8 +158,12 @@ def _flat(w: Weights):
 
 def read_header(path: Path) -> tuple[dict, int]:
     """The safetensors JSON header and the byte offset where tensor data starts."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    try:
+        size = path.stat().st_size
+        f = open(path, "rb")
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
+    with f:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,10 @@ ModelOpt = Annotated[
     ),
 ]
 DEVICES = ("auto", "cpu", "cuda")
-DeviceOpt = Annotated[str, typer.Option("--device", "-d", metavar="DEVICE", help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option("--device", "-d", metavar="DEVICE", callback=lambda v: v.lower(), help="auto, cpu or cuda."),
+]
 DelayOpt = Annotated[
     int | None, typer.Option(metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80.")
 ]
@@ -82,12 +86,14 @@ VerboseOpt = Annotated[
 FORMAT_NAMES = ", ".join(WRITERS)
 MAX_NAMES_IN_SUMMARY = 10
 
-Emit = Callable[[int, Path, object], None]  # (input index, path, Transcript) → write it somewhere
+# (input index, path, Transcript) → write it somewhere; Transcript None: that input failed (nothing to
+# write, but outputs kept in input order go on past it)
+Emit = Callable[[int, Path, object], None]
 
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"voxtral {__version__}")
+        Stdout().write(f"voxtral {__version__}\n")
         raise typer.Exit(0)
 
 
@@ -126,6 +132,12 @@ def _summary(name: str, t, verbose: bool) -> str:
     if verbose:
         line += f"; reading {tm['audio'] * 1000:.0f} ms, delay {t.info['delay_ms']} ms"
     return line
+
+
+def _check_input_names(inputs: list[str]) -> None:
+    """OptionError for an empty input name ('' would mean the current directory)."""
+    if any(not name.strip() for name in inputs):
+        raise OptionError("an input is empty (''); give audio files, directories or patterns")
 
 
 def _check_device_and_delay(device: str, delay_ms: int | None) -> None:
@@ -181,6 +193,7 @@ class Run:
         self.failed: list[InputError] = []
         self.written: list[Path] = []
         self.stop_code = 0
+        self.partly_printed: Callable[[int], bool] = lambda i: False  # stdout had some of input i's text
 
     def go(self, m, emit: Emit, batch_size: int = 1, options: dict | None = None) -> None:
         seconds = [audio_seconds(p) for p in self.paths]
@@ -218,6 +231,7 @@ class Run:
         path = self.paths[i]
         try:
             if isinstance(t, VoxtralError):
+                emit(i, path, None)
                 raise t
             emit(i, path, t)
         except StdoutError:
@@ -232,7 +246,11 @@ class Run:
 
     def _stopped(self, progress: Progress, why: str, code: int) -> None:
         done = {str(p) for p in self.written} | {f.name for f in self.failed}
-        left = [str(p) for p in self.paths if str(p) not in done]
+        left = [
+            str(p) + (" (partly printed)" if self.partly_printed(i) else "")
+            for i, p in enumerate(self.paths)
+            if str(p) not in done
+        ]
         names = ", ".join(left[:MAX_NAMES_IN_SUMMARY]) + (" …" if len(left) > MAX_NAMES_IN_SUMMARY else "")
         progress.log(
             f"voxtral: {why}: {len(self.written)} of {len(self.paths)} inputs written"
@@ -258,6 +276,8 @@ def _to_files(plan: dict[Path, list[Path]], formats: list[str], overwrite: bool)
     """Write every format of a transcript, all or none, each atomically, none replaced without overwrite."""
 
     def emit(i: int, path: Path, t) -> None:
+        if t is None:
+            return
         files = {out: WRITERS[fmt](t) for out, fmt in zip(plan[path], formats, strict=True)}
         write_together(files, overwrite=overwrite, owner=str(path))
 
@@ -270,6 +290,8 @@ def _to_stdout(out: Stdout, fmt: str, several: bool) -> Emit:
 
     def write(i: int, item) -> None:
         path, t = item
+        if t is None:
+            return
         if fmt == "json" and several:
             text = json.dumps({"input": str(path), **json_document(t)}, ensure_ascii=False) + "\n"
         else:
@@ -304,6 +326,8 @@ class _LiveText:
             self.printed[i] += line + "\n"
 
     def emit(self, i: int, path: Path, t) -> None:
+        if t is None:
+            return
         self._begin(i)
         text, done = WRITERS["txt"](t), self.printed[i]
         self.out.write(text[len(done) :] if text.startswith(done) else "")
@@ -376,6 +400,7 @@ def transcribe(
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
         if batch_size < 1:
             raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
+        _check_input_names(inputs)
         if "-" in inputs and not Path("-").exists():
             raise OptionError(
                 "transcribe reads files; for audio on standard input use: voxtral stream --stdin"
@@ -405,6 +430,8 @@ def transcribe(
     for f in failed:
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
+    if "on_segment" in options:
+        run.partly_printed = live.printed.__contains__
     if paths:
         m = _load(model, device, delay_ms, quiet, verbose, batch_size)
         run.go(m, emit, batch_size, options)
@@ -441,6 +468,7 @@ def eval_(
     _setup_logging(verbose, quiet)
     scores, out = [], Stdout()
     try:
+        _check_input_names(inputs)
         _check_device_and_delay(device, delay_ms)
         out.check()
     except VoxtralError as e:
@@ -452,6 +480,8 @@ def eval_(
     width = max([len(str(c)) for c in clips] + [len("overall")])
 
     def emit(i: int, path: Path, t) -> None:
+        if t is None:
+            return
         reference = evaluate.read_reference(path)
         s = evaluate.score(reference, t.text)
         scores.append(s)
@@ -500,7 +530,29 @@ def main() -> None:
     except BrokenPipe:
         silence_stdout()
         code = EXIT_BROKEN_PIPE
+    except VoxtralError as e:  # e.g. StdoutError from a command's last write
+        _error(str(e))
+        code = e.exit_code
+    except OSError as e:  # click's own writes (--help) to a full stdout or a closed pipe
+        if not _stdout_failed():
+            raise
+        silence_stdout()
+        code = EXIT_BROKEN_PIPE
+        if not isinstance(e, BrokenPipeError):
+            _error(f"cannot write to standard output ({e.strerror})")
+            code = StdoutError.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_failed() -> bool:
+    """True when standard output cannot be written (tried here with a newline: a write that failed may
+    have dropped its data, so a flush alone proves nothing; only reached on an error's way out)."""
+    try:
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), b"\n")
+    except (OSError, AttributeError, ValueError):
+        return True
+    return False
 
 
 from . import cli_dev, cli_live  # noqa: E402, F401  (they add their commands to app)

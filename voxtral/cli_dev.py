@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .cli import FLAG, _exit_on, _setup_logging, app
-from .errors import DeviceError, OptionError, VoxtralError
+from .cli import FLAG, _directory, _exit_on, _setup_logging, app
+from .errors import DeviceError, OptionError, OutputError, VoxtralError
 from .outputs import Stdout
 
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (random checkpoints).")
@@ -87,9 +87,10 @@ def bench(
     try:
         if (model is None) == (random_weights is None):
             raise OptionError("give exactly one of --model or --random-weights")
+        random_weights = random_weights and random_weights.lower()
         if random_weights is not None and random_weights not in SIZES:
             raise OptionError(f"--random-weights must be one of {', '.join(SIZES)}, got {random_weights!r}")
-        devices = tuple(d.strip() for d in device.split(",") if d.strip())
+        devices = tuple(d.strip().lower() for d in device.split(",") if d.strip())
         if not devices or any(d not in DEVICES for d in devices):
             raise OptionError(f"--device takes cpu, cuda or cpu,cuda, got {device!r}")
         if devices == ("cuda",) and (reason := unavailable_reason()):
@@ -115,7 +116,14 @@ def bench(
 
 @dev_app.command("random-checkpoint")
 def random_checkpoint(
-    directory: Annotated[Path, typer.Argument(help="Where to write the checkpoint (created if needed).")],
+    directory: Annotated[
+        str,
+        typer.Argument(
+            metavar="DIRECTORY",
+            callback=_directory,
+            help="Where to write the checkpoint (created if needed).",
+        ),
+    ],
     size: Annotated[
         str, typer.Option(metavar="SIZE", help="tiny (tests) or full (the official shapes, 8.9 GB).")
     ] = "tiny",
@@ -132,6 +140,7 @@ def random_checkpoint(
     from .testing import SIZES, write_checkpoint
 
     try:
+        size = size.lower()
         if size not in SIZES:
             raise OptionError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
         if seed < 0:
@@ -148,6 +157,6 @@ def random_checkpoint(
         raise _exit_on(e) from None
     except OSError as e:
         raise _exit_on(
-            OptionError(f"{directory}: cannot write the checkpoint there ({e.strerror})")
+            OutputError(f"{directory}: cannot write the checkpoint there ({e.strerror})")
         ) from None
     typer.echo(f"wrote a random {size} checkpoint to {directory}", err=True)

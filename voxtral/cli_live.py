@@ -117,7 +117,7 @@ def _printer(out: Stdout, jsonl: bool) -> Callable[[list, bool], None]:
             else:
                 text += p.text if started else p.text.lstrip()
                 started = started or bool(p.text.strip())
-        if last and not jsonl:
+        if last and started and not jsonl:  # the line of text ends (no empty line when there was none)
             text += "\n"
         if text:
             out.write(text)
@@ -154,7 +154,7 @@ def _run(m, source, emit: Callable[[list, bool], None], quiet: bool, confidence:
         return EXIT_BROKEN_PIPE
     except VoxtralError as e:  # stdout failed (closed, disk full)
         error = error or e
-    if not quiet:
+    if not quiet and session.duration > 0:
         lat = sorted(latencies) or [0.0]
         sys.stderr.write(
             f"voxtral: {session.duration:.1f} s audio, {len(latencies)} pieces, latency median "

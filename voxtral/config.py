@@ -183,6 +183,8 @@ class ModelConfig:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         return cls.from_dict(raw)

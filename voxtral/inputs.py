@@ -124,14 +124,14 @@ def audio_seconds(path: Path) -> float:
 
 
 def prepare_output_dir(output_dir: Path) -> None:
-    """Create the output directory (and its parents) if needed; OptionError if it names a file or cannot
-    be created, OutputError if this process cannot write in it (all before any model loads)."""
+    """Create the output directory (and its parents) if needed; OptionError if it names a file,
+    OutputError if it cannot be created or written in (all before any model loads)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise OptionError(f"--output-dir {output_dir}: is a file, not a directory; pass a directory")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OptionError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
+        raise OutputError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
         raise OutputError(f"--output-dir {output_dir}: cannot write there (permission denied)")
 
@@ -151,7 +151,7 @@ def plan_outputs(
     for path in paths:
         outs = output_paths(path, output_dir, formats)
         taken = next((o for o in outs if o in owner), None)
-        existing = next((o for o in outs if o.exists()), None)
+        existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
         if existing is not None and existing.is_dir():
             msg = f"{path}: its output {existing} is a directory; move it or use another --output-dir"
             errors.append(InputError(str(path), OutputError(msg)))

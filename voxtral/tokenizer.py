@@ -101,8 +101,10 @@ class Tokenizer:
                 raw = json.load(f)
         except json.JSONDecodeError as e:
             raise _fail(str(path), f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise _fail(str(path), f"cannot be read ({type(e).__name__})") from None
+        except OSError as e:
+            raise _fail(str(path), f"cannot read it ({e.strerror}); check its permissions") from None
+        except UnicodeDecodeError:
+            raise _fail(str(path), "not UTF-8 text") from None
         return cls.from_dict(raw, source=str(path))
 
     @classmethod
