@@ -103,17 +103,24 @@ def test_malformed_params_json(copy_dir):
 def test_a_file_that_cannot_be_read_says_so(copy_dir, monkeypatch, name):
     """Not "not valid JSON": the file is fine, this process may not read it (as for a 0o000 file)."""
     import builtins
-    import io
+    from pathlib import Path
 
-    real = io.open
+    real_open, real_read_text = builtins.open, Path.read_text
 
-    def guarded(file, *args, **kwargs):
+    def refuse(file):
         if str(file).endswith(name):
             raise PermissionError(13, "Permission denied", str(file))
-        return real(file, *args, **kwargs)
 
-    monkeypatch.setattr(io, "open", guarded)
-    monkeypatch.setattr(builtins, "open", guarded)
+    def guarded_open(file, *args, **kwargs):
+        refuse(file)
+        return real_open(file, *args, **kwargs)
+
+    def guarded_read_text(self, *args, **kwargs):
+        refuse(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(Path, "read_text", guarded_read_text)
     with pytest.raises((ConfigError, CheckpointError), match="cannot read it \\(Permission denied\\)"):
         load_checkpoint(copy_dir)
 

@@ -153,6 +153,15 @@ def test_info_reads_only_params_and_tekken(tiny_dir, tmp_path):
     assert "parameters:" in r.stdout and "tekken.json" in r.stdout and "consolidated" not in r.stdout
 
 
+def test_info_checks_a_weights_file_that_is_there(tiny_dir, tmp_path):
+    for name in ("params.json", "tekken.json"):
+        shutil.copy(tiny_dir / name, tmp_path / name)
+    (tmp_path / "consolidated.safetensors").write_bytes(
+        (tiny_dir / "consolidated.safetensors").read_bytes()[:1000]
+    )
+    one_error(run("info", "-m", tmp_path), "consolidated.safetensors", code=4)
+
+
 def test_a_model_path_that_looks_local_is_never_a_hub_id(tmp_path, clip5):
     (tmp_path / "models").mkdir()
     r = run("transcribe", clip5, "-m", "models/voxtral", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})

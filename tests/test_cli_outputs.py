@@ -302,3 +302,64 @@ def test_every_command_says_when_stdout_is_full_or_closed(tiny_dir, args):
         r = run(*args, preexec_fn=lambda: os.close(1))
         assert r.returncode == 6, r.stderr
         one_error(r.stderr, "standard output is closed")
+
+
+def test_an_input_held_back_for_the_input_order_is_not_called_written(tiny_dir, clip5, tmp_path):
+    """-b 2 to stdout: the short second input is done first but waits for the first; stopped then,
+    neither is on stdout and the stop line says so."""
+    x = sf.read(clip5, dtype="float32")[0]
+    sf.write(tmp_path / "long.wav", np.concatenate([x] * 80), RATE)  # 400 s
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / "long.wav"), str(clip5), "-m",
+         str(tiny_dir), "-d", "cpu", "-b", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in p.stderr:  # wait until the short input is done
+        lines.append(line)
+        if line.startswith(f"voxtral: {clip5}:"):
+            break
+    p.send_signal(signal.SIGINT)
+    out, rest = p.communicate(timeout=300)
+    err = "".join(lines) + rest
+    assert p.returncode == 130 and out == "", err
+    summary = [line for line in err.splitlines() if "interrupted" in line]
+    assert summary == [
+        f"voxtral: interrupted (Ctrl-C): 0 of 2 inputs written; not written: {tmp_path / 'long.wav'}, "
+        f"{clip5} (done, held back to keep the input order)"
+    ], err
+
+
+@pytest.mark.parametrize("container", ["WAV", "FLAC"])
+def test_pipes_and_fifos_are_read_once_as_streams(tiny_dir, clip5, tmp_path, container):
+    """`transcribe /dev/stdin`, `<(cmd)` and a FIFO: read once, by the decoder (../shared/cases/rel-12)."""
+    import threading
+
+    x = sf.read(clip5, dtype="float32")[0]
+    sf.write(tmp_path / f"a.{container.lower()}", x, RATE, format=container)
+    data = (tmp_path / f"a.{container.lower()}").read_bytes()
+    expected = run("transcribe", tmp_path / f"a.{container.lower()}", "-m", tiny_dir, "-d", "cpu", "-q")
+    assert expected.returncode == 0 and expected.stdout.strip()
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "transcribe", "/dev/stdin", "-m", str(tiny_dir), "-d", "cpu", "-q"],
+        input=data, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.decode() == expected.stdout, r.stderr
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(data), daemon=True)
+    writer.start()
+    try:
+        r = run("transcribe", fifo, "-m", tiny_dir, "-d", "cpu", "-q")
+    finally:
+        if writer.is_alive():  # the FIFO was never opened: let the writer go
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(timeout=60)
+    assert r.returncode == 0 and r.stdout == expected.stdout, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+
+
+def test_a_blank_file_name_is_still_a_file(tiny_dir, clip5, tmp_path):
+    (tmp_path / " ").write_bytes(clip5.read_bytes())
+    r = run("transcribe", " ", "-m", tiny_dir, "-d", "cpu", "-q", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr

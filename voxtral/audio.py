@@ -20,7 +20,7 @@ import librosa
 import numpy as np
 import soundfile as sf
 
-from .audio_blocks import CONVERT_HINT, array_blocks, file_blocks
+from .audio_blocks import CONVERT_HINT, array_blocks, file_blocks, is_regular_file
 from .config import AudioConfig
 from .errors import AudioError, OptionError
 
@@ -61,10 +61,12 @@ def blocks(source: Source, sample_rate: int | None = None, target_rate: int = 16
 
 def audio_length(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> int | None:
     """Samples load_audio would return, give or take one (resampling), from a file's header or an
-    array's shape without decoding; None when that is unknown (load_audio then says why)."""
+    array's shape without decoding; None when that is unknown (a pipe; or load_audio then says why)."""
     try:
         if isinstance(source, np.ndarray):
             n, rate = len(source), int(sample_rate)
+        elif not is_regular_file(source):  # a pipe can be read only once: by the decoder
+            return None
         else:
             with open(source, "rb") as f:
                 info = sf.info(f)

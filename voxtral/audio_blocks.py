@@ -7,6 +7,8 @@ read all give the same samples. Resampling is soxr's HQ stream (the quality of l
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +22,27 @@ BLOCK_S = 10  # seconds of audio decoded at a time
 CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
 
 
+def is_regular_file(path: str | Path) -> bool:
+    """True for a plain file (seekable, can be read twice); False for a pipe, FIFO, device or nothing."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """Mono float32 blocks [S] at target_rate; AudioError (naming the file) when it cannot be read."""
+    """Mono float32 blocks [S] at target_rate; AudioError (naming the file) when it cannot be read.
+
+    A pipe, FIFO or device (`<(cmd)`, /dev/stdin, mkfifo) is opened once and read as a stream: a WAV
+    block by block, another container whole (libsndfile needs to seek in it)."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
+    if not is_regular_file(path):
+        yield from _stream_blocks(path, target_rate)
+        return
     try:  # opened once, by Python (so any file name the OS accepts works), read front to back
         with open(path, "rb") as f, sf.SoundFile(f) as snd:
             rate = snd.samplerate
@@ -36,6 +52,16 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
         reason = " ".join(str(getattr(e, "error_string", e)).split())
         raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None
+
+
+def _stream_blocks(path: Path, target_rate: int) -> Iterator[np.ndarray]:
+    from .pcm import read_stream
+
+    try:
+        with open(path, "rb") as f:
+            yield from read_stream(f, target_rate=target_rate, name=str(path), hint=CONVERT_HINT)
+    except OSError as e:
+        raise AudioError(f"{path}: cannot read it ({e.strerror})") from None
 
 
 def array_blocks(

@@ -331,7 +331,8 @@ class Description:
 
 
 def load_description(model: str | Path = DEFAULT_MODEL) -> Description:
-    """params.json and tekken.json only (for a Hub id, only those two are downloaded), checked."""
+    """params.json and tekken.json (for a Hub id, only those two are downloaded), checked; the weights
+    file's header too when it is already there. CheckpointError / ConfigError for damage."""
     directory = resolve(model, files=(PARAMS_FILE, TOKENIZER_FILE))
     for name in (PARAMS_FILE, TOKENIZER_FILE):
         if not (directory / name).is_file():
@@ -339,6 +340,10 @@ def load_description(model: str | Path = DEFAULT_MODEL) -> Description:
     config = ModelConfig.from_file(directory / PARAMS_FILE)
     tokenizer = Tokenizer.from_file(directory / TOKENIZER_FILE)
     tokenizer.check_vocab_size(config.decoder.vocab_size)
+    weights = directory / WEIGHTS_FILE
+    if weights.is_file():  # there already: its header and size checked too (no tensor data is read)
+        header, data_start = read_header(weights)
+        _check_tensors(weights, header, data_start, expected_tensors(config))
     return Description(directory=directory, config=config, tokenizer=tokenizer)
 
 

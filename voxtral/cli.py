@@ -74,7 +74,9 @@ ModelOpt = Annotated[
 DEVICES = ("auto", "cpu", "cuda")
 DeviceOpt = Annotated[
     str,
-    typer.Option("--device", "-d", metavar="DEVICE", callback=lambda v: v.lower(), help="auto, cpu or cuda."),
+    typer.Option(
+        "--device", "-d", metavar="DEVICE", callback=lambda v: v.strip().lower(), help="auto, cpu or cuda."
+    ),
 ]
 DelayOpt = Annotated[
     int | None, typer.Option(metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80.")
@@ -135,9 +137,11 @@ def _summary(name: str, t, verbose: bool) -> str:
 
 
 def _check_input_names(inputs: list[str]) -> None:
-    """OptionError for an empty input name ('' would mean the current directory)."""
-    if any(not name.strip() for name in inputs):
-        raise OptionError("an input is empty (''); give audio files, directories or patterns")
+    """OptionError for an empty input name ('' would mean the current directory) or a blank one that
+    names no file."""
+    for name in inputs:
+        if not name.strip() and not (name and Path(name).exists()):
+            raise OptionError(f"an input is empty ({name!r}); give audio files, directories or patterns")
 
 
 def _check_device_and_delay(device: str, delay_ms: int | None) -> None:
@@ -191,9 +195,10 @@ class Run:
     def __init__(self, paths: list[Path], quiet: bool, verbose: bool):
         self.paths, self.quiet, self.verbose = paths, quiet, verbose
         self.failed: list[InputError] = []
-        self.written: list[Path] = []
+        self.done: list[int] = []  # inputs handed to emit (a writer that keeps input order may hold some)
         self.stop_code = 0
         self.partly_printed: Callable[[int], bool] = lambda i: False  # stdout had some of input i's text
+        self.held_back: Callable[[int], bool] = lambda i: False  # done, waiting for an earlier input
 
     def go(self, m, emit: Emit, batch_size: int = 1, options: dict | None = None) -> None:
         seconds = [audio_seconds(p) for p in self.paths]
@@ -204,7 +209,7 @@ class Run:
             def on_progress(i: int, s: float) -> None:  # between engine ticks: a safe point
                 stop.check()
                 decoded[i] = min(s, seconds[i])
-                progress.update(sum(decoded), len(self.written) + len(self.failed))
+                progress.update(sum(decoded), len(self.done) + len(self.failed))
 
             try:
                 with stop_signals() as stop:
@@ -214,7 +219,7 @@ class Run:
                     for i, t in results:
                         decoded[i] = seconds[i]
                         self._one(i, t, emit, progress)
-                        progress.update(sum(decoded), len(self.written) + len(self.failed))
+                        progress.update(sum(decoded), len(self.done) + len(self.failed))
                         stop.check()
             except KeyboardInterrupt:
                 self._stopped(progress, "interrupted (Ctrl-C)", EXIT_INTERRUPTED)
@@ -240,20 +245,25 @@ class Run:
             progress.log(f"voxtral: error: {e}")
             self.failed.append(InputError(str(path), e))
             return
-        self.written.append(path)
+        self.done.append(i)
         if not self.quiet:
             progress.log("voxtral: " + _summary(str(path), t, self.verbose))
 
     def _stopped(self, progress: Progress, why: str, code: int) -> None:
-        done = {str(p) for p in self.written} | {f.name for f in self.failed}
+        written = {i for i in self.done if not self.held_back(i)}
+        failed = {f.name for f in self.failed}
+
+        def why_not(i: int) -> str:
+            if self.held_back(i):
+                return " (done, held back to keep the input order)"
+            return " (partly printed)" if self.partly_printed(i) else ""
+
         left = [
-            str(p) + (" (partly printed)" if self.partly_printed(i) else "")
-            for i, p in enumerate(self.paths)
-            if str(p) not in done
+            str(p) + why_not(i) for i, p in enumerate(self.paths) if i not in written and str(p) not in failed
         ]
         names = ", ".join(left[:MAX_NAMES_IN_SUMMARY]) + (" …" if len(left) > MAX_NAMES_IN_SUMMARY else "")
         progress.log(
-            f"voxtral: {why}: {len(self.written)} of {len(self.paths)} inputs written"
+            f"voxtral: {why}: {len(written)} of {len(self.paths)} inputs written"
             + (f"; not written: {names}" if left else "")
         )
         self.stop_code = code
@@ -284,9 +294,10 @@ def _to_files(plan: dict[Path, list[Path]], formats: list[str], overwrite: bool)
     return emit
 
 
-def _to_stdout(out: Stdout, fmt: str, several: bool) -> Emit:
+def _to_stdout(out: Stdout, fmt: str, several: bool) -> tuple[Emit, Callable[[int], bool]]:
     """One format on stdout, in input order whatever the batch size: for several inputs, JSON Lines
-    (one document a line, with its "input") for json, a `==> FILE <==` line before each otherwise."""
+    (one document a line, with its "input") for json, a `==> FILE <==` line before each otherwise.
+    Also: whether input i is held back (done, waiting for an earlier one)."""
 
     def write(i: int, item) -> None:
         path, t = item
@@ -301,7 +312,11 @@ def _to_stdout(out: Stdout, fmt: str, several: bool) -> Emit:
         out.write(text)  # StdoutError stops the run: every later input would fail the same way
 
     order = InOrder(write)
-    return lambda i, path, t: order.add(i, (path, t))
+
+    def emit(i: int, path: Path, t) -> None:
+        order.add(i, (path, t))
+
+    return emit, order.waiting.__contains__
 
 
 class _LiveText:
@@ -426,12 +441,14 @@ def transcribe(
         live = _LiveText(out, paths, several=n_inputs > 1)  # text as it is decided
         emit, options["on_segment"] = live.emit, live.segment
     elif output_dir is None:
-        emit = _to_stdout(out, formats[0], several=n_inputs > 1)
+        emit, held_back = _to_stdout(out, formats[0], several=n_inputs > 1)
     for f in failed:
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
     if "on_segment" in options:
         run.partly_printed = live.printed.__contains__
+    elif output_dir is None:
+        run.held_back = held_back
     if paths:
         m = _load(model, device, delay_ms, quiet, verbose, batch_size)
         run.go(m, emit, batch_size, options)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
+from .audio_blocks import is_regular_file
 from .errors import AudioError, OptionError, OutputError, VoxtralError
 
 # what a directory is searched for (libsndfile's common containers, MP3 included since 1.1)
@@ -107,6 +108,10 @@ def check_readable(path: Path) -> None:
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
+    if not is_regular_file(path):  # a pipe or FIFO: opening it would wait for, or use up, its data
+        if not os.access(path, os.R_OK):
+            raise AudioError(f"{path}: cannot open (permission denied); check its permissions")
+        return
     try:
         with open(path, "rb"):
             pass
@@ -115,7 +120,9 @@ def check_readable(path: Path) -> None:
 
 
 def audio_seconds(path: Path) -> float:
-    """The duration from the file's header (no decoding); 0.0 when it cannot be read."""
+    """The duration from the file's header (no decoding); 0.0 when it cannot be read or is a pipe."""
+    if not is_regular_file(path):
+        return 0.0
     try:
         with open(path, "rb") as f:
             return float(sf.info(f).duration)

@@ -68,11 +68,16 @@ class RawFormat:
 
 
 def read_stream(
-    stream: BinaryIO, raw: RawFormat | None = None, target_rate: int = 16000, name: str = "stdin"
+    stream: BinaryIO,
+    raw: RawFormat | None = None,
+    target_rate: int = 16000,
+    name: str = "stdin",
+    hint: str = RAW_HINT,
 ) -> Iterator[np.ndarray]:
     """Mono float32 blocks [S] at target_rate from a byte stream, yielded as its bytes arrive.
 
-    A WAV header (or a whole non-WAV file) is read and checked at once, so a bad one fails here.
+    A WAV header (or a whole non-WAV file) is read and checked at once, so a bad one fails here;
+    hint ends the message of a container that cannot be decoded.
     """
     if raw is not None:
         return _resampled(_pcm_blocks(stream, raw, -1, name), raw.rate, target_rate)
@@ -82,7 +87,7 @@ def read_stream(
         return _resampled(_pcm_blocks(stream, fmt, size, name), fmt.rate, target_rate)
     if len(head) < 12 and head[:4] in (b"RIFF", b"RF64"):
         raise AudioError(f"{name}: truncated WAV header ({len(head)} bytes)")
-    return iter([_whole_file(head + stream.read(), target_rate, name)])
+    return iter([_whole_file(head + stream.read(), target_rate, name, hint)])
 
 
 def microphone(rate: int = 16000) -> Iterator[np.ndarray]:
@@ -185,7 +190,8 @@ def _pcm_blocks(stream: BinaryIO, fmt: RawFormat, size: int, name: str) -> Itera
             yield _to_mono(data[:n], fmt, name)
     if rest:
         raise AudioError(
-            f"{name}: the stream ended in the middle of a sample ({len(rest)} stray bytes of a "
+            f"{name}: the stream ended in the middle of a sample ({len(rest)} stray "
+            f"byte{'s' if len(rest) > 1 else ''} of a "
             f"{frame}-byte frame); check --format and --channels"
         )
     if left > 0:
@@ -226,7 +232,7 @@ def _resampled(blocks: Iterator[np.ndarray], rate: int, target: int) -> Iterator
     yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def _whole_file(data: bytes, target_rate: int, name: str) -> np.ndarray:
+def _whole_file(data: bytes, target_rate: int, name: str, hint: str) -> np.ndarray:
     """A container other than WAV: decode all of it with libsndfile, then resample."""
     if not data:
         raise AudioError(f"{name}: no audio (the stream is empty)")
@@ -234,5 +240,5 @@ def _whole_file(data: bytes, target_rate: int, name: str) -> np.ndarray:
         x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # [S, C]
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as e:
         reason = " ".join(str(getattr(e, "error_string", e)).split())
-        raise AudioError(f"{name}: cannot decode audio ({reason}); {RAW_HINT}") from None
+        raise AudioError(f"{name}: cannot decode audio ({reason}); {hint}") from None
     return np.concatenate(list(array_blocks(x.mean(axis=1), rate, target_rate, name=name)))
