@@ -61,7 +61,6 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["transcribe", "CLIP", "-o", ""], "--output-dir"),
         (["transcribe", "CLIP", "-m", ""], "--model"),
         (["info", "-m", " "], "--model"),
-        (["transcribe", "-"], "voxtral stream --stdin"),
         (["transcribe", ""], "empty"),
         (["transcribe", "CLIP", " "], "empty"),
         (["eval", ""], "empty"),

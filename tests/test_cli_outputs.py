@@ -340,11 +340,12 @@ def test_pipes_and_fifos_are_read_once_as_streams(tiny_dir, clip5, tmp_path, con
     data = (tmp_path / f"a.{container.lower()}").read_bytes()
     expected = run("transcribe", tmp_path / f"a.{container.lower()}", "-m", tiny_dir, "-d", "cpu", "-q")
     assert expected.returncode == 0 and expected.stdout.strip()
-    r = subprocess.run(
-        [sys.executable, "-m", "voxtral", "transcribe", "/dev/stdin", "-m", str(tiny_dir), "-d", "cpu", "-q"],
-        input=data, capture_output=True, timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0 and r.stdout.decode() == expected.stdout, r.stderr
+    for name in ("/dev/stdin", "-"):
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", "transcribe", name, "-m", str(tiny_dir), "-d", "cpu", "-q"],
+            input=data, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0 and r.stdout.decode() == expected.stdout, r.stderr
     fifo = tmp_path / "fifo.wav"
     os.mkfifo(fifo)
     writer = threading.Thread(target=lambda: fifo.write_bytes(data), daemon=True)
@@ -357,6 +358,19 @@ def test_pipes_and_fifos_are_read_once_as_streams(tiny_dir, clip5, tmp_path, con
         writer.join(timeout=60)
     assert r.returncode == 0 and r.stdout == expected.stdout, r.stderr
     assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+
+
+def test_standard_input_on_a_terminal_is_one_line(tiny_dir):
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        r = run("transcribe", "-", "-m", tiny_dir, "-d", "cpu", stdin=follower)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert r.returncode == 2
+    one_error(r.stderr, "terminal")
 
 
 def test_a_blank_file_name_is_still_a_file(tiny_dir, clip5, tmp_path):

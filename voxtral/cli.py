@@ -144,6 +144,19 @@ def _check_input_names(inputs: list[str]) -> None:
             raise OptionError(f"an input is empty ({name!r}); give audio files, directories or patterns")
 
 
+STDIN = "/dev/stdin"
+
+
+def _stdin_as_file(inputs: list[str]) -> list[str]:
+    """`-` → /dev/stdin (a pipe: read once, as a stream); OptionError when stdin is a terminal or closed.
+    A file named `-` is `./-`."""
+    if "-" not in inputs:
+        return inputs
+    if sys.stdin is None or sys.stdin.isatty():
+        raise OptionError("- reads audio from standard input, which is a terminal; pipe a file into it")
+    return [STDIN if name == "-" else name for name in inputs]
+
+
 def _check_device_and_delay(device: str, delay_ms: int | None) -> None:
     """OptionError (or DeviceError for --device cuda without a usable GPU) before any input is read."""
     from .config import FRAME_MS, MAX_DELAY_MS
@@ -416,10 +429,7 @@ def transcribe(
         if batch_size < 1:
             raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
         _check_input_names(inputs)
-        if "-" in inputs and not Path("-").exists():
-            raise OptionError(
-                "transcribe reads files; for audio on standard input use: voxtral stream --stdin"
-            )
+        inputs = _stdin_as_file(inputs)
         _check_device_and_delay(device, delay_ms)
         out = Stdout(hint=" or pass --output-dir", json=formats == ["json"])
         if output_dir is None:
