@@ -8,12 +8,12 @@ import argparse
 import sys
 
 import voxtral
-from voxtral.pcm import RawFormat, read_stream
+from voxtral.audio_blocks import RawFormat, read_stream
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default=voxtral.DEFAULT_MODEL)
 parser.add_argument("--device", default="auto")
-parser.add_argument("--format", help="raw PCM on stdin (s16le, f32le, …); default: a WAV stream")
+parser.add_argument("--format", help="raw PCM on stdin (s16le, f32le, …); default: any audio file format")
 parser.add_argument("--rate", type=int, default=16000, help="sample rate of the raw PCM")
 args = parser.parse_args()
 

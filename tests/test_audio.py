@@ -231,7 +231,7 @@ def test_bad_files(tmp_path):
     assert_one_line_error(empty, str(empty), "empty")
     zero_bytes = tmp_path / "zero.wav"
     zero_bytes.write_bytes(b"")
-    assert_one_line_error(zero_bytes, str(zero_bytes), "cannot decode")
+    assert_one_line_error(zero_bytes, str(zero_bytes), "the audio is empty")
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     assert_one_line_error(corrupt, str(corrupt), "cannot decode")
@@ -268,3 +268,38 @@ def test_option_errors():
         load_audio(CLIPS[0], sample_rate=16000)
     with pytest.raises(OptionError):
         load_audio(CLIPS[0], target_rate=0)
+
+
+@pytest.mark.parametrize(
+    "rate, n_fft, n_mels", [(16000, 400, 128), (16000, 400, 80), (8000, 256, 40), (44100, 2048, 128)]
+)
+def test_mel_filters_equal_librosa(rate, n_fft, n_mels):
+    """Our Slaney filterbank (no librosa at run time) against librosa's, which defines the recipe."""
+    from voxtral.audio import mel_filters
+
+    want = librosa.filters.mel(
+        sr=rate,
+        n_fft=n_fft,
+        n_mels=n_mels,
+        fmin=0.0,
+        fmax=rate / 2,
+        htk=False,
+        norm="slaney",
+        dtype=np.float64,
+    )
+    np.testing.assert_allclose(mel_filters(rate, n_fft, n_mels), want, rtol=1e-12, atol=1e-15)
+
+
+def test_importing_voxtral_and_reading_audio_needs_no_librosa(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(1600, np.float32), 16000)
+    code = (
+        "import sys, voxtral; from voxtral.audio import load_audio, log_mel;"
+        "from voxtral.config import AudioConfig;"
+        f"log_mel(load_audio({str(path)!r}), AudioConfig(16000, 12.5, 128, 160, 400, 1.5, 4));"
+        "assert 'librosa' not in sys.modules, 'librosa was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,7 +17,7 @@ def copy_dir(tiny_dir, tmp_path):
     return dst
 
 
-def _rewrite_header(path, edit):
+def rewrite_header(path, edit):
     """Apply edit(header) to a safetensors file's header, keeping the data."""
     header, start = read_header(path)
     data = path.read_bytes()[start:]
@@ -49,7 +49,7 @@ def test_missing_directory(tmp_path):
 
 def test_missing_tensor_is_named(copy_dir):
     name = "layers.1.feed_forward.w3.weight"
-    _rewrite_header(copy_dir / WEIGHTS_FILE, lambda h: h.pop(name))
+    rewrite_header(copy_dir / WEIGHTS_FILE, lambda h: h.pop(name))
     with pytest.raises(CheckpointError, match=f"missing tensor '{name}'"):
         load_checkpoint(copy_dir)
 
@@ -60,7 +60,7 @@ def test_wrong_shape_is_named(copy_dir):
     def edit(h):
         h[name]["shape"] = h[name]["shape"][::-1] + [1]
 
-    _rewrite_header(copy_dir / WEIGHTS_FILE, edit)
+    rewrite_header(copy_dir / WEIGHTS_FILE, edit)
     with pytest.raises(CheckpointError, match=f"tensor '{name}' has shape"):
         load_checkpoint(copy_dir)
 
@@ -71,7 +71,7 @@ def test_wrong_dtype_is_named(copy_dir):
     def edit(h):
         h[name]["dtype"] = "F16"
 
-    _rewrite_header(copy_dir / WEIGHTS_FILE, edit)
+    rewrite_header(copy_dir / WEIGHTS_FILE, edit)
     with pytest.raises(CheckpointError, match="dtype F16"):
         load_checkpoint(copy_dir)
 

@@ -185,7 +185,7 @@ def test_the_offline_message_says_how_to_fetch_the_model(clip5, tmp_path):
 def test_the_microphone_without_portaudio_says_so(monkeypatch):
     import builtins
 
-    from voxtral.pcm import microphone
+    from voxtral.microphone import microphone
 
     real = builtins.__import__
 

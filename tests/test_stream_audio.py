@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from voxtral.audio import MelStream, load_audio, log_mel
+from voxtral.audio_blocks import RawFormat, read_stream
 from voxtral.config import AudioConfig
 from voxtral.errors import AudioError, OptionError
-from voxtral.pcm import RawFormat, read_stream
 
 CFG = AudioConfig(16000, 12.5, 128, 160, 400, 1.5, 4)
 
@@ -75,7 +75,7 @@ def test_wav_stream_equals_load_audio(subtype, tmp_path):
     data = wav_bytes(x, 16000, subtype)
     (tmp_path / "x.wav").write_bytes(data)
     got = np.concatenate(list(read_stream(io.BufferedReader(Pipe(data)))))
-    np.testing.assert_allclose(got, load_audio(tmp_path / "x.wav"), rtol=0, atol=1e-7)  # float32 rounding
+    np.testing.assert_array_equal(got, load_audio(tmp_path / "x.wav"))  # FFmpeg on the pipe = libsndfile
 
 
 def test_wav_stream_resamples_and_skips_extra_chunks(tmp_path):
@@ -131,39 +131,41 @@ def collect(blocks) -> tuple[int, AudioError | None]:
     return n, None
 
 
-def test_a_stream_ending_mid_sample_keeps_the_samples_before():
+def test_a_stream_ending_mid_sample_keeps_the_samples_before(tmp_path):
     data = np.zeros(1000, "<i2").tobytes() + b"\x01"
     n, error = collect(read_stream(io.BufferedReader(Pipe(data)), RawFormat("s16le", 16000)))
     assert n == 1000 and "middle of a sample" in str(error)
     wav = wav_bytes(np.zeros((1000, 2)), 16000, "PCM_16")[:-3]  # data size now overstates the rest
+    (tmp_path / "cut.wav").write_bytes(wav)
     n, error = collect(read_stream(io.BufferedReader(Pipe(wav))))
-    assert n == 999 and "middle of a sample" in str(error)  # 3997 bytes: 999 frames of 4 + 1
+    assert (n, error) == (999, None)  # 3997 bytes: 999 whole frames of 4, as every player reads it
+    assert len(load_audio(tmp_path / "cut.wav")) == 999  # the same file on disk
 
 
 @pytest.mark.parametrize(
     "data, needle",
     [
-        (b"RIFF", "truncated WAV header"),
-        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "truncated WAV header"),
-        (b"RIFF\x24\x00\x00\x00WAVE", "truncated WAV header"),
-        (b"RIFF\x24\x00\x00\x00WAVEdata\x00\x00\x00\x00", "'data' before 'fmt '"),
-        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(16), "unsupported WAV sample format"),
-        (b"", "empty"),
+        (b"RIFF", "cannot decode audio"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00", "cannot decode audio"),
+        (b"RIFF\x24\x00\x00\x00WAVE", "cannot decode audio"),
+        (b"RIFF\x24\x00\x00\x00WAVEdata\x00\x00\x00\x00", "cannot decode audio"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + bytes(16), "cannot decode audio"),
+        (b"", "the audio is empty"),
         (b"not audio at all, just text", "--format"),
     ],
 )
 def test_bad_headers_are_clear_errors(data, needle):
-    with pytest.raises(AudioError, match=needle):
-        collect(read_stream(io.BufferedReader(Pipe(data))))
+    n, error = collect(read_stream(io.BufferedReader(Pipe(data))))
+    assert n == 0 and isinstance(error, AudioError) and needle in str(error)
 
 
-def test_other_containers_are_decoded_whole(tmp_path):
+def test_a_flac_stream_equals_the_file(tmp_path):
     x = np.random.default_rng(0).uniform(-0.5, 0.5, 4000)
     out = io.BytesIO()
     sf.write(out, x, 22050, format="FLAC")
     (tmp_path / "x.flac").write_bytes(out.getvalue())
     got = np.concatenate(list(read_stream(io.BufferedReader(Pipe(out.getvalue())))))
-    np.testing.assert_allclose(got, load_audio(tmp_path / "x.flac"), atol=1e-6)
+    np.testing.assert_array_equal(got, load_audio(tmp_path / "x.flac"))
 
 
 @pytest.mark.parametrize(

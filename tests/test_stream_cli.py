@@ -91,7 +91,7 @@ def test_stream_ending_mid_sample_keeps_the_text(tiny_dir, pcm5):
 @pytest.mark.parametrize(
     "stdin, args, code, needle",
     [
-        (b"RIFF\x24\x00\x00\x00WAVEfmt ", ["--stdin"], 3, "truncated WAV header"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt ", ["--stdin"], 3, "cannot decode audio"),
         (b"plain text", ["--stdin"], 3, "--format"),
         (b"", ["--stdin", "--format", "s17le", "--rate", "16000"], 2, "s17le"),
         (b"", ["--stdin", "--format", "s16le"], 2, "--rate"),

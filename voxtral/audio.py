@@ -16,11 +16,9 @@ import numbers
 import os
 from pathlib import Path
 
-import librosa
 import numpy as np
-import soundfile as sf
 
-from .audio_blocks import CONVERT_HINT, array_blocks, file_blocks, is_regular_file
+from .audio_blocks import CONVERT_HINT, EMPTY, NON_FINITE, array_blocks, file_blocks, header_seconds
 from .config import AudioConfig
 from .errors import AudioError, OptionError
 
@@ -48,9 +46,9 @@ def blocks(source: Source, sample_rate: int | None = None, target_rate: int = 16
         rate = _check_rate(sample_rate, "audio array: sample_rate", AudioError)
         samples = _array_to_mono(source, "audio array")
         if samples.size == 0:
-            raise AudioError("audio array: the audio is empty (0 samples); pass a recording with sound in it")
+            raise AudioError(EMPTY.format(name="audio array"))
         if not np.isfinite(samples).all():
-            raise AudioError("audio array: the audio has non-finite samples (NaN or Inf); fix it")
+            raise AudioError(NON_FINITE.format(name="audio array"))
         return array_blocks(samples, rate, target_rate)
     if isinstance(source, str | os.PathLike):
         if sample_rate is not None:
@@ -60,20 +58,18 @@ def blocks(source: Source, sample_rate: int | None = None, target_rate: int = 16
 
 
 def audio_length(source: Source, sample_rate: int | None = None, target_rate: int = 16000) -> int | None:
-    """Samples load_audio would return, give or take one (resampling), from a file's header or an
-    array's shape without decoding; None when that is unknown (a pipe; or load_audio then says why)."""
-    try:
-        if isinstance(source, np.ndarray):
+    """Samples load_audio would likely return, from a file's header or an array's shape without
+    decoding (an estimate: decoding decides); None when unknown (a pipe, or no length in the header)."""
+    if isinstance(source, np.ndarray):
+        try:
             n, rate = len(source), int(sample_rate)
-        elif not is_regular_file(source):  # a pipe can be read only once: by the decoder
+        except (TypeError, ValueError):
             return None
-        else:
-            with open(source, "rb") as f:
-                info = sf.info(f)
-            n, rate = info.frames, info.samplerate
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError):
+        return -(-n * target_rate // rate) if rate > 0 else None
+    if not isinstance(source, str | os.PathLike):
         return None
-    return -(-n * target_rate // rate) if rate > 0 else None
+    seconds = header_seconds(source)
+    return None if seconds is None else int(np.ceil(seconds * target_rate))
 
 
 def _check_rate(rate, what: str, error: type[Exception]) -> int:
@@ -99,7 +95,8 @@ def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
         raise AudioError(f"{name}: dtype {x.dtype} is not audio; pass float or integer samples")
     if x.ndim == 2:
         x = x.mean(axis=1)
-    return np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, reported by the caller
+        return np.asarray(x, dtype=np.float32)
 
 
 def pad_offline(
@@ -119,19 +116,42 @@ def pad_offline(
     return out
 
 
+SLANEY_LINEAR_HZ = 200.0 / 3  # Hz per mel below 1 kHz (Slaney's Auditory Toolbox scale)
+SLANEY_LOG_HZ = 1000.0  # where the scale turns logarithmic
+SLANEY_LOG_STEP = np.log(6.4) / 27.0  # log-Hz per mel above 1 kHz
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale: linear (200/3 Hz per mel) to 1 kHz, logarithmic above (float64)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    mel = hz / SLANEY_LINEAR_HZ
+    log_start = SLANEY_LOG_HZ / SLANEY_LINEAR_HZ
+    above = hz >= SLANEY_LOG_HZ
+    log_mel = log_start + np.log(np.maximum(hz, SLANEY_LOG_HZ) / SLANEY_LOG_HZ) / SLANEY_LOG_STEP
+    return np.where(above, log_mel, mel)
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    """The inverse of hz_to_mel (float64)."""
+    mel = np.asarray(mel, dtype=np.float64)
+    log_start = SLANEY_LOG_HZ / SLANEY_LINEAR_HZ
+    above = mel >= log_start
+    return np.where(above, SLANEY_LOG_HZ * np.exp(SLANEY_LOG_STEP * (np.maximum(mel, log_start) - log_start)),
+                    mel * SLANEY_LINEAR_HZ)  # fmt: skip
+
+
 @functools.lru_cache(maxsize=8)
 def mel_filters(sampling_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Slaney-scale, Slaney-normalised mel filterbank [M, n_fft // 2 + 1], 0 Hz to Nyquist (float64)."""
-    fb = librosa.filters.mel(
-        sr=sampling_rate,
-        n_fft=n_fft,
-        n_mels=n_mels,
-        fmin=0.0,
-        fmax=sampling_rate / 2,
-        htk=False,
-        norm="slaney",
-        dtype=np.float64,
-    )
+    """Slaney-scale, Slaney-normalised mel filterbank [M, n_fft // 2 + 1], 0 Hz to Nyquist (float64).
+
+    Triangles between n_mels + 2 points equally spaced in mel, each scaled by 2 / its width in Hz (equal
+    area); the recipe of librosa.filters.mel(htk=False, norm="slaney"), which the tests compare with."""
+    fft_hz = np.linspace(0.0, sampling_rate / 2, n_fft // 2 + 1)
+    edges_hz = mel_to_hz(np.linspace(0.0, hz_to_mel(sampling_rate / 2), n_mels + 2))  # [M + 2]
+    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (fft_hz - lower) / (centre - lower)
+    falling = (upper - fft_hz) / (upper - centre)
+    fb = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (upper - lower))
     fb.setflags(write=False)  # cached and shared: nobody may change it
     return fb
 

@@ -1,25 +1,75 @@
-"""Audio in blocks: a file or an array decoded, mixed to mono and resampled to 16 kHz on the fly.
+"""The one audio reader: a file, pipe, FIFO, stdin or array → mono float32 blocks at 16 kHz (SPEC §2.1).
 
-Every transcription reads its audio this way (bounded memory for any length), and load_audio is the
-concatenation of the same blocks, so a file, the same samples as an array, a whole load and a block
-read all give the same samples. Resampling is soxr's HQ stream (the quality of librosa's "soxr_hq").
+Every input is opened once and read front to back; its length is what decoding gives, never a header's
+claim. Two well-kept decoders, chosen by the container, never by how the bytes arrive:
+
+- libsndfile (soundfile) for uncompressed WAV-family, AIFF and AU files on disk, which it reads exactly;
+- FFmpeg (PyAV, which bundles it) for everything else, every pipe and headerless PCM: MP3, AAC/M4A/MP4,
+  Ogg/Opus/Vorbis, FLAC, WebM, … — whatever FFmpeg decodes.
+
+Both give the decoded samples as float64 [S, C] (integers scaled to [-1, 1) exactly), so a WAV read from
+disk and the same bytes on a pipe are the same samples. Channels are averaged (float64), cast to float32
+and resampled with soxr's HQ stream (librosa's "soxr_hq"); load_audio is the concatenation of the blocks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioError
+from .errors import AudioError, OptionError
 
-BLOCK_S = 10  # seconds of audio decoded at a time
+BLOCK_S = 10  # seconds of audio handed on at a time (offline); a live stream hands on what it has
 CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
+RAW_HINT = "for headerless PCM pass --format (e.g. s16le) and --rate"
+RAW_CHECK = "check --format and --channels"
+MOOV_HINT = (
+    "an MP4/M4A with its index (moov) at the end cannot be read from a pipe: pass the file itself, or "
+    "remux it with `ffmpeg -i IN -c copy -movflags +faststart OUT.m4a`"
+)
+EMPTY = "{name}: the audio is empty (0 samples); pass a recording with sound in it"  # in every mode
+NON_FINITE = (
+    "{name}: the audio has non-finite samples (NaN, Inf, or beyond float32's range); fix or re-export it"
+)
+# first bytes of the containers libsndfile reads exactly (PCM/float/G.711 WAV, RF64, W64, AIFF, AU)
+SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"FORM", b".snd")
+PCM_CODEC = re.compile(r"pcm_[suf](\d+)(?:le|be)?(?:_planar)?|pcm_(mulaw|alaw)")  # group 1: bits a sample
+# headerless PCM: name → bytes per sample (the names are FFmpeg's raw demuxers)
+ENCODINGS = {
+    "u8": 1, "s8": 1, "s16le": 2, "s16be": 2, "s24le": 3, "s24be": 3, "s32le": 4, "s32be": 4,
+    "f32le": 4, "f32be": 4, "f64le": 8, "f64be": 8,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """Headerless PCM: sample encoding (a key of ENCODINGS), frames per second, interleaved channels."""
+
+    encoding: str
+    rate: int
+    channels: int = 1
+
+    def __post_init__(self):
+        if self.encoding not in ENCODINGS:
+            raise OptionError(f"--format {self.encoding!r} is not one of {', '.join(ENCODINGS)}")
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int) or not 0 < self.rate < 2**31:
+            raise OptionError(f"--rate must be a positive whole number of Hz, got {self.rate!r}")
+        channels = self.channels
+        if isinstance(channels, bool) or not isinstance(channels, int) or not 0 < channels <= 64:
+            raise OptionError(f"--channels must be a whole number 1 … 64, got {self.channels!r}")
+
+    @property
+    def frame_bytes(self) -> int:
+        return ENCODINGS[self.encoding] * self.channels
 
 
 def is_regular_file(path: str | Path) -> bool:
@@ -33,35 +83,52 @@ def is_regular_file(path: str | Path) -> bool:
 def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Mono float32 blocks [S] at target_rate; AudioError (naming the file) when it cannot be read.
 
-    A pipe, FIFO or device (`<(cmd)`, /dev/stdin, mkfifo) is opened once and read as a stream: a WAV
-    block by block, another container whole (libsndfile needs to seek in it)."""
+    A pipe, FIFO or device (`<(cmd)`, /dev/stdin, mkfifo) is opened once and decoded as it arrives."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
-    if not is_regular_file(path):
-        yield from _stream_blocks(path, target_rate)
-        return
     try:  # opened once, by Python (so any file name the OS accepts works), read front to back
-        with open(path, "rb") as f, sf.SoundFile(f) as snd:
-            rate = snd.samplerate
-            blocks = snd.blocks(blocksize=max(1, int(rate * block_s)), dtype="float32", always_2d=True)
-            mono = (b.mean(axis=1, dtype=np.float32) for b in blocks)
-            yield from resampled(mono, rate, target_rate, str(path))
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, OSError) as e:
-        reason = " ".join(str(getattr(e, "error_string", e)).split())
-        raise AudioError(f"{path}: cannot decode audio ({reason}); {CONVERT_HINT}") from None
-
-
-def _stream_blocks(path: Path, target_rate: int) -> Iterator[np.ndarray]:
-    from .pcm import read_stream
-
-    try:
         with open(path, "rb") as f:
-            yield from read_stream(f, target_rate=target_rate, name=str(path), hint=CONVERT_HINT)
+            if not is_regular_file(path):
+                yield from read_stream(f, None, target_rate, str(path), CONVERT_HINT, block_s)
+                return
+            head = f.read(4)
+            f.seek(0)
+            frames = _sndfile_frames(f, str(path), block_s) if head in SNDFILE_MAGIC else None
+            if frames is None:
+                frames = _ffmpeg_frames(f, str(path), CONVERT_HINT)
+            yield from _mono_blocks(frames, target_rate, str(path), block_s)
     except OSError as e:
-        raise AudioError(f"{path}: cannot read it ({e.strerror})") from None
+        raise AudioError(f"{path}: cannot read it ({e.strerror}); {CONVERT_HINT}") from None
+
+
+def read_stream(
+    stream: BinaryIO,
+    raw: RawFormat | None = None,
+    target_rate: int = 16000,
+    name: str = "stdin",
+    hint: str = RAW_HINT,
+    block_s: float = 0.0,
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks [S] at target_rate from a byte stream read once, as its bytes arrive.
+
+    Any container FFmpeg decodes, or headerless PCM described by `raw`. block_s = 0 hands on each
+    decoded frame at once (live input). hint ends the message of a stream that cannot be decoded.
+    AudioError after every good sample before the fault has been yielded."""
+    reader = _Reader(stream, 1 if raw is None else raw.frame_bytes)
+    if raw is None:
+        frames = _ffmpeg_frames(reader, name, hint)
+    else:
+        layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels}c")
+        options = {"sample_rate": str(raw.rate), "ch_layout": layout}
+        frames = _ffmpeg_frames(reader, name, hint, raw.encoding, options)
+    yield from _mono_blocks(frames, target_rate, name, block_s)
+    if reader.stray:
+        stray = len(reader.stray)
+        what = f"{stray} stray byte{'s' if stray > 1 else ''} of a {raw.frame_bytes}-byte frame"
+        raise AudioError(f"{name}: the stream ended in the middle of a sample ({what}); {RAW_CHECK}")
 
 
 def array_blocks(
@@ -69,7 +136,7 @@ def array_blocks(
 ) -> Iterator[np.ndarray]:
     """Blocks of mono samples x [S] (any float dtype) at `rate`, as float32 blocks at target_rate."""
     step = max(1, int(rate * block_s))
-    blocks = (np.asarray(x[i : i + step], np.float32) for i in range(0, len(x), step))
+    blocks = (_float32(x[i : i + step]) for i in range(0, len(x), step))
     return resampled(blocks, rate, target_rate, name)
 
 
@@ -79,10 +146,184 @@ def resampled(blocks, rate: int, target_rate: int, name: str) -> Iterator[np.nda
     n = 0
     for x in blocks:
         if not np.isfinite(x).all():
-            raise AudioError(f"{name}: the audio has non-finite samples (NaN or Inf); fix or re-export it")
+            raise AudioError(NON_FINITE.format(name=name))
         n += len(x)
         yield x if resampler is None else resampler.resample_chunk(x)
     if n == 0:
-        raise AudioError(f"{name}: the audio is empty (0 samples); pass a recording with sound in it")
+        raise AudioError(EMPTY.format(name=name))
     if resampler is not None:
         yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def header_seconds(path: str | Path) -> float | None:
+    """The duration a regular file's header claims (no decoding; for progress and sizing only);
+    None for a pipe or when the header says nothing."""
+    if not is_regular_file(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) in SNDFILE_MAGIC:
+                f.seek(0)
+                info = sf.info(f)
+                return info.frames / info.samplerate if info.samplerate > 0 else None
+            f.seek(0)
+            import av
+
+            with av.open(f) as container:
+                return None if container.duration is None else container.duration / 1e6
+    except Exception:  # any unreadable file: decoding reports it properly
+        return None
+
+
+# --- decoders: float64 [S, C] blocks and their rate ---------------------------------------------------
+
+
+def _sndfile_frames(f: BinaryIO, name: str, block_s: float) -> Iterator[tuple[np.ndarray, int]] | None:
+    """libsndfile's blocks of an open regular file, read until it has no more; None when libsndfile
+    cannot open it (a compressed codec in a WAV, say: FFmpeg gets it)."""
+    try:
+        snd = sf.SoundFile(f)
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError):
+        f.seek(0)
+        return None
+
+    def frames():
+        with snd:
+            rate, step = snd.samplerate, max(1, int(snd.samplerate * max(block_s, 0.1)))
+            while True:
+                try:
+                    x = snd.read(step, dtype="float64", always_2d=True)
+                except (sf.SoundFileError, RuntimeError, ValueError) as e:
+                    raise AudioError(f"{name}: cannot decode audio ({_reason(e)}); {CONVERT_HINT}") from None
+                if len(x) == 0:
+                    return
+                yield x, rate
+
+    return frames()
+
+
+def _ffmpeg_frames(
+    f, name: str, hint: str, fmt: str | None = None, options: dict | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """FFmpeg's decoded frames of the best audio stream of an open file or stream (PyAV)."""
+    import av
+
+    try:
+        container = av.open(f, mode="r", format=fmt, options=options or {})
+    except av.FFmpegError as e:
+        if (f.n_bytes if isinstance(f, _Reader) else os.fstat(f.fileno()).st_size) == 0:
+            raise AudioError(EMPTY.format(name=name)) from None
+        raise AudioError(f"{name}: cannot decode audio ({_reason(e)}); {hint}") from None
+    with container:
+        stream = container.streams.best("audio")
+        if stream is None:
+            raise AudioError(f"{name}: has no audio stream; pass a file with sound in it")
+        n = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in _decoded(packet, stream.codec_context):
+                    x = _frame_samples(frame)
+                    n += len(x)
+                    yield x, frame.sample_rate
+        except av.FFmpegError as e:
+            rate = stream.codec_context.sample_rate or 1
+            if n == 0 and isinstance(f, _Reader) and "mp4" in container.format.name.split(","):
+                hint = MOOV_HINT  # its index is at the end: a pipe cannot go back for the samples
+            raise AudioError(
+                f"{name}: cannot decode audio after {n / rate:.2f} s ({_reason(e)}); {hint}"
+            ) from None
+
+
+def _decoded(packet, codec_context) -> list:
+    """The frames of one packet. A PCM packet cut off mid-frame (a truncated WAV on a pipe) is decoded up
+    to its last whole frame, as FFmpeg 8 does (older FFmpeg rejects the whole packet)."""
+    import av
+
+    try:
+        return packet.decode()
+    except av.FFmpegError:
+        width = PCM_CODEC.fullmatch(codec_context.name or "")
+        if width is None:
+            raise
+        frame = (int(width[1]) // 8 if width[1] else 1) * len(codec_context.layout.channels)
+        if packet.size % frame == 0:
+            raise
+        whole = av.Packet(bytes(packet)[: packet.size - packet.size % frame])
+        whole.pts, whole.dts, whole.time_base = packet.pts, packet.dts, packet.time_base
+        return codec_context.decode(whole)
+
+
+def _frame_samples(frame) -> np.ndarray:
+    """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → float64 [S, C], exact."""
+    x = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    x = x.T if frame.format.is_planar else x.reshape(-1, channels)
+    if x.dtype == np.uint8:
+        return (x.astype(np.float64) - 128.0) / 128.0
+    if np.issubdtype(x.dtype, np.integer):
+        return x / 2.0 ** (8 * x.dtype.itemsize - 1)
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterator[np.ndarray]:
+    """float64 [S, C] frames at one rate → mono float32 blocks at target_rate, about block_s long."""
+    first = next(frames, None)
+    if first is None:
+        raise AudioError(EMPTY.format(name=name))
+    rate = first[1]
+
+    def mono():
+        held, n_held = [], 0
+        for x, r in _chain(first, frames):
+            if r != rate:
+                raise AudioError(f"{name}: the sample rate changes from {rate} to {r} Hz; {CONVERT_HINT}")
+            held.append(_float32(x.mean(axis=1)))
+            n_held += len(x)
+            if n_held >= block_s * rate:
+                yield np.concatenate(held) if len(held) > 1 else held[0]
+                held, n_held = [], 0
+        if held:
+            yield np.concatenate(held)
+
+    return resampled(mono(), rate, target_rate, name)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _float32(x: np.ndarray) -> np.ndarray:
+    """float32 samples; values beyond float32's range become inf (resampled() reports them), quietly."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(x, dtype=np.float32)
+
+
+def _reason(e: Exception) -> str:
+    """An exception's message on one line (libsndfile's error string, FFmpeg's strerror)."""
+    text = getattr(e, "error_string", None) or getattr(e, "strerror", None) or str(e)
+    return " ".join(str(text).split())
+
+
+class _Reader:
+    """A byte stream as FFmpeg sees it: read(n) returns what is there now (a pipe is decoded as it
+    arrives), no seeking; counts the bytes handed on. With frame_bytes (headerless PCM) it hands on whole
+    frames only and keeps a cut-off last frame back (`stray`), which FFmpeg would reject with the packet
+    it ends, losing the samples before it."""
+
+    def __init__(self, stream: BinaryIO, frame_bytes: int = 1):
+        self._read = getattr(stream, "read1", None) or stream.read
+        self.frame_bytes, self.n_bytes, self.stray = frame_bytes, 0, b""
+
+    def read(self, n: int = -1) -> bytes:
+        n = n if n > 0 else 1 << 16
+        data = self.stray
+        while True:
+            more = self._read(n)
+            data += more
+            if not more or len(data) >= self.frame_bytes:
+                break
+        whole = len(data) // self.frame_bytes * self.frame_bytes
+        data, self.stray = data[:whole], data[whole:]
+        self.n_bytes += len(data)
+        return data

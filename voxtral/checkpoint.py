@@ -180,22 +180,36 @@ def read_header(path: Path) -> tuple[dict, int]:
     return header, 8 + n
 
 
+def _entry(path: Path, name: str, entry) -> tuple[str, tuple, int, int]:
+    """A header entry's (dtype, shape, begin, end), checked for type: CheckpointError when it lies."""
+    if entry is None:
+        raise CheckpointError(f"{path.name}: missing tensor '{name}' — the checkpoint is incomplete")
+    bad = f"{path.name}: tensor '{name}' has a corrupt header entry"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{bad} ({type(entry).__name__} instead of an object); download it again")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    if not isinstance(dtype, str):
+        raise CheckpointError(f"{bad} ('dtype' {dtype!r}); download it again")
+    if not isinstance(shape, list) or not all(whole(n) for n in shape):
+        raise CheckpointError(f"{bad} ('shape' {shape!r}); download it again")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(whole(n) for n in offsets):
+        raise CheckpointError(f"{bad} ('data_offsets' {offsets!r}); download it again")
+    if offsets[0] > offsets[1]:
+        raise CheckpointError(f"{bad} ('data_offsets' {offsets!r} end before they begin); download it again")
+    return dtype, tuple(shape), offsets[0], offsets[1]
+
+
 def _check_tensors(path: Path, header: dict, data_start: int, expected: dict) -> None:
     size = path.stat().st_size
     for name, shape in expected.items():
-        entry = header.get(name)
-        if entry is None:
-            raise CheckpointError(f"{path.name}: missing tensor '{name}' — the checkpoint is incomplete")
-        if entry.get("dtype") != "BF16":
+        dtype, got_shape, begin, end = _entry(path, name, header.get(name))
+        if dtype != "BF16":
+            raise CheckpointError(f"{path.name}: tensor '{name}' has dtype {dtype}, expected BF16")
+        if got_shape != shape:
             raise CheckpointError(
-                f"{path.name}: tensor '{name}' has dtype {entry.get('dtype')}, expected BF16"
+                f"{path.name}: tensor '{name}' has shape {list(got_shape)}, expected {list(shape)}"
             )
-        if tuple(entry.get("shape", ())) != shape:
-            raise CheckpointError(
-                f"{path.name}: tensor '{name}' has shape {list(entry.get('shape', ()))}, "
-                f"expected {list(shape)}"
-            )
-        begin, end = entry.get("data_offsets", (0, -1))
         if end - begin != 2 * int(np.prod(shape)):
             raise CheckpointError(f"{path.name}: tensor '{name}' has a wrong byte length")
         if data_start + end > size:
@@ -250,6 +264,42 @@ def open_weights(path: Path, cfg: ModelConfig) -> Weights:
         tok_embeddings=get(ADAPTER + "tok_embeddings.weight"),
         decoder_layers=layers("layers.", dec, dec.ada_t_cond_dim),
         norm=get("norm.weight"),
+    )
+
+
+SCAN_VALUES = 1 << 24  # BF16 values checked at a time by non_finite_tensors (32 MB)
+
+
+def non_finite_tensors(path: Path, cfg: ModelConfig) -> list[str]:
+    """Names of the tensors of the weights file that hold NaN or Inf (BF16 exponent 0xFF), in file order.
+
+    A streaming scan of every tensor the model uses (reads the whole file: seconds); the backends call it
+    only once they have seen a non-finite value, to name the culprit."""
+    header, data_start = read_header(path)
+    raw = np.memmap(path, dtype=np.uint8, mode="r")
+    bad = []
+    for name in expected_tensors(cfg):
+        begin, end = header[name]["data_offsets"]
+        bits = raw[data_start + begin : data_start + end].view(np.uint16)
+        if any(
+            ((bits[i : i + SCAN_VALUES] & 0x7F80) == 0x7F80).any() for i in range(0, len(bits), SCAN_VALUES)
+        ):
+            bad.append(name)
+    return bad
+
+
+def non_finite_error(directory: Path, cfg: ModelConfig, what: str) -> CheckpointError:
+    """The error for non-finite values `what` found: naming the tensors, or saying none is to blame."""
+    path = directory / WEIGHTS_FILE
+    bad = non_finite_tensors(path, cfg)
+    if not bad:
+        return CheckpointError(
+            f"{path}: {what} are NaN or Inf although every weight is finite (the activations overflowed); "
+            "check that params.json belongs to these weights"
+        )
+    more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+    return CheckpointError(
+        f"{path}: tensor '{bad[0]}'{more} has NaN or Inf values; the file is damaged: download it again"
     )
 
 

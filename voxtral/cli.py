@@ -152,7 +152,9 @@ def _stdin_as_file(inputs: list[str]) -> list[str]:
     A file named `-` is `./-`."""
     if "-" not in inputs:
         return inputs
-    if sys.stdin is None or sys.stdin.isatty():
+    if sys.stdin is None:
+        raise OptionError("- reads audio from standard input, which is closed; pipe a file into it")
+    if sys.stdin.isatty():
         raise OptionError("- reads audio from standard input, which is a terminal; pipe a file into it")
     return [STDIN if name == "-" else name for name in inputs]
 

@@ -88,7 +88,8 @@ def stream(
 
 def _source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels: int):
     """The blocks of 16 kHz samples the options ask for; OptionError for a bad combination."""
-    from .pcm import RawFormat, microphone, read_stream
+    from .audio_blocks import RawFormat, read_stream
+    from .microphone import microphone
 
     if stdin == mic:
         raise OptionError("give exactly one of --stdin or --mic")
@@ -98,7 +99,10 @@ def _source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels:
         raise OptionError("--format describes raw PCM on --stdin and needs --rate (e.g. --rate 16000)")
     if mic:
         return microphone()
-    return read_stream(sys.stdin.buffer, None if raw is None else RawFormat(raw, rate, channels))
+    fmt = None if raw is None else RawFormat(raw, rate, channels)
+    if sys.stdin is None:  # started with stdin closed (`<&-`)
+        raise OptionError("--stdin reads audio from standard input, which is closed; pipe audio into it")
+    return read_stream(sys.stdin.buffer, fmt)
 
 
 def _printer(out: Stdout, jsonl: bool) -> Callable[[list, bool], None]:

@@ -32,7 +32,11 @@ def _section(raw: dict, path: tuple[str, ...]) -> dict:
     return node
 
 
-def _get(section: dict, path: tuple[str, ...], key: str, kind: type, default: Any = None):
+def _get(
+    section: dict, path: tuple[str, ...], key: str, kind: type, default: Any = None, *, lo=None, hi=None
+):
+    """section[key] as kind (an int may stand for a float); lo ≤ value ≤ hi when given, floats finite.
+    ConfigError naming the key for a missing, mistyped or out-of-range value."""
     name = ".".join(path + (key,))
     if key not in section:
         if default is not None:
@@ -44,7 +48,20 @@ def _get(section: dict, path: tuple[str, ...], key: str, kind: type, default: An
         value, ok = float(value), True
     if not ok:
         raise ConfigError(f"params.json: '{name}' must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"params.json: '{name}' must be a finite number, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        show = lambda v: f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+        raise ConfigError(f"params.json: '{name}' must be in {show(lo)} … {show(hi)}, got {value!r}")
     return value
+
+
+# What the code supports (far beyond the official model, well short of absurd allocations).
+MAX_DIM = 1 << 16  # widths, hidden sizes
+MAX_LAYERS = 1 << 10
+MAX_HEADS = 1 << 10
+MAX_WINDOW = 1 << 20  # attention positions
+MAX_VOCAB = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -77,22 +94,19 @@ class TransformerConfig:
 
     @classmethod
     def parse(cls, section: dict, path: tuple[str, ...]) -> dict:
-        g = lambda key, kind, default=None: _get(section, path, key, kind, default)  # noqa: E731
+        g = lambda key, kind, hi=None, lo=1: _get(section, path, key, kind, lo=lo, hi=hi)  # noqa: E731
         fields = dict(
-            dim=g("dim", int),
-            n_layers=g("n_layers", int),
-            head_dim=g("head_dim", int),
-            hidden_dim=g("hidden_dim", int),
-            n_heads=g("n_heads", int),
-            n_kv_heads=g("n_kv_heads", int),
-            rope_theta=g("rope_theta", float),
-            norm_eps=g("norm_eps", float),
-            sliding_window=g("sliding_window", int),
-            use_biases=g("use_biases", bool),
+            dim=g("dim", int, MAX_DIM),
+            n_layers=g("n_layers", int, MAX_LAYERS),
+            head_dim=g("head_dim", int, MAX_DIM),
+            hidden_dim=g("hidden_dim", int, 4 * MAX_DIM),
+            n_heads=g("n_heads", int, MAX_HEADS),
+            n_kv_heads=g("n_kv_heads", int, MAX_HEADS),
+            rope_theta=g("rope_theta", float, 1e12, 1.0),
+            norm_eps=g("norm_eps", float, 0.1, 1e-30),
+            sliding_window=g("sliding_window", int, MAX_WINDOW),
+            use_biases=_get(section, path, "use_biases", bool),
         )
-        for key in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads", "sliding_window"):
-            if fields[key] <= 0:
-                raise ConfigError(f"params.json: '{'.'.join(path + (key,))}' must be positive")
         if fields["n_heads"] % fields["n_kv_heads"]:
             raise ConfigError(f"params.json: '{'.'.join(path)}' n_heads must be a multiple of n_kv_heads")
         if fields["head_dim"] % 2:
@@ -155,22 +169,25 @@ class ModelConfig:
         enc_section = _section(raw, ENCODER_PATH)
         enc = EncoderConfig(**TransformerConfig.parse(enc_section, ENCODER_PATH))
         dec_fields = TransformerConfig.parse(raw, ())
-        vocab = _get(raw, (), "vocab_size", int)
+        vocab = _get(raw, (), "vocab_size", int, lo=1, hi=MAX_VOCAB)
         ada = _get(raw, (), "ada_rms_norm_t_cond", bool, False)
-        ada_dim = _get(raw, (), "ada_rms_norm_t_cond_dim", int) if ada else 0
+        ada_dim = _get(raw, (), "ada_rms_norm_t_cond_dim", int, lo=1, hi=MAX_DIM) if ada else 0
         tied = _get(raw, (), "tied_embeddings", bool, True)
         if not tied:
             raise ConfigError("params.json: 'tied_embeddings' false is not supported by this model")
         dec = DecoderConfig(**dec_fields, vocab_size=vocab, ada_t_cond_dim=ada_dim, tied_embeddings=tied)
         a = _section(raw, AUDIO_PATH)
+        rate = _get(a, AUDIO_PATH, "sampling_rate", int, lo=1000, hi=384000)
+        window = _get(a, AUDIO_PATH, "window_size", int, lo=2, hi=MAX_DIM)
+        down = _section(raw, DOWNSAMPLE_PATH)
         audio = AudioConfig(
-            sampling_rate=_get(a, AUDIO_PATH, "sampling_rate", int),
-            frame_rate=_get(a, AUDIO_PATH, "frame_rate", float),
-            num_mel_bins=_get(a, AUDIO_PATH, "num_mel_bins", int),
-            hop_length=_get(a, AUDIO_PATH, "hop_length", int),
-            window_size=_get(a, AUDIO_PATH, "window_size", int),
-            global_log_mel_max=_get(a, AUDIO_PATH, "global_log_mel_max", float),
-            downsample_factor=_get(_section(raw, DOWNSAMPLE_PATH), DOWNSAMPLE_PATH, "downsample_factor", int),
+            sampling_rate=rate,
+            frame_rate=_get(a, AUDIO_PATH, "frame_rate", float, lo=0.1, hi=rate),
+            num_mel_bins=_get(a, AUDIO_PATH, "num_mel_bins", int, lo=1, hi=window // 2 + 1),
+            hop_length=_get(a, AUDIO_PATH, "hop_length", int, lo=1, hi=window),
+            window_size=window,
+            global_log_mel_max=_get(a, AUDIO_PATH, "global_log_mel_max", float, lo=-1e6, hi=1e6),
+            downsample_factor=_get(down, DOWNSAMPLE_PATH, "downsample_factor", int, lo=1, hi=64),
         )
         spt = audio.sampling_rate / audio.frame_rate
         if not math.isclose(spt, round(spt)) or round(spt) % audio.hop_length:

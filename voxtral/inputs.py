@@ -15,14 +15,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import soundfile as sf
-
-from .audio_blocks import is_regular_file
+from .audio_blocks import header_seconds, is_regular_file
 from .errors import AudioError, OptionError, OutputError, VoxtralError
 
 # what a directory is searched for (libsndfile's common containers, MP3 included since 1.1)
 AUDIO_SUFFIXES = frozenset(
-    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64".split()
+    (
+        ".wav .wave .flac .ogg .oga .opus .mp3 .mp2 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .m4a .m4b .mp4 "
+        ".aac .webm .weba .mka .mkv .mov .wma .amr .3gp .ac3 .spx"
+    ).split()
 )
 GLOB_CHARS = frozenset("*?[")
 
@@ -121,13 +122,7 @@ def check_readable(path: Path) -> None:
 
 def audio_seconds(path: Path) -> float:
     """The duration from the file's header (no decoding); 0.0 when it cannot be read or is a pipe."""
-    if not is_regular_file(path):
-        return 0.0
-    try:
-        with open(path, "rb") as f:
-            return float(sf.info(f).duration)
-    except Exception:  # any unreadable file: the transcription reports it properly
-        return 0.0
+    return header_seconds(path) or 0.0
 
 
 def prepare_output_dir(output_dir: Path) -> None:

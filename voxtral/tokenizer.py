@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import FRAME_MS, MAX_DELAY_MS
 from .errors import ConfigError
 
 # Control ids used when special_tokens lacks the name (the official file's ranks).
@@ -31,8 +32,16 @@ def _fail(source: str, problem: str) -> ConfigError:
     return ConfigError(f"{source}: {problem}; {FIX}")
 
 
-def _int(section: dict, key: str, source: str, where: str, default: int | None = None) -> int:
-    """An integer value (a whole float such as 480.0 counts); missing → default or ConfigError."""
+def _int(
+    section: dict,
+    key: str,
+    source: str,
+    where: str,
+    default: int | None = None,
+    lo: int = 0,
+    hi: int = 1 << 22,
+) -> int:
+    """An integer lo … hi (a whole float such as 480.0 counts); missing → default; else ConfigError."""
     if key not in section:
         if default is None:
             raise _fail(source, f"missing key '{where}.{key}'")
@@ -40,6 +49,8 @@ def _int(section: dict, key: str, source: str, where: str, default: int | None =
     value = section[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
         raise _fail(source, f"'{where}.{key}' must be a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise _fail(source, f"'{where}.{key}' must be in {lo} … {hi}, got {value!r}")
     return int(value)
 
 
@@ -124,7 +135,16 @@ class Tokenizer:
             raise _fail(source, f"need 0 < default_num_special_tokens {n_special} < vocab size {vocab_size}")
         pieces = _decode_vocab(raw["vocab"], vocab_size - n_special, source)
         ids = FALLBACK_IDS | _special_ids(raw.get("special_tokens"), n_special, source)
-        n_left = _int(audio, "streaming_n_left_pad_tokens", source, "audio", DEFAULT_N_LEFT_PAD_TOKENS)
+        n_left = _int(
+            audio, "streaming_n_left_pad_tokens", source, "audio", DEFAULT_N_LEFT_PAD_TOKENS, hi=1024
+        )
+        delay_ms = _int(
+            audio, "transcription_delay_ms", source, "audio", DEFAULT_DELAY_MS, FRAME_MS, MAX_DELAY_MS
+        )
+        if delay_ms % FRAME_MS:
+            raise _fail(
+                source, f"'audio.transcription_delay_ms' must be a multiple of {FRAME_MS}, got {delay_ms}"
+            )
         return cls(
             source=source,
             vocab_size=vocab_size,
@@ -134,7 +154,7 @@ class Tokenizer:
             streaming_pad_id=ids["[STREAMING_PAD]"],
             streaming_word_id=ids["[STREAMING_WORD]"],
             n_left_pad_tokens=n_left,
-            default_delay_ms=_int(audio, "transcription_delay_ms", source, "audio", DEFAULT_DELAY_MS),
+            default_delay_ms=delay_ms,
             pieces=(b"",) * n_special + tuple(pieces),
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, non_finite_error
 from . import decoder, encoder
 
 
@@ -15,6 +15,7 @@ class CpuBackend:
     def __init__(self, checkpoint: Checkpoint, delay_tokens: int, dtype=np.float32):
         self.weights = checkpoint.weights
         self.cfg = checkpoint.config
+        self.directory = checkpoint.directory
         self.dtype = np.dtype(dtype)
         self.ada = decoder.ada_scales(self.weights, self.cfg.decoder, delay_tokens, self.dtype)  # [L, D]
 
@@ -24,7 +25,13 @@ class CpuBackend:
 
     def decoder(self, capacity: int) -> decoder.Decoder:
         """Up to `capacity` decoder slots stepped together."""
-        return decoder.Decoder(self.weights, self.cfg.decoder, self.ada, capacity, self.dtype)
+        return decoder.Decoder(
+            self.weights, self.cfg.decoder, self.ada, capacity, self.dtype, on_non_finite=self._non_finite
+        )
+
+    def _non_finite(self) -> None:
+        """Logits came out NaN or Inf: name the tensors to blame (a scan of the weights file)."""
+        raise non_finite_error(self.directory, self.cfg, "the logits")
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x, np.float32)

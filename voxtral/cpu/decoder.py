@@ -64,9 +64,11 @@ class Decoder:
 
     burst = 1  # tokens are on the host already: look at each one
 
-    def __init__(self, w: Weights, cfg: DecoderConfig, ada: np.ndarray | None, capacity: int, dtype):
+    def __init__(self, w: Weights, cfg: DecoderConfig, ada: np.ndarray | None, capacity: int, dtype,
+                 on_non_finite=None):  # fmt: skip
         self.w, self.cfg, self.ada, self.capacity, self.dtype = w, cfg, ada, capacity, np.dtype(dtype)
         self.slots: list[Slot | None] = [None] * capacity
+        self.on_non_finite = on_non_finite  # called (to raise) when a step's logits hold NaN or Inf
 
     def free(self) -> int:
         return self.slots.count(None)
@@ -129,6 +131,8 @@ class Decoder:
             tokens_in = np.array([s.pending for s in states]) if inputs is None else np.asarray(inputs)[:, j]
             h = self._run(states, tokens_in, np.array([s.pos for s in states]))
             lg = output_logits(h, self.w, self.cfg)  # [k, V]
+            if self.on_non_finite is not None and not np.isfinite(lg).all():  # ~0.1 ms of a 0.3 s step
+                self.on_non_finite()
             out[:, j] = np.argmax(lg, axis=1)
             if logits:
                 all_logits[:, j] = lg

@@ -11,11 +11,39 @@ import time
 
 import numpy as np
 
-from ..checkpoint import Checkpoint
-from . import decoder, encoder
-from .weights import GpuWeights
+from ..checkpoint import Checkpoint, non_finite_error
+from ..config import ModelConfig
+from ..errors import ConfigError
+from . import decoder, encoder, gemv, ops
+from .weights import GpuWeights, has_non_finite
 
 log = logging.getLogger(__name__)
+
+
+def check_supported(cfg: ModelConfig, smem_block: int) -> None:
+    """ConfigError naming the dimension when the CUDA kernels cannot run this model's shapes (before any
+    upload): attention compiled for head dims 64 and 128 and ≤ 8 query heads per kv head; a decoder GEMV's
+    input rows (up to MAX_BATCH) must fit a block's shared memory (smem_block bytes)."""
+    fix = "run it with --device cpu"
+    for part, c in (("encoder", cfg.encoder), ("decoder", cfg.decoder)):
+        if c.head_dim not in ops.TILED_ROWS:
+            compiled = ", ".join(map(str, ops.TILED_ROWS))
+            raise ConfigError(f"params.json: {part} head_dim {c.head_dim} is not one the CUDA kernels are "
+                              f"compiled for ({compiled}); {fix}")  # fmt: skip
+        if c.group not in ops.SPLIT_GROUPS:
+            raise ConfigError(
+                f"params.json: {part} n_heads / n_kv_heads = {c.group} query heads per kv head; the CUDA "
+                f"attention serves {', '.join(map(str, ops.SPLIT_GROUPS))}; {fix}"
+            )
+    d = cfg.decoder
+    for key, k, x_bf16 in (("dim", d.dim, False), ("n_heads × head_dim", d.q_dim, True),
+                           ("hidden_dim", d.hidden_dim, True)):  # fmt: skip
+        need = gemv.shared_bytes(gemv.MAX_BATCH, k, x_bf16, gemv.DEFAULT)
+        if need > smem_block:
+            raise ConfigError(
+                f"params.json: decoder {key} = {k} is too wide for the CUDA GEMV ({need} B of shared memory "
+                f"for {gemv.MAX_BATCH} rows, the GPU allows {smem_block}); {fix}"
+            )
 
 
 class GpuBackend:
@@ -26,10 +54,13 @@ class GpuBackend:
         import cupy
 
         self.cfg = checkpoint.config
+        check_supported(self.cfg, gemv.device_limits(cupy.cuda.Device().id)[2])
         t0 = time.perf_counter()
         self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
         with self.cuda_stream:
             self.weights = GpuWeights.upload(checkpoint.weights, self.cfg, delay_tokens)
+            if has_non_finite(self.weights):
+                raise non_finite_error(checkpoint.directory, self.cfg, "some uploaded weights")
         self.cuda_stream.synchronize()
         self.upload_seconds = time.perf_counter() - t0
         log.info("weights on the GPU in %.1f s", self.upload_seconds)

@@ -76,7 +76,7 @@ TEMPLATES = {"gemv.cu": templates(DEFAULT)}
 
 
 @functools.cache
-def _device_limits(device_id: int) -> tuple[int, int, int]:
+def device_limits(device_id: int) -> tuple[int, int, int]:
     """(SMs, shared memory per SM, opt-in shared memory per block) of a device."""
     import cupy
 
@@ -92,7 +92,7 @@ def _device_limits(device_id: int) -> tuple[int, int, int]:
 def _kernel(expr: str, module_names: tuple[str, ...], device_id: int):
     """The RawKernel of one instance, its dynamic shared-memory limit raised to the device's opt-in."""
     fn = kernels.function("gemv.cu", expr, module_names)
-    fn.max_dynamic_shared_size_bytes = _device_limits(device_id)[2] - fn.shared_size_bytes
+    fn.max_dynamic_shared_size_bytes = device_limits(device_id)[2] - fn.shared_size_bytes
     return fn
 
 
@@ -153,7 +153,7 @@ def gemv(
     if n == 0:
         return out
     device = cupy.cuda.Device().id
-    sms, smem_sm, smem_block = _device_limits(device)
+    sms, smem_sm, smem_block = device_limits(device)
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
         f"x [{b}, {k}] {'bf16' if x_bf16 else 'f32'} needs {smem} B of shared memory, over the "

@@ -7,13 +7,14 @@ Fused where it pays: each layer's wq|wk|wv as one [H·Dh + 2·Hkv·Dh, D] matrix
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from ..checkpoint import LayerWeights, Weights
 from ..config import ModelConfig
 from ..cpu.decoder import ada_scales
+from . import kernels
 
 
 def _bf16(arr: np.ndarray):
@@ -110,3 +111,29 @@ class GpuWeights:
             ],
             norm=_f32(w.norm),
         )
+
+
+CHECK_BLOCKS, CHECK_THREADS = 1024, 256  # flag_non_finite grid: enough loads in flight to stream 8 GB
+
+
+def arrays(x) -> list:
+    """Every device array of a GpuWeights (or GpuLayer, or list of them), depth first."""
+    if isinstance(x, list):
+        return [a for item in x for a in arrays(item)]
+    if isinstance(x, GpuWeights | GpuLayer):
+        return [a for f in fields(x) for a in arrays(getattr(x, f.name))]
+    return [] if x is None else [x]
+
+
+def has_non_finite(weights: GpuWeights) -> bool:
+    """True when any uploaded value is NaN or Inf: one memory-bound pass over the weights on the device
+    (cuda/check.cu; about 2 ms for the full model on an H200), one 4-byte read back."""
+    import cupy
+
+    flag = cupy.zeros(1, np.uint32)
+    for a in arrays(weights):
+        name = "flag_non_finite" if a.dtype == np.uint16 else "flag_non_finite_f32"
+        bits = a if a.dtype == np.uint16 else a.view(np.uint32)
+        blocks = max(1, min(CHECK_BLOCKS, -(-a.size // (4 * CHECK_THREADS))))
+        kernels.function("check.cu", name)((blocks,), (CHECK_THREADS,), (bits, np.uint64(a.size), flag))
+    return bool(flag.get()[0])

@@ -1,0 +1,262 @@
+"""The audio reader across containers × codecs × rates × channels (SPEC §2.1): a file on disk, the same
+bytes on a pipe (as `transcribe -` and `stream --stdin` read them) and on a FIFO give the same samples,
+as long as the audio really is: lengths come from decoding, never from a header's claim.
+
+Every input is made here, at test time, with the libraries (soundfile, PyAV); nothing large is committed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+from test_stream_audio import Pipe
+
+from voxtral.audio import load_audio
+from voxtral.audio_blocks import file_blocks, read_stream
+from voxtral.errors import AudioError
+
+SECONDS = 0.6
+
+
+def signal(rate: int, channels: int, seconds: float = SECONDS) -> np.ndarray:
+    """[S, C] float32: a different chirp per channel plus a little noise, within ±0.6."""
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(rate + channels)
+    x = [0.4 * np.sin(2 * np.pi * (200 + 150 * c) * t * (1 + t)) for c in range(channels)]
+    return (np.stack(x, axis=1) + 0.05 * rng.standard_normal((len(t), channels))).astype(np.float32)
+
+
+def encode_av(fmt: str, codec: str, rate: int, x: np.ndarray, options: dict | None = None) -> bytes:
+    """x [S, C] encoded by FFmpeg (PyAV) into container fmt, as the bytes of a file."""
+    layout = {1: "mono", 2: "stereo"}.get(x.shape[1], f"{x.shape[1]}c")
+    with tempfile.TemporaryDirectory() as tmp:  # a real file: +faststart rewrites it at the end
+        path = os.path.join(tmp, "out")
+        with av.open(path, "w", format=fmt, options=options or {}) as container:
+            stream = container.add_stream(codec, rate=rate)
+            stream.layout = layout
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T), format="fltp", layout=layout)
+            frame.sample_rate = rate
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+        return open(path, "rb").read()
+
+
+def encode_sf(fmt: str, subtype: str, rate: int, x: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    sf.write(out, x, rate, format=fmt, subtype=subtype)
+    return out.getvalue()
+
+
+def decoded_frames(data: bytes) -> int:
+    """Samples per channel in FFmpeg's full decode of the bytes as a file (PyAV, no resampling)."""
+    with av.open(io.BytesIO(data)) as container:
+        return sum(frame.samples for frame in container.decode(audio=0))
+
+
+def via_fifo(path) -> np.ndarray:
+    """file_blocks of a FIFO a writer thread fills with the file's bytes."""
+    data = open(path, "rb").read()
+    fifo = f"{path}.fifo"
+    os.mkfifo(fifo)
+
+    def write():
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        return np.concatenate(list(file_blocks(fifo)))
+    finally:
+        writer.join()
+
+
+def check_modes(tmp_path, name: str, data: bytes, rate: int, expected_frames: int, fifo: bool = False):
+    """File, pipe (live blocks) and FIFO give identical samples, of the expected length (± 1 sample at
+    16 kHz after resampling). Returns the file's samples."""
+    path = tmp_path / name
+    path.write_bytes(data)
+    from_file = load_audio(path)
+    from_pipe = np.concatenate(list(read_stream(io.BufferedReader(Pipe(data)))))
+    assert abs(len(from_file) - expected_frames * 16000 / rate) <= 1, (len(from_file), expected_frames)
+    np.testing.assert_array_equal(from_pipe, from_file)
+    if fifo:
+        np.testing.assert_array_equal(via_fifo(path), from_file)
+    return from_file
+
+
+def reference(x_int_or_float: np.ndarray, rate: int) -> np.ndarray:
+    """An independent path: channels averaged in float64, one-shot soxr HQ to 16 kHz."""
+    mono = np.asarray(x_int_or_float, np.float64).mean(axis=1).astype(np.float32)
+    return mono if rate == 16000 else soxr.resample(mono, rate, 16000, "HQ")
+
+
+WAV_SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE", "ULAW", "ALAW"]
+RATES_CHANNELS = [(8000, 1), (16000, 2), (44100, 6), (96000, 8)]
+
+
+@pytest.mark.parametrize("subtype", WAV_SUBTYPES)
+@pytest.mark.parametrize("rate, channels", RATES_CHANNELS)
+def test_wav_every_sample_format_rate_and_channel_count(tmp_path, subtype, rate, channels):
+    x = signal(rate, channels)
+    data = encode_sf("WAV", subtype, rate, x)
+    got = check_modes(tmp_path, "a.wav", data, rate, len(x), fifo=(rate, subtype) == (16000, "PCM_16"))
+    want = reference(sf.read(io.BytesIO(data), dtype="float64", always_2d=True)[0], rate)
+    n = min(len(got), len(want))
+    np.testing.assert_allclose(got[:n], want[:n], atol=2e-6)  # streaming vs one-shot resampling
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype, suffix",
+    [("RF64", "PCM_16", "wav"), ("W64", "PCM_24", "w64"), ("AIFF", "PCM_16", "aiff"), ("AU", "ULAW", "au")],
+)
+def test_other_uncompressed_containers(tmp_path, fmt, subtype, suffix):
+    x = signal(22050, 2)
+    check_modes(tmp_path, f"a.{suffix}", encode_sf(fmt, subtype, 22050, x), 22050, len(x))
+
+
+def test_wav_with_a_list_chunk_and_an_unknown_data_size(tmp_path):
+    """What recorders (LIST/INFO before fmt) and writers that cannot seek back (0xFFFFFFFF) leave."""
+    x = signal(16000, 1)
+    data = encode_sf("WAV", "PCM_16", 16000, x)
+    data = data[:12] + b"LIST\x05\x00\x00\x00abcde\x00" + data[12:]  # an odd-sized chunk, padded
+    data = data[:4] + b"\xff\xff\xff\xff" + data[8:]
+    at = data.index(b"data")
+    data = data[: at + 4] + b"\xff\xff\xff\xff" + data[at + 8 :]
+    check_modes(tmp_path, "a.wav", data, 16000, len(x))
+
+
+@pytest.mark.parametrize("rate, channels", [(8000, 1), (22050, 2), (48000, 1), (96000, 2)])
+def test_flac(tmp_path, rate, channels):
+    x = signal(rate, channels)
+    data = encode_sf("FLAC", "PCM_16", rate, x)
+    got = check_modes(tmp_path, "a.flac", data, rate, len(x), fifo=rate == 8000)
+    ints = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)[0] / 2**15
+    n = min(len(got), len(reference(ints, rate)))
+    np.testing.assert_allclose(got[:n], reference(ints, rate)[:n], atol=2e-6)
+
+
+def test_flac_of_unknown_length(tmp_path):
+    """FLAC written to a pipe has total_samples = 0 in STREAMINFO (input-03): decoded to its end."""
+    x = signal(22050, 1)
+    data = bytearray(encode_sf("FLAC", "PCM_16", 22050, x))
+    assert data[:4] == b"fLaC"
+    data[21] &= 0xF0  # the 36-bit total_samples field: the low 4 bits of byte 21, bytes 22 … 25
+    data[22:26] = bytes(4)
+    check_modes(tmp_path, "piped.flac", bytes(data), 22050, len(x))
+
+
+@pytest.mark.parametrize(
+    "fmt, codec, suffix, rate, channels",
+    [
+        ("ogg", "libopus", "opus", 48000, 1),
+        ("webm", "libopus", "webm", 48000, 2),
+        ("ipod", "aac", "m4a", 44100, 2),  # moov at the start (+faststart), so a pipe can read it
+        ("mp4", "aac", "mp4", 16000, 1),
+        ("adts", "aac", "aac", 22050, 1),
+        ("mp3", "libmp3lame", "mp3", 8000, 1),  # no Xing header here: see the two MP3 tests below
+    ],
+)
+def test_compressed_containers(tmp_path, fmt, codec, suffix, rate, channels):
+    x = signal(rate, channels)
+    options = {
+        "ipod": {"movflags": "+faststart"},
+        "mp4": {"movflags": "+faststart"},
+        "mp3": {"write_xing": "0"},
+    }
+    data = encode_av(fmt, codec, rate, x, options.get(fmt))
+    got = check_modes(tmp_path, f"a.{suffix}", data, rate, decoded_frames(data), fifo=suffix == "webm")
+    assert abs(len(got) - len(x) * 16000 / rate) < 0.2 * 16000  # the whole signal, give or take codec delay
+
+
+def test_an_mp4_indexed_at_its_end_on_a_pipe_says_what_to_do(tmp_path):
+    data = encode_av("ipod", "aac", 16000, signal(16000, 1))
+    (tmp_path / "a.m4a").write_bytes(data)
+    assert len(load_audio(tmp_path / "a.m4a")) > 0  # the file itself is fine
+    with pytest.raises(AudioError, match=r"moov\) at the end cannot be read from a pipe: pass the file"):
+        list(read_stream(io.BufferedReader(Pipe(data)), name="a.m4a"))
+
+
+def test_ogg_vorbis(tmp_path):
+    x = signal(44100, 2)
+    data = encode_sf("OGG", "VORBIS", 44100, x)
+    check_modes(tmp_path, "a.ogg", data, 44100, decoded_frames(data))
+
+
+def test_mp3_without_a_length_header_is_read_to_its_end(tmp_path):
+    """A VBR MP3 with no Xing/Info header (what an encoder writes to a pipe): 3 s of noise, 20 s of
+    silence, then a tone; a reader trusting the first frame's bitrate would stop early (input-01, rel-54)."""
+    rate = 22050
+    loud = signal(rate, 1, 3.0)
+    x = np.concatenate([loud, np.zeros((20 * rate, 1), np.float32), signal(rate, 1, 2.0)])
+    data = encode_av("mp3", "libmp3lame", rate, x, {"write_xing": "0"})
+    assert b"Xing" not in data[:4096] and b"Info" not in data[:4096]
+    got = check_modes(tmp_path, "vbr.mp3", data, rate, decoded_frames(data))
+    assert len(got) >= len(x) * 16000 / rate  # every sample, plus the encoder's padding
+    assert np.abs(got[-16000:]).max() > 0.1  # the tone at the end is there
+
+
+def test_mp3_with_a_length_header_on_a_pipe(tmp_path):
+    """With a LAME/Info header the file's decode drops the encoder's padding exactly; on a pipe FFmpeg
+    cannot check the header against the file size and keeps the last frame's padding (< 1 frame)."""
+    rate = 44100
+    x = signal(rate, 2)
+    data = encode_av("mp3", "libmp3lame", rate, x)
+    (tmp_path / "a.mp3").write_bytes(data)
+    from_file = load_audio(tmp_path / "a.mp3")
+    from_pipe = np.concatenate(list(read_stream(io.BufferedReader(Pipe(data)))))
+    assert abs(len(from_file) - len(x) * 16000 / rate) <= 1  # gapless: exactly the encoded samples
+    assert 0 <= len(from_pipe) - len(from_file) <= 1152 * 16000 // rate + 1
+    n = len(from_file) - 800  # the resampler's last 50 ms see the padding
+    np.testing.assert_array_equal(from_pipe[:n], from_file[:n])
+
+
+def test_a_video_file_without_sound_says_so(tmp_path):
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 16
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    (tmp_path / "silent.mp4").write_bytes(out.getvalue())
+    with pytest.raises(AudioError, match="silent.mp4: has no audio stream"):
+        load_audio(tmp_path / "silent.mp4")
+
+
+@pytest.mark.parametrize("kind", ["header-only WAV", "0 bytes", "header-only FLAC"])
+def test_empty_audio_is_the_same_error_everywhere(tmp_path, kind):
+    data = {
+        "header-only WAV": encode_sf("WAV", "PCM_16", 16000, np.zeros((0, 1))),
+        "0 bytes": b"",
+        "header-only FLAC": encode_sf("FLAC", "PCM_16", 16000, np.zeros((0, 1))),
+    }[kind]
+    (tmp_path / "empty.wav").write_bytes(data)
+    errors = []
+    for blocks in (file_blocks(tmp_path / "empty.wav"), read_stream(io.BufferedReader(Pipe(data)), name="x")):
+        with pytest.raises(AudioError) as e:
+            list(blocks)
+        errors.append(str(e.value).split(": ", 1)[1])
+    assert errors[0] == errors[1] == "the audio is empty (0 samples); pass a recording with sound in it"
+
+
+def test_a_damaged_compressed_stream_fails_after_the_good_part(tmp_path):
+    x = signal(48000, 1, 2.0)
+    data = encode_av("ogg", "libopus", 48000, x)
+    cut = data[: len(data) // 2] + b"\x00" * 64 + data[len(data) // 2 :]
+    (tmp_path / "bad.opus").write_bytes(cut)
+    n = 0
+    try:
+        for block in file_blocks(tmp_path / "bad.opus"):
+            n += len(block)
+    except AudioError as e:
+        assert "bad.opus" in str(e)
+    assert n > 0  # what came before the damage was decoded

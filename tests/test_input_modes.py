@@ -1,0 +1,127 @@
+"""The same audio through every door of the command line gives the same tokens: a file, `transcribe -`
+(a pipe), `transcribe /dev/stdin`, a FIFO and `stream --stdin`; empty input is the same error (exit 3)
+everywhere; a closed stdin is one line. Inputs are made here with soundfile and PyAV."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from test_audio_formats import encode_av, encode_sf, signal
+
+CLI = [sys.executable, "-m", "voxtral"]
+
+
+def run(args, stdin: bytes | None = None, close_stdin: bool = False):
+    """The CLI with `stdin` as its standard input (None: /dev/null; close_stdin: none at all)."""
+    how = {"preexec_fn": lambda: os.close(0)} if close_stdin else {"input": stdin or b""}
+    r = subprocess.run([*CLI, *map(str, args)], capture_output=True, timeout=600, **how)
+    return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("voxtral: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def tokens(out: str) -> list[int]:
+    return [t["id"] for t in json.loads(out)["tokens"]]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A minute of FLAC (44.1 kHz stereo) and of an MP3 written as an encoder writes to a pipe."""
+    d = tmp_path_factory.mktemp("inputs")
+    x = np.tile(signal(44100, 2, 6.0), (10, 1))  # 60 s
+    (d / "a.flac").write_bytes(encode_sf("FLAC", "PCM_16", 44100, x))
+    (d / "a.mp3").write_bytes(encode_av("mp3", "libmp3lame", 44100, x, {"write_xing": "0"}))
+    return d
+
+
+@pytest.mark.parametrize("name", ["a.flac", "a.mp3"])
+def test_a_pipe_gives_the_tokens_of_the_file(tiny_dir, inputs, name):
+    path = inputs / name
+    common = ["-m", tiny_dir, "-d", "cpu", "-q", "-f", "json"]
+    code, from_file, err = run(["transcribe", path, *common])
+    assert code == 0, err
+    code, from_pipe, err = run(["transcribe", "-", *common], stdin=path.read_bytes())
+    assert code == 0, err
+    code, from_dev_stdin, err = run(["transcribe", "/dev/stdin", *common], stdin=path.read_bytes())
+    assert code == 0, err
+    assert json.loads(from_file)["duration"] == json.loads(from_pipe)["duration"] >= 60.0
+    assert tokens(from_file) == tokens(from_pipe) == tokens(from_dev_stdin)
+
+
+def test_a_fifo_gives_the_tokens_of_the_file(tiny_dir, inputs, tmp_path):
+    fifo = tmp_path / "audio.flac"
+    os.mkfifo(fifo)
+    data = (inputs / "a.flac").read_bytes()
+
+    def write():
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    common = ["-m", tiny_dir, "-d", "cpu", "-q", "-f", "json"]
+    code, from_fifo, err = run(["transcribe", fifo, *common])
+    writer.join()
+    assert code == 0, err
+    assert tokens(from_fifo) == tokens(run(["transcribe", inputs / "a.flac", *common])[1])
+
+
+def test_stream_stdin_of_an_mp3_prints_the_offline_text(tiny_dir, inputs):
+    path = inputs / "a.mp3"
+    code, offline, err = run(["transcribe", path, "-m", tiny_dir, "-d", "cpu", "-q", "-f", "json"])
+    assert code == 0, err
+    code, live, err = run(["stream", "--stdin", "-m", tiny_dir, "-d", "cpu", "-q"], stdin=path.read_bytes())
+    assert code == 0, err
+    assert live.strip() == json.loads(offline)["text"]  # txt would break the lines at segments
+
+
+@pytest.mark.parametrize("suffix, fmt, codec", [("m4a", "ipod", "aac"), ("webm", "webm", "libopus")])
+def test_phone_and_browser_recordings_are_accepted(tiny_dir, tmp_path, suffix, fmt, codec):
+    rate = 48000 if codec == "libopus" else 44100
+    path = tmp_path / f"memo.{suffix}"
+    path.write_bytes(encode_av(fmt, codec, rate, signal(rate, 1, 2.0)))
+    code, out, err = run(["transcribe", tmp_path, "-m", tiny_dir, "-d", "cpu", "-q", "-f", "json"])
+    assert code == 0, err
+    assert abs(json.loads(out)["duration"] - 2.0) < 0.1  # found in the directory and read whole
+
+
+EMPTY = "the audio is empty (0 samples); pass a recording with sound in it"
+
+
+@pytest.mark.parametrize(
+    "args, stdin",
+    [
+        (["transcribe", "{empty}"], None),
+        (["transcribe", "-"], "wav"),
+        (["stream", "--stdin"], "wav"),
+        (["stream", "--stdin"], b""),
+        (["stream", "--stdin", "--format", "s16le", "--rate", "16000"], b""),
+        (["transcribe", "-"], b""),
+    ],
+)
+def test_empty_input_is_the_same_error_in_every_mode(tiny_dir, tmp_path, args, stdin):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(encode_sf("WAV", "PCM_16", 16000, np.zeros((0, 1))))
+    args = [a.format(empty=empty) for a in args]
+    code, out, err = run(
+        [*args, "-m", tiny_dir, "-d", "cpu", "-q"], stdin=empty.read_bytes() if stdin == "wav" else stdin
+    )
+    assert code == 3 and out == ""
+    assert one_error_line(err).endswith(EMPTY)
+
+
+@pytest.mark.parametrize("args", [["transcribe", "-"], ["stream", "--stdin"]])
+def test_a_closed_stdin_is_one_line(tiny_dir, args):
+    code, out, err = run([*args, "-m", tiny_dir, "-d", "cpu"], close_stdin=True)
+    assert code == 2 and out == ""
+    assert "standard input, which is closed" in one_error_line(err)
