@@ -20,7 +20,7 @@ import soxr
 from test_stream_audio import Pipe
 
 from voxtral.audio import load_audio
-from voxtral.audio_blocks import file_blocks, read_stream
+from voxtral.audio_blocks import RawFormat, file_blocks, read_stream
 from voxtral.errors import AudioError
 
 SECONDS = 0.6
@@ -260,3 +260,37 @@ def test_a_damaged_compressed_stream_fails_after_the_good_part(tmp_path):
     except AudioError as e:
         assert "bad.opus" in str(e)
     assert n > 0  # what came before the damage was decoded
+
+
+RAW_DTYPES = {
+    "u8": "u1", "s8": "i1", "s16le": "<i2", "s16be": ">i2", "s24le": None, "s24be": None, "s32le": "<i4",
+    "s32be": ">i4", "f32le": "<f4", "f32be": ">f4", "f64le": "<f8", "f64be": ">f8",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("encoding", list(RAW_DTYPES))
+@pytest.mark.parametrize("channels", [1, 3, 8])
+def test_headerless_pcm_every_encoding(encoding, channels):
+    """`stream --stdin --format … --channels …`: exactly the samples a NumPy decode of the bytes gives."""
+    rng = np.random.default_rng(channels)
+    frames = 3001
+    if encoding.startswith("f"):
+        values = rng.uniform(-1, 1, (frames, channels))
+        data, want = values.astype(RAW_DTYPES[encoding]).tobytes(), values.astype(RAW_DTYPES[encoding])
+    elif encoding.startswith("s24"):
+        ints = rng.integers(-(2**23), 2**23, (frames, channels))
+        order = "little" if encoding.endswith("le") else "big"
+        data = b"".join(int(i).to_bytes(3, order, signed=True) for i in ints.ravel())
+        want = ints / 2.0**23
+    else:
+        info = np.iinfo(RAW_DTYPES[encoding])
+        ints = rng.integers(info.min, info.max, (frames, channels), endpoint=True).astype(
+            RAW_DTYPES[encoding]
+        )
+        data = ints.tobytes()
+        bits = 8 * ints.dtype.itemsize
+        want = (ints - 128.0) / 128.0 if encoding == "u8" else ints / 2.0 ** (bits - 1)
+    got = np.concatenate(
+        list(read_stream(io.BufferedReader(Pipe(data)), RawFormat(encoding, 16000, channels)))
+    )
+    np.testing.assert_array_equal(got, np.asarray(want, np.float64).mean(axis=1).astype(np.float32))

@@ -82,6 +82,10 @@ BAD_PARAMS = [
 ]
 
 
+def no_weights(*args):
+    raise AssertionError("the weights were opened before the config was checked")
+
+
 @pytest.mark.parametrize("path, key, value", BAD_PARAMS)
 def test_a_params_number_out_of_range_is_named_before_any_weight_is_read(
     copy_dir, monkeypatch, path, key, value
@@ -90,9 +94,6 @@ def test_a_params_number_out_of_range_is_named_before_any_weight_is_read(
     (copy_dir / "params.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=rf"params.json: '{'.'.join(path + (key,))}' must be"):
         ModelConfig.from_dict(raw)
-
-    def no_weights(*args):
-        raise AssertionError("the weights were opened before the config was checked")
 
     monkeypatch.setattr(checkpoint_module, "open_weights", no_weights)
     with pytest.raises(ConfigError, match=key):
@@ -120,10 +121,13 @@ def test_a_bad_params_number_on_the_command_line(copy_dir, wav):
         ("transcription_delay_ms", "480", "whole number"),
     ],
 )
-def test_a_tekken_number_out_of_range_is_named(copy_dir, key, value, needle):
+def test_a_tekken_number_out_of_range_is_named(copy_dir, monkeypatch, key, value, needle):
     raw = json.loads((copy_dir / "tekken.json").read_text())
     raw.setdefault("audio", {})[key] = value
     (copy_dir / "tekken.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(checkpoint_module, "open_weights", no_weights)
+    with pytest.raises(ConfigError, match=f"audio.{key}"):
+        load_checkpoint(copy_dir)
     code, out, err = voxtral("info", "-m", copy_dir)
     line = one_error_line(err)
     assert code == 4 and "tekken.json" in line and f"audio.{key}" in line and needle in line

@@ -141,18 +141,24 @@ def array_blocks(
 
 
 def resampled(blocks, rate: int, target_rate: int, name: str) -> Iterator[np.ndarray]:
-    """Mono float32 blocks at `rate` → at target_rate; AudioError for non-finite samples or no samples."""
+    """Mono float32 blocks at `rate` → at target_rate; AudioError for non-finite samples, or for no samples
+    at target_rate (none decoded, or too few to make one: 1 sample at 400 kHz)."""
     resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
     n = 0
     for x in blocks:
         if not np.isfinite(x).all():
             raise AudioError(NON_FINITE.format(name=name))
-        n += len(x)
-        yield x if resampler is None else resampler.resample_chunk(x)
+        y = x if resampler is None else resampler.resample_chunk(x)
+        n += len(y)
+        if len(y):
+            yield y
+    if resampler is not None:
+        y = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        n += len(y)
+        if len(y):
+            yield y
     if n == 0:
         raise AudioError(EMPTY.format(name=name))
-    if resampler is not None:
-        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
 def header_seconds(path: str | Path) -> float | None:

@@ -127,7 +127,7 @@ def arrays(x) -> list:
 
 def has_non_finite(weights: GpuWeights) -> bool:
     """True when any uploaded value is NaN or Inf: one memory-bound pass over the weights on the device
-    (cuda/check.cu; about 2 ms for the full model on an H200), one 4-byte read back."""
+    (cuda/check.cu; 5.1 ms for the full model on an H200, 711 launches), one 4-byte read back."""
     import cupy
 
     flag = cupy.zeros(1, np.uint32)
