@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ import soxr
 
 from .errors import AudioError, OptionError
 
+SPOOL_DIR = None  # where a piped input is buffered: the system's temporary directory ($TMPDIR)
+SPOOL_CHUNK = 1 << 20  # bytes copied from a pipe at a time
 BLOCK_S = 10  # seconds of audio handed on at a time (offline); a live stream hands on what it has
 CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
 RAW_HINT = "for headerless PCM pass --format (e.g. s16le) and --rate"
@@ -83,7 +87,10 @@ def is_regular_file(path: str | Path) -> bool:
 def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Mono float32 blocks [S] at target_rate; AudioError (naming the file) when it cannot be read.
 
-    A pipe, FIFO or device (`<(cmd)`, /dev/stdin, mkfifo) is opened once and decoded as it arrives."""
+    A pipe, FIFO or device (`<(cmd)`, /dev/stdin, mkfifo) is read once, front to back, into an unnamed
+    temporary file (SPOOL_DIR, removed by the system even after a crash) and decoded from there exactly as
+    the same bytes in a file would be: an MP3's gapless length header and an MP4 indexed at its end need
+    the whole input (read_stream decodes as bytes arrive, for live input)."""
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: file not found; check the path")
@@ -91,17 +98,25 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
     try:  # opened once, by Python (so any file name the OS accepts works), read front to back
         with open(path, "rb") as f:
-            if not is_regular_file(path):
-                yield from read_stream(f, None, target_rate, str(path), CONVERT_HINT, block_s)
+            if is_regular_file(path):
+                yield from _decode_file(f, str(path), target_rate, block_s)
                 return
-            head = f.read(4)
-            f.seek(0)
-            frames = _sndfile_frames(f, str(path), block_s) if head in SNDFILE_MAGIC else None
-            if frames is None:
-                frames = _ffmpeg_frames(f, str(path), CONVERT_HINT)
-            yield from _mono_blocks(frames, target_rate, str(path), block_s)
+            with tempfile.TemporaryFile(prefix="voxtral-input-", dir=SPOOL_DIR) as spool:
+                shutil.copyfileobj(f, spool, SPOOL_CHUNK)
+                spool.seek(0)
+                yield from _decode_file(spool, str(path), target_rate, block_s)
     except OSError as e:
         raise AudioError(f"{path}: cannot read it ({e.strerror}); {CONVERT_HINT}") from None
+
+
+def _decode_file(f: BinaryIO, name: str, target_rate: int, block_s: float) -> Iterator[np.ndarray]:
+    """Blocks of an open, seekable file: libsndfile for what it reads exactly, else FFmpeg."""
+    head = f.read(4)
+    f.seek(0)
+    frames = _sndfile_frames(f, name, block_s) if head in SNDFILE_MAGIC else None
+    if frames is None:
+        frames = _ffmpeg_frames(f, name, CONVERT_HINT)
+    yield from _mono_blocks(frames, target_rate, name, block_s)
 
 
 def read_stream(
