@@ -298,3 +298,67 @@ def test_headerless_pcm_every_encoding(encoding, channels):
         list(read_stream(io.BufferedReader(Pipe(data)), RawFormat(encoding, 16000, channels)))
     )
     np.testing.assert_array_equal(got, np.asarray(want, np.float64).mean(axis=1).astype(np.float32))
+
+
+@pytest.mark.parametrize("channels", [9, 10, 12, 33, 64])
+def test_headerless_pcm_of_many_channels(channels):
+    """Frames of 18 … 128 bytes that do not divide FFmpeg's 32 KB reads (once a heap overflow)."""
+    x = np.repeat(signal(16000, 1, 1.0), channels, axis=1)
+    data = (x * 32767).astype("<i2").tobytes()
+    got = np.concatenate(
+        list(read_stream(io.BufferedReader(Pipe(data)), RawFormat("s16le", 16000, channels)))
+    )
+    assert len(got) == 16000
+
+
+@pytest.mark.parametrize("frame_bytes", [1, 3, 20, 128, 512])
+@pytest.mark.parametrize("step", [1, 7, 4093, 100000])
+def test_the_stream_reader_never_hands_out_more_than_asked(frame_bytes, step):
+    from voxtral.audio_blocks import _Reader
+
+    data = bytes(range(256)) * 400 + b"\x01\x02"
+    reader, got = _Reader(io.BufferedReader(Pipe(data, step)), frame_bytes), b""
+    for i in range(10**6):
+        ask = (32768, 1000, 5)[i % 3]  # FFmpeg's reads, and short ones (a buffer's remaining space)
+        chunk = reader.read(ask)
+        assert len(chunk) <= ask
+        if not chunk:
+            break
+        got += chunk
+    whole = len(data) // frame_bytes * frame_bytes
+    assert got == data[:whole] and reader.stray == data[whole:]
+
+
+def test_a_wav_whose_sizes_say_zero_is_read_to_its_end(tmp_path):
+    """What a writer that could not seek back may leave: RIFF and data sizes 0. File = pipe = 0.6 s."""
+    x = signal(16000, 1)
+    data = bytearray(encode_sf("WAV", "PCM_16", 16000, x))
+    data[4:8] = bytes(4)
+    data[40:44] = bytes(4)
+    check_modes(tmp_path, "sizes0.wav", bytes(data), 16000, len(x), fifo=True)
+
+
+def test_a_video_file_gives_its_first_audio_track(tmp_path):
+    path = tmp_path / "two.mkv"
+    with av.open(str(path), "w", format="matroska") as container:
+        streams = [container.add_stream("aac", rate=rate) for rate in (22050, 48000)]
+        for stream in streams:
+            stream.layout = "mono"
+        for stream, seconds in zip(streams, (1.0, 2.0), strict=True):
+            frame = av.AudioFrame.from_ndarray(
+                signal(stream.rate, 1, seconds).T.copy(), format="fltp", layout="mono"
+            )
+            frame.sample_rate = stream.rate
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+    assert abs(len(load_audio(path)) - 16000) < 800  # track 0: 1.0 s and AAC's priming (track 1: 2.0 s)
+
+
+def test_concatenated_mp3s_are_read_whole(tmp_path, caplog):
+    """`cat a.mp3 b.mp3`: the second file's header frame is a packet the codec rejects; FFmpeg skips it,
+    so do we (with a warning), and both halves are there."""
+    x = signal(44100, 1, 2.0)
+    one = encode_av("mp3", "libmp3lame", 44100, x)
+    (tmp_path / "two.mp3").write_bytes(one + one)
+    got = load_audio(tmp_path / "two.mp3")
+    assert abs(len(got) - 2 * 32000) < 0.1 * 16000  # plus the first half's encoder padding

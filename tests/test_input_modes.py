@@ -36,10 +36,10 @@ def tokens(out: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """A minute of FLAC (44.1 kHz stereo), of an MP3 written as an encoder writes to a pipe and of one with
+    """18 s of FLAC (44.1 kHz stereo), of an MP3 written as an encoder writes to a pipe and of one with
     a gapless (LAME) length header; 3 s of an M4A indexed at its end (as recorders leave them)."""
     d = tmp_path_factory.mktemp("inputs")
-    x = np.tile(signal(44100, 2, 6.0), (10, 1))  # 60 s
+    x = np.tile(signal(44100, 2, 6.0), (3, 1))  # 18 s
     (d / "a.flac").write_bytes(encode_sf("FLAC", "PCM_16", 44100, x))
     (d / "a.mp3").write_bytes(encode_av("mp3", "libmp3lame", 44100, x, {"write_xing": "0"}))
     (d / "tagged.mp3").write_bytes(encode_av("mp3", "libmp3lame", 44100, x))  # a LAME gapless header
@@ -123,8 +123,41 @@ def test_empty_input_is_the_same_error_in_every_mode(tiny_dir, tmp_path, args, s
     assert one_error_line(err).endswith(EMPTY)
 
 
-@pytest.mark.parametrize("args", [["transcribe", "-"], ["stream", "--stdin"]])
+STDIN_FORMS = [["transcribe", "-"], ["transcribe", "/dev/stdin"], ["stream", "--stdin"]]
+
+
+@pytest.mark.parametrize("args", STDIN_FORMS)
 def test_a_closed_stdin_is_one_line(tiny_dir, args):
     code, out, err = run([*args, "-m", tiny_dir, "-d", "cpu"], close_stdin=True)
     assert code == 2 and out == ""
     assert "standard input, which is closed" in one_error_line(err)
+
+
+@pytest.mark.parametrize("args", STDIN_FORMS)
+def test_a_terminal_on_stdin_is_refused_not_read(tiny_dir, args):
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        cmd = [*CLI, *args, "-m", str(tiny_dir), "-d", "cpu"]
+        r = subprocess.run(cmd, stdin=follower, capture_output=True, timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert r.returncode == 2 and "standard input, which is a terminal" in one_error_line(r.stderr.decode())
+
+
+@pytest.mark.parametrize("suffix", ["mp3", "flac", "m4a", "wav", "ogg"])
+def test_a_zero_byte_file_is_empty_audio_in_one_line(tiny_dir, tmp_path, suffix):
+    path = tmp_path / f"e.{suffix}"
+    path.write_bytes(b"")
+    code, out, err = run(["transcribe", path, "-m", tiny_dir, "-d", "cpu", "-q"])
+    assert code == 3 and out == "" and err.strip().splitlines() == [f"voxtral: error: {path}: {EMPTY}"]
+
+
+def test_float_pcm_of_the_wrong_byte_order_is_one_line(tiny_dir):
+    data = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype("<f4").tobytes()
+    code, out, err = run(
+        ["stream", "--stdin", "--format", "f32be", "--rate", 16000, "-m", tiny_dir, "-q"], stdin=data
+    )
+    assert code == 3 and len(err.strip().splitlines()) == 1 and "non-finite" in one_error_line(err)

@@ -100,6 +100,46 @@ def test_a_params_number_out_of_range_is_named_before_any_weight_is_read(
         load_checkpoint(copy_dir)
 
 
+@pytest.mark.parametrize(
+    "changes, needle",
+    [
+        ({(AUDIO, "sampling_rate"): 8000}, "4 mel frames per token"),
+        ({(AUDIO, "hop_length"): 320}, "4 mel frames per token"),
+        ({(AUDIO, "frame_rate"): 25.0}, "4 mel frames per token"),
+        (
+            {(ENC, "norm_type"): "layer_norm"},
+            "'multimodal.whisper_model_args.encoder_args.norm_type' is 'layer_norm'",
+        ),
+        ({(ENC, "ffn_type"): "gelu"}, "implemented for 'swiglu' only"),
+        ({(ENC, "pos_embed"): "sinusoidal"}, "pos_embed"),
+        ({((), "causal"): False}, "'causal' is False"),
+        ({((), "n_heads"): 5}, "'n_heads' must be a multiple of n_kv_heads"),
+    ],
+)
+def test_numbers_that_do_not_fit_this_model_together_are_named(changes, needle):
+    raw = params("tiny")
+    for (path, key), value in changes.items():
+        set_key(raw, path, key, value)
+    with pytest.raises(ConfigError) as e:
+        ModelConfig.from_dict(raw)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["params.json", "tekken.json", WEIGHTS_FILE])
+@pytest.mark.parametrize("poison_json", ["[" * 100000 + "]" * 100000, "1" + "0" * 5000])
+def test_json_that_python_cannot_parse_is_one_line(copy_dir, name, poison_json):
+    """Nesting deeper than the recursion limit, an integer of more than 4300 digits."""
+    if name == WEIGHTS_FILE:
+        header, start = read_header(copy_dir / name)
+        data = (copy_dir / name).read_bytes()[start:]
+        text = poison_json.encode()
+        (copy_dir / name).write_bytes(len(text).to_bytes(8, "little") + text + data)
+    else:
+        (copy_dir / name).write_text(poison_json)
+    code, _, err = voxtral("info", "-m", copy_dir)
+    assert code == 4 and name in one_error_line(err)
+
+
 def test_a_bad_params_number_on_the_command_line(copy_dir, wav):
     raw = set_key(json.loads((copy_dir / "params.json").read_text()), AUDIO, "hop_length", 0)
     (copy_dir / "params.json").write_text(json.dumps(raw))
@@ -119,6 +159,8 @@ def test_a_bad_params_number_on_the_command_line(copy_dir, wav):
         ("transcription_delay_ms", 50, "must be in 80 … 2400"),
         ("transcription_delay_ms", 10**6, "must be in 80 … 2400"),
         ("transcription_delay_ms", "480", "whole number"),
+        ("transcription_delay_ms", float("nan"), "whole number"),
+        ("streaming_n_left_pad_tokens", float("inf"), "whole number"),
     ],
 )
 def test_a_tekken_number_out_of_range_is_named(copy_dir, monkeypatch, key, value, needle):
@@ -181,6 +223,7 @@ def test_non_finite_weights_are_named_by_tensor(copy_dir, wav, name, value):
     code, out, err = voxtral("transcribe", wav, "-m", copy_dir, "-d", "cpu", "-q", "-f", "json")
     assert code == 4 and out == ""
     assert f"tensor '{name}' has NaN or Inf values" in one_error_line(err)
+    assert len(err.strip().splitlines()) == 1  # no NumPy warnings before it
 
 
 def test_finite_weights_scan_clean(tiny_dir):

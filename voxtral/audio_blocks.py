@@ -1,19 +1,20 @@
 """The one audio reader: a file, pipe, FIFO, stdin or array → mono float32 blocks at 16 kHz (SPEC §2.1).
 
 Every input is opened once and read front to back; its length is what decoding gives, never a header's
-claim. Two well-kept decoders, chosen by the container, never by how the bytes arrive:
+claim. One decoder for every container and codec, so the same bytes give the same samples however they
+arrive: FFmpeg, through PyAV (which bundles it): WAV (PCM, float, μ-law, A-law, ADPCM; RF64, W64), AIFF,
+AU, FLAC, MP3, AAC/M4A/MP4, Ogg Vorbis/Opus, WebM, video files' first audio track, headerless PCM.
+(libsndfile trusts a WAV's data size — 0 from a writer that could not seek back means "empty" to it —
+where FFmpeg reads to the end; one decoder keeps a file and a pipe equal by construction.)
 
-- libsndfile (soundfile) for uncompressed WAV-family, AIFF and AU files on disk, which it reads exactly;
-- FFmpeg (PyAV, which bundles it) for everything else, every pipe and headerless PCM: MP3, AAC/M4A/MP4,
-  Ogg/Opus/Vorbis, FLAC, WebM, … — whatever FFmpeg decodes.
-
-Both give the decoded samples as float64 [S, C] (integers scaled to [-1, 1) exactly), so a WAV read from
-disk and the same bytes on a pipe are the same samples. Channels are averaged (float64), cast to float32
-and resampled with soxr's HQ stream (librosa's "soxr_hq"); load_audio is the concatenation of the blocks.
+Decoded frames become float64 [S, C] (integers scaled to [-1, 1) exactly); channels are averaged
+(float64), cast to float32 and resampled with soxr's HQ stream (librosa's "soxr_hq"); load_audio is the
+concatenation of the blocks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from .errors import AudioError, OptionError
@@ -44,8 +44,7 @@ EMPTY = "{name}: the audio is empty (0 samples); pass a recording with sound in 
 NON_FINITE = (
     "{name}: the audio has non-finite samples (NaN, Inf, or beyond float32's range); fix or re-export it"
 )
-# first bytes of the containers libsndfile reads exactly (PCM/float/G.711 WAV, RF64, W64, AIFF, AU)
-SNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"riff", b"FORM", b".snd")
+log = logging.getLogger(__name__)
 PCM_CODEC = re.compile(r"pcm_[suf](\d+)(?:le|be)?(?:_planar)?|pcm_(mulaw|alaw)")  # group 1: bits a sample
 # headerless PCM: name → bytes per sample (the names are FFmpeg's raw demuxers)
 ENCODINGS = {
@@ -110,13 +109,10 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
 
 
 def _decode_file(f: BinaryIO, name: str, target_rate: int, block_s: float) -> Iterator[np.ndarray]:
-    """Blocks of an open, seekable file: libsndfile for what it reads exactly, else FFmpeg."""
-    head = f.read(4)
-    f.seek(0)
-    frames = _sndfile_frames(f, name, block_s) if head in SNDFILE_MAGIC else None
-    if frames is None:
-        frames = _ffmpeg_frames(f, name, CONVERT_HINT)
-    yield from _mono_blocks(frames, target_rate, name, block_s)
+    """Blocks of an open, seekable file."""
+    if os.fstat(f.fileno()).st_size == 0:
+        raise AudioError(EMPTY.format(name=name))
+    yield from _mono_blocks(_ffmpeg_frames(_Seekable(f), name, CONVERT_HINT), target_rate, name, block_s)
 
 
 def read_stream(
@@ -136,7 +132,7 @@ def read_stream(
     if raw is None:
         frames = _ffmpeg_frames(reader, name, hint)
     else:
-        layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels}c")
+        layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels} channels")
         options = {"sample_rate": str(raw.rate), "ch_layout": layout}
         frames = _ffmpeg_frames(reader, name, hint, raw.encoding, options)
     yield from _mono_blocks(frames, target_rate, name, block_s)
@@ -182,68 +178,47 @@ def header_seconds(path: str | Path) -> float | None:
     if not is_regular_file(path):
         return None
     try:
-        with open(path, "rb") as f:
-            if f.read(4) in SNDFILE_MAGIC:
-                f.seek(0)
-                info = sf.info(f)
-                return info.frames / info.samplerate if info.samplerate > 0 else None
-            f.seek(0)
-            import av
+        import av
 
-            with av.open(f) as container:
-                return None if container.duration is None else container.duration / 1e6
+        with open(path, "rb") as f, av.open(_Seekable(f)) as container:
+            return None if container.duration is None else container.duration / 1e6
     except Exception:  # any unreadable file: decoding reports it properly
         return None
 
 
-# --- decoders: float64 [S, C] blocks and their rate ---------------------------------------------------
-
-
-def _sndfile_frames(f: BinaryIO, name: str, block_s: float) -> Iterator[tuple[np.ndarray, int]] | None:
-    """libsndfile's blocks of an open regular file, read until it has no more; None when libsndfile
-    cannot open it (a compressed codec in a WAV, say: FFmpeg gets it)."""
-    try:
-        snd = sf.SoundFile(f)
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError):
-        f.seek(0)
-        return None
-
-    def frames():
-        with snd:
-            rate, step = snd.samplerate, max(1, int(snd.samplerate * max(block_s, 0.1)))
-            while True:
-                try:
-                    x = snd.read(step, dtype="float64", always_2d=True)
-                except (sf.SoundFileError, RuntimeError, ValueError) as e:
-                    raise AudioError(f"{name}: cannot decode audio ({_reason(e)}); {CONVERT_HINT}") from None
-                if len(x) == 0:
-                    return
-                yield x, rate
-
-    return frames()
+# --- the decoder: float64 [S, C] frames and their rate ---------------------------------------------------
 
 
 def _ffmpeg_frames(
     f, name: str, hint: str, fmt: str | None = None, options: dict | None = None
 ) -> Iterator[tuple[np.ndarray, int]]:
-    """FFmpeg's decoded frames of the best audio stream of an open file or stream (PyAV)."""
+    """FFmpeg's decoded frames of the first audio stream of an open file or stream (PyAV). A packet the
+    codec rejects is skipped, as FFmpeg itself does (a warning says how many); a container that cannot
+    be read further is an AudioError after the frames before it."""
     import av
 
     try:
         container = av.open(f, mode="r", format=fmt, options=options or {})
     except av.FFmpegError as e:
-        if (f.n_bytes if isinstance(f, _Reader) else os.fstat(f.fileno()).st_size) == 0:
+        if isinstance(f, _Reader) and f.n_bytes == 0 and f.at_end():
             raise AudioError(EMPTY.format(name=name)) from None
         raise AudioError(f"{name}: cannot decode audio ({_reason(e)}); {hint}") from None
     with container:
-        stream = container.streams.best("audio")
-        if stream is None:
+        if not container.streams.audio:
             raise AudioError(f"{name}: has no audio stream; pass a file with sound in it")
-        n = 0
+        stream = container.streams.audio[0]
+        n = skipped = packets = 0
         try:
             for packet in container.demux(stream):
-                for frame in _decoded(packet, stream.codec_context):
-                    x = _frame_samples(frame)
+                packets += 1
+                try:
+                    frames = _decoded(packet, stream.codec_context)
+                except av.FFmpegError:
+                    skipped += 1
+                    continue
+                for frame in frames:
+                    with np.errstate(all="ignore"):  # a signalling NaN cast; resampled() reports it
+                        x = _frame_samples(frame)
                     n += len(x)
                     yield x, frame.sample_rate
         except av.FFmpegError as e:
@@ -253,6 +228,10 @@ def _ffmpeg_frames(
             raise AudioError(
                 f"{name}: cannot decode audio after {n / rate:.2f} s ({_reason(e)}); {hint}"
             ) from None
+        if skipped:
+            log.warning(
+                "%s: skipped %d damaged packet(s) of %d; the audio there is missing", name, skipped, packets
+            )
 
 
 def _decoded(packet, codec_context) -> list:
@@ -298,7 +277,8 @@ def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterato
         for x, r in _chain(first, frames):
             if r != rate:
                 raise AudioError(f"{name}: the sample rate changes from {rate} to {r} Hz; {CONVERT_HINT}")
-            held.append(_float32(x.mean(axis=1)))
+            with np.errstate(all="ignore"):  # inf − inf in a mean: NaN, which resampled() reports
+                held.append(_float32(x.mean(axis=1)))
             n_held += len(x)
             if n_held >= block_s * rate:
                 yield np.concatenate(held) if len(held) > 1 else held[0]
@@ -321,30 +301,64 @@ def _float32(x: np.ndarray) -> np.ndarray:
 
 
 def _reason(e: Exception) -> str:
-    """An exception's message on one line (libsndfile's error string, FFmpeg's strerror)."""
+    """An exception's message on one line (FFmpeg's strerror, else its text)."""
     text = getattr(e, "error_string", None) or getattr(e, "strerror", None) or str(e)
     return " ".join(str(text).split())
 
 
 class _Reader:
-    """A byte stream as FFmpeg sees it: read(n) returns what is there now (a pipe is decoded as it
-    arrives), no seeking; counts the bytes handed on. With frame_bytes (headerless PCM) it hands on whole
-    frames only and keeps a cut-off last frame back (`stray`), which FFmpeg would reject with the packet
-    it ends, losing the samples before it."""
+    """A byte stream as FFmpeg sees it: read(n) returns at most n bytes, what is there now (a pipe is
+    decoded as it arrives), no seeking; counts the bytes handed on. With frame_bytes (headerless PCM) the
+    bytes after the last whole frame are never handed on (`stray` at the end): FFmpeg would reject the
+    packet they end, losing the samples before them. Until the end it keeps frame_bytes − 1 bytes back."""
 
     def __init__(self, stream: BinaryIO, frame_bytes: int = 1):
         self._read = getattr(stream, "read1", None) or stream.read
-        self.frame_bytes, self.n_bytes, self.stray = frame_bytes, 0, b""
+        self.frame_bytes, self.n_bytes, self._buf, self._eof = frame_bytes, 0, b"", False
 
     def read(self, n: int = -1) -> bytes:
         n = n if n > 0 else 1 << 16
-        data = self.stray
-        while True:
-            more = self._read(n)
-            data += more
-            if not more or len(data) >= self.frame_bytes:
-                break
-        whole = len(data) // self.frame_bytes * self.frame_bytes
-        data, self.stray = data[:whole], data[whole:]
+        keep = self.frame_bytes - 1
+        while not self._eof and len(self._buf) <= keep:
+            more = self._read(max(n, self.frame_bytes))
+            self._eof = not more
+            self._buf += more
+        if self._eof:
+            limit = len(self._buf) - (self.n_bytes + len(self._buf)) % self.frame_bytes
+        else:
+            limit = len(self._buf) - keep
+        data, self._buf = self._buf[: min(n, limit)], self._buf[min(n, limit) :]
         self.n_bytes += len(data)
         return data
+
+    @property
+    def stray(self) -> bytes:
+        """The bytes of a cut-off last frame, once the stream has ended."""
+        return self._buf if self._eof else b""
+
+    def at_end(self) -> bool:
+        """True when the stream has ended with nothing left (reads once more if it has not said so)."""
+        if not self._eof and not self._buf:
+            more = self._read(1 << 16)
+            self._eof, self._buf = not more, more
+        return self._eof and not self._buf
+
+
+class _Seekable:
+    """A regular file for FFmpeg: read, seek and tell, where a seek FFmpeg tries past the ends (probing an
+    empty or cut file) fails quietly instead of PyAV printing the exception."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self.f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return self.f.seek(offset, whence)
+        except (OSError, ValueError):
+            return -1
+
+    def tell(self) -> int:
+        return self.f.tell()

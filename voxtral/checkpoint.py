@@ -172,8 +172,13 @@ def read_header(path: Path) -> tuple[dict, int]:
             raise CheckpointError(f"{path}: not a safetensors file or truncated header")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise CheckpointError(f"{path}: corrupt safetensors header") from None
+        except (
+            UnicodeDecodeError,
+            json.JSONDecodeError,
+            RecursionError,
+            ValueError,
+        ):  # ValueError: huge ints
+            raise CheckpointError(f"{path}: corrupt safetensors header; download it again") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header")
     header.pop("__metadata__", None)

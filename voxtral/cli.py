@@ -148,15 +148,20 @@ STDIN = "/dev/stdin"
 
 
 def _stdin_as_file(inputs: list[str]) -> list[str]:
-    """`-` → /dev/stdin (a pipe: read once, as a stream); OptionError when stdin is a terminal or closed.
-    A file named `-` is `./-`."""
-    if "-" not in inputs:
+    """`-` → /dev/stdin (read once); OptionError when stdin is a terminal or closed, for `-` and for
+    `/dev/stdin` named as such. A file named `-` is `./-`."""
+    if "-" not in inputs and STDIN not in inputs:
         return inputs
-    if sys.stdin is None:
-        raise OptionError("- reads audio from standard input, which is closed; pipe a file into it")
-    if sys.stdin.isatty():
-        raise OptionError("- reads audio from standard input, which is a terminal; pipe a file into it")
+    check_stdin("-" if "-" in inputs else STDIN)
     return [STDIN if name == "-" else name for name in inputs]
+
+
+def check_stdin(what: str) -> None:
+    """OptionError unless standard input is open and not a terminal (audio must be piped into it)."""
+    if sys.stdin is None:
+        raise OptionError(f"{what} reads audio from standard input, which is closed; pipe a file into it")
+    if sys.stdin.isatty():
+        raise OptionError(f"{what} reads audio from standard input, which is a terminal; pipe a file into it")
 
 
 def _check_device_and_delay(device: str, delay_ms: int | None) -> None:
@@ -368,7 +373,7 @@ def transcribe(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="Audio files (any format libsndfile reads), directories (their audio files) "
+            help="Audio files (any format FFmpeg decodes), directories (their audio files) "
             "or quoted glob patterns ('**' recurses).",
             metavar="INPUT",
         ),

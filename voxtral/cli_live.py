@@ -27,6 +27,7 @@ from .cli import (
     _load,
     _setup_logging,
     app,
+    check_stdin,
 )
 from .errors import OptionError, VoxtralError
 from .outputs import (
@@ -100,8 +101,7 @@ def _source(stdin: bool, mic: bool, raw: str | None, rate: int | None, channels:
     if mic:
         return microphone()
     fmt = None if raw is None else RawFormat(raw, rate, channels)
-    if sys.stdin is None:  # started with stdin closed (`<&-`)
-        raise OptionError("--stdin reads audio from standard input, which is closed; pipe audio into it")
+    check_stdin("--stdin")
     return read_stream(sys.stdin.buffer, fmt)
 
 

@@ -62,6 +62,7 @@ MAX_LAYERS = 1 << 10
 MAX_HEADS = 1 << 10
 MAX_WINDOW = 1 << 20  # attention positions
 MAX_VOCAB = 1 << 22
+STRUCTURE = {"causal": True, "pos_embed": "rope", "ffn_type": "swiglu", "norm_type": "rms_norm"}
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,15 @@ class TransformerConfig:
             use_biases=_get(section, path, "use_biases", bool),
         )
         if fields["n_heads"] % fields["n_kv_heads"]:
-            raise ConfigError(f"params.json: '{'.'.join(path)}' n_heads must be a multiple of n_kv_heads")
+            raise ConfigError(
+                f"params.json: '{'.'.join(path + ('n_heads',))}' must be a multiple of n_kv_heads"
+            )
+        for key, supported in STRUCTURE.items():  # what this implementation computes, when the file says
+            if key in section and section[key] != supported:
+                raise ConfigError(
+                    f"params.json: '{'.'.join(path + (key,))}' is {section[key]!r}; this model is "
+                    f"implemented for {supported!r} only"
+                )
         if fields["head_dim"] % 2:
             raise ConfigError(f"params.json: '{'.'.join(path + ('head_dim',))}' must be even (RoPE pairs)")
         return fields
@@ -192,6 +201,13 @@ class ModelConfig:
         spt = audio.sampling_rate / audio.frame_rate
         if not math.isclose(spt, round(spt)) or round(spt) % audio.hop_length:
             raise ConfigError("params.json: sampling_rate / frame_rate must be a whole number of hops")
+        conv_stride = 2  # the conv stem halves the mel frames (SPEC §3.1)
+        if audio.frames_per_token != conv_stride * audio.downsample_factor:
+            raise ConfigError(
+                f"params.json: sampling_rate / frame_rate / hop_length = {audio.frames_per_token} mel frames "
+                f"per token, but the encoder turns {conv_stride} × downsample_factor = "
+                f"{conv_stride * audio.downsample_factor} into one; the audio numbers do not fit this model"
+            )
         return cls(encoder=enc, decoder=dec, audio=audio)
 
     @classmethod
@@ -204,4 +220,6 @@ class ModelConfig:
             raise ConfigError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        except (RecursionError, ValueError) as e:  # nesting too deep, an integer of > 4300 digits
+            raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
         return cls.from_dict(raw)

@@ -18,11 +18,11 @@ from pathlib import Path
 from .audio_blocks import header_seconds, is_regular_file
 from .errors import AudioError, OptionError, OutputError, VoxtralError
 
-# what a directory is searched for (libsndfile's common containers, MP3 included since 1.1)
+# what a directory is searched for: audio containers, and video ones (their first audio track)
 AUDIO_SUFFIXES = frozenset(
     (
         ".wav .wave .flac .ogg .oga .opus .mp3 .mp2 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .m4a .m4b .mp4 "
-        ".aac .webm .weba .mka .mkv .mov .wma .amr .3gp .ac3 .spx"
+        ".aac .webm .weba .mka .mkv .mov .wma .amr .3gp .ac3 .spx .avi .ts .mts .m2ts .mpg .mpeg .flv .wmv"
     ).split()
 )
 GLOB_CHARS = frozenset("*?[")

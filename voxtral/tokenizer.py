@@ -12,6 +12,7 @@ import base64
 import binascii
 import codecs
 import json
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -47,7 +48,12 @@ def _int(
             raise _fail(source, f"missing key '{where}.{key}'")
         return default
     value = section[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
         raise _fail(source, f"'{where}.{key}' must be a whole number, got {value!r}")
     if not lo <= value <= hi:
         raise _fail(source, f"'{where}.{key}' must be in {lo} … {hi}, got {value!r}")
@@ -112,6 +118,8 @@ class Tokenizer:
                 raw = json.load(f)
         except json.JSONDecodeError as e:
             raise _fail(str(path), f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
+        except (RecursionError, ValueError) as e:  # nesting too deep, an integer of > 4300 digits
+            raise _fail(str(path), f"invalid JSON ({type(e).__name__}: {str(e)[:80]})") from None
         except OSError as e:
             raise _fail(str(path), f"cannot read it ({e.strerror}); check its permissions") from None
         except UnicodeDecodeError:
