@@ -32,6 +32,7 @@ from .streams import (
 
 CLIP = "60s_i_dont_want_anyones_life_on_my_hands.wav"  # audio/night1968/, shipped in the wheel too
 COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
+READ_BYTES = 1 << 30  # host memory read (all cores) for the CPU's bandwidth ceiling
 GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 
 
@@ -140,6 +141,31 @@ def _gpu_ceilings() -> dict:
     return {"copy_GBps": 2 * COPY_BYTES / copy_s / 1e9, "gemm_TFLOPs": 2 * GEMM_SIZE**3 / gemm_s / 1e12}
 
 
+def _cpu_ceilings() -> dict:
+    """Measured host read bandwidth (every core summing its share of 1 GB), the threads the CPU backend
+    runs on and the BLAS libraries in use (threadpoolctl)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    from ..cpu.linear import cores
+
+    data = np.ones(READ_BYTES // 4, np.float32)
+    parts = np.array_split(data, cores())
+    samples = []
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for _ in range(4):
+            t0 = time.perf_counter()
+            list(pool.map(lambda part: float(part.sum()), parts))
+            samples.append(time.perf_counter() - t0)
+    blas = [
+        {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
+        for lib in threadpool_info()
+        if lib.get("user_api") == "blas"
+    ]
+    return {"read_GBps": READ_BYTES / min(samples[1:]) / 1e9, "threads": cores(), "blas": blas}
+
+
 def _long_audio(samples: np.ndarray, n_positions: int, spt: int) -> np.ndarray:
     reps = -(-(n_positions * spt) // len(samples))
     return np.tile(samples, reps)
@@ -225,6 +251,7 @@ def bench_device(
         report.extra = _gpu_ceilings() | memory
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
+        report.extra = _cpu_ceilings()
     if opts.stream:
         report.stream = stream_report(model, samples, opts.stream_chunk_ms, opts.stream_paced_s)
     if opts.batch:
@@ -236,13 +263,16 @@ def bench_device(
 
 def add_rooflines(report: DeviceReport, cfg: ModelConfig) -> None:
     """Decode step vs the bandwidth floor and encoder vs the GEMM rate, both measured in the same run."""
-    bw, rate = report.extra.get("copy_GBps"), report.extra.get("gemm_TFLOPs")
+    bw = report.extra.get("copy_GBps") or report.extra.get("read_GBps")  # GPU: copy; CPU: read
+    rate = report.extra.get("gemm_TFLOPs")
     if not bw:
         return
     for row in report.decode_profile:
         floor_ms = decode_bytes(cfg, row["position"]) / (bw * 1e9) * 1000
         row["roofline_ms"] = floor_ms
         row["roofline_pct"] = 100 * floor_ms / row["median_ms"]
+    if not rate:
+        return
     n_frames = int(report.audio_s * cfg.audio.sampling_rate) // cfg.audio.hop_length
     flops = encoder_flops(cfg, n_frames)
     report.extra["encoder_flop_limit_ms"] = flops / (rate * 1e12) * 1000
@@ -317,6 +347,12 @@ def table(result: dict) -> str:
                 f"{x.get('encoder_flop_pct', 0):.0f}% of its FLOP limit "
                 f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
                 f"device memory {x['pool_total'] / 1e9:.2f} GB (one stream, {r['audio_s']:.0f} s audio)"
+            )
+        if "read_GBps" in x:
+            libs = ", ".join(f"{b['internal_api']} {b['version']}" for b in x["blas"]) or "none found"
+            lines.append(
+                f"       read bandwidth {x['read_GBps']:.1f} GB/s on {x['threads']} threads; decode GEMVs: "
+                f"Numba on {x['threads']} threads; GEMMs: BLAS {libs}"
             )
         if r.get("stream"):
             lines += stream_lines(r["stream"])

@@ -16,6 +16,7 @@ import numpy as np
 from ..checkpoint import Weights
 from ..config import DecoderConfig
 from . import ops
+from .linear import blas_in_pool
 from .transformer import KVCache, stack
 
 
@@ -103,6 +104,7 @@ class Decoder:
         caches = slots[0].cache if len(set(map(id, slots))) == 1 else [s.cache for s in slots]
         return forward(h, pos, self.w, self.cfg, caches, self.ada)
 
+    @blas_in_pool
     def prefill(self, slot: int, tokens: np.ndarray) -> None:
         """Positions 0 … len−2 with the given inputs; tokens[−1] is the first step's input."""
         tokens, s = np.asarray(tokens), self.slots[slot]
@@ -114,6 +116,7 @@ class Decoder:
             s.pos += len(part)
         s.pending = int(tokens[-1])
 
+    @blas_in_pool
     def step(self, slots: list[int], n: int, inputs=None, logits: bool = False):
         """n greedy steps of every given slot together → (tokens [k, n], logits [k, n, V] or None).
 

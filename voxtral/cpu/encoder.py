@@ -14,6 +14,7 @@ import numpy as np
 from ..checkpoint import Weights
 from ..config import ModelConfig
 from . import ops
+from .linear import blas_in_pool
 from .transformer import KVCache, stack
 
 CHUNK_POSITIONS = 512  # encoder positions per chunk of an offline input; a multiple of the downsample factor
@@ -142,6 +143,7 @@ class Encoder:
     def leave(self, slot: int) -> None:
         self.slots[slot] = None
 
+    @blas_in_pool
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """(slot, its next mel frames [M, T], any T ≥ 0) → each slot's new audio embeddings [k, D]."""
         return [self.slots[slot].feed(mel) for slot, mel in items]

@@ -10,18 +10,27 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf
 
+from .linear import fast_path, linear_bf16
+
 # Rows of a weight widened from BF16 at a time in `linear`: bounds the float copy to a few MB
 # (a full-size ffn weight is 9216 × 3072) so the CPU never holds a float32 model.
 LINEAR_ROW_BLOCK = 1024
 
 
 def linear(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """y = x · wᵀ + b with w [N, K] in any dtype (BF16 included), computed in x.dtype."""
-    n = w.shape[0]
-    y = np.empty(x.shape[:-1] + (n,), dtype=x.dtype)  # [T, N]
-    for r in range(0, n, LINEAR_ROW_BLOCK):
-        block = np.asarray(w[r : r + LINEAR_ROW_BLOCK]).astype(x.dtype)  # [n_block, K]
-        np.matmul(x, block.T, out=y[..., r : r + LINEAR_ROW_BLOCK])
+    """y = x · wᵀ + b with w [N, K] in any dtype (BF16 included), computed in x.dtype.
+
+    float32 x with BF16 w: cpu/linear.py (tiles widened by a shift, all cores); other dtypes (the float64
+    reference): row blocks cast by NumPy."""
+    k, n = w.shape[1], w.shape[0]
+    x2 = x.reshape(-1, k)
+    if fast_path(x2, w):
+        y = linear_bf16(x2, w).reshape(x.shape[:-1] + (n,))
+    else:
+        y = np.empty(x.shape[:-1] + (n,), dtype=x.dtype)  # [T, N]
+        for r in range(0, n, LINEAR_ROW_BLOCK):
+            block = np.asarray(w[r : r + LINEAR_ROW_BLOCK]).astype(x.dtype)  # [n_block, K]
+            np.matmul(x, block.T, out=y[..., r : r + LINEAR_ROW_BLOCK])
     if b is not None:
         y += np.asarray(b).astype(x.dtype)
     return y
@@ -70,16 +79,17 @@ def attention(
     t, h, dh = q.shape
     hkv = k.shape[1]
     group = h // hkv
-    qg = q.reshape(t, hkv, group, dh)  # [T, Hkv, G, Dh]
-    scores = np.einsum("tkgd,skd->kgts", qg, k) / np.sqrt(dh).astype(q.dtype)  # [Hkv, G, T, S]
+    qg = q.reshape(t, hkv, group, dh).transpose(1, 2, 0, 3)  # [Hkv, G, T, Dh]
+    kt = k.transpose(1, 2, 0)[:, None]  # [Hkv, 1, Dh, S]
+    scores = np.matmul(qg, kt) / np.sqrt(dh).astype(q.dtype)  # [Hkv, G, T, S]: a batched GEMM per head
     rel = q_pos[:, None] - k_pos[None, :]  # [T, S]
     visible = (rel >= 0) & (rel < window)
     scores = np.where(visible[None, None], scores, -np.inf)
     scores -= scores.max(axis=-1, keepdims=True)
     p = np.exp(scores)
     p /= p.sum(axis=-1, keepdims=True)
-    out = np.einsum("kgts,skd->tkgd", p, v)  # [T, Hkv, G, Dh]
-    return out.reshape(t, h, dh)
+    out = np.matmul(p, v.transpose(1, 0, 2)[:, None])  # [Hkv, G, T, Dh]
+    return out.transpose(2, 0, 1, 3).reshape(t, h, dh)
 
 
 def time_embedding(t: float, dim: int, dtype=np.float32) -> np.ndarray:

@@ -1,0 +1,162 @@
+"""y = x · wᵀ with BF16 weights on the CPU at memory speed (SPEC §8): compiled loops on every core.
+
+BF16 is the top half of a float32, so widening is a 16-bit shift. NumPy alone needs a pass that writes
+the widened weights before BLAS reads them again; that tops out near 12 GB/s of BF16 on one core here
+and does not scale. So the two loops that matter are compiled with Numba (LLVM, vectorised, GIL released)
+and run on a pool of Python threads, one per core, each over its own rows:
+
+- Few rows of x (a decode step, T ≤ GEMV_ROWS): `gemv` reads each weight row once, widens it into a row
+  buffer that stays in L1 and takes its dot product with every row of x: the weights are read from memory
+  once, as BF16, fused with the arithmetic. Float32 accumulation (vector lanes, reassociated).
+- Many rows (prefill, encoder chunks): each thread widens blocks of its rows (`widen`) into its own float32
+  buffer and multiplies them by all of x with BLAS.
+
+One layer of threads only: BLAS runs one thread per call inside the pool (`blas_in_pool` around the
+backend's calls), and the pool's threads sleep when idle. Two spinning pools (Numba's or BLAS's own next
+to each other) cut a 2-core machine's GEMM rate from ~140 to ~25 GFLOP/s.
+
+The kernels compile on first use (about 1 s) and are cached on disk next to this module (Numba's
+`cache=True`); later processes load them in ~0.3 s. Weights under COMPILED_MIN_VALUES (a tiny test
+model's) take plain NumPy. No float32 copy of the model is ever held.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import ml_dtypes
+import numpy as np
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+GEMV_ROWS = 16  # up to this many rows of x: the fused decode GEMV
+BLOCK_BYTES = 16 << 20  # float32 bytes of one widened block on the GEMM path (per thread)
+COMPILED_MIN_VALUES = 1 << 20  # smaller weights (a tiny test model's) take NumPy: loading Numba costs 0.4 s
+CHUNKS_PER_THREAD = 4  # row ranges per thread in a decode GEMV (evens out the threads' finishing times)
+
+
+def cores() -> int:
+    """CPUs this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Pool:
+    """The worker threads (one per core, made on first use) and each thread's widening buffer."""
+
+    def __init__(self):
+        self.n = cores()
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+        self.local = threading.local()
+        self.controller = None
+
+    def map(self, fn, parts) -> None:
+        if len(parts) == 1:
+            fn(parts[0])
+            return
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(self.n, thread_name_prefix="voxtral-cpu")
+        list(self.executor.map(fn, parts))
+
+    def buffer(self, n_values: int) -> np.ndarray:
+        """This thread's uint32 buffer of at least n_values."""
+        buf = getattr(self.local, "buf", None)
+        if buf is None or buf.size < n_values:
+            buf = self.local.buf = np.empty(n_values, np.uint32)
+        return buf[:n_values]
+
+
+POOL = _Pool()
+
+
+def blas_in_pool(method):
+    """Decorator for the backend's calls: BLAS one thread per call (threadpoolctl; the pool is the
+    parallelism) and no NumPy floating-point warnings on stderr (damaged weights give NaN/Inf; the
+    decoder's non-finite check reports them once, by tensor)."""
+
+    def wrapped(*args, **kwargs):
+        if POOL.controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            POOL.controller = ThreadpoolController()
+        with POOL.controller.limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
+            return method(*args, **kwargs)
+
+    wrapped.__name__, wrapped.__doc__ = method.__name__, method.__doc__
+    return wrapped
+
+
+@functools.cache
+def kernels():
+    """The compiled (gemv, widen) pair: Numba is imported and the loops compiled on first use only."""
+    from numba import njit
+
+    # reassociation lets LLVM keep several partial sums in vector lanes; no other fast-math flag, so
+    # NaN and Inf weights still give NaN logits (the non-finite check relies on it)
+    flags = {"reassoc", "contract"}
+
+    @njit(nogil=True, cache=True, fastmath=flags)
+    def gemv(w, x, y, r0, r1):  # rows r0 … r1−1: w [N, K] uint16 (BF16 bits), x [T, K] f32, y [T, N] f32
+        k = w.shape[1]
+        t = x.shape[0]
+        bits = np.empty(k, np.uint32)
+        row = bits.view(np.float32)
+        for i in range(r0, r1):
+            for j in range(k):
+                bits[j] = np.uint32(w[i, j]) << np.uint32(16)
+            for r in range(t):
+                acc = np.float32(0.0)
+                for j in range(k):
+                    acc += row[j] * x[r, j]
+                y[r, i] = acc
+
+    @njit(nogil=True, cache=True)
+    def widen(w, r0, out):  # rows r0 … r0 + len(out) − 1 of w [N, K] uint16 → out [m, K] uint32 (f32 bits)
+        m, k = out.shape
+        for i in range(m):
+            for j in range(k):
+                out[i, j] = np.uint32(w[r0 + i, j]) << np.uint32(16)
+
+    return gemv, widen
+
+
+def linear_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x [T, K] float32 · w [N, K] BF16 ᵀ → [T, N] float32 (float32 accumulation)."""
+    t, k = x.shape
+    n = w.shape[0]
+    y = np.empty((t, n), np.float32)
+    if n == 0 or t == 0:
+        return y
+    gemv, widen = kernels()
+    bits = np.asarray(w).view(np.uint16)
+    x = np.ascontiguousarray(x)
+    chunks = max(1, min(n, POOL.n * (CHUNKS_PER_THREAD if t <= GEMV_ROWS else 1)))
+    step = -(-n // chunks)
+    parts = [(r, min(r + step, n)) for r in range(0, n, step)]
+    if t <= GEMV_ROWS:
+        POOL.map(lambda part: gemv(bits, x, y, *part), parts)
+        return y
+    rows = max(1, BLOCK_BYTES // (4 * k))
+
+    def run(part):
+        r0, r1 = part
+        buf = POOL.buffer(min(rows, r1 - r0) * k)
+        for r in range(r0, r1, rows):
+            m = min(rows, r1 - r)
+            block = buf[: m * k].reshape(m, k)
+            widen(bits, r, block)
+            np.matmul(x, block.view(np.float32).T, out=y[:, r : r + m])
+
+    POOL.map(run, parts)
+    return y
+
+
+def fast_path(x: np.ndarray, w: np.ndarray) -> bool:
+    """True when linear_bf16 applies: float32 x [T, K] and a BF16 w of at least COMPILED_MIN_VALUES."""
+    return x.dtype == np.float32 and w.dtype == BF16 and x.ndim == 2 and w.size >= COMPILED_MIN_VALUES
