@@ -126,7 +126,9 @@ def test_numbers_that_do_not_fit_this_model_together_are_named(changes, needle):
 
 
 @pytest.mark.parametrize("name", ["params.json", "tekken.json", WEIGHTS_FILE])
-@pytest.mark.parametrize("poison_json", ["[" * 100000 + "]" * 100000, "1" + "0" * 5000])
+@pytest.mark.parametrize(
+    "poison_json", ["[" * 100000 + "]" * 100000, "1" + "0" * 5000], ids=["deep-nesting", "5001-digit-int"]
+)  # short ids: the test id goes into PYTEST_CURRENT_TEST, the environment of the voxtral subprocess
 def test_json_that_python_cannot_parse_is_one_line(copy_dir, name, poison_json):
     """Nesting deeper than the recursion limit, an integer of more than 4300 digits."""
     if name == WEIGHTS_FILE:

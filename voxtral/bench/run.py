@@ -33,6 +33,7 @@ from .streams import (
 CLIP = "60s_i_dont_want_anyones_life_on_my_hands.wav"  # audio/night1968/, shipped in the wheel too
 COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
 READ_BYTES = 1 << 30  # host memory read (all cores) for the CPU's bandwidth ceiling
+READ_REPEATS = 10  # the fastest of these reads (after the first) is the ceiling
 GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 
 
@@ -154,7 +155,7 @@ def _cpu_ceilings() -> dict:
     parts = np.array_split(data, cores())
     samples = []
     with ThreadPoolExecutor(len(parts)) as pool:
-        for _ in range(4):
+        for _ in range(READ_REPEATS):
             t0 = time.perf_counter()
             list(pool.map(lambda part: float(part.sum()), parts))
             samples.append(time.perf_counter() - t0)

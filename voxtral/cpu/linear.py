@@ -2,18 +2,19 @@
 
 BF16 is the top half of a float32, so widening is a 16-bit shift. NumPy alone needs a pass that writes
 the widened weights before BLAS reads them again; that tops out near 12 GB/s of BF16 on one core here
-and does not scale. So the two loops that matter are compiled with Numba (LLVM, vectorised, GIL released)
-and run on a pool of Python threads, one per core, each over its own rows:
+and does not scale. So the two loops that matter are compiled with Numba (LLVM, vectorised, GIL released):
 
 - Few rows of x (a decode step, T ≤ GEMV_ROWS): `gemv` reads each weight row once, widens it into a row
   buffer that stays in L1 and takes its dot product with every row of x: the weights are read from memory
-  once, as BF16, fused with the arithmetic. Float32 accumulation (vector lanes, reassociated).
-- Many rows (prefill, encoder chunks): each thread widens blocks of its rows (`widen`) into its own float32
-  buffer and multiplies them by all of x with BLAS.
+  once, as BF16, fused with the arithmetic. Float32 accumulation (vector lanes, reassociated). One Numba
+  parallel region per GEMV: handing each thread a task from Python costs ~20 µs, which at 183 GEMVs a
+  step on 16 cores was 0.2 s a step.
+- Many rows (prefill, encoder chunks): a pool of Python threads, one per core, each widens blocks of its
+  rows (`widen`) into its own float32 buffer and multiplies them by all of x with BLAS.
 
-One layer of threads only: BLAS runs one thread per call inside the pool (`blas_in_pool` around the
-backend's calls), and the pool's threads sleep when idle. Two spinning pools (Numba's or BLAS's own next
-to each other) cut a 2-core machine's GEMM rate from ~140 to ~25 GFLOP/s.
+One layer of threads at a time: BLAS runs one thread per call inside the backend's calls (`blas_in_pool`),
+the pool's threads sleep when idle, and Numba's threads work only inside a decode GEMV. Two pools spinning
+side by side (Numba's and BLAS's own) cut a 2-core machine's GEMM rate from ~140 to ~25 GFLOP/s.
 
 The kernels compile on first use (about 1 s) and are cached on disk next to this module (Numba's
 `cache=True`); later processes load them in ~0.3 s. Weights under COMPILED_MIN_VALUES (a tiny test
@@ -34,7 +35,7 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 GEMV_ROWS = 16  # up to this many rows of x: the fused decode GEMV
 BLOCK_BYTES = 16 << 20  # float32 bytes of one widened block on the GEMM path (per thread)
 COMPILED_MIN_VALUES = 1 << 20  # smaller weights (a tiny test model's) take NumPy: loading Numba costs 0.4 s
-CHUNKS_PER_THREAD = 4  # row ranges per thread in a decode GEMV (evens out the threads' finishing times)
+CHUNKS_PER_THREAD = 2  # row ranges per thread in a decode GEMV (evens out the threads' finishing times)
 
 
 def cores() -> int:
@@ -95,26 +96,28 @@ def blas_in_pool(method):
 @functools.cache
 def kernels():
     """The compiled (gemv, widen) pair: Numba is imported and the loops compiled on first use only."""
-    from numba import njit
+    from numba import njit, prange
 
     # reassociation lets LLVM keep several partial sums in vector lanes; no other fast-math flag, so
     # NaN and Inf weights still give NaN logits (the non-finite check relies on it)
     flags = {"reassoc", "contract"}
 
-    @njit(nogil=True, cache=True, fastmath=flags)
-    def gemv(w, x, y, r0, r1):  # rows r0 … r1−1: w [N, K] uint16 (BF16 bits), x [T, K] f32, y [T, N] f32
-        k = w.shape[1]
+    @njit(parallel=True, nogil=True, cache=True, fastmath=flags)
+    def gemv(w, x, y, chunks):  # w [N, K] uint16 (BF16 bits), x [T, K] f32, y [T, N] f32
+        n, k = w.shape
         t = x.shape[0]
-        bits = np.empty(k, np.uint32)
-        row = bits.view(np.float32)
-        for i in range(r0, r1):
-            for j in range(k):
-                bits[j] = np.uint32(w[i, j]) << np.uint32(16)
-            for r in range(t):
-                acc = np.float32(0.0)
+        step = (n + chunks - 1) // chunks
+        for c in prange(chunks):  # Numba's threads, one range of rows each
+            bits = np.empty(k, np.uint32)
+            row = bits.view(np.float32)
+            for i in range(c * step, min(n, (c + 1) * step)):
                 for j in range(k):
-                    acc += row[j] * x[r, j]
-                y[r, i] = acc
+                    bits[j] = np.uint32(w[i, j]) << np.uint32(16)
+                for r in range(t):
+                    acc = np.float32(0.0)
+                    for j in range(k):
+                        acc += row[j] * x[r, j]
+                    y[r, i] = acc
 
     @njit(nogil=True, cache=True)
     def widen(w, r0, out):  # rows r0 … r0 + len(out) − 1 of w [N, K] uint16 → out [m, K] uint32 (f32 bits)
@@ -136,12 +139,11 @@ def linear_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     gemv, widen = kernels()
     bits = np.asarray(w).view(np.uint16)
     x = np.ascontiguousarray(x)
-    chunks = max(1, min(n, POOL.n * (CHUNKS_PER_THREAD if t <= GEMV_ROWS else 1)))
-    step = -(-n // chunks)
-    parts = [(r, min(r + step, n)) for r in range(0, n, step)]
-    if t <= GEMV_ROWS:
-        POOL.map(lambda part: gemv(bits, x, y, *part), parts)
+    if t <= GEMV_ROWS:  # one Numba parallel region: Python hands out no per-thread tasks (183 GEMVs a step)
+        gemv(bits, x, y, max(1, min(n, POOL.n * CHUNKS_PER_THREAD)))
         return y
+    step = -(-n // POOL.n)
+    parts = [(r, min(r + step, n)) for r in range(0, n, step)]
     rows = max(1, BLOCK_BYTES // (4 * k))
 
     def run(part):
