@@ -362,3 +362,64 @@ def test_concatenated_mp3s_are_read_whole(tmp_path, caplog):
     (tmp_path / "two.mp3").write_bytes(one + one)
     got = load_audio(tmp_path / "two.mp3")
     assert abs(len(got) - 2 * 32000) < 0.1 * 16000  # plus the first half's encoder padding
+
+
+LATIN1_TITLE = b"LIST\x16\x00\x00\x00INFOINAM\x0a\x00\x00\x00Caf\xe9 m\xfcsic"  # a LIST/INFO chunk, not UTF-8
+
+
+def wav_header_edit(data: bytes, offset: int, value: bytes) -> bytes:
+    return data[:offset] + value + data[offset + len(value) :]
+
+
+@pytest.mark.parametrize(
+    "name, edit, outcome",
+    [
+        ("latin1-title", lambda d: d[:12] + LATIN1_TITLE + d[12:], "ok"),  # metadata is not the audio
+        ("0-channels", lambda d: wav_header_edit(d, 22, b"\x00\x00"), "error"),
+        ("65535-channels", lambda d: wav_header_edit(d, 22, b"\xff\xff"), "error"),
+        ("float-16-bit", lambda d: wav_header_edit(d, 20, b"\x03\x00"), "error"),
+        ("0-bits", lambda d: wav_header_edit(d, 34, b"\x00\x00"), "error"),
+    ],
+)  # fmt: skip
+def test_odd_wav_headers_decode_or_fail_in_one_line(tmp_path, name, edit, outcome):
+    """Headers FFmpeg or PyAV cannot map (found by fuzzing): an AudioError, never another exception."""
+    data = edit(encode_sf("WAV", "PCM_16", 16000, signal(16000, 1)))
+    path = tmp_path / f"{name}.wav"
+    path.write_bytes(data)
+    for blocks in (file_blocks(path), read_stream(io.BufferedReader(Pipe(data)), name=name)):
+        if outcome == "ok":
+            assert abs(len(np.concatenate(list(blocks))) - 9600) <= 1
+        else:
+            with pytest.raises(AudioError):
+                list(blocks)
+
+
+def test_64_bit_integer_pcm(tmp_path):
+    x = signal(16000, 2)
+    ints = np.round(x.astype(np.float64) * 2.0**63 * 0.999).astype("<i8")
+    header = encode_sf("WAV", "PCM_32", 16000, x)[:44]
+    header = wav_header_edit(header, 28, (16000 * 16).to_bytes(4, "little"))  # byte rate
+    header = wav_header_edit(header, 32, b"\x10\x00\x40\x00")  # block align 16, 64 bits
+    header = wav_header_edit(header, 40, ints.nbytes.to_bytes(4, "little"))
+    got = check_modes(tmp_path, "s64.wav", header + ints.tobytes(), 16000, len(x))
+    np.testing.assert_allclose(got, (ints / 2.0**63).mean(axis=1), atol=1e-6)
+
+
+def test_mp3s_of_different_rates_concatenated(tmp_path):
+    """Each run at its own rate is converted on its own; all of it is there, in every mode."""
+    parts = [(16000, 1.0), (44100, 1.0), (8000, 1.0)]
+    data = b"".join(
+        encode_av("mp3", "libmp3lame", rate, signal(rate, 1, s), {"write_xing": "0"}) for rate, s in parts
+    )
+    path = tmp_path / "rates.mp3"
+    path.write_bytes(data)
+    got = load_audio(path)
+    assert abs(len(got) - 3 * 16000) < 0.2 * 16000
+    np.testing.assert_array_equal(np.concatenate(list(read_stream(io.BufferedReader(Pipe(data))))), got)
+
+
+def test_too_short_to_make_one_sample_says_so(tmp_path):
+    path = tmp_path / "one.wav"
+    path.write_bytes(encode_sf("WAV", "PCM_16", 48000, np.full((1, 1), 0.5)))
+    with pytest.raises(AudioError, match=r"too short \(1 sample at 48000 Hz make none at 16000 Hz\)"):
+        load_audio(path)

@@ -153,22 +153,42 @@ def array_blocks(
 
 def resampled(blocks, rate: int, target_rate: int, name: str) -> Iterator[np.ndarray]:
     """Mono float32 blocks at `rate` → at target_rate; AudioError for non-finite samples, or for no samples
-    at target_rate (none decoded, or too few to make one: 1 sample at 400 kHz)."""
-    resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, "float32", "HQ")
-    n = 0
-    for x in blocks:
+    at target_rate (none decoded, or too few to make one: 1 sample at 48 kHz)."""
+    return _resampled_runs(((x, rate) for x in blocks), target_rate, name)
+
+
+def _resampled_runs(blocks, target_rate: int, name: str) -> Iterator[np.ndarray]:
+    """(mono float32 block, its rate) pairs → float32 blocks at target_rate. Where the rate changes (MP3s
+    of different rates concatenated) the resampler is flushed and a new one starts: each run is converted
+    on its own, as FFmpeg's own resampling does."""
+    resampler, rate, n_in, n_out = None, None, 0, 0
+
+    def flush():
+        return resampler.resample_chunk(np.zeros(0, np.float32), last=True) if resampler is not None else None
+
+    for x, r in blocks:
         if not np.isfinite(x).all():
             raise AudioError(NON_FINITE.format(name=name))
+        if r != rate:
+            tail = flush()
+            if tail is not None and len(tail):
+                n_out += len(tail)
+                yield tail
+            rate = r
+            resampler = None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
+        n_in += len(x)
         y = x if resampler is None else resampler.resample_chunk(x)
-        n += len(y)
+        n_out += len(y)
         if len(y):
             yield y
-    if resampler is not None:
-        y = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-        n += len(y)
-        if len(y):
-            yield y
-    if n == 0:
+    tail = flush()
+    if tail is not None and len(tail):
+        n_out += len(tail)
+        yield tail
+    if n_out == 0 and n_in > 0:
+        what = f"{n_in} sample{'s' if n_in > 1 else ''} at {rate} Hz make none at {target_rate} Hz"
+        raise AudioError(f"{name}: the audio is too short ({what}); pass a longer recording")
+    if n_out == 0:
         raise AudioError(EMPTY.format(name=name))
 
 
@@ -198,8 +218,8 @@ def _ffmpeg_frames(
     import av
 
     try:
-        container = av.open(f, mode="r", format=fmt, options=options or {})
-    except av.FFmpegError as e:
+        container = _open(f, fmt, options or {})
+    except Exception as e:  # FFmpeg's errors and PyAV's own on odd headers: the input's fault, one line
         if isinstance(f, _Reader) and f.n_bytes == 0 and f.at_end():
             raise AudioError(EMPTY.format(name=name)) from None
         raise AudioError(f"{name}: cannot decode audio ({_reason(e)}); {hint}") from None
@@ -207,6 +227,13 @@ def _ffmpeg_frames(
         if not container.streams.audio:
             raise AudioError(f"{name}: has no audio stream; pass a file with sound in it")
         stream = container.streams.audio[0]
+        cc = stream.codec_context
+        if cc is None:  # FFmpeg has no decoder for what the header names (float 16-bit)
+            raise AudioError(f"{name}: cannot decode audio (no decoder for its codec); {hint}")
+        if (cc.name or "").startswith("pcm_") and (cc.format is None or not cc.layout.channels):
+            # a PCM header FFmpeg cannot map (0 or 65535 channels): some PyAV builds crash decoding it
+            what = f"a PCM header with {len(cc.layout.channels)} channels and no sample format"
+            raise AudioError(f"{name}: cannot decode audio ({what}); {hint}")
         n = skipped = packets = 0
         try:
             for packet in container.demux(stream):
@@ -221,7 +248,9 @@ def _ffmpeg_frames(
                         x = _frame_samples(frame)
                     n += len(x)
                     yield x, frame.sample_rate
-        except av.FFmpegError as e:
+        except AudioError:
+            raise
+        except Exception as e:  # FFmpeg's errors, and PyAV's on headers it cannot map (0 channels, …)
             rate = stream.codec_context.sample_rate or 1
             if n == 0 and isinstance(f, _Reader) and "mp4" in container.format.name.split(","):
                 hint = MOOV_HINT  # its index is at the end: a pipe cannot go back for the samples
@@ -234,6 +263,16 @@ def _ffmpeg_frames(
             )
 
 
+def _open(f, fmt: str | None, options: dict):
+    """av.open, with tags in another encoding than UTF-8 (a Latin-1 WAV title) ignored: not the audio."""
+    import av
+
+    try:
+        return av.open(f, mode="r", format=fmt, options=options, metadata_errors="ignore")
+    except TypeError:  # PyAV ≥ 19 has no metadata_errors (it reads such tags leniently itself)
+        return av.open(f, mode="r", format=fmt, options=options)
+
+
 def _decoded(packet, codec_context) -> list:
     """The frames of one packet. A PCM packet cut off mid-frame (a truncated WAV on a pipe) is decoded up
     to its last whole frame, as FFmpeg 8 does (older FFmpeg rejects the whole packet)."""
@@ -242,11 +281,12 @@ def _decoded(packet, codec_context) -> list:
     try:
         return packet.decode()
     except av.FFmpegError:
-        width = PCM_CODEC.fullmatch(codec_context.name or "")
-        if width is None:
+        width = PCM_CODEC.fullmatch(getattr(codec_context, "name", None) or "")
+        channels = len(codec_context.layout.channels) if width is not None else 0
+        if width is None or channels == 0:
             raise
-        frame = (int(width[1]) // 8 if width[1] else 1) * len(codec_context.layout.channels)
-        if packet.size % frame == 0:
+        frame = (int(width[1]) // 8 if width[1] else 1) * channels
+        if frame == 0 or packet.size % frame == 0:
             raise
         whole = av.Packet(bytes(packet)[: packet.size - packet.size % frame])
         whole.pts, whole.dts, whole.time_base = packet.pts, packet.dts, packet.time_base
@@ -255,8 +295,12 @@ def _decoded(packet, codec_context) -> list:
 
 def _frame_samples(frame) -> np.ndarray:
     """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → float64 [S, C], exact."""
-    x = frame.to_ndarray()
     channels = len(frame.layout.channels)
+    if frame.format.name in ("s64", "s64p"):  # PyAV has no ndarray for 64-bit integers: read the planes
+        planes = [np.frombuffer(p, np.int64) for p in frame.planes]
+        x = np.stack([p[: frame.samples] for p in planes]) if frame.format.is_planar else planes[0][None]
+    else:
+        x = frame.to_ndarray()
     x = x.T if frame.format.is_planar else x.reshape(-1, channels)
     if x.dtype == np.uint8:
         return (x.astype(np.float64) - 128.0) / 128.0
@@ -266,32 +310,25 @@ def _frame_samples(frame) -> np.ndarray:
 
 
 def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterator[np.ndarray]:
-    """float64 [S, C] frames at one rate → mono float32 blocks at target_rate, about block_s long."""
-    first = next(frames, None)
-    if first is None:
-        raise AudioError(EMPTY.format(name=name))
-    rate = first[1]
+    """float64 [S, C] frames with their rate → mono float32 blocks at target_rate, about block_s long."""
 
     def mono():
-        held, n_held = [], 0
-        for x, r in _chain(first, frames):
-            if r != rate:
-                raise AudioError(f"{name}: the sample rate changes from {rate} to {r} Hz; {CONVERT_HINT}")
-            with np.errstate(all="ignore"):  # inf − inf in a mean: NaN, which resampled() reports
+        held, n_held, rate = [], 0, None
+        for x, r in frames:
+            if r != rate and held:  # a new rate: hand on what was held at the old one
+                yield np.concatenate(held), rate
+                held, n_held = [], 0
+            rate = r
+            with np.errstate(all="ignore"):  # inf − inf in a mean: NaN, which the resampler step reports
                 held.append(_float32(x.mean(axis=1)))
             n_held += len(x)
             if n_held >= block_s * rate:
-                yield np.concatenate(held) if len(held) > 1 else held[0]
+                yield (np.concatenate(held) if len(held) > 1 else held[0]), rate
                 held, n_held = [], 0
         if held:
-            yield np.concatenate(held)
+            yield np.concatenate(held), rate
 
-    return resampled(mono(), rate, target_rate, name)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
+    return _resampled_runs(mono(), target_rate, name)
 
 
 def _float32(x: np.ndarray) -> np.ndarray:
