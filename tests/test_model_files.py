@@ -147,9 +147,8 @@ def test_a_bad_params_number_on_the_command_line(copy_dir, wav):
     (copy_dir / "params.json").write_text(json.dumps(raw))
     code, out, err = voxtral("transcribe", wav, "-m", copy_dir, "-d", "cpu", "-q")
     assert code == 4 and out == ""
-    assert "params.json: 'multimodal.whisper_model_args.encoder_args.audio_encoding_args.hop_length'" in (
-        one_error_line(err)
-    )
+    line = one_error_line(err)
+    assert f"{copy_dir / 'params.json'}: '{'.'.join(AUDIO)}.hop_length'" in line
 
 
 @pytest.mark.parametrize(
@@ -263,3 +262,15 @@ def test_shapes_the_gpu_kernels_cannot_run_are_named(changes, needle):
     with pytest.raises(ConfigError) as e:
         supported(changes)
     assert needle in str(e.value) and "--device cpu" in str(e.value)
+
+
+def test_stream_with_damaged_weights_prints_no_summary(copy_dir, wav):
+    """The error line, not a "0.6 s audio, 0 pieces" summary of a model that failed."""
+    poison(copy_dir, "layers.0.attention.wq.weight", b"\xc0\x7f")
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", "-m", str(copy_dir), "-d", "cpu"],
+        input=wav.read_bytes(), capture_output=True, text=False,
+    )  # fmt: skip
+    err = r.stderr.decode()
+    assert r.returncode == 4 and "has NaN or Inf values" in one_error_line(err)
+    assert " s audio, " not in err

@@ -29,7 +29,7 @@ from .cli import (
     app,
     check_stdin,
 )
-from .errors import OptionError, VoxtralError
+from .errors import AudioError, OptionError, VoxtralError
 from .outputs import (
     EXIT_BROKEN_PIPE,
     EXIT_TERMINATED,
@@ -158,7 +158,8 @@ def _run(m, source, emit: Callable[[list, bool], None], quiet: bool, confidence:
         return EXIT_BROKEN_PIPE
     except VoxtralError as e:  # stdout failed (closed, disk full)
         error = error or e
-    if not quiet and session.duration > 0:
+    if not quiet and session.duration > 0 and (error is None or isinstance(error, AudioError)):
+        # the summary of what was heard; not when the model failed (its pieces would be missing)
         lat = sorted(latencies) or [0.0]
         sys.stderr.write(
             f"voxtral: {session.duration:.1f} s audio, {len(latencies)} pieces, latency median "

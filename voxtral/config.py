@@ -221,5 +221,8 @@ class ModelConfig:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         except (RecursionError, ValueError) as e:  # nesting too deep, an integer of > 4300 digits
-            raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
-        return cls.from_dict(raw)
+            raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as e:  # name the file itself, not just "params.json"
+            raise ConfigError(str(e).replace("params.json:", f"{path}:", 1)) from None

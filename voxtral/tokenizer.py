@@ -119,7 +119,7 @@ class Tokenizer:
         except json.JSONDecodeError as e:
             raise _fail(str(path), f"invalid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
         except (RecursionError, ValueError) as e:  # nesting too deep, an integer of > 4300 digits
-            raise _fail(str(path), f"invalid JSON ({type(e).__name__}: {str(e)[:80]})") from None
+            raise _fail(str(path), f"invalid JSON ({type(e).__name__}: {e})") from None
         except OSError as e:
             raise _fail(str(path), f"cannot read it ({e.strerror}); check its permissions") from None
         except UnicodeDecodeError:
