@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_blocks import CONVERT_HINT, EMPTY, NON_FINITE, array_blocks, file_blocks, header_seconds
+from .audio_blocks import (
+    CONVERT_HINT,
+    EMPTY,
+    NON_FINITE,
+    array_blocks,
+    file_blocks,
+    header_seconds,
+    to_float32,
+)
 from .config import AudioConfig
 from .errors import AudioError, OptionError
 
@@ -95,8 +103,7 @@ def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
         raise AudioError(f"{name}: dtype {x.dtype} is not audio; pass float or integer samples")
     if x.ndim == 2:
         x = x.mean(axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, reported by the caller
-        return np.asarray(x, dtype=np.float32)
+    return to_float32(x)  # beyond float32: inf, reported by the caller
 
 
 def pad_offline(

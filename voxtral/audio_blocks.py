@@ -14,6 +14,7 @@ concatenation of the blocks.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import re
@@ -147,7 +148,7 @@ def array_blocks(
 ) -> Iterator[np.ndarray]:
     """Blocks of mono samples x [S] (any float dtype) at `rate`, as float32 blocks at target_rate."""
     step = max(1, int(rate * block_s))
-    blocks = (_float32(x[i : i + step]) for i in range(0, len(x), step))
+    blocks = (to_float32(x[i : i + step]) for i in range(0, len(x), step))
     return resampled(blocks, rate, target_rate, name)
 
 
@@ -162,18 +163,19 @@ def _resampled_runs(blocks, target_rate: int, name: str) -> Iterator[np.ndarray]
     of different rates concatenated) the resampler is flushed and a new one starts: each run is converted
     on its own, as FFmpeg's own resampling does."""
     resampler, rate, n_in, n_out = None, None, 0, 0
-
-    def flush():
-        return resampler.resample_chunk(np.zeros(0, np.float32), last=True) if resampler is not None else None
-
-    for x, r in blocks:
-        if not np.isfinite(x).all():
+    end = object()
+    for block in itertools.chain(blocks, [(end, None)]):
+        x, r = block
+        if x is not end and not np.isfinite(x).all():
             raise AudioError(NON_FINITE.format(name=name))
+        if r != rate and resampler is not None:  # a new rate, or the end: the old run's tail
+            y = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+            n_out += len(y)
+            if len(y):
+                yield y
+        if x is end:
+            break
         if r != rate:
-            tail = flush()
-            if tail is not None and len(tail):
-                n_out += len(tail)
-                yield tail
             rate = r
             resampler = None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
         n_in += len(x)
@@ -181,10 +183,6 @@ def _resampled_runs(blocks, target_rate: int, name: str) -> Iterator[np.ndarray]
         n_out += len(y)
         if len(y):
             yield y
-    tail = flush()
-    if tail is not None and len(tail):
-        n_out += len(tail)
-        yield tail
     if n_out == 0 and n_in > 0:
         what = f"{n_in} sample{'s' if n_in > 1 else ''} at {rate} Hz make none at {target_rate} Hz"
         raise AudioError(f"{name}: the audio is too short ({what}); pass a longer recording")
@@ -320,7 +318,7 @@ def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterato
                 held, n_held = [], 0
             rate = r
             with np.errstate(all="ignore"):  # inf − inf in a mean: NaN, which the resampler step reports
-                held.append(_float32(x.mean(axis=1)))
+                held.append(to_float32(x.mean(axis=1)))
             n_held += len(x)
             if n_held >= block_s * rate:
                 yield (np.concatenate(held) if len(held) > 1 else held[0]), rate
@@ -331,7 +329,7 @@ def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterato
     return _resampled_runs(mono(), target_rate, name)
 
 
-def _float32(x: np.ndarray) -> np.ndarray:
+def to_float32(x: np.ndarray) -> np.ndarray:
     """float32 samples; values beyond float32's range become inf (resampled() reports them), quietly."""
     with np.errstate(over="ignore", invalid="ignore"):
         return np.asarray(x, dtype=np.float32)

@@ -46,7 +46,7 @@ def stream(
     stdin: Annotated[
         bool,
         typer.Option(
-            "--stdin", help="Read stdin: WAV (or another container), or raw PCM (--format).", **FLAG
+            "--stdin", help="Read stdin: any audio container FFmpeg decodes, or raw PCM (--format).", **FLAG
         ),
     ] = False,
     mic: Annotated[
