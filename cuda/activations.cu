@@ -1,5 +1,6 @@
 // Elementwise activations of the f32 GEMM outputs, written as the next GEMM's bf16 input.
-// bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5).
+// bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5);
+// widen_bf16: bf16 → f32 (exact), the conv stem's outputs as the encoder's f32 residual stream.
 // Grid-stride loops; 4 elements per step where the row length is a multiple of 4 and the pointers
 // are aligned for 16-byte loads.
 #include "common.cuh"
@@ -30,6 +31,25 @@ extern "C" __global__ void bias_gelu(const float* __restrict__ x,     // x: [T, 
         const size_t total = (size_t)T * N;
         for (size_t i = start; i < total; i += stride)
             out[i] = f32_to_bf16(gelu(x[i] + (bias ? bias[i % N] : 0.0f)));
+    }
+}
+
+extern "C" __global__ void widen_bf16(const bf16* __restrict__ x,  // x: [n] bf16
+                                      float* __restrict__ out,     // out: [n] f32
+                                      unsigned long long n) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if ((size_t)x % 8 == 0 && (size_t)out % 16 == 0) {
+        const size_t n4 = n / 4;
+        const uint2* x4 = reinterpret_cast<const uint2*>(x);
+        float4* o4 = reinterpret_cast<float4*>(out);
+        for (size_t i = start; i < n4; i += stride) {
+            const uint2 v = x4[i];
+            o4[i] = make_float4(__uint_as_float(v.x << 16), __uint_as_float(v.x & 0xffff0000u),
+                                __uint_as_float(v.y << 16), __uint_as_float(v.y & 0xffff0000u));
+        }
+        for (size_t i = 4 * n4 + start; i < n; i += stride) out[i] = bf16_to_f32(x[i]);
+    } else {
+        for (size_t i = start; i < n; i += stride) out[i] = bf16_to_f32(x[i]);
     }
 }
 

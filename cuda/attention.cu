@@ -406,19 +406,3 @@ __global__ void __launch_bounds__(NW * 32)
     }
 }
 
-#ifdef VOXTRAL_NVCC_CHECK
-#define SPLIT(DH, G)                                                                                         \
-    template __global__ void attention_split<DH, G>(const bf16*, const unsigned long long*, const int*, const int*, \
-                                                    const int*, float*, bf16*, int, int, int)
-SPLIT(128, 4);
-SPLIT(128, 8);
-SPLIT(128, 1);
-SPLIT(64, 1);
-SPLIT(64, 8);
-#define TILED(DH, NW, MT)                                                                                       \
-    template __global__ void attention_tiled<DH, NW, MT>(const bf16*, const bf16*, const bf16*, bf16*, int, int, \
-                                                         int, int, int, int, int)
-TILED(64, 4, 1);
-TILED(64, 4, 2);
-TILED(128, 4, 1);
-#endif

@@ -339,15 +339,3 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
                                                                           next_bytes, gemv_smem);
 }
 
-#ifdef VOXTRAL_NVCC_CHECK
-#define GEMV(EPI, NORM, XB, W, U, P, SY)                                                                 \
-    template __global__ void gemv<EPI, NORM, XB, W, U, P, SY>(const void*, const float*, const bf16*, void*, \
-                                                              int, int, int, float, const bf16*,          \
-                                                              unsigned long long)
-GEMV(0, true, false, 16, 6, 256, 1);
-GEMV(1, false, true, 16, 6, 256, 1);
-GEMV(3, true, false, 16, 6, 256, 1);
-GEMV(2, false, false, 16, 8, 256, 0);
-GEMV(0, false, false, 8, 4, 0, 1);
-GEMV(1, false, true, 16, 6, 128, 0);
-#endif

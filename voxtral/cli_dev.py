@@ -74,6 +74,13 @@ def bench(
         str | None,
         typer.Option(metavar="N,…", help="Also time live-session ticks for these session counts, e.g. 1,8."),
     ] = None,
+    cold_start: Annotated[
+        bool,
+        typer.Option(
+            "--cold-start/--no-cold-start",
+            help="GPU: also time load → first token in new processes, caches empty then warm.",
+        ),
+    ] = True,
     json_out: Annotated[
         Path | None, typer.Option("--json", metavar="FILE", help="Write the full report as JSON here.")
     ] = None,
@@ -105,6 +112,7 @@ def bench(
             model=model, random_weights=random_weights, devices=devices,
             positions=_counts(positions, "--positions"), steps=steps, cpu_steps=cpu_steps, stream=stream,
             batch=_counts(batch, "--batch"), server=_counts(server, "--server"), audio=audio,
+            cold_start=cold_start,
         )  # fmt: skip
         result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
         if json_out is not None:

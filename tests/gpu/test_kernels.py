@@ -365,6 +365,16 @@ def test_bias_gelu_vs_numpy(rng, t, n, with_bias):
     assert_bf16_close(out, ref.gelu(x.astype(np.float64) + (bias if with_bias else 0)))
 
 
+@pytest.mark.parametrize("n,offset", [(1280 * 3, 0), (1, 0), (4, 1), (37, 0), (1283, 3)])
+def test_widen_bf16_vs_numpy(rng, n, offset):
+    bits = rng.integers(0, 1 << 16, n + offset, dtype=np.uint16)  # every pattern: NaN, Inf, subnormals
+    x = cp.asarray(bits)[offset:]  # an odd offset takes the scalar path
+    out = ops.widen_bf16(x)
+    expected = bits[offset:].astype(np.uint32) << 16
+    np.testing.assert_array_equal(cp.asnumpy(out).view(np.uint32), expected)
+    assert out.dtype == np.float32 and out.shape == x.shape
+
+
 @pytest.mark.parametrize("t,f", [(1, 9216), (3, 37), (4, 1283), (7, 4), (2, 1)])
 def test_silu_mul_vs_numpy(rng, t, f):
     gu = (rng.standard_normal((t, 2 * f)) * 3).astype(np.float32)

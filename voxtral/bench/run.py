@@ -55,6 +55,7 @@ class BenchOptions:
     batch_steps: int = 50
     server: tuple[int, ...] = ()  # also time StreamServer ticks with this many live sessions
     server_ticks: int = 50
+    cold_start: bool = True  # GPU: load → first token in fresh processes, empty then warm caches
 
 
 @dataclass
@@ -233,6 +234,11 @@ def bench_device(
 ) -> DeviceReport:
     import voxtral
 
+    cold = {}
+    if device == "cuda" and opts.cold_start:  # first, in other processes, before this one holds memory
+        from .cold import cold_start
+
+        cold = cold_start(model_dir, opts.audio or default_audio(), device)
     t0 = time.perf_counter()
     capacity = max([voxtral.api.DEFAULT_CAPACITY, *opts.batch, *opts.server])
     model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms, capacity=capacity)
@@ -250,6 +256,8 @@ def bench_device(
         memory = model.backend.memory_bytes()  # one stream, before the profile's long audio
         report.decode_profile = _profile(model, samples, opts.positions, opts.steps)
         report.extra = _gpu_ceilings() | memory
+        if cold:
+            report.extra["cold_start"] = cold
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
         report.extra = _cpu_ceilings()
@@ -348,6 +356,14 @@ def table(result: dict) -> str:
                 f"{x.get('encoder_flop_pct', 0):.0f}% of its FLOP limit "
                 f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
                 f"device memory {x['pool_total'] / 1e9:.2f} GB (one stream, {r['audio_s']:.0f} s audio)"
+            )
+        if "cold_start" in x:
+            c, w = x["cold_start"]["cold"], x["cold_start"]["warm"]
+            lines.append(
+                f"       new process, load → first token: cold caches {c['first_token_s']:.1f} s "
+                f"({c['nvrtc_compiles']} NVRTC compiles, {c['nvrtc_s']:.1f} s), "
+                f"warm {w['first_token_s']:.1f} s ({w['nvrtc_compiles']}); "
+                f"kernel modules prebuilt {c['prebuilt_modules']}/{c['modules']}"
             )
         if "read_GBps" in x:
             libs = ", ".join(f"{b['internal_api']} {b['version']}" for b in x["blas"]) or "none found"

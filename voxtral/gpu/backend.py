@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..checkpoint import Checkpoint, non_finite_error
 from ..config import ModelConfig
 from ..errors import ConfigError
-from . import decoder, encoder, gemv, ops
+from . import decoder, encoder, gemv, kernels, ops
 from .weights import GpuWeights, has_non_finite
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,15 @@ class GpuBackend:
         self.cfg = checkpoint.config
         check_supported(self.cfg, gemv.device_limits(cupy.cuda.Device().id)[2])
         t0 = time.perf_counter()
-        self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
+        device = cupy.cuda.Device().id
+        with ThreadPoolExecutor(1) as pool:  # kernels load (or compile) while the weights upload
+            loading = pool.submit(kernels.load_all, ops.TEMPLATES, device)
+            self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
+            with self.cuda_stream:
+                self.weights = GpuWeights.upload(checkpoint.weights, self.cfg, delay_tokens)
+            self.kernel_origins = loading.result()
+        log.info("kernels: %s", ", ".join(f"{f} {o}" for f, o in sorted(self.kernel_origins.items())))
         with self.cuda_stream:
-            self.weights = GpuWeights.upload(checkpoint.weights, self.cfg, delay_tokens)
             if has_non_finite(self.weights):
                 raise non_finite_error(checkpoint.directory, self.cfg, "some uploaded weights")
         self.cuda_stream.synchronize()

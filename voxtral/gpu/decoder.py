@@ -15,7 +15,7 @@ Shapes: C slots, B rows, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V 
 
 from __future__ import annotations
 
-import copy
+import copy as shallow
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -23,13 +23,13 @@ import numpy as np
 
 from ..config import DecoderConfig
 from . import ops
+from .copy import copy, device_array, upload
 from .gemm import gemm
-from .gemv import MAX_BATCH, Config, gemv
+from .gemv import MAX_BATCH, WO, gemv
 from .graphs import capture
 from .kv import KVCaches
 from .weights import GpuWeights
 
-WO_CONFIG = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14.6 for the default 6
 AUDIO_RING = 256  # audio embedding rows per slot; the host fills them ahead of the rounds that need them
 HISTORY = 64  # token history rows per slot: the steps of one round
 PREFILL_CHUNK = AUDIO_RING // 2  # positions per prefill pass: their audio fits the ring
@@ -50,7 +50,7 @@ class DecoderBuffers:
         self.audio = cupy.zeros((c, AUDIO_RING, d), np.float32)  # [C, Ra, D] per slot
         self.tokens = cupy.zeros(c, np.int32)  # [B] input token of the next step
         self.pos = cupy.zeros(c, np.int32)  # [B] position of the next step
-        self.slot = cupy.arange(c, dtype=np.int32)  # [B] the slot each row serves
+        self.slot = device_array(np.arange(c, dtype=np.int32))  # [B] the slot each row serves
         self.history = cupy.zeros((c, HISTORY), np.int32)  # [B, K] token chosen at position p in row p % K
         self.h = cupy.empty((c, d), np.float32)  # [B, D] residual stream
         self.x = cupy.empty((c, d), np.uint16)  # [B, D] normed input of a GEMM, bf16
@@ -62,7 +62,7 @@ class DecoderBuffers:
         self.u = cupy.empty((c, cfg.hidden_dim), np.uint16)  # [B, F] bf16
         self.logits = cupy.empty((c, cfg.vocab_size), np.float32)  # [B, V]
         self.cache = cupy.zeros((cfg.n_layers, c, 2), np.uint64)  # [L, B, 2] K, V addresses per row
-        self.ring = cupy.ones(c, np.int32)  # [B] KV ring length per row
+        self.ring = device_array(np.ones(c, np.int32))  # [B] KV ring length per row
 
     def layer(self, i: int) -> tuple:
         """(cache [B, 2], ring [B]) of layer i, laid out per row (the kernels' tables, slot=None)."""
@@ -73,7 +73,7 @@ class DecoderBuffers:
 
     def rows(self, b: int) -> DecoderBuffers:
         """The first b rows as buffers of batch b (views; audio rings shared; own attention workspace)."""
-        view = copy.copy(self)
+        view = shallow.copy(self)
         for name in ROW_ARRAYS:
             setattr(view, name, getattr(self, name)[:b])
         view.batch = b
@@ -110,7 +110,7 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:
-            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=WO_CONFIG)
+            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=WO)
             gemv(h, lw.w13, scratch.u, norm_weight=lw.ffn_norm, eps=eps, epilogue="swiglu", pdl=pdl)
             gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl)
         else:
@@ -150,12 +150,12 @@ def prefill(
     w: GpuWeights, cfg: DecoderConfig, kv: KVCaches, buf: DecoderBuffers, slot: int, tokens, p0: int
 ) -> None:
     """Positions p0 … p0+T−1 of one slot with inputs tokens [T], all in one pass per layer."""
-    import cupy
 
     t = len(tokens)
-    pos = cupy.arange(p0, p0 + t, dtype=np.int32)
-    slots = cupy.full(t, slot, dtype=np.int32)
-    h = ops.embed(cupy.asarray(tokens, np.int32), w.tok_embeddings, buf.audio, pos, slots)  # [T, D]
+    pos = device_array(np.arange(p0, p0 + t, dtype=np.int32))
+    slots = device_array(np.full(t, slot, dtype=np.int32))
+    ids = device_array(np.asarray(tokens, np.int32))
+    h = ops.embed(ids, w.tok_embeddings, buf.audio, pos, slots)  # [T, D]
     layers(w, cfg, kv, h, pos, slots, PrefillScratch(cfg, t))
 
 
@@ -182,7 +182,7 @@ class SlotState:
             first, chunk = self.chunks[0]
             row, i = self.fed % AUDIO_RING, self.fed - first
             n = min(upto - self.fed, AUDIO_RING - row, len(chunk) - i)
-            ring[row : row + n] = chunk[i : i + n]
+            copy(ring[row : row + n], chunk[i : i + n])
             self.fed += n
             if self.fed == first + len(chunk):
                 self.chunks.popleft()  # copied: the ring holds it now
@@ -339,7 +339,6 @@ class Decoder:
 
     def _lay_out(self, slots: list[int]) -> int:
         """Rows 0 … k−1 serve `slots`, the rest of the bucket closed slots; returns the bucket B."""
-        import cupy
 
         b = next(b for b in self.buckets if b >= len(slots))
         taken = set(slots)
@@ -348,12 +347,12 @@ class Decoder:
         if layout != self._layout:
             states = [self.slots[i] for i in rows]
             buf = self.buf
-            buf.slot[:b] = cupy.asarray(np.array(rows, np.int32))
-            buf.pos[:b] = cupy.asarray(np.array([s.pos if s else 0 for s in states], np.int32))
-            buf.tokens[:b] = cupy.asarray(np.array([s.token if s else 0 for s in states], np.int32))
+            upload(buf.slot[:b], np.array(rows, np.int32))
+            upload(buf.pos[:b], np.array([s.pos if s else 0 for s in states], np.int32))
+            upload(buf.tokens[:b], np.array([s.token if s else 0 for s in states], np.int32))
             table, ring = self.kv.per_row(rows)
-            buf.cache[:, :b] = cupy.asarray(table)
-            buf.ring[:b] = cupy.asarray(ring)
+            upload(buf.cache[:, :b], table)
+            upload(buf.ring[:b], ring)
             self._layout = layout
         return b
 

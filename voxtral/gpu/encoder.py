@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from . import ops
+from .copy import clone, concat_rows, device_array
 from .gemm import gemm
 from .kv import KVCaches
 from .weights import GpuWeights
@@ -29,13 +30,6 @@ LIVE_CHUNK_POSITIONS = 64
 PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
 TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
 CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
-
-
-def bf16_to_f32(x):
-    """BF16 bit patterns (uint16) → float32, exactly."""
-    import cupy
-
-    return (x.astype(cupy.uint32) << 16).view(cupy.float32)
 
 
 class ConvStream:
@@ -62,17 +56,17 @@ class ConvStream:
         self.conv0_in = x[:, x.shape[1] - CONV0_KEEP :]
         if t:
             cols = ops.im2col_causal(cupy.asarray(x), 3, 1, 0, time_axis=1, t_out=t)  # [T, M·3] bf16
-            y = bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias))  # [T, E]
-            y = cupy.concatenate([self.conv1_in, y])  # [., E]
+            y = ops.widen_bf16(ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias))  # [T, E]
+            y = concat_rows([self.conv1_in, y])  # [., E]
         else:
             y = self.conv1_in
         n = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
-        self.conv1_in = y[2 * n :].copy()
+        self.conv1_in = clone(y[2 * n :])
         self.pos += n
         if not n:
             return first, cupy.zeros((0, y.shape[1]), np.float32)
         cols = ops.im2col_causal(cupy.ascontiguousarray(y[: 2 * n + 1]), 3, 2, 0, time_axis=0, t_out=n)
-        return first, bf16_to_f32(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n, E]
+        return first, ops.widen_bf16(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n, E]
 
 
 class Groups:
@@ -86,11 +80,10 @@ class Groups:
 
     def add(self, h):
         """New encoder outputs [S, E] bf16 → the complete groups' rows [4g, E]; the rest waits."""
-        import cupy
 
-        h = cupy.concatenate([self.rows, h])
+        h = concat_rows([self.rows, h])
         n = len(h) // self.factor * self.factor
-        self.rows = h[n:].copy()
+        self.rows = clone(h[n:])
         return h[:n]
 
 
@@ -196,7 +189,7 @@ class Encoder:
             counts = [sum(len(g) for g in c) // self.cfg.audio.downsample_factor for c in complete]
             if not sum(counts):
                 return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
-            grouped = cupy.ascontiguousarray(cupy.concatenate([g for c in complete for g in c]))  # [4Σk, E]
+            grouped = concat_rows([g for c in complete for g in c])  # [4Σk, E]
             embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all
         offsets = np.cumsum([0, *counts])
         return [embeds[offsets[i] : offsets[i + 1]] for i in range(len(items))]
@@ -215,7 +208,6 @@ class Encoder:
 
     def _layers(self, parts):
         """All layers and the final norm over the pass's rows → [T, E] bf16."""
-        import cupy
 
         pos = np.concatenate([p0 + np.arange(len(z)) for _, _, p0, z in parts])  # [T]
         slot = np.concatenate([np.full(len(z), s) for _, s, _, z in parts])  # [T]
@@ -226,8 +218,8 @@ class Encoder:
             else:
                 split = start + len(z)
             start += len(z)
-        h = cupy.concatenate([z for *_, z in parts])  # [T, E] f32
-        pos, slot = cupy.asarray(pos, np.int32), cupy.asarray(slot, np.int32)
+        h = concat_rows([z for *_, z in parts])  # [T, E] f32
+        pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
         bias, enc = None, self.cfg.encoder
         for i, lw in enumerate(self.w.encoder_layers):
             bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, runs, split)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .copy import copy, device_array, upload
+
 BF16 = np.uint16
 
 
 class KVCaches:
     def __init__(self, n_layers: int, capacity: int, n_kv_heads: int, head_dim: int):
-        import cupy
 
         self.n_layers, self.capacity = n_layers, capacity
         self.row_shape = (n_kv_heads, head_dim)
@@ -27,8 +28,8 @@ class KVCaches:
         self.arrays: list[tuple | None] = [None] * capacity  # slot → (K, V) [L, R_c, Hkv, Dh]
         self._table = np.zeros((n_layers, capacity, 2), np.uint64)  # host mirror
         self._ring = np.ones(capacity, np.int32)
-        self.table = cupy.asarray(self._table)  # [L, C, 2] uint64
-        self.ring = cupy.asarray(self._ring)  # [C] int32
+        self.table = device_array(self._table)  # [L, C, 2] uint64
+        self.ring = device_array(self._ring)  # [C] int32
         self._layers = [(self.table[i], self.ring) for i in range(n_layers)]  # views, made once
         self.version = 0  # counts changes of the tables (a copy laid out per row must follow them)
         for c in range(capacity):
@@ -47,8 +48,8 @@ class KVCaches:
         self._table[:, slot, 0] = k.data.ptr + k.strides[0] * layers
         self._table[:, slot, 1] = v.data.ptr + v.strides[0] * layers
         self._ring[slot] = k.shape[1]
-        self.table[:, slot] = _upload(self._table[:, slot])
-        self.ring[slot : slot + 1] = _upload(self._ring[slot : slot + 1])
+        upload(self.table[:, slot], self._table[:, slot])
+        upload(self.ring[slot : slot + 1], self._ring[slot : slot + 1])
         self.version += 1
 
     def open(self, slot: int, rows: int) -> None:
@@ -67,7 +68,7 @@ class KVCaches:
         assert keep <= old[0].shape[1] <= rows, (keep, old[0].shape, rows)
         new = self._alloc(rows)
         for a, b in zip(old, new, strict=True):
-            b[:, :keep] = a[:, :keep]
+            copy(b[:, :keep], a[:, :keep])  # one 2-D copy: L rows of keep·Hkv·Dh values
         self.arrays[slot] = new
         self._point(slot, new)
 
@@ -88,9 +89,3 @@ class KVCaches:
         """Bytes of one slot's K and V, or of every open slot's."""
         slots = range(self.capacity) if slot is None else [slot]
         return sum(2 * self.arrays[c][0].nbytes for c in slots if self.arrays[c] is not None)
-
-
-def _upload(host: np.ndarray):
-    import cupy
-
-    return cupy.asarray(np.ascontiguousarray(host))

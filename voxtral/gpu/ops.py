@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxtral.gpu import kernels
+from voxtral.gpu import gemv, kernels
 from voxtral.gpu.launch import launch
 
 BF16 = np.uint16  # BF16 storage dtype on the device (raw bit patterns)
@@ -59,7 +59,10 @@ def attention_workspace(
     return cupy.zeros((queries, n_kv_heads, row), dtype=np.float32)
 
 
+# Every template instance the runtime launches, by file: what dev/build_kernels.py prebuilds and what
+# NVRTC compiles together when it has to (extern "C" kernels need no entry).
 TEMPLATES = {
+    **gemv.TEMPLATES,
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [
@@ -252,6 +255,16 @@ def bias_gelu(x, bias=None, *, out=None):
     return out
 
 
+def widen_bf16(x, *, out=None):
+    """bf16 [...] → f32 of the same shape, exactly (the bits shifted into the high half)."""
+    _check(x, "x", BF16)
+    out = _out(out, "out", np.float32, x.shape)
+    if x.size:
+        args = (x, out, np.uint64(x.size))
+        _fn("activations.cu", "widen_bf16")((_blocks(-(-x.size // 4)),), (ELEMENTWISE_THREADS,), args)
+    return out
+
+
 def silu_mul(gu, *, out=None):
     """SwiGLU: gu [T, 2F] f32 = gate | up → silu(gate)·up as bf16 [T, F]."""
     _check(gu, "gu", np.float32)
@@ -359,5 +372,5 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 __all__ = [
     "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_split", "attention_splits",
     "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv",
-    "silu_mul", "split_row", "tiled_flops",
+    "silu_mul", "split_row", "tiled_flops", "widen_bf16",
 ]  # fmt: skip

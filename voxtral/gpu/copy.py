@@ -1,0 +1,87 @@
+"""Copies into and between device arrays through the copy engine, never through a compiled kernel.
+
+CuPy copies into slices (`a[i:j] = b`), concatenates and clones with elementwise kernels that NVRTC
+compiles on first use: 0.1–0.2 s each on a new machine (an empty kernel cache), before the first
+token. These helpers issue cudaMemcpyAsync / cudaMemcpy2DAsync on CuPy's current stream instead.
+An array qualifies when it is C-contiguous, or when its rows (a[i]) are each C-contiguous and equally
+spaced (a slice along a later axis of a C-contiguous array, e.g. table[:, slot]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_H2D, _D2D = 1, 3  # cudaMemcpyKind
+
+
+def _layout(a, ptr: int) -> tuple[int, int, int, int]:
+    """(pointer, row pitch, row bytes, rows) of an array whose rows are contiguous."""
+    if a.flags.c_contiguous or a.size == 0:
+        return ptr, a.nbytes, a.nbytes, 1
+    row = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+    inner = np.empty(a.shape[1:], a.dtype).strides if a.ndim > 1 else ()
+    if a.ndim < 2 or tuple(a.strides[1:]) != tuple(inner) or a.strides[0] < row:
+        raise ValueError(f"array of shape {a.shape} and strides {a.strides}: rows are not contiguous")
+    return ptr, a.strides[0], row, a.shape[0]
+
+
+def _copy(dst, dst_ptr: int, src, src_ptr: int, kind: int) -> None:
+    from cupy.cuda import get_current_stream, runtime
+
+    if dst.shape != src.shape or dst.dtype != src.dtype:
+        raise ValueError(f"copy of {src.dtype}{src.shape} into {dst.dtype}{dst.shape}")
+    if dst.size == 0:
+        return
+    d, dpitch, width, height = _layout(dst, dst_ptr)
+    s, spitch, swidth, sheight = _layout(src, src_ptr)
+    stream = get_current_stream().ptr
+    if height == 1 and sheight == 1:
+        runtime.memcpyAsync(d, s, width, kind, stream)
+        return
+    if height == 1:  # contiguous destination, pitched source: its rows are the source's
+        dpitch, width, height = swidth, swidth, sheight
+    elif sheight == 1:
+        spitch = width
+    runtime.memcpy2DAsync(d, dpitch, s, spitch, width, height, kind, stream)
+
+
+def copy(dst, src) -> None:
+    """dst[...] = src for device arrays of one shape and dtype (cupy.ndarray)."""
+    _copy(dst, dst.data.ptr, src, src.data.ptr, _D2D)
+
+
+def upload(dst, host: np.ndarray) -> None:
+    """dst[...] = host: a host array (any layout; made contiguous first) into a device array."""
+    host = np.ascontiguousarray(host, dtype=dst.dtype)
+    _copy(dst, dst.data.ptr, host, host.ctypes.data, _H2D)
+
+
+def clone(a):
+    """A new C-contiguous device array equal to a."""
+    import cupy
+
+    out = cupy.empty(a.shape, a.dtype)
+    copy(out, a)
+    return out
+
+
+def concat_rows(parts: list, width: int | None = None, dtype=None):
+    """The device arrays [n_i, …] one after another along axis 0, as a new C-contiguous array."""
+    import cupy
+
+    if not parts:
+        return cupy.empty((0, width or 0), dtype or np.float32)
+    first = parts[0]
+    out = cupy.empty((sum(len(p) for p in parts), *first.shape[1:]), first.dtype)
+    row = 0
+    for p in parts:
+        copy(out[row : row + len(p)], p)
+        row += len(p)
+    return out
+
+
+def device_array(host: np.ndarray):
+    """A new device array holding host (cupy.asarray: a plain upload, no kernel)."""
+    import cupy
+
+    return cupy.asarray(np.ascontiguousarray(host))
