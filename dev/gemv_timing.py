@@ -70,6 +70,12 @@ OTHERS = [
     Config(8, 8, 256, 1),
     Config(16, 8, 256, 0),
     Config(8, 8, 256, 0),
+    Config(8, 12, 256, 1),
+    Config(8, 6, 256, 1),
+    Config(4, 12, 256, 1),
+    Config(16, 3, 256, 1),
+    Config(16, 6, 128, 1),
+    Config(16, 6, 0, 1),
 ]
 SWEEP = VARIANTS + [(c, False, False) for c in OTHERS]
 

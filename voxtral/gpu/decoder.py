@@ -25,7 +25,7 @@ from ..config import DecoderConfig
 from . import ops
 from .copy import copy, device_array, upload
 from .gemm import gemm
-from .gemv import MAX_BATCH, WO, gemv
+from .gemv import DEFAULT, MAX_BATCH, ONE_ROW, WO, gemv
 from .graphs import capture
 from .kv import KVCaches
 from .weights import GpuWeights
@@ -95,11 +95,12 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     """
     t, eps = h.shape[0], cfg.norm_eps
     fused = t <= MAX_BATCH
+    wide = ONE_ROW if t == 1 else DEFAULT  # the config of the K = D GEMVs (qkv, w13)
     dims = {"n_kv_heads": cfg.n_kv_heads}
     for i, lw in enumerate(w.decoder_layers):
         cache, ring = kv.layer(i)
         if fused:
-            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl)
+            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl, config=wide)
         else:
             qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
         q = ops.rope_qkv(
@@ -111,7 +112,16 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
         )  # fmt: skip
         if fused:
             gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=WO)
-            gemv(h, lw.w13, scratch.u, norm_weight=lw.ffn_norm, eps=eps, epilogue="swiglu", pdl=pdl)
+            gemv(
+                h,
+                lw.w13,
+                scratch.u,
+                norm_weight=lw.ffn_norm,
+                eps=eps,
+                epilogue="swiglu",
+                pdl=pdl,
+                config=wide,
+            )
             gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl)
         else:
             gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
@@ -125,7 +135,8 @@ def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = Tru
     ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
     layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl)
     if buf.batch <= MAX_BATCH:
-        gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl)
+        wide = ONE_ROW if buf.batch == 1 else DEFAULT
+        gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl, config=wide)
     else:
         gemm(ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x), w.tok_embeddings, out=buf.logits)
     ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history, pdl=pdl)

@@ -57,7 +57,15 @@ class Config:
 
 DEFAULT = Config()
 WO = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14.6 for the default 6 (H100)
-SHIPPED = (DEFAULT, WO)  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
+# One row of x (B = 1) and K = 3072: two 8-warp blocks per SM beat one of 16 warps on an H200
+# (dev/gemv_timing.py --sweep, 2026-11-30: qkv 15.3 vs 16.7 µs, w13 36.1 vs 38.9, output 217 vs 231);
+# at B = 8 they lose by 20–50 %, and on wo and w2 at B = 1 too.
+ONE_ROW = Config(warps=8)
+SHIPPED = (
+    DEFAULT,
+    WO,
+    ONE_ROW,
+)  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
 EPILOGUES = {"store": 0, "add": 1, "swiglu": 2}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
 # (norm, x bf16) prologue/input pairs that exist: the RMSNorm prologue takes f32 x.
 INPUTS = ((False, False), (False, True), (True, False))
@@ -175,4 +183,4 @@ def gemv(
     return out
 
 
-__all__ = ["DEFAULT", "EPILOGUES", "SHIPPED", "WO", "MAX_BATCH", "Config", "gemv", "shared_bytes"]
+__all__ = ["DEFAULT", "EPILOGUES", "ONE_ROW", "SHIPPED", "WO", "MAX_BATCH", "Config", "gemv", "shared_bytes"]
