@@ -78,7 +78,7 @@ def test_live_segments_equal_the_whole_run():
     rng = np.random.default_rng(0)
     early = 0
     for trial in range(60):
-        n = int(rng.integers(1, 400))
+        n = int(rng.integers(1, 400 if trial % 3 else 1500))  # some past MAX_SEGMENT_S without a pause
         choices = [tok.streaming_pad_id] * 6 + [tok.streaming_word_id] * 2 + [dot] + list(range(1000, 1400))
         tokens = [int(rng.choice(choices)) for _ in range(n)]
         duration = max(0.0, (n - 17) * 0.08 + float(rng.uniform(-0.3, 0.3)))  # the right padding: 17 tokens
@@ -92,4 +92,43 @@ def test_live_segments_equal_the_whole_run():
         early += len(got)
         got += live.finish(duration)
         assert got == want, f"trial {trial}"
+        assert live.segments == want  # kept compactly for the Transcript
     assert early > 100  # most segments were given out before the end
+
+
+def test_a_segment_never_spans_more_than_max_segment_s():
+    from voxtral.transcript import MAX_SEGMENT_S
+
+    tok = _tok()
+    words = [_id(tok, b" the"), _id(tok, b" and")]
+    tokens = [words[k % 2] for k in range(1500)]  # 120 s of one word per frame: no punctuation, no pause
+    segs = segments_from_words(align_words(tokens, tok, duration=120.0))
+    assert len(segs) >= 4
+    assert all(s.end - s.start <= MAX_SEGMENT_S + 1e-9 for s in segs)
+    assert [w for s in segs for w in s.words] == align_words(tokens, tok, duration=120.0)
+    assert all(a.end <= b.start for a, b in zip(segs, segs[1:], strict=False))
+
+
+def test_segments_are_compact_and_read_like_a_list():
+    import pickle
+    import tracemalloc
+
+    from voxtral.transcript import Transcript, aligned_words, build_segments
+
+    tok = _tok()
+    ids = [_id(tok, b" the"), _id(tok, b" and"), _id(tok, b".")]
+    tokens = [ids[k % 3] for k in range(20000)]
+    want = segments_from_words(align_words(tokens, tok, 1600.0))
+    tracemalloc.start()
+    segs = build_segments(aligned_words(tokens, tok, 1600.0))
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n_words = sum(len(s.words) for s in want)
+    assert held / n_words < 40, f"{held / n_words:.0f} bytes per word"  # Word objects take ~200
+    assert segs == want and list(segs) == want and len(segs) == len(want)
+    assert segs[-1] == want[-1] and segs[2:5] == want[2:5]
+    assert pickle.loads(pickle.dumps(segs)) == want
+    t = Transcript("x", tokens[:3], segs, 1600.0)
+    d = t.to_dict()
+    assert isinstance(d["segments"], list) and d["segments"][0]["words"][0]["text"] == " the"
+    assert t.words == [w for s in want for w in s.words]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
 from .stream import Session
-from .transcript import LiveSegments, Segment, Transcript, align_words, segments_from_words
+from .transcript import LiveSegments, Segment, Transcript, aligned_words, build_segments
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class _Running:
     index: int
     scores: list | None
     live: LiveSegments | None
-    tokens: list[int] = field(default_factory=list)
+    tokens: array = field(default_factory=lambda: array("i"))  # 4 bytes a token, however long the input
 
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -133,7 +134,7 @@ class Model:
                         on_progress(r.index, job.n_steps * FRAME_MS / 1000)
                     if r.live is not None:  # between engine ticks, in this thread: the job's state is whole
                         new = job.take_tokens()
-                        r.tokens += new
+                        r.tokens.extend(new)
                         for seg in r.live.add(new, job.n_samples / rate_out):
                             on_segment(r.index, seg)
                 return any(j.finished for j in running)
@@ -147,12 +148,12 @@ class Model:
                     yield r.index, job.error
                     continue
                 new = job.take_tokens()
-                r.tokens += new
-                t = self._transcript(job, r.scores, tokens=r.tokens, batch_size=batch_size)
-                if r.live is not None:
-                    for seg in r.live.add(new, t.duration) + r.live.finish(t.duration):
+                r.tokens.extend(new)
+                if r.live is not None:  # its segments are the transcript's: they are given out first
+                    duration = job.n_samples / rate_out
+                    for seg in r.live.add(new, duration) + r.live.finish(duration):
                         on_segment(r.index, seg)
-                yield r.index, t
+                yield r.index, self._transcript(job, r.scores, r.tokens, r.live, batch_size=batch_size)
 
     def transcribe_batch(
         self,
@@ -252,10 +253,16 @@ class Model:
         n = audio_io.audio_length(audio, sample_rate, cfg.sampling_rate)
         return None if n is None else s.n_left + -(-n // cfg.samples_per_token) + s.n_right
 
-    def _transcript(self, job: Job, scores: list | None = None, tokens=None, **info) -> Transcript:
+    def _transcript(
+        self, job: Job, scores: list | None = None, tokens=None, live: LiveSegments | None = None, **info
+    ) -> Transcript:
+        """The Transcript of a finished job; tokens: those taken already (else the job's); live: the
+        LiveSegments that gave its segments out as they came (finished), reused instead of aligning again."""
         duration = job.n_samples / self.config.audio.sampling_rate
-        tokens = job.take_tokens() if tokens is None else tokens
-        words = align_words(tokens, self.tokenizer, duration)
+        tokens = job.take_tokens() if tokens is None else list(tokens)
+        segments = live.segments if live is not None else build_segments(
+            aligned_words(tokens, self.tokenizer, duration)
+        )  # fmt: skip
         info = {
             "device": self.device,
             "delay_ms": self.schedule.delay_ms,
@@ -266,7 +273,7 @@ class Model:
         return Transcript(
             text=self.tokenizer.decode(tokens).strip(),
             tokens=tokens,
-            segments=segments_from_words(words),
+            segments=segments,
             duration=duration,
             timings=dict(job.timings),
             info=info,

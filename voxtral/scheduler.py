@@ -22,6 +22,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -70,7 +71,7 @@ class Job:
         self.idle_timeout = idle_timeout
         self.state = QUEUED
         self.error: VoxtralError | None = None
-        self.tokens: deque[int] = deque()  # generated ids (EOS included) not yet taken (take_tokens)
+        self.tokens = array("i")  # generated ids (EOS included) not yet taken: 4 bytes each (take_tokens)
         self.n_steps = 0  # tokens generated so far
         self.eos = False
         self.timings = dict.fromkeys(("audio", "mel", "encoder", "prefill", "decode"), 0.0)
@@ -114,7 +115,8 @@ class Job:
     def take_tokens(self) -> list[int]:
         """The tokens generated since the last call (a live session takes them as they come, so a
         stream of any length holds none for long; an offline job's are all there at the end)."""
-        return [self.tokens.popleft() for _ in range(len(self.tokens))]
+        taken, self.tokens = self.tokens.tolist(), array("i")
+        return taken
 
     def _consumed(self) -> int:
         return self._prompt_len - 1 + self.n_steps if self._prefilled else 0
@@ -384,7 +386,7 @@ class Scheduler:
         keep, ended = (row, False) if job.max_steps is not None else self.schedule.cut_at_eos(row)
         if logits is not None and job.on_logits is not None:
             job.on_logits(keep, logits[: len(keep)])
-        job.tokens.extend(int(t) for t in keep)
+        job.tokens.extend(np.asarray(keep, np.int32).tolist())
         job.n_steps += len(keep)
         job.eos = ended
 

@@ -10,7 +10,9 @@ between words is what splits segments at long pauses.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 from .config import FRAME_MS
 from .tokenizer import Tokenizer
@@ -19,6 +21,8 @@ FRAME_S = FRAME_MS / 1000
 SENTENCE_END = (".", "?", "!", "…")
 MAX_WORD_S = 1.0  # longest span given to one word; more than this before its end is silence
 PAUSE_S = 0.8  # a silence this long between two words starts a new segment
+JOIN_EVERY = 256  # word texts joined into one string this often (one str object per word costs ~60 B)
+MAX_SEGMENT_S = 30.0  # a word that would make its segment span longer than this starts a new one
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,114 @@ class Segment:
     words: tuple[Word, ...] = ()
 
 
+class Segments(Sequence):
+    """The segments of a transcript, stored as columns (word times in float arrays, word texts in one
+    string): a few bytes per word where Word and Segment objects take hundreds, so a transcript of hours
+    stays small. Reads like a list of Segment (index, slice, iterate, compare with a list); each access
+    makes the Segment objects asked for."""
+
+    def __init__(self):
+        self._start, self._end = array("d"), array("d")  # per word, seconds
+        self._text: list[str] = []  # every word's text, one after the other, joined in blocks
+        self._pending: list[str] = []  # the latest words' texts, not joined yet
+        self._offset = array("q", [0])  # word i's text: characters offset[i] … offset[i + 1]
+        self._bounds = array("q", [0])  # segment j: words bounds[j] … bounds[j + 1] − 1
+        self._joined: str | None = None
+
+    def _add_word(self, w: Word) -> None:
+        self._start.append(w.start)
+        self._end.append(w.end)
+        self._pending.append(w.text)
+        self._offset.append(self._offset[-1] + len(w.text))
+        if len(self._pending) >= JOIN_EVERY:
+            self._text.append("".join(self._pending))
+            self._pending.clear()
+        self._joined = None
+
+    def _close(self) -> None:
+        """End the open segment after the last word added (nothing if it has no words)."""
+        if len(self._start) > self._bounds[-1]:
+            self._bounds.append(len(self._start))
+
+    def _word(self, i: int) -> Word:
+        if self._joined is None:
+            self._text = ["".join(self._text + self._pending)]
+            self._pending.clear()
+            self._joined = self._text[0]
+        return Word(self._start[i], self._end[i], self._joined[self._offset[i] : self._offset[i + 1]])
+
+    def _segment(self, j: int) -> Segment:
+        ws = tuple(self._word(i) for i in range(self._bounds[j], self._bounds[j + 1]))
+        return _segment(ws)
+
+    def __len__(self) -> int:
+        return len(self._bounds) - 1
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return [self._segment(i) for i in range(*j.indices(len(self)))]
+        if j < 0:
+            j += len(self)
+        if not 0 <= j < len(self):
+            raise IndexError("segment index out of range")
+        return self._segment(j)
+
+    def __iter__(self) -> Iterator[Segment]:
+        return (self._segment(j) for j in range(len(self)))
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, Sequence)
+            and len(other) == len(self)
+            and all(a == b for a, b in zip(self, other, strict=True))
+        )
+
+    def __repr__(self) -> str:
+        return f"Segments({list(self)!r})"
+
+    def __getstate__(self) -> dict:  # pickle / deepcopy: the text as one string
+        return dict(self.__dict__, _text=["".join(self._text + self._pending)], _pending=[], _joined=None)
+
+
+class SegmentBuilder:
+    """Words in order → Segments: a segment ends after sentence punctuation, before a pause of pause_s or
+    more, and before a word that would make it span more than MAX_SEGMENT_S."""
+
+    def __init__(self, pause_s: float = PAUSE_S):
+        self.pause_s = pause_s
+        self.segments = Segments()
+        self._first: Word | None = None  # first and last word of the open segment
+        self._last: Word | None = None
+
+    def add(self, w: Word) -> int:
+        """Add the next word; returns how many segments it closed (0, 1 or 2)."""
+        closed = 0
+        if self._last is not None and _opens_segment(self._first, self._last, w, self.pause_s):
+            closed += self._close()
+        self.segments._add_word(w)
+        self._first = self._first or w
+        self._last = w
+        if _closes_segment(w):
+            closed += self._close()
+        return closed
+
+    def finish(self) -> int:
+        """Close the open segment; returns 1 if there was one."""
+        return self._close()
+
+    def _close(self) -> int:
+        if self._last is None:
+            return 0
+        self.segments._close()
+        self._first = self._last = None
+        return 1
+
+
 @dataclass(frozen=True)
 class Transcript:
     text: str
     tokens: list[int]  # every generated id, control ids included
-    segments: list[Segment]
+    segments: Sequence[Segment]  # a list, or Segments (the same, stored compactly)
     duration: float  # seconds of input audio
     timings: dict[str, float] = field(default_factory=dict)  # stage → seconds
     info: dict = field(default_factory=dict)  # model, device, delay, steps
@@ -51,7 +158,7 @@ class Transcript:
         return [w for s in self.segments for w in s.words]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(replace(self, segments=list(self.segments), tokens=list(self.tokens)))
 
 
 def ms_floor(seconds: float) -> float:
@@ -59,23 +166,27 @@ def ms_floor(seconds: float) -> float:
     return math.floor(seconds * 1000) / 1000
 
 
-def _word_groups(tokens: list[int], tok: Tokenizer) -> list[tuple[int, list[int]]]:
-    """(index k of the word's first text token, its text ids) for each word. A word never starts in the
-    middle of a character (a token of UTF-8 continuation bytes stays with the word before), so words,
-    segments and subtitles spell the characters the whole text does."""
-    groups: list[tuple[int, list[int]]] = []
+def _word_groups(tokens: Iterable[int], tok: Tokenizer) -> Iterator[tuple[int, list[int]]]:
+    """(index k of the word's first text token, its text ids) for each word, in order. A word never starts
+    in the middle of a character (a token of UTF-8 continuation bytes stays with the word before), so
+    words, segments and subtitles spell the characters the whole text does."""
+    group: tuple[int, list[int]] | None = None
     boundary = True
     for k, t in enumerate(tokens):
+        t = int(t)
         if t == tok.streaming_word_id:
             boundary = True
         elif tok.is_text(t):
             head = tok.token_bytes(t)[:1]
-            inside_a_character = bool(groups) and head != b"" and 0x80 <= head[0] < 0xC0  # UTF-8 continuation
+            inside_a_character = group is not None and head != b"" and 0x80 <= head[0] < 0xC0  # continuation
             if (boundary or head.isspace()) and not inside_a_character:
-                groups.append((k, []))
-            groups[-1][1].append(t)
+                if group is not None:
+                    yield group
+                group = (k, [])
+            group[1].append(t)
             boundary = False
-    return groups
+    if group is not None:
+        yield group
 
 
 def _word(k: int, text: str, prev_end: float | None, first_sound: int, limit: float) -> tuple[Word, float]:
@@ -87,19 +198,33 @@ def _word(k: int, text: str, prev_end: float | None, first_sound: int, limit: fl
     return Word(start=round(start, 3), end=round(end, 3), text=text), end
 
 
-def align_words(tokens: list[int], tok: Tokenizer, duration: float) -> list[Word]:
-    """Words with start/end seconds from the generated tokens (SPEC §6, approximate)."""
+def aligned_words(tokens: Sequence[int], tok: Tokenizer, duration: float) -> Iterator[Word]:
+    """Words with start/end seconds from the generated tokens (SPEC §6, approximate), one at a time."""
     first_sound = next((k for k, t in enumerate(tokens) if t != tok.streaming_pad_id), 0)
-    words, prev_end, limit = [], None, ms_floor(duration)
+    prev_end, limit = None, ms_floor(duration)
     for k, ids in _word_groups(tokens, tok):
         word, prev_end = _word(k, tok.decode(ids), prev_end, first_sound, limit)
-        words.append(word)
-    return words
+        yield word
 
 
-def _opens_segment(current: list[Word], w: Word, pause_s: float) -> bool:
-    """Whether w starts a new segment: a pause of pause_s or more before it."""
-    return bool(current) and w.start - current[-1].end >= pause_s - 1e-9
+def align_words(tokens: Sequence[int], tok: Tokenizer, duration: float) -> list[Word]:
+    """Words with start/end seconds from the generated tokens (SPEC §6, approximate)."""
+    return list(aligned_words(tokens, tok, duration))
+
+
+def build_segments(words: Iterable[Word], pause_s: float = PAUSE_S) -> Segments:
+    """Segments (compact) of words given one at a time: see SegmentBuilder."""
+    builder = SegmentBuilder(pause_s)
+    for w in words:
+        builder.add(w)
+    builder.finish()
+    return builder.segments
+
+
+def _opens_segment(first: Word, last: Word, w: Word, pause_s: float) -> bool:
+    """Whether w starts a new segment after the open one (first … last): a pause of pause_s or more before
+    it, or the segment would span more than MAX_SEGMENT_S with it."""
+    return w.start - last.end >= pause_s - 1e-9 or w.end - first.start > MAX_SEGMENT_S + 1e-9
 
 
 def _closes_segment(w: Word) -> bool:
@@ -112,25 +237,16 @@ def _segment(ws: list[Word]) -> Segment:
     return Segment(start=ws[0].start, end=ws[-1].end, text=text, words=tuple(ws))
 
 
-def segments_from_words(words: list[Word], pause_s: float = PAUSE_S) -> list[Segment]:
-    """Split words into segments after sentence punctuation and before a pause of pause_s or more."""
-    segments, current = [], []
-    for w in words:
-        if _opens_segment(current, w, pause_s):
-            segments.append(current)
-            current = []
-        current.append(w)
-        if _closes_segment(w):
-            segments.append(current)
-            current = []
-    if current:
-        segments.append(current)
-    return [_segment(ws) for ws in segments]
+def segments_from_words(words: Iterable[Word], pause_s: float = PAUSE_S) -> list[Segment]:
+    """Split words into segments after sentence punctuation, before a pause of pause_s or more and before
+    a word that would make a segment span more than MAX_SEGMENT_S."""
+    return list(build_segments(words, pause_s))
 
 
 class LiveSegments:
     """The segments of a growing token sequence, each given out as soon as it is final: exactly those of
-    segments_from_words(align_words(all tokens, duration)), in order, once finish(duration) has run.
+    segments_from_words(align_words(all tokens, duration)), in order, once finish(duration) has run;
+    `segments` holds them all (compact), for the Transcript.
 
     A word is final when the next word has begun and its end cannot be clamped by the audio's end any
     more (its end is within the audio known so far); a segment when a final word opens the next one, or
@@ -144,7 +260,12 @@ class LiveSegments:
         self._groups: list[tuple[int, list[int]]] = []  # complete, not yet turned into words
         self._open: tuple[int, list[int]] | None = None  # the word still being spelled
         self._prev_end: float | None = None
-        self._current: list[Word] = []  # words of the segment being built
+        self._builder = SegmentBuilder()
+
+    @property
+    def segments(self) -> Segments:
+        """Every segment given out so far (all of them once finish has run)."""
+        return self._builder.segments
 
     def add(self, tokens, known_duration: float) -> list[Segment]:
         """The next tokens, and the audio seconds known to exist so far → the segments now final."""
@@ -172,21 +293,16 @@ class LiveSegments:
             self._groups.append(self._open)
             self._open = None
         out = self._words(ms_floor(duration), final=True)
-        if self._current:
-            out.append(_segment(self._current))
-            self._current = []
-        return out
+        return out + self._closed(self._builder.finish())
 
     def _words(self, limit: float, final: bool) -> list[Segment]:
-        out = []
+        closed = 0
         while self._groups and (final or (self._groups[0][0] - 1) * FRAME_S <= limit):
             k, ids = self._groups.pop(0)
             w, self._prev_end = _word(k, self.tok.decode(ids), self._prev_end, self._first_sound or 0, limit)
-            if _opens_segment(self._current, w, PAUSE_S):
-                out.append(_segment(self._current))
-                self._current = []
-            self._current.append(w)
-            if _closes_segment(w):
-                out.append(_segment(self._current))
-                self._current = []
-        return out
+            closed += self._builder.add(w)
+        return self._closed(closed)
+
+    def _closed(self, n: int) -> list[Segment]:
+        segments = self._builder.segments
+        return segments[len(segments) - n :] if n else []
