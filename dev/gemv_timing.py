@@ -363,6 +363,7 @@ def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
         cp.cuda.Device().synchronize()  # state made on the legacy stream, which `stream` does not wait for
         state = (buf.tokens, buf.pos, buf.history)  # put back after the eager run, as Decoder._graph does
         runs = [functools.partial(decoder.step, w, CFG, buf, pdl=pdl) for pdl in (False, True)]
+        runs.append(functools.partial(decoder.step, w, CFG, buf, pdl=True, fused=False))
         with stream:
             made = [capture(stream, run, state) for run in runs]
         stream.synchronize()
@@ -377,10 +378,15 @@ def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
             after.append({n: a.copy() for n, a in written(buf, kv).items()})
         differ = [n for n in after[0] if not same_bits(after[0][n], after[1][n])]
         check = "bitwise equal" if not differ else f"DIFFER: {', '.join(differ)}"
+        tokens_equal = all(
+            same_bits(after[0][n], after[2][n]) for n in ("tokens", "history") if n in after[0]
+        )
         times = [replay_us(g, stream) for g in made]
-        for pdl, us in zip((False, True), times, strict=True):
-            name = "plain" if not pdl else "PDL"
+        for name, us in zip(("plain", "PDL", "cuBLAS"), times, strict=True):
             lines.append(f"  B={b} {name:<6} {us:8.1f} µs  {100 * floor_us / us:5.1f}% of the floor")
+        lines.append(
+            f"  B={b} cuBLAS path (rms_norm + GEMMs + silu_mul, PDL elsewhere): tokens equal {tokens_equal}"
+        )
         lines.append(f"  B={b} PDL saves {times[0] - times[1]:.1f} µs; PDL vs plain graph: {check}")
         del runs, made, start, after, buf, kv
     return lines

@@ -116,3 +116,43 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     for s in slots:
         dec.leave(s)
     assert dec.nbytes() < before and dec.free() == 11
+
+
+def test_each_bucket_keeps_the_faster_of_its_step_paths(gpu, audios):
+    """Up to 8 rows a bucket's step is captured twice (fused GEMVs, cuBLAS GEMMs), timed, and the faster
+    kept; more rows have the cuBLAS path only."""
+    from voxtral.gpu.gemv import MAX_BATCH
+
+    dec = gpu.backend.decoder(12)
+    enc = gpu.backend.encoder(1)
+    embeds = enc.encode([(enc.join(), gpu.trace(audios[0], 1, sample_rate=16000).mel)])[0]
+    slots = [dec.join(len(embeds)) for _ in range(10)]
+    for s in slots:
+        dec.append_audio(s, embeds)
+        dec.prefill(s, gpu.schedule.prompt)
+    for k in (1, 3, 10):
+        dec.step(slots[:k], 2)
+    assert set(dec.paths) == {1, 4, 12}
+    for b, ms in dec.path_ms.items():
+        if b <= MAX_BATCH:
+            assert set(ms) == {"fused", "cuBLAS"} and dec.paths[b] == min(ms, key=ms.get), (b, ms)
+    assert dec.paths[12] == "cuBLAS" and dec.path_ms[12] == {}
+
+
+@pytest.mark.parametrize("path", ["fused", "cuBLAS"])
+def test_both_step_paths_give_the_offline_tokens(gpu, tiny_dir, audios, monkeypatch, path):
+    """Whichever path the timing picks, a batch gives the tokens of the offline runs (near-ties aside)."""
+    import voxtral.gpu.decoder as gpu_decoder
+
+    want = [t.tokens for t in alone(gpu, audios)]  # each bucket on the path timed fastest
+
+    def forced(stream, made, state):
+        return made.get(path, made["cuBLAS"]), {}
+
+    monkeypatch.setattr(gpu_decoder, "fastest", forced)
+    m = voxtral.load(tiny_dir, device="cuda")
+    got = m.transcribe_batch(audios, sample_rate=16000)
+    assert set(m.engine._decoder.paths.values()) == {path}
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if g.tokens != w:
+            assert_near_tie(m, audios[i], g.tokens, w, f"{path} path: input {i}")

@@ -114,6 +114,7 @@ def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -
                 "engine_bytes": decoder.nbytes(),
                 "kv_bytes_per_stream": decoder.kv_bytes(slots[0]),
                 "kv_bytes_per_live_stream": window_kv_bytes(cfg.decoder),
+                "path": getattr(decoder, "paths", {}).get(b, ""),  # GPU: the step path timed fastest
             }
         )
         del decoder, slots
@@ -213,6 +214,7 @@ def server_lines(rows: list[dict]) -> list[str]:
 def batch_lines(rows: list[dict]) -> list[str]:
     lines = [
         "       batch  ms/step  (x B=1)  stream-steps/s  realtime/stream  throughput  engine GB  KV MB/stream"
+        "         path"
     ]
     for r in rows:
         kv, live = r["kv_bytes_per_stream"] / 1e6, r["kv_bytes_per_live_stream"] / 1e6
@@ -220,5 +222,6 @@ def batch_lines(rows: list[dict]) -> list[str]:
             f"       {r['batch']:>5}  {r['median_ms']:7.3f}  {r['step_over_b1']:6.2f}x"
             f"  {r['stream_steps_per_s']:14.0f}  {r['realtime_x_per_stream']:14.1f}x"
             f"  {r['throughput_x']:9.1f}x  {r['engine_bytes'] / 1e9:9.2f}  {kv:8.1f} ({live:.0f} live)"
+            f"  {r.get('path', '')}"
         )
     return lines

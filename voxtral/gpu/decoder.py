@@ -16,6 +16,8 @@ Shapes: C slots, B rows, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V 
 from __future__ import annotations
 
 import copy as shallow
+import functools
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -26,10 +28,11 @@ from . import ops
 from .copy import copy, device_array, upload
 from .gemm import gemm
 from .gemv import DEFAULT, MAX_BATCH, ONE_ROW, WO, gemv
-from .graphs import capture
+from .graphs import capture, fastest
 from .kv import KVCaches
 from .weights import GpuWeights
 
+log = logging.getLogger(__name__)
 AUDIO_RING = 256  # audio embedding rows per slot; the host fills them ahead of the rounds that need them
 HISTORY = 64  # token history rows per slot: the steps of one round
 PREFILL_CHUNK = AUDIO_RING // 2  # positions per prefill pass: their audio fits the ring
@@ -82,7 +85,7 @@ class DecoderBuffers:
         return view
 
 
-def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=False) -> None:
+def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=False, fused=True) -> None:
     """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of slots slot [T].
 
     kv.layer(i) gives layer i's cache tables: KVCaches' per slot, or DecoderBuffers' laid out per row
@@ -92,9 +95,10 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     gemv.MAX_BATCH positions (a step) the fused GEMVs carry each RMSNorm, the SwiGLU and the residual
     adds; more (prefill, big batches) take cuBLAS GEMMs. pdl chains the step's launches with
     programmatic dependent launch, so each kernel streams its weights while the previous one ends.
+    fused=False takes the cuBLAS path at any T (which is faster depends on the GPU: Decoder times both).
     """
     t, eps = h.shape[0], cfg.norm_eps
-    fused = t <= MAX_BATCH
+    fused = fused and t <= MAX_BATCH
     wide = ONE_ROW if t == 1 else DEFAULT  # the config of the K = D GEMVs (qkv, w13)
     dims = {"n_kv_heads": cfg.n_kv_heads}
     for i, lw in enumerate(w.decoder_layers):
@@ -130,11 +134,14 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
             gemm(scratch.u, lw.w2, out=h, beta=1.0)
 
 
-def step(w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = True) -> None:
-    """One greedy step of every row; only device buffers in and out (capturable)."""
+def step(
+    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = True, fused: bool = True
+) -> None:
+    """One greedy step of every row; only device buffers in and out (capturable). fused: the fused
+    GEMVs up to MAX_BATCH rows (else cuBLAS GEMMs with separate norm and SwiGLU kernels)."""
     ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
-    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl)
-    if buf.batch <= MAX_BATCH:
+    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused)
+    if fused and buf.batch <= MAX_BATCH:
         wide = ONE_ROW if buf.batch == 1 else DEFAULT
         gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl, config=wide)
     else:
@@ -222,6 +229,8 @@ class Decoder:
         self.buckets = buckets(capacity)
         self._graphs: dict[int, object] = {}
         self._views: dict[int, DecoderBuffers] = {}
+        self.paths: dict[int, str] = {}  # bucket → the step path its graph takes ("fused" or "cuBLAS")
+        self.path_ms: dict[int, dict] = {}  # bucket → {path: median ms of the timed replays}
         self._layout: tuple | None = None  # (slots the device rows serve, KV table version) now
 
     # --- slots ---------------------------------------------------------------------------------
@@ -368,11 +377,20 @@ class Decoder:
         return b
 
     def _graph(self, b: int):
-        """The step of bucket b as a CUDA graph."""
+        """The step of bucket b as a CUDA graph. Up to MAX_BATCH rows the step can take the fused GEMVs
+        or cuBLAS GEMMs: both are captured, timed on the rows' real state, and the faster kept (on an
+        H200 the fused GEMVs win at B = 1 and lose at B = 8: which wins depends on the GPU and B)."""
         if b not in self._graphs:
             view = self._views[b] = self.buf.rows(b)
-            run = lambda: step(self.weights, self.cfg, view)  # noqa: E731
-            self._graphs[b] = capture(self.cuda_stream, run, (view.tokens, view.pos, view.history))
+            state = (view.tokens, view.pos, view.history)
+            paths = ("fused", "cuBLAS") if b <= MAX_BATCH else ("cuBLAS",)
+            runs = {
+                p: functools.partial(step, self.weights, self.cfg, view, fused=p == "fused") for p in paths
+            }
+            made = {p: capture(self.cuda_stream, run, state) for p, run in runs.items()}
+            self._graphs[b], self.path_ms[b] = fastest(self.cuda_stream, made, state)
+            self.paths[b] = next(p for p, g in made.items() if g is self._graphs[b])
+            log.info("decoder bucket %d: %s path %s", b, self.paths[b], self.path_ms[b] or "")
         return self._graphs[b]
 
     def nbytes(self) -> int:
