@@ -1,5 +1,7 @@
-"""Peak RSS of `voxtral transcribe` over long inputs (tiny random checkpoint, CPU): memory must not
-grow with the audio length, in any mode (the engine reads audio in blocks and keeps a bounded window).
+"""Peak RSS of `voxtral transcribe` over long inputs, tiny random checkpoint, CPU (issue #11).
+
+Memory must not grow with the audio length, in any mode (the engine reads audio in blocks and keeps a
+bounded window).
 
     python dev/memory_check.py [--minutes 10,60,120] [--batch-minutes 70] [--work DIR]
 

@@ -3,6 +3,7 @@ checks in tests/gpu/test_gpu_engine.py): identical tokens and text to the single
 
 import time
 
+import numpy as np
 import pytest
 from engine_checks import (
     PATTERNS,
@@ -113,3 +114,9 @@ def test_bad_batch_size(model, clip5):
     for bad in (0, -1, 2.5, True):
         with pytest.raises(OptionError, match="batch_size"):
             model.transcribe_batch([clip5], batch_size=bad)
+
+
+def test_one_input_where_a_list_is_expected(model, clip5):
+    for one in (str(clip5), clip5, np.zeros(16000, np.float32), b"audio"):
+        with pytest.raises(OptionError, match="list of paths or arrays"):
+            model.transcribe_batch(one)

@@ -127,6 +127,8 @@ def test_segments_are_compact_and_read_like_a_list():
     assert held / n_words < 40, f"{held / n_words:.0f} bytes per word"  # Word objects take ~200
     assert segs == want and list(segs) == want and len(segs) == len(want)
     assert segs[-1] == want[-1] and segs[2:5] == want[2:5]
+    assert segs + want[:1] == want + want[:1] and want[:1] + segs == want[:1] + want  # + gives a list
+    assert segs != tuple(want)  # as a list would
     assert pickle.loads(pickle.dumps(segs)) == want
     t = Transcript("x", tokens[:3], segs, 1600.0)
     d = t.to_dict()

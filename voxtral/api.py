@@ -113,6 +113,11 @@ class Model:
         segments, in order, as the Transcript's), as the engine goes (in the thread that iterates)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        if isinstance(inputs, str | bytes | Path) or (isinstance(inputs, np.ndarray) and inputs.ndim < 2):
+            raise OptionError(
+                "inputs must be a list of paths or arrays (one input: use transcribe), got "
+                f"{type(inputs).__name__} {str(inputs)[:60]!r}"
+            )
         pending = iter(enumerate(inputs))
         running: dict[Job, _Running] = {}
         rate_out = self.config.audio.sampling_rate

@@ -21,7 +21,7 @@ FRAME_S = FRAME_MS / 1000
 SENTENCE_END = (".", "?", "!", "…")
 MAX_WORD_S = 1.0  # longest span given to one word; more than this before its end is silence
 PAUSE_S = 0.8  # a silence this long between two words starts a new segment
-JOIN_EVERY = 256  # word texts joined into one string this often (one str object per word costs ~60 B)
+JOIN_EVERY = 256  # word texts joined into one string per this many words (a str object each costs ~60 B)
 MAX_SEGMENT_S = 30.0  # a word that would make its segment span longer than this starts a new one
 
 
@@ -41,44 +41,43 @@ class Segment:
 
 
 class Segments(Sequence):
-    """The segments of a transcript, stored as columns (word times in float arrays, word texts in one
-    string): a few bytes per word where Word and Segment objects take hundreds, so a transcript of hours
-    stays small. Reads like a list of Segment (index, slice, iterate, compare with a list); each access
-    makes the Segment objects asked for."""
+    """The segments of a transcript, stored as columns (word times in float arrays, word texts joined
+    in blocks of JOIN_EVERY words): ~30 bytes a word where Word and Segment objects take ~200, so a
+    transcript of hours stays small. A read-only sequence of Segment: index, slice, iterate, `in`,
+    compare with a list, `+` a list (gives a list); `list(segments)` for a list to edit. Each access
+    makes the Segment objects asked for, in time proportional to their words."""
 
     def __init__(self):
         self._start, self._end = array("d"), array("d")  # per word, seconds
-        self._text: list[str] = []  # every word's text, one after the other, joined in blocks
-        self._pending: list[str] = []  # the latest words' texts, not joined yet
-        self._offset = array("q", [0])  # word i's text: characters offset[i] … offset[i + 1]
+        self._offset = array("q", [0])  # word i's text: characters offset[i] … offset[i + 1] of all text
+        self._blocks: list[str] = []  # block b: the texts of words b·JOIN_EVERY … (b+1)·JOIN_EVERY − 1
+        self._pending: list[str] = []  # the texts of the words after the last block, one str each
         self._bounds = array("q", [0])  # segment j: words bounds[j] … bounds[j + 1] − 1
-        self._joined: str | None = None
 
     def _add_word(self, w: Word) -> None:
         self._start.append(w.start)
         self._end.append(w.end)
-        self._pending.append(w.text)
         self._offset.append(self._offset[-1] + len(w.text))
-        if len(self._pending) >= JOIN_EVERY:
-            self._text.append("".join(self._pending))
+        self._pending.append(w.text)
+        if len(self._pending) == JOIN_EVERY:
+            self._blocks.append("".join(self._pending))
             self._pending.clear()
-        self._joined = None
 
     def _close(self) -> None:
         """End the open segment after the last word added (nothing if it has no words)."""
         if len(self._start) > self._bounds[-1]:
             self._bounds.append(len(self._start))
 
-    def _word(self, i: int) -> Word:
-        if self._joined is None:
-            self._text = ["".join(self._text + self._pending)]
-            self._pending.clear()
-            self._joined = self._text[0]
-        return Word(self._start[i], self._end[i], self._joined[self._offset[i] : self._offset[i + 1]])
+    def _text(self, i: int) -> str:
+        b, k = divmod(i, JOIN_EVERY)
+        if b == len(self._blocks):
+            return self._pending[k]
+        first = self._offset[b * JOIN_EVERY]
+        return self._blocks[b][self._offset[i] - first : self._offset[i + 1] - first]
 
     def _segment(self, j: int) -> Segment:
-        ws = tuple(self._word(i) for i in range(self._bounds[j], self._bounds[j + 1]))
-        return _segment(ws)
+        words = range(self._bounds[j], self._bounds[j + 1])
+        return _segment(tuple(Word(self._start[i], self._end[i], self._text(i)) for i in words))
 
     def __len__(self) -> int:
         return len(self._bounds) - 1
@@ -97,16 +96,19 @@ class Segments(Sequence):
 
     def __eq__(self, other) -> bool:
         return (
-            isinstance(other, Sequence)
+            isinstance(other, list | Segments)
             and len(other) == len(self)
             and all(a == b for a, b in zip(self, other, strict=True))
         )
 
+    def __add__(self, other) -> list[Segment]:
+        return list(self) + list(other)
+
+    def __radd__(self, other) -> list[Segment]:
+        return list(other) + list(self)
+
     def __repr__(self) -> str:
         return f"Segments({list(self)!r})"
-
-    def __getstate__(self) -> dict:  # pickle / deepcopy: the text as one string
-        return dict(self.__dict__, _text=["".join(self._text + self._pending)], _pending=[], _joined=None)
 
 
 class SegmentBuilder:
