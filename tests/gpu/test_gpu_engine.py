@@ -20,6 +20,7 @@ from engine_checks import (
 
 import voxtral
 from voxtral.gpu.decoder import buckets
+from voxtral.gpu.gemv import MAX_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,8 @@ def test_batch_of_gemm_buckets_equals_alone(tiny_dir, audios):
 
 
 def test_decoder_graphs_and_per_slot_memory(gpu, audios):
-    """Graphs per bucket used; each slot's KV ring is sized for what it serves and grows to the window."""
+    """Graphs per bucket used, each on the faster step path; each slot's KV ring is sized for what it
+    serves and grows to the window."""
     enc = gpu.backend.encoder(1)
     embeds = enc.encode([(enc.join(), gpu.trace(audios[1], 1, sample_rate=16000).mel)])[0]
     dec = gpu.backend.decoder(12)
@@ -103,6 +105,11 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     for k in (1, 3, 10):
         dec.step(slots[:k], 2)
     assert sorted(dec._graphs) == [1, 4, 12]
+    # up to 8 rows a bucket's step is captured twice (fused GEMVs, cuBLAS GEMMs), timed, the faster kept
+    for b, ms in dec.path_ms.items():
+        if b <= MAX_BATCH:
+            assert set(ms) == {"fused", "cuBLAS"} and dec.paths[b] == min(ms, key=ms.get), (b, ms)
+    assert dec.paths[12] == "cuBLAS" and dec.path_ms[12] == {}
     window = gpu.config.decoder.sliding_window
     assert dec.kv.rows(slots[0]) == min(window, -(-len(embeds) // 64) * 64)
     small = dec.join(64)  # a guess far too short: the ring doubles as positions come
@@ -116,27 +123,6 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     for s in slots:
         dec.leave(s)
     assert dec.nbytes() < before and dec.free() == 11
-
-
-def test_each_bucket_keeps_the_faster_of_its_step_paths(gpu, audios):
-    """Up to 8 rows a bucket's step is captured twice (fused GEMVs, cuBLAS GEMMs), timed, and the faster
-    kept; more rows have the cuBLAS path only."""
-    from voxtral.gpu.gemv import MAX_BATCH
-
-    dec = gpu.backend.decoder(12)
-    enc = gpu.backend.encoder(1)
-    embeds = enc.encode([(enc.join(), gpu.trace(audios[0], 1, sample_rate=16000).mel)])[0]
-    slots = [dec.join(len(embeds)) for _ in range(10)]
-    for s in slots:
-        dec.append_audio(s, embeds)
-        dec.prefill(s, gpu.schedule.prompt)
-    for k in (1, 3, 10):
-        dec.step(slots[:k], 2)
-    assert set(dec.paths) == {1, 4, 12}
-    for b, ms in dec.path_ms.items():
-        if b <= MAX_BATCH:
-            assert set(ms) == {"fused", "cuBLAS"} and dec.paths[b] == min(ms, key=ms.get), (b, ms)
-    assert dec.paths[12] == "cuBLAS" and dec.path_ms[12] == {}
 
 
 @pytest.mark.parametrize("path", ["fused", "cuBLAS"])
