@@ -60,7 +60,8 @@ def _watch_nvrtc(compiles: list) -> None:
 def child(model_dir: str, audio: str, device: str) -> dict:
     import voxtral
     from voxtral import audio as audio_io
-    from voxtral.scheduler import Job
+
+    from .run import _first_token_s
 
     samples = audio_io.load_audio(audio)
     compiles: list = []
@@ -69,8 +70,7 @@ def child(model_dir: str, audio: str, device: str) -> dict:
     t0 = time.perf_counter()
     model = voxtral.load(model_dir, device=device)
     load_s = time.perf_counter() - t0
-    model.engine.run(Job(audio_io.blocks(samples, 16000), max_steps=1))
-    first_s = time.perf_counter() - t0
+    first_s = load_s + _first_token_s(model, samples, 16000)
     origins = getattr(model.backend, "kernel_origins", {})
     return {
         "load_s": load_s, "first_token_s": first_s,

@@ -18,9 +18,8 @@ def _layout(a, ptr: int) -> tuple[int, int, int, int]:
     """(pointer, row pitch, row bytes, rows) of an array whose rows are contiguous."""
     if a.flags.c_contiguous or a.size == 0:
         return ptr, a.nbytes, a.nbytes, 1
-    row = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
-    inner = np.empty(a.shape[1:], a.dtype).strides if a.ndim > 1 else ()
-    if a.ndim < 2 or tuple(a.strides[1:]) != tuple(inner) or a.strides[0] < row:
+    row = a.nbytes // a.shape[0] if a.ndim > 1 else 0
+    if a.ndim < 2 or not a[0].flags.c_contiguous or a.strides[0] < row:
         raise ValueError(f"array of shape {a.shape} and strides {a.strides}: rows are not contiguous")
     return ptr, a.strides[0], row, a.shape[0]
 
@@ -65,12 +64,11 @@ def clone(a):
     return out
 
 
-def concat_rows(parts: list, width: int | None = None, dtype=None):
-    """The device arrays [n_i, …] one after another along axis 0, as a new C-contiguous array."""
+def concat_rows(parts: list):
+    """The device arrays [n_i, …] (at least one) one after another along axis 0, as a new C-contiguous
+    array."""
     import cupy
 
-    if not parts:
-        return cupy.empty((0, width or 0), dtype or np.float32)
     first = parts[0]
     out = cupy.empty((sum(len(p) for p in parts), *first.shape[1:]), first.dtype)
     row = 0
