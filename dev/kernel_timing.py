@@ -143,7 +143,7 @@ def _cases():
 
     def split(ctx, nb):
         splits = ops.attention_splits(nb, HKV_DEC)
-        active = min(splits, -(-ctx // ops.SPLIT_MIN_KEYS))
+        active = min(splits, -(-ctx // ops.split_min_keys(nb, HKV_DEC)))
         partials = 0 if active == 1 else nb * H_DEC * active * (DH_DEC + 2) * 4 * 2  # written, read back
         nbytes = nb * ctx * HKV_DEC * DH_DEC * 4 + partials
         n = _sets(nbytes)

@@ -203,7 +203,10 @@ def split_counters(ws, splits, group, dh) -> np.ndarray:
      [(0, 4999), (1, 1000), (2, 63), (3, 12_000), (1, 17), (4, 0)], None),
     (16, 2, 128, 2000, (64, 2000, 128, 640), [(0, 40), (1, 2500), (2, 127), (0, 63), (3, 639)], 7),
     (32, 8, 128, 1024, (1100, 256, 512), [(0, 5000), (1, 255), (2, 100), (0, 4990)], 1),
-    (8, 1, 64, 250, (100, 250), [(0, 1234), (1, 1234)], None)])  # fmt: skip
+    (8, 1, 64, 250, (100, 250), [(0, 1234), (1, 1234)], None),
+    # 32 queries × 8 kv heads: the wide rule (SPLIT_WIDE splits of ≥ SPLIT_WIDE_MIN_KEYS keys each)
+    (32, 8, 128, 8192, (5000, 2048, 1025, 501, *(3 * i + 1 for i in range(28))),
+     [(0, 4999), (1, 2047), (2, 1024), (3, 500), *((4 + i, 3 * i) for i in range(28))], None)])  # fmt: skip
 def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, splits):
     caches, host, pos, slot = split_case(rng, hkv, dh, window, rings, queries)
     table, ring = slot_table(caches)

@@ -32,6 +32,11 @@ SPLIT_GROUPS = (1, 2, 4, 8)  # query heads per kv head served by attention_split
 SPLIT_BLOCKS = 256
 SPLIT_MAX = 32
 SPLIT_MIN_KEYS = 64  # fewest keys given to one split: more splits merge, fewer serialize the steps
+# From SPLIT_BLOCKS (query, kv head) pairs up (B ≥ 32 at 8 kv heads) one split per pair fills the GPU
+# until the window is long: SPLIT_WIDE splits of ≥ SPLIT_WIDE_MIN_KEYS keys. H200, double-buffered
+# kernel, B = 64: ctx 500 S = 1/2 ran 38.6/45.3 µs; ctx 5000 S = 1/4/8 ran 359/338/324 µs.
+SPLIT_WIDE = 8
+SPLIT_WIDE_MIN_KEYS = 1024
 TILED_WARPS = 4
 # attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → m-tiles per warp.
 # The first is the default: 128 rows (2 m-tiles per warp) share each K/V fragment read for Dh = 64.
@@ -39,8 +44,15 @@ TILED_ROWS = {64: {128: 2, 64: 1}, 128: {64: 1}}
 
 
 def attention_splits(queries: int, n_kv_heads: int) -> int:
-    """Blocks per (query, kv head) of attention_split: about SPLIT_BLOCKS in all, 1 … SPLIT_MAX."""
-    return max(1, min(SPLIT_MAX, SPLIT_BLOCKS // max(1, queries * n_kv_heads)))
+    """Blocks per (query, kv head) of attention_split: about SPLIT_BLOCKS in all, 1 … SPLIT_MAX; SPLIT_WIDE
+    from SPLIT_BLOCKS pairs up (used only by windows longer than split_min_keys each)."""
+    pairs = max(1, queries * n_kv_heads)
+    return SPLIT_WIDE if pairs >= SPLIT_BLOCKS else max(1, min(SPLIT_MAX, SPLIT_BLOCKS // pairs))
+
+
+def split_min_keys(queries: int, n_kv_heads: int) -> int:
+    """Fewest keys per split of attention_split: a query's n keys use min(splits, ⌈n / this⌉) splits."""
+    return SPLIT_WIDE_MIN_KEYS if queries * n_kv_heads >= SPLIT_BLOCKS else SPLIT_MIN_KEYS
 
 
 def split_row(splits: int, group: int, head_dim: int) -> int:
@@ -198,7 +210,7 @@ def attention_split(
         workspace = attention_workspace(t, h, hkv, dh, splits)
     _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
     args = (q, cache, ring, pos, _null_or(slot), workspace, out, np.int32(hkv), np.int32(window))
-    args += (np.int32(SPLIT_MIN_KEYS),)
+    args += (np.int32(split_min_keys(t, hkv)),)
     kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
     launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
     return out
@@ -372,5 +384,5 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 __all__ = [
     "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_split", "attention_splits",
     "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv",
-    "silu_mul", "split_row", "tiled_flops", "widen_bf16",
+    "silu_mul", "split_min_keys", "split_row", "tiled_flops", "widen_bf16",
 ]  # fmt: skip
