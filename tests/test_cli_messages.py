@@ -197,3 +197,27 @@ def test_the_microphone_without_portaudio_says_so(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     with pytest.raises(DeviceError, match="PortAudio"):
         microphone()
+
+
+def test_option_names_spelled_out():
+    """Every option of every command is named in its declaration, lower-case: typer 0.27 derived the name
+    `--SIZE` from a metavar equal to the upper-cased parameter (`voxtral dev random-checkpoint --size`
+    was refused there); a declared name does not depend on that derivation."""
+    import typer.main
+
+    from voxtral import cli_dev  # noqa: F401  (registers the dev group)
+    from voxtral.cli import app
+
+    def commands(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, f"{path} {name}")
+
+    seen = 0
+    for path, cmd in commands(typer.main.get_command(app), "voxtral"):
+        for p in cmd.params:
+            if p.param_type_name == "option":  # click's or typer's vendored click
+                longs = [o for o in p.opts if o.startswith("--")]
+                assert longs and all(o == o.lower() for o in longs), (path, p.opts)
+                seen += 1
+    assert seen > 30

@@ -79,7 +79,8 @@ DeviceOpt = Annotated[
     ),
 ]
 DelayOpt = Annotated[
-    int | None, typer.Option(metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80.")
+    int | None,
+    typer.Option("--delay-ms", metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80."),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.", **FLAG)]
 VerboseOpt = Annotated[
@@ -411,6 +412,7 @@ def transcribe(
     alternatives: Annotated[
         float | None,
         typer.Option(
+            "--alternatives",
             metavar="P",
             help="Also list rival tokens within probability P of the chosen one (json; txt marks them "
             "inline as {chosen|rival}).",

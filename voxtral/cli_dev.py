@@ -48,31 +48,42 @@ def bench(
     random_weights: Annotated[
         str | None,
         typer.Option(
-            metavar="SIZE", help="Generate a random checkpoint (tiny or full, EOS unreachable) instead."
+            "--random-weights",
+            metavar="SIZE",
+            help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.",
         ),
     ] = None,
     audio: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Audio file (default: a 60 s speech clip).")
+        Path | None, typer.Option("--audio", metavar="FILE", help="Audio file (default: a 60 s speech clip).")
     ] = None,
     device: Annotated[
         str, typer.Option("--device", "-d", metavar="DEVICES", help="Comma-separated devices: cpu,cuda.")
     ] = "cpu,cuda",
     positions: Annotated[
-        str, typer.Option(metavar="N,…", help="Decode profile positions (GPU), comma-separated.")
+        str,
+        typer.Option("--positions", metavar="N,…", help="Decode profile positions (GPU), comma-separated."),
     ] = "500,5000",
-    steps: Annotated[int, typer.Option(metavar="N", help="Timed decode steps per position (GPU).")] = 100,
-    cpu_steps: Annotated[int, typer.Option(metavar="N", help="Timed decode steps on the CPU.")] = 4,
+    steps: Annotated[
+        int, typer.Option("--steps", metavar="N", help="Timed decode steps per position (GPU).")
+    ] = 100,
+    cpu_steps: Annotated[
+        int, typer.Option("--cpu-steps", metavar="N", help="Timed decode steps on the CPU.")
+    ] = 4,
     stream: Annotated[
         bool,
         typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.", **FLAG),
     ] = False,
     batch: Annotated[
         str | None,
-        typer.Option(metavar="B,…", help="Also time batched steps for these batch sizes, e.g. 1,8,32."),
+        typer.Option(
+            "--batch", metavar="B,…", help="Also time batched steps for these batch sizes, e.g. 1,8,32."
+        ),
     ] = None,
     server: Annotated[
         str | None,
-        typer.Option(metavar="N,…", help="Also time live-session ticks for these session counts, e.g. 1,8."),
+        typer.Option(
+            "--server", metavar="N,…", help="Also time live-session ticks for these session counts, e.g. 1,8."
+        ),
     ] = None,
     cold_start: Annotated[
         bool,
@@ -133,9 +144,10 @@ def random_checkpoint(
         ),
     ],
     size: Annotated[
-        str, typer.Option(metavar="SIZE", help="tiny (tests) or full (the official shapes, 8.9 GB).")
+        str,
+        typer.Option("--size", metavar="SIZE", help="tiny (tests) or full (the official shapes, 8.9 GB)."),
     ] = "tiny",
-    seed: Annotated[int, typer.Option(metavar="N", help="Random seed (≥ 0).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed (≥ 0).")] = 0,
     eos_unreachable: Annotated[
         bool, typer.Option("--eos-unreachable", help="Make EOS never win, so every position decodes.", **FLAG)
     ] = False,

@@ -58,8 +58,12 @@ def stream(
             "--format", metavar="ENCODING", help="Raw PCM on stdin: s16le, s24le, s32le, f32le, u8, …"
         ),
     ] = None,
-    rate: Annotated[int | None, typer.Option(metavar="HZ", help="Sample rate of the raw PCM in Hz.")] = None,
-    channels: Annotated[int, typer.Option(metavar="N", help="Interleaved channels of the raw PCM.")] = 1,
+    rate: Annotated[
+        int | None, typer.Option("--rate", metavar="HZ", help="Sample rate of the raw PCM in Hz.")
+    ] = None,
+    channels: Annotated[
+        int, typer.Option("--channels", metavar="N", help="Interleaved channels of the raw PCM.")
+    ] = 1,
     jsonl: Annotated[
         bool, typer.Option("--jsonl", help="One JSON object a line: text, time, latency.", **FLAG)
     ] = False,
