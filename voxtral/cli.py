@@ -591,4 +591,4 @@ def _stdout_failed() -> bool:
     return False
 
 
-from . import cli_dev, cli_live  # noqa: E402, F401  (they add their commands to app)
+from . import cli_dev, cli_live, cli_serve  # noqa: E402, F401  (they add their commands to app)

@@ -49,3 +49,9 @@ class SessionError(VoxtralError):
     """A live session that is full, closed, finished or expired (idle too long)."""
 
     exit_code = 7
+
+
+class ServeError(VoxtralError):
+    """`voxtral serve` cannot start: its address cannot be bound."""
+
+    exit_code = 8

@@ -72,6 +72,7 @@ class Job:
         self.state = QUEUED
         self.error: VoxtralError | None = None
         self.tokens = array("i")  # generated ids (EOS included) not yet taken: 4 bytes each (take_tokens)
+        self._tokens_lock = threading.Lock()  # the driving thread appends while the job's owner takes
         self.n_steps = 0  # tokens generated so far
         self.eos = False
         self.timings = dict.fromkeys(("audio", "mel", "encoder", "prefill", "decode"), 0.0)
@@ -115,8 +116,13 @@ class Job:
     def take_tokens(self) -> list[int]:
         """The tokens generated since the last call (a live session takes them as they come, so a
         stream of any length holds none for long; an offline job's are all there at the end)."""
-        taken, self.tokens = self.tokens.tolist(), array("i")
+        with self._tokens_lock:
+            taken, self.tokens = self.tokens.tolist(), array("i")
         return taken
+
+    def has_tokens(self) -> bool:
+        """Tokens wait to be taken."""
+        return len(self.tokens) > 0
 
     def _consumed(self) -> int:
         return self._prompt_len - 1 + self.n_steps if self._prefilled else 0
@@ -384,9 +390,10 @@ class Scheduler:
     def _take(self, job: Job, row: np.ndarray, logits: np.ndarray | None) -> None:
         """A job's tokens of the last steps; at EOS the rest of the burst is void (unless max_steps)."""
         keep, ended = (row, False) if job.max_steps is not None else self.schedule.cut_at_eos(row)
-        if logits is not None and job.on_logits is not None:
-            job.on_logits(keep, logits[: len(keep)])
-        job.tokens.extend(np.asarray(keep, np.int32).tolist())
+        with job._tokens_lock:  # scores and tokens appear together to a thread taking them
+            if logits is not None and job.on_logits is not None:
+                job.on_logits(keep, logits[: len(keep)])
+            job.tokens.extend(np.asarray(keep, np.int32).tolist())
         job.n_steps += len(keep)
         job.eos = ended
 

@@ -119,6 +119,21 @@ class Session:
         """Finished or closed, and every piece given out: the session holds no slot any more."""
         return self._job.finished and (self._flushed or self._job.closed or self._job.error is not None)
 
+    @property
+    def error(self):
+        """The VoxtralError that ended the session (idle expiry, bad audio), or None."""
+        return self._job.error
+
+    @property
+    def pending(self) -> bool:
+        """collect() has something new: tokens generated since the last call, or the end's flush."""
+        return self._job.has_tokens() or (self._job.finished and self.finished and not self._flushed)
+
+    @property
+    def backlog(self) -> float:
+        """Seconds of audio fed but not yet taken in by the front end (a fast feeder's queue)."""
+        return (self.n_samples - self._job.n_samples) / self.cfg.sampling_rate
+
     # --- audio in, text out ----------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Piece]:
         """Append samples [S] (float, 16 kHz mono, any S ≥ 0); returns the pieces they decided.

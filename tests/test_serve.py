@@ -1,0 +1,348 @@
+"""`voxtral serve` on 127.0.0.1 with a tiny checkpoint (issue #17): the official `openai` client in every
+response format and streaming, a realtime websocket client written as vLLM's example is (chunks of 20 ms
+to 1 s), each giving the offline text; auth, limits, malformed events, a vanished client, idle expiry,
+SIGTERM draining and the command's own errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import srt
+import webvtt
+from serve_helpers import KEY, Server, from_pcm16, pcm16, realtime, run
+
+import voxtral
+from voxtral import audio as audio_io
+
+pytest.importorskip("openai")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    s = Server(tiny_dir, "--max-sessions", "4")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return voxtral.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
+
+
+def test_openai_client_every_format(client, model, clip5, tmp_path):
+    ref = model.transcribe(clip5)
+    with open(clip5, "rb") as f:
+        assert client.audio.transcriptions.create(model="voxtral", file=f).text == ref.text
+    with open(clip5, "rb") as f:
+        text = client.audio.transcriptions.create(model="voxtral", file=f, response_format="text")
+    assert text.strip() == ref.text
+    with open(clip5, "rb") as f:
+        subs = client.audio.transcriptions.create(model="voxtral", file=f, response_format="srt")
+    cues = list(srt.parse(subs))
+    assert [c.content for c in cues] == [s.text.strip() for s in ref.segments]
+    with open(clip5, "rb") as f:
+        vtt = client.audio.transcriptions.create(model="voxtral", file=f, response_format="vtt")
+    (tmp_path / "a.vtt").write_text(vtt)
+    assert [c.text for c in webvtt.read(tmp_path / "a.vtt")] == [s.text.strip() for s in ref.segments]
+    with open(clip5, "rb") as f:
+        v = client.audio.transcriptions.create(
+            model="voxtral",
+            file=f,
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
+    assert v.text == ref.text and v.duration == pytest.approx(ref.duration)
+    assert [(w.word, w.start, w.end) for w in v.words] == [
+        (w.text.strip(), w.start, w.end) for w in ref.words
+    ]
+    assert [(s.start, s.end, s.text) for s in v.segments] == [(s.start, s.end, s.text) for s in ref.segments]
+
+
+def test_openai_client_streams(client, model, clip5):
+    ref = model.transcribe(clip5)
+    with open(clip5, "rb") as f:
+        events = list(client.audio.transcriptions.create(model="voxtral", file=f, stream=True))
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    done = [e for e in events if e.type == "transcript.text.done"]
+    assert len(deltas) > 1 and len(done) == 1 and events[-1] is done[0]
+    assert "".join(deltas).strip() == done[0].text == ref.text
+
+
+@pytest.mark.parametrize("chunk_ms", [20, 100, 1000])
+def test_realtime_as_vllm_example_client(server, model, clip5, chunk_ms):
+    pcm = pcm16(audio_io.load_audio(clip5))
+    deltas, done = run(realtime(server.url, pcm, 2 * 16 * chunk_ms))
+    assert done["text"] == model.transcribe(from_pcm16(pcm), sample_rate=16000).text
+    assert "".join(d["delta"] for d in deltas).strip() == done["text"]
+    assert done["usage"]["completion_tokens"] > 0
+
+
+def test_realtime_extensions_times_and_confidence(server, model, clip5):
+    pcm = pcm16(audio_io.load_audio(clip5))
+    deltas, done = run(realtime(server.url, pcm, 3200, extra={"timestamps": True, "confidence": True}))
+    assert all("start" in d and 0 < d["prob"] <= 1 for d in deltas)
+    starts = [d["start"] for d in deltas]
+    assert starts == sorted(starts)
+
+
+def test_auth(server, clip5):
+    import openai
+    import websockets
+
+    assert server.get("/health", key=None)[0] == 401
+    assert server.get("/v1/models", key="wrong")[0] == 401
+    status, body = server.get("/v1/models")
+    assert status == 200 and json.loads(body)["data"][0]["object"] == "model"
+    bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    with open(clip5, "rb") as f, pytest.raises(openai.AuthenticationError):
+        bad.audio.transcriptions.create(model="voxtral", file=f)
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        run(realtime(server.url, b"\0\0" * 1600, 3200, key="wrong"))
+
+
+def test_bad_uploads(client, server, tmp_path):
+    import openai
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio at all\n" * 10)
+    with open(text, "rb") as f, pytest.raises(openai.BadRequestError, match="notes.txt: cannot decode audio"):
+        client.audio.transcriptions.create(model="voxtral", file=f)
+    with open(text, "rb") as f, pytest.raises(openai.BadRequestError, match="response_format"):
+        client.audio.transcriptions.create(model="voxtral", file=f, response_format="xml")
+    assert "voxtral_errors_total" in server.get("/metrics")[1]
+
+
+def _append(samples: np.ndarray) -> dict:
+    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16(samples)).decode()}
+
+
+async def _events(url: str, events: list, wait_for: int) -> list[dict]:
+    """Send raw frames (str: as is; dict: JSON), return the first `wait_for` server events after created."""
+    import websockets
+
+    async with websockets.connect(
+        url.replace("http", "ws") + "/v1/realtime", additional_headers={"Authorization": f"Bearer {KEY}"}
+    ) as ws:
+        await ws.recv()
+        for e in events:
+            await ws.send(e if isinstance(e, str | bytes) else json.dumps(e))
+        return [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(wait_for)]
+
+
+def test_malformed_events_answered_and_connection_kept(server):
+    got = run(_events(server.url, [
+        "{not json", b"\x00\x01", {"type": "nope"}, {"type": "input_audio_buffer.append", "audio": "%%%"},
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1\2\3").decode()},
+        {"type": "session.update", "delay_ms": 2400},
+        _append(np.zeros(8000, np.float32)),
+        {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": True},
+    ], 7))  # fmt: skip
+    codes = [e.get("code") for e in got[:6]]
+    assert codes == [
+        "invalid_json",
+        "invalid_event",
+        "unknown_event",
+        "invalid_audio",
+        "invalid_audio",
+        "invalid_delay",
+    ]
+    assert got[6]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
+
+
+def test_limits_full_server_and_vanished_client(tiny_dir, clip5, tmp_path):
+    import openai
+    import websockets
+
+    s = Server(
+        tiny_dir, "--max-sessions", "1", "--max-queue", "0", "--max-upload-mb", "0.5", "--max-audio-s", "4"
+    )
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
+        with open(clip5, "rb") as f, pytest.raises(openai.APIStatusError, match="limit is 4 s") as e:
+            c.audio.transcriptions.create(model="voxtral", file=f)
+        assert e.value.status_code == 413
+        big = tmp_path / "big.wav"
+        big.write_bytes(b"RIFF" + b"\0" * (1 << 20))
+        with open(big, "rb") as f, pytest.raises(openai.APIStatusError) as e:
+            c.audio.transcriptions.create(model="voxtral", file=f)
+        assert e.value.status_code == 413
+
+        async def hold_then_vanish():
+            headers = {"Authorization": f"Bearer {KEY}"}
+            url = s.url.replace("http", "ws") + "/v1/realtime"
+            ws = await websockets.connect(url, additional_headers=headers)
+            await ws.recv()
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))  # takes the only place
+            await asyncio.sleep(0.5)
+            async with websockets.connect(url, additional_headers=headers) as second:
+                await second.recv()
+                await second.send(json.dumps({"type": "input_audio_buffer.commit"}))
+                refused = json.loads(await second.recv())
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    await second.recv()
+            status = await asyncio.to_thread(_upload_status, c, clip5)
+            ws.transport.abort()  # the client vanishes without a close frame
+            return refused, closed.value.rcvd.code, status
+
+        refused, code, status = run(hold_then_vanish())
+        assert refused["code"] == "server_busy" and code == 1013 and status == 503
+        deadline = asyncio.run(_wait_free(s))
+        assert deadline, "the vanished client's place was not freed"
+    finally:
+        s.stop()
+
+
+def _upload_status(client, clip) -> int:
+    import openai
+
+    short = audio_io.load_audio(clip)[:16000]
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, short, 16000, format="WAV")
+    buf.name = "short.wav"
+    buf.seek(0)
+    try:
+        client.audio.transcriptions.create(model="voxtral", file=buf)
+    except openai.APIStatusError as e:
+        return e.status_code
+    return 200
+
+
+async def _wait_free(s: Server) -> bool:
+    """A new realtime session is admitted again within 10 s."""
+    for _ in range(50):
+        try:
+            deltas, done = await realtime(s.url, pcm16(np.zeros(4000, np.float32)), 3200)
+            return "text" in done
+        except AssertionError:
+            await asyncio.sleep(0.2)
+    return False
+
+
+def test_idle_session_closed_and_place_freed(tiny_dir):
+    s = Server(tiny_dir, "--max-sessions", "1", "--idle-timeout", "1")
+    try:
+        got = run(_events(s.url, [
+            _append(np.zeros(1600, np.float32)), {"type": "input_audio_buffer.commit"}
+        ], 1))  # fmt: skip
+        assert got[0]["type"] == "error" and "idle" in got[0]["error"]
+        assert run(_wait_free(s))
+    finally:
+        s.stop()
+
+
+def test_sigterm_drains_open_sessions(tiny_dir, model, clip5):
+    """SIGTERM mid-stream: the session gets the text of all it sent and done, new work is refused, exit 0."""
+    import websockets
+
+    s = Server(tiny_dir)
+    pcm = pcm16(audio_io.load_audio(clip5)[:48000])
+
+    async def go():
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with websockets.connect(
+            s.url.replace("http", "ws") + "/v1/realtime", additional_headers=headers
+        ) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()})
+            )
+            await asyncio.sleep(1.0)
+            s.proc.send_signal(signal.SIGTERM)
+            events = []
+            try:
+                async for message in ws:
+                    events.append(json.loads(message))
+            except websockets.exceptions.ConnectionClosed:
+                pass
+            return events, ws.close_code
+
+    events, close_code = run(go())
+    code = s.proc.wait(timeout=60)  # the one SIGTERM ends it
+    err = s.proc.stderr.read()
+    done = [e for e in events if e["type"] == "transcription.done"]
+    assert len(done) == 1 and done[0]["text"] == model.transcribe(from_pcm16(pcm), sample_rate=16000).text
+    assert close_code == 1001 and code == 0, err
+    assert "Traceback" not in err
+
+
+def test_serve_command_errors(tiny_dir):
+    def serve(*args):
+        cmd = [sys.executable, "-m", "voxtral", "serve", "--model", str(tiny_dir), "--device", "cpu", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    for args, needle, code in [
+        (["--max-sessions", "0"], "--max-sessions must be ≥ 1", 2),
+        (["--idle-timeout", "0"], "--idle-timeout must be a positive number", 2),
+        (["--port", "70000"], "--port must be in", 2),
+        (["--api-key", " "], "--api-key must not be empty", 2),
+    ]:
+        r = serve(*args)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("voxtral: error:")]
+        assert r.returncode == code and len(errors) == 1 and needle in errors[0], r.stderr
+    with __import__("socket").socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        r = serve("--port", str(taken.getsockname()[1]))
+    assert r.returncode == 8 and "is in use" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_readme_serving_examples_run_as_written(tiny_dir, tmp_path):
+    """The README's serving block (the serve line with a tiny checkpoint and a free port, then each curl)
+    and its Python example, against a server started as written."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    import soundfile as sf
+
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Serving") :]
+    lines = [ln for ln in re.search(r"```bash\n(.*?)```", section, re.S).group(1).splitlines() if ln.strip()]
+    python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    serve_line = next(ln for ln in lines if ln.startswith("voxtral serve"))
+    args = re.sub(r"\s+#.*$", "", serve_line).split()[2:]
+    args = args[: args.index("--port")] + args[args.index("--port") + 2 :]  # Server picks the port
+    args = [str(tiny_dir) if a == "/models/voxtral" else a for a in args]
+    key = args[args.index("--api-key") + 1]
+    args = args[: args.index("--api-key")] + args[args.index("--api-key") + 2 :]
+    args = [a for i, a in enumerate(args) if a != "--model" and (i == 0 or args[i - 1] != "--model")]
+    sf.write(
+        tmp_path / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000
+    )
+    s = Server(tiny_dir, *args, key=key)
+    try:
+        assert shutil.which("curl"), "curl is needed for the README's examples"
+        for line in [ln for ln in lines if ln.startswith("curl")]:
+            cmd = line.replace("localhost:8000", f"127.0.0.1:{s.port}")
+            r = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and r.stdout.strip() and '"error"' not in r.stdout, (
+                cmd,
+                r.stdout,
+                r.stderr,
+            )
+        code = python.replace("localhost:8000", f"127.0.0.1:{s.port}")
+        r = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+    finally:
+        s.stop()

@@ -1,0 +1,137 @@
+"""`voxtral serve`: the model behind OpenAI-compatible HTTP and a vLLM-compatible realtime websocket.
+
+Exit codes: 0 after SIGINT/SIGTERM (open sessions drained first), 2 for a bad option or a missing `serve`
+extra, the load's code (4 checkpoint, 5 device) when the model cannot be loaded, 8 when the address
+cannot be bound.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .checkpoint import DEFAULT_MODEL
+from .cli import (
+    DelayOpt,
+    DeviceOpt,
+    ModelOpt,
+    QuietOpt,
+    VerboseOpt,
+    _check_device_and_delay,
+    _exit_on,
+    _setup_logging,
+    app,
+)
+from .errors import OptionError, ServeError, VoxtralError
+
+SERVE_HINT = "the server needs the `serve` extra: pip install 'voxtral[serve]'"
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", metavar="ADDR", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="N", help="TCP port.")] = 8000,
+    model: ModelOpt = DEFAULT_MODEL,
+    device: DeviceOpt = "auto",
+    delay_ms: DelayOpt = None,
+    max_sessions: Annotated[
+        int,
+        typer.Option("--max-sessions", metavar="N", help="Uploads and realtime sessions running at once."),
+    ] = 32,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", metavar="N", help="Uploads waiting for a place; more get 503.")
+    ] = 64,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            metavar="KEY",
+            envvar="VOXTRAL_API_KEY",
+            help="Require `Authorization: Bearer KEY` (or $VOXTRAL_API_KEY).",
+        ),
+    ] = None,
+    max_upload_mb: Annotated[
+        float, typer.Option("--max-upload-mb", metavar="MB", help="Largest upload.")
+    ] = 100.0,
+    max_audio_s: Annotated[
+        float,
+        typer.Option("--max-audio-s", metavar="S", help="Longest audio of an upload or a realtime session."),
+    ] = 3600.0,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", metavar="S", help="Close a realtime session not fed this long.")
+    ] = 60.0,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve the model: OpenAI's /v1/audio/transcriptions over HTTP, a realtime websocket at /v1/realtime."""
+    _setup_logging(verbose, quiet)
+    try:
+        options = _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout)
+        _check_device_and_delay(device, delay_ms)
+        _check_port(host, port)
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    import voxtral
+    from voxtral.serve import create_app, run
+
+    try:
+        m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max_sessions)
+    except VoxtralError as e:
+        raise _exit_on(e) from None
+    if not quiet:
+        sys.stderr.write(
+            f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
+            f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms"
+            f"{', API key required' if api_key else ''})\n"
+        )
+    logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)
+    run(create_app(m, options), host, port, log_level="info" if verbose else "warning")
+
+
+def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout):
+    try:
+        from voxtral.serve import ServeOptions
+    except ImportError as e:
+        raise OptionError(f"{SERVE_HINT} ({e.name} is missing)") from None
+    if max_sessions < 1:
+        raise OptionError(f"--max-sessions must be ≥ 1, got {max_sessions}")
+    if max_queue < 0:
+        raise OptionError(f"--max-queue must be ≥ 0, got {max_queue}")
+    for name, value in (
+        ("--max-upload-mb", max_upload_mb),
+        ("--max-audio-s", max_audio_s),
+        ("--idle-timeout", idle_timeout),
+    ):
+        if not value > 0:
+            raise OptionError(f"{name} must be a positive number, got {value:g}")
+    if api_key is not None and not api_key.strip():
+        raise OptionError("--api-key must not be empty")
+    model_id = Path(model).name if Path(model).exists() else model
+    return ServeOptions(
+        model_id=model_id, max_sessions=max_sessions, max_queue=max_queue, api_key=api_key,
+        max_upload_mb=max_upload_mb, max_audio_s=max_audio_s, idle_timeout=idle_timeout,
+    )  # fmt: skip
+
+
+def _check_port(host: str, port: int) -> None:
+    """Bind once before loading the model: a taken port fails in a second, not after the load."""
+    if not 0 <= port <= 65535:
+        raise OptionError(f"--port must be in 0 … 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OptionError(f"--host {host!r}: {e.strerror}") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+            raise ServeError(f"{host}:{port} {why}; pick another with --port") from None

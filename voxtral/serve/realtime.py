@@ -1,0 +1,222 @@
+"""The realtime websocket of `voxtral serve`, compatible with vLLM's `/v1/realtime` (SPEC §7).
+
+Client → server (JSON text frames):
+    {"type": "session.update", "model": …}                     optional; extensions below
+    {"type": "input_audio_buffer.append", "audio": base64}     PCM16 little-endian, 16 kHz, mono
+    {"type": "input_audio_buffer.commit"}                      start transcribing (appends may come before)
+    {"type": "input_audio_buffer.commit", "final": true}       the audio ended: finish the text
+Server → client:
+    {"type": "session.created", "id", "created"}               on connect
+    {"type": "transcription.delta", "delta"}                   text as soon as it is decided
+    {"type": "transcription.done", "text", "usage"}            after the final commit; a new commit starts
+                                                               the next utterance on the same connection
+    {"type": "error", "error", "code"}                         a bad event or a failed session
+Extensions (ignored by vLLM clients, never required): session.update may carry `"timestamps": true`
+(each delta gets `start`, seconds into the utterance) and `"confidence": true` (each delta gets `prob`,
+the probability of the token that completed it); `"delay_ms"` must equal the server's (--delay-ms: the
+decoder is conditioned on it at load). A connection that finds the server full or draining gets an
+error event and close code 1013; one not fed for --idle-timeout seconds gets an error and is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+import uuid
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..errors import VoxtralError
+from .http import authorized
+from .state import MAX_BACKLOG_S, Full, ServerState
+
+TRY_AGAIN_LATER = 1013  # websocket close code: the server is full or shutting down
+POLICY = 1008  # websocket close code: bad key
+GOING_AWAY = 1001
+
+
+class Connection:
+    """One websocket: its current utterance (a live Session of the engine) and its settings."""
+
+    def __init__(self, ws: WebSocket, state: ServerState):
+        self.ws, self.state = ws, state
+        self.session = None  # the utterance being transcribed
+        self.buffered: list[np.ndarray] = []  # audio appended before the first commit
+        self.timestamps = self.confidence = False
+        self.text: list[str] = []
+        self.sender: asyncio.Task | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.place = False  # holds one of the server's places
+
+    # --- client events ---------------------------------------------------------------------------
+    async def handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "session.update":
+            await self._update(event)
+        elif kind == "input_audio_buffer.append":
+            await self._append(event)
+        elif kind == "input_audio_buffer.commit":
+            await self._commit(bool(event.get("final", False)))
+        else:
+            await self.error(f"unknown event type {kind!r}", "unknown_event")
+
+    async def _update(self, event: dict) -> None:
+        delay = event.get("delay_ms")
+        if delay is not None and delay != self.state.model.schedule.delay_ms:
+            return await self.error(
+                f"delay_ms {delay} differs from this server's {self.state.model.schedule.delay_ms} "
+                "(start it with --delay-ms)", "invalid_delay"
+            )  # fmt: skip
+        self.timestamps = bool(event.get("timestamps", self.timestamps))
+        self.confidence = bool(event.get("confidence", self.confidence))
+
+    async def _append(self, event: dict) -> None:
+        try:
+            raw = base64.b64decode(event.get("audio", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            return await self.error("input_audio_buffer.append: audio is not base64", "invalid_audio")
+        if len(raw) == 0 or len(raw) % 2:
+            return await self.error(
+                "input_audio_buffer.append: audio must be PCM16 (an even, non-zero byte count)",
+                "invalid_audio",
+            )
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+        if self.session is None:
+            self.buffered.append(x)
+            return
+        await self._feed(x)
+
+    async def _commit(self, final: bool) -> None:
+        if self.session is None and not await self._start():
+            return
+        if final:
+            await asyncio.to_thread(self.state.pump.finish, self.session)
+
+    # --- the utterance ---------------------------------------------------------------------------
+    async def _start(self) -> bool:
+        """Open a session for the next utterance (False, and the connection closed, when full)."""
+        if not self.place:
+            try:
+                await self.state.admit_session()
+            except Full as e:
+                await self.error(str(e), "server_busy")
+                await self.ws.close(TRY_AGAIN_LATER, "server full")
+                return False
+            self.place = True
+        loop = asyncio.get_running_loop()
+        deliver = lambda pieces, ended: loop.call_soon_threadsafe(self.queue.put_nowait, (pieces, ended))
+        self.session = self.state.pump.open(deliver, confidence=self.confidence)
+        self.text, self.started = [], time.perf_counter()
+        self.sender = asyncio.create_task(self._send_pieces(self.session))
+        buffered, self.buffered = self.buffered, []
+        for x in buffered:
+            await self._feed(x)
+        return True
+
+    async def _feed(self, x: np.ndarray) -> None:
+        s = self.session
+        limit = self.state.options.max_audio_s
+        if s.duration + len(x) / 16000 > limit:
+            return await self.error(
+                f"the session passed {limit:g} s of audio (--max-audio-s)", "audio_too_long"
+            )
+        while s.backlog > MAX_BACKLOG_S and s.error is None:  # backpressure: stop reading this client
+            await asyncio.sleep(0.02)
+        try:
+            await asyncio.to_thread(self.state.pump.feed, s, x)
+        except VoxtralError as e:
+            await self.error(str(e), "session_error")
+
+    async def _send_pieces(self, session) -> None:
+        """Deltas as the engine decides them; transcription.done when the utterance has run through."""
+        while True:
+            pieces, ended = await self.queue.get()
+            for p in pieces:
+                self.text.append(p.text)
+                delta = {"type": "transcription.delta", "delta": p.text}
+                if self.timestamps:
+                    delta["start"] = p.time
+                if self.confidence and p.prob is not None:
+                    delta["prob"] = round(p.prob, 6)
+                await self.send(delta)
+            if ended:
+                break
+        if session.error is not None:
+            await self.error(str(session.error), "session_error")
+            await self.ws.close(GOING_AWAY, "session ended")
+            return
+        steps = session.n_steps
+        usage = {
+            "prompt_tokens": session.n_embeds,
+            "completion_tokens": steps,
+            "total_tokens": session.n_embeds + steps,
+        }
+        await self.send({"type": "transcription.done", "text": "".join(self.text).strip(), "usage": usage})
+        self.state.metrics.tokens.inc(steps)
+        self.state.metrics.audio.inc(session.duration)
+        self.session = None  # the next commit starts a new utterance
+
+    # --- output ----------------------------------------------------------------------------------
+    async def send(self, event: dict) -> None:
+        await self.ws.send_text(json.dumps(event))
+
+    async def error(self, message: str, code: str) -> None:
+        self.state.metrics.errors.labels(code).inc()
+        await self.send({"type": "error", "error": message, "code": code})
+
+    async def drain(self) -> None:
+        """Shutdown: end the utterance (its remaining text and done are sent), then close."""
+        if self.session is not None and not self.session.finished:
+            await asyncio.to_thread(self.state.pump.finish, self.session)
+        if self.sender is not None:
+            await asyncio.wait([self.sender], timeout=30)
+        await self.ws.close(GOING_AWAY, "server shutting down")
+
+    async def cleanup(self) -> None:
+        if self.session is not None and not self.session.done:
+            self.state.pump.close(self.session)
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+        if self.place:
+            self.state.release()
+
+
+async def realtime(ws: WebSocket) -> None:
+    state: ServerState = ws.app.state.voxtral
+    if not authorized(state, ws.headers):
+        state.metrics.requests.labels("/v1/realtime", "401").inc()
+        await ws.close(POLICY, "missing or wrong API key")  # before accept: the handshake gets 403
+        return
+    await ws.accept()
+    state.metrics.requests.labels("/v1/realtime", "101").inc()
+    conn = Connection(ws, state)
+    state.connections.add(conn)
+    try:
+        await conn.send(
+            {"type": "session.created", "id": f"sess-{uuid.uuid4().hex}", "created": int(time.time())}
+        )
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("text") is None:
+                await conn.error("events are JSON text frames, not binary", "invalid_event")
+                continue
+            try:
+                event = json.loads(message["text"])
+            except json.JSONDecodeError:
+                await conn.error("the event is not JSON", "invalid_json")
+                continue
+            if not isinstance(event, dict):
+                await conn.error("an event is a JSON object with a `type`", "invalid_event")
+                continue
+            await conn.handle(event)
+    except (WebSocketDisconnect, RuntimeError):  # the client left (RuntimeError: closed under us)
+        pass
+    finally:
+        state.connections.discard(conn)
+        await conn.cleanup()
