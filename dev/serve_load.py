@@ -173,16 +173,20 @@ def main() -> int:
     cmd = [sys.executable, "-m", "voxtral", "serve", "--model", args.model, "--device", args.device,
            "--port", str(args.port), "--max-sessions", str(args.sessions + 16),
            "--delay-ms", str(args.delay_ms)]  # fmt: skip
-    server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    server = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": path})
     try:
         import urllib.request
 
-        for _ in range(600):
+        while server.poll() is None:
             try:
                 urllib.request.urlopen(base + "/health", timeout=1)
                 break
             except OSError:
                 time.sleep(0.5)
+        if server.poll() is not None:
+            print(f"serve_load: voxtral serve exited {server.returncode}", file=sys.stderr)
+            return 1
         return asyncio.run(main_async(args, base))
     finally:
         server.send_signal(signal.SIGTERM)
