@@ -221,3 +221,13 @@ def test_option_names_spelled_out():
                 assert longs and all(o == o.lower() for o in longs), (path, p.opts)
                 seen += 1
     assert seen > 30
+
+
+def test_bench_report_that_cannot_be_written_is_one_error(tiny_dir, clip5):
+    """--json to a file that passes the early check but fails when written (a full device): one line,
+    exit 6, after the bench ran; no traceback."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    args = ["--model", tiny_dir, "-d", "cpu", "--audio", clip5, "--cpu-steps", "1", "--json", "/dev/full"]
+    r = run("bench", *args)
+    one_error(r, "/dev/full: cannot write the report", code=6)

@@ -73,6 +73,26 @@ def test_capacities_are_option_errors(model, tiny_dir):
         StreamServer(model, capacity=1, idle_timeout=0)
 
 
+def test_alternatives_of_the_wrong_type_are_option_errors(model, audios):
+    for bad in ("0.2", True, 0, 1.5, [0.2]):
+        with pytest.raises(OptionError, match="alternatives"):
+            model.transcribe(audios[0], sample_rate=16000, alternatives=bad)
+        with pytest.raises(OptionError, match="alternatives"):
+            model.stream(alternatives=bad)
+
+
+def test_a_closed_server_session_frees_its_place_at_once(model, audios):
+    server = StreamServer(model, capacity=1)
+    a = server.open()
+    a.feed(audios[0][:8000])
+    a.close()
+    b = server.open()  # a no longer counts, though its slot is freed only at the next tick
+    with pytest.raises(OptionError, match="after close"):
+        a.feed(audios[0][:100])
+    b.close()
+    server.pump()
+
+
 def test_a_full_model_makes_jobs_wait(tiny_dir, audios):
     """capacity 1: a transcription waits for a live session to finish, then runs."""
     import threading
@@ -94,7 +114,7 @@ def test_a_full_model_makes_jobs_wait(tiny_dir, audios):
 def test_a_closed_session_is_finished(model, audios):
     with model.stream() as s:
         s.feed(audios[1][:5000])
-    with pytest.raises(OptionError, match="after finish"):
+    with pytest.raises(OptionError, match="after close"):
         s.feed(audios[1][:10])
     for other_work in (True, False):  # expired at the next tick, or at its own next feed
         s2 = model.stream(idle_timeout=0.05)

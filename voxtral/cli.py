@@ -114,6 +114,15 @@ def _error(message: str) -> None:
     sys.stderr.flush()
 
 
+_STOP_SAID: list[str] = []  # a stop's line was printed (main() prints one for a Ctrl-C nobody reported)
+
+
+def _stop_said(message: str) -> None:
+    sys.stderr.write(f"voxtral: {message}\n")
+    sys.stderr.flush()
+    _STOP_SAID.append(message)
+
+
 def _exit_on(e: VoxtralError) -> typer.Exit:
     _error(str(e))
     return typer.Exit(e.exit_code)
@@ -200,6 +209,9 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: b
         m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max(batch_size, DEFAULT_CAPACITY))
     except VoxtralError as e:
         raise _exit_on(e) from None
+    except KeyboardInterrupt:
+        _stop_said("interrupted (Ctrl-C) while loading the model; nothing was written")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     if not quiet:
         detail = f", {m.capacity} slots, delay {m.schedule.delay_ms} ms" if verbose else ""
         sys.stderr.write(
@@ -287,6 +299,7 @@ class Run:
             f"voxtral: {why}: {len(written)} of {len(self.paths)} inputs written"
             + (f"; not written: {names}" if left else "")
         )
+        _STOP_SAID.append(why)
         self.stop_code = code
 
     def exit_code(self, earlier: list[InputError], n_inputs: int) -> int:
@@ -549,9 +562,10 @@ def info(model: ModelOpt = DEFAULT_MODEL) -> None:
     Stdout().write(text + "\n")
 
 
-def main() -> None:
-    """Run the app; usage errors (unknown option, bad value, missing argument) become one line, exit 2."""
-    command = typer.main.get_command(app)
+def main(command=None) -> None:
+    """Run the app (`command`: typer.main.get_command(app), made here if not given); usage errors
+    (unknown option, bad value, missing argument) become one line, exit 2."""
+    command = typer.main.get_command(app) if command is None else command
     try:
         code = command.main(args=sys.argv[1:], prog_name="voxtral", standalone_mode=False)
     except USAGE_ERROR as e:
@@ -577,6 +591,8 @@ def main() -> None:
         if not isinstance(e, BrokenPipeError):
             _error(f"cannot write to standard output ({e.strerror})")
             code = StdoutError.exit_code
+    if code == EXIT_INTERRUPTED and not _STOP_SAID:  # Ctrl-C between the steps of a command
+        _stop_said("interrupted (Ctrl-C)")
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -43,7 +43,7 @@ class StreamServer:
     @property
     def sessions(self) -> list[Session]:
         """The open sessions (not done and still referenced)."""
-        return [s for r in self._refs if (s := r()) is not None and not s.done]
+        return [s for r in self._refs if (s := r()) is not None and not s.done and not s.closed]
 
     def open(self, on_tokens=None) -> Session:
         """A new session (SessionError when `capacity` sessions are open)."""

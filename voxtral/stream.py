@@ -72,6 +72,7 @@ class Session:
         self.cfg, self.on_tokens, self._engine, self._drive = cfg, on_tokens, engine, drive
         self.n_samples = 0  # audio samples fed (padding not counted)
         self.finished = False  # finish() or close() was called
+        self.closed = False  # close() was called: the session counts against no server's capacity
         self._scores: deque | None = deque() if confidence or alternatives is not None else None
         # the job must not reference the session (it is closed when garbage-collected): only the deque
         scores, on_logits = self._scores, None
@@ -136,13 +137,15 @@ class Session:
 
     # --- audio in, text out ----------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[Piece]:
-        """Append samples [S] (float, 16 kHz mono, any S ≥ 0); returns the pieces they decided.
+        """Append samples [S] (float, 16 kHz mono, any S ≥ 0); returns the pieces they decided (a
+        server's session returns none: every piece comes from the server's step() or pump()).
 
         Raises AudioError for bad samples, OptionError after finish(), SessionError once the session
         was closed for being idle.
         """
         if self.finished:
-            raise OptionError("stream: feed() after finish(); start a new session with model.stream()")
+            after = "close()" if self.closed else "finish()"
+            raise OptionError(f"stream: feed() after {after}; start a new session with model.stream()")
         x = _checked(samples)
         if self._job.error is not None:
             raise self._job.error
@@ -151,27 +154,31 @@ class Session:
             if len(x):
                 self._engine.push(self._job, x)
         self.n_samples += len(x)
-        if self._drive and not self.eos:
+        if not self._drive:  # a server's session: its pieces come from the server (step, pump)
+            return []
+        if not self.eos:
             self._engine.run_until(self._job.settled)
         return self.collect()
 
     def finish(self) -> list[Piece]:
-        """Append offline's right padding and flush: the remaining pieces. The session is then closed.
+        """Append offline's right padding and flush: the remaining pieces (a server's session: none, they
+        come from the server's step() or pump()). The session is then closed.
 
         Raises AudioError if no audio was fed at all."""
         if self.finished:
             raise OptionError("stream: finish() called twice; start a new session with model.stream()")
         self.finished, self._end = True, time.perf_counter()
         self._engine.end(self._job)
-        if self._drive:
-            self._engine.run_until(lambda: self._job.finished)
+        if not self._drive:  # a server's session: the rest comes from the server (step, pump)
+            return []
+        self._engine.run_until(lambda: self._job.finished)
         if self._job.error is not None:
             raise self._job.error
         return self.collect()
 
     def close(self) -> None:
         """Abandon the stream: its slots are freed, text not yet returned is dropped."""
-        self.finished = True
+        self.finished = self.closed = True
         self._engine.close(self._job)
 
     def __enter__(self) -> Session:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import audio as audio_io
 from ..config import ModelConfig
+from ..errors import OutputError
 from ..scheduler import Job
 from .streams import (
     batch_lines,
@@ -383,4 +384,8 @@ def table(result: dict) -> str:
 
 
 def write_json(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=2))
+    """The report as JSON at path; OutputError (one line, exit 6) if it cannot be written there."""
+    try:
+        path.write_text(json.dumps(result, indent=2))
+    except OSError as e:
+        raise OutputError(f"--json {path}: cannot write the report ({e.strerror or e})") from None
