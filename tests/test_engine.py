@@ -140,3 +140,9 @@ def test_one_input_where_a_list_is_expected(model, clip5):
     for one in (str(clip5), clip5, np.zeros(16000, np.float32), b"audio"):
         with pytest.raises(OptionError, match="list of paths or arrays"):
             model.transcribe_batch(one)
+
+
+def test_an_empty_path_is_named_as_such(model):
+    for empty in ("", " "):
+        with pytest.raises(voxtral.AudioError, match="audio path is empty"):
+            model.transcribe(empty)
