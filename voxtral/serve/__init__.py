@@ -18,6 +18,7 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.routing import Route, WebSocketRoute
 
 from . import http
@@ -61,8 +62,6 @@ def _with_auth_and_log(app, state: ServerState):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
-
-        from starlette.datastructures import Headers
 
         if not http.authorized(state, Headers(scope=scope)):
             response = http.error(401, "missing or wrong API key: send `Authorization: Bearer KEY`")

@@ -150,10 +150,10 @@ async def _transcribe(state: ServerState, path: Path, fields: dict) -> Response:
         await state.admit_upload()
     except Full as e:
         return error(503, str(e), code="server_busy")
+    state.uploads += 1  # until its response is complete (a drain waits for it)
+    state.metrics.uploads.set(state.uploads)
     if fields["stream"]:
         return StreamingResponse(_events(state, path, fields), media_type="text/event-stream")
-    state.uploads += 1
-    state.metrics.uploads.set(state.uploads)
     t0 = time.perf_counter()
     try:
         t = await asyncio.to_thread(state.model.transcribe, str(path))
@@ -232,6 +232,8 @@ async def _events(state: ServerState, path: Path, fields: dict):
         if not session.done:
             state.pump.close(session)
         state.release()
+        state.uploads -= 1
+        state.metrics.uploads.set(state.uploads)
         await asyncio.to_thread(shutil.rmtree, path.parent, True)
 
 
