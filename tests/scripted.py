@@ -80,7 +80,7 @@ class ScriptedDecoder:
 
 
 class ScriptedBackend:
-    name, live_chunk = "scripted", 64
+    name, live_chunk, lookahead = "scripted", 64, 1024
 
     def __init__(self, script, burst: int = 4):
         self.script, self.burst = script, burst

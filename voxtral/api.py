@@ -158,6 +158,7 @@ class Model:
                     duration = job.n_samples / rate_out
                     for seg in r.live.add(new, duration) + r.live.finish(duration):
                         on_segment(r.index, seg)
+                del new  # ~36 bytes a token: not kept while the caller has the transcript
                 yield r.index, self._transcript(job, r.scores, r.tokens, r.live, batch_size=batch_size)
 
     def transcribe_batch(

@@ -254,7 +254,7 @@ class MelStream:
         hop = self.cfg.hop_length
         offset = self.n_frames * hop - self._start
         out = _frames_log_mel(self._padded[offset:], upto - self.n_frames, self.cfg)
-        self._padded = self._padded[upto * hop - self._start :]
+        self._padded = self._padded[upto * hop - self._start :].copy()  # not a view of the whole signal
         self._start, self.n_frames = upto * hop, upto
         return out
 

@@ -74,6 +74,7 @@ class Decoder(Protocol):
 class Backend(Protocol):
     name: str  # "cpu" or "cuda"
     live_chunk: int  # encoder positions per pass of a live stream (its slot's chunk)
+    lookahead: int  # audio embeddings an offline job's encoder may run ahead of its decoder
 
     def encoder(self, capacity: int, chunk: int = ...) -> Encoder:
         """Encoders of up to `capacity` slots; chunk: the positions per pass of an offline input."""

@@ -252,6 +252,7 @@ class Run:
                     for i, t in results:
                         decoded[i] = seconds[i]
                         self._one(i, t, emit, progress)
+                        del t  # written (or held by emit): not kept while the next one is made (MBs an hour)
                         progress.update(sum(decoded), len(self.done) + len(self.failed))
                         stop.check()
             except KeyboardInterrupt:

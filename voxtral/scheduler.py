@@ -5,7 +5,7 @@ stream whose samples are pushed as they come; both get the offline padding (Padd
 live stream and an offline file give the same tokens. Each tick of the scheduler
 
     admit  queued jobs into free encoder and decoder slots, first come first served;
-    encode every job's new mel frames in one encoder pass (offline jobs run ≤ LOOKAHEAD ahead);
+    encode every job's new mel frames in one encoder pass (offline: ≤ backend.lookahead ahead);
     prefill each job whose prompt positions have audio (the rules are schedule.Schedule's);
     step   every job with audio waiting, all in one batched decoder call;
     retire jobs at EOS, at their step limit, or at the end of their audio, freeing their slots.
@@ -13,8 +13,8 @@ live stream and an offline file give the same tokens. Each tick of the scheduler
 Transcriptions, batches, live sessions, servers and traces are request patterns for it (api.py,
 stream.py, server.py): any mix of them, from any number of threads, shares one decoder step. A thread
 waiting for its job drives the loop (run_until) while nobody else does; the rest wait to be woken.
-Memory is bounded for any audio length: a job holds a few blocks of samples and frames, at most
-LOOKAHEAD embeddings ahead of its decoder, and KV rings of the window.
+Memory is bounded for any audio length: a job holds a few blocks of samples and frames, at most the
+backend's lookahead of embeddings ahead of its decoder, and KV rings of the window.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from .config import AudioConfig
 from .errors import AudioError, SessionError, VoxtralError
 from .schedule import Schedule
 
-LOOKAHEAD = 1024  # audio embeddings (82 s) an offline job's encoder may run ahead of its decoder
 IDLE_WAIT_S = 0.25  # longest a waiting thread sleeps before it looks again (idle-session expiry)
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
 
@@ -326,7 +325,7 @@ class Scheduler:
                         break
                     self._frames_of(job, job._pushed.popleft())
                     continue
-                if self._ahead(job) >= LOOKAHEAD and not (job.record or job._stopped()):
+                if self._ahead(job) >= self.backend.lookahead and not (job.record or job._stopped()):
                     break
                 t0 = time.perf_counter()
                 block = next(job.source, None)

@@ -112,14 +112,14 @@ class EncoderStream:
         """The next mel frames [M, T] → the audio embeddings [k, D] they complete (k ≥ 0)."""
         w = self.w
         x = np.concatenate([self.conv0_in, np.asarray(mel.T, self.dtype)])  # [2 + T, M]
-        self.conv0_in = x[len(x) - CONV0_KEEP :]
+        self.conv0_in = x[len(x) - CONV0_KEEP :].copy()  # copies: a view would keep the whole piece
         y = np.concatenate([self.conv1_in, ops.gelu(conv1d(x, w.conv0_weight, w.conv0_bias, 1))])  # [., E]
         n_out = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
-        self.conv1_in = y[2 * n_out :]
+        self.conv1_in = y[2 * n_out :].copy()
         z = ops.gelu(conv1d(y[: 2 * n_out + 1], w.conv1_weight, w.conv1_bias, 2))  # [n_out, E]
         h = np.concatenate([self.group, self.layers.run(z)])  # [S, E]
         n_groups = len(h) // self.cfg.audio.downsample_factor
-        self.group = h[n_groups * self.cfg.audio.downsample_factor :]
+        self.group = h[n_groups * self.cfg.audio.downsample_factor :].copy()
         return adapter(h[: len(h) - len(self.group)], w, self.cfg)  # [k, D]
 
 

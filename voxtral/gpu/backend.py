@@ -50,6 +50,7 @@ def check_supported(cfg: ModelConfig, smem_block: int) -> None:
 class GpuBackend:
     name = "cuda"
     live_chunk = encoder.LIVE_CHUNK_POSITIONS
+    lookahead = 1024  # audio embeddings (82 s) an offline job's encoder may run ahead: 4 full passes
 
     def __init__(self, checkpoint: Checkpoint, delay_tokens: int):
         import cupy
