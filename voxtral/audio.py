@@ -59,7 +59,7 @@ def blocks(source: Source, sample_rate: int | None = None, target_rate: int = 16
             raise AudioError(NON_FINITE.format(name="audio array"))
         return array_blocks(samples, rate, target_rate)
     if isinstance(source, str | os.PathLike):
-        if not str(source).strip():  # Path("") is ".", which would be named as a directory
+        if str(source) == "":  # Path("") is ".", which would be named as a directory (" " is a file name)
             raise AudioError("audio path is empty; pass a file path (or `-` on the command line for stdin)")
         if sample_rate is not None:
             raise OptionError(f"{source}: sample_rate is only for arrays; a file carries its own rate")
