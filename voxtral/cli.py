@@ -234,10 +234,12 @@ class Run:
         self.held_back: Callable[[int], bool] = lambda i: False  # done, waiting for an earlier input
 
     def go(self, m, emit: Emit, batch_size: int = 1, options: dict | None = None) -> None:
-        seconds = [audio_seconds(p) for p in self.paths]
+        # FFmpeg reads the lengths, and a KeyboardInterrupt raised inside its callbacks would be swallowed
+        with stop_signals() as early:
+            seconds = [audio_seconds(p) for p in self.paths]
         decoded = [0.0] * len(self.paths)
         with Progress(len(self.paths), sum(seconds), enabled=False if self.quiet else None) as progress:
-            stop = None  # the StopRequest of stop_signals (set below)
+            stop = early  # the StopRequest of stop_signals (the run's own, below)
 
             def on_progress(i: int, s: float) -> None:  # between engine ticks: a safe point
                 stop.check()
@@ -245,6 +247,7 @@ class Run:
                 progress.update(sum(decoded), len(self.done) + len(self.failed))
 
             try:
+                early.check()  # a signal while the lengths were read
                 with stop_signals() as stop:
                     results = m.transcribe_each(
                         self.paths, batch_size, on_progress=on_progress, **(options or {})
