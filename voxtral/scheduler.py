@@ -163,15 +163,19 @@ class Scheduler:
         return job
 
     def push(self, job: Job, samples: np.ndarray) -> None:
-        """Live samples [S] (16 kHz mono float32) for a live job."""
-        with self._lock:
-            self._check_idle(job, time.monotonic())  # also when nothing else made the engine tick
-            if job.error is not None:
-                raise job.error
-            if job.state == DONE or job._ended:
-                raise SessionError("this session is finished or closed; open a new one")
-            job._pushed.append(samples)
-            job._last_fed = time.monotonic()
+        """Live samples [S] (16 kHz mono float32) for a live job.
+
+        Without the engine's lock, so a feed never waits for a tick (a server's event loop feeds here):
+        deque appends and pops are atomic, the tick only pops, end() comes after the feeder's last push,
+        and a sample that races a job's retirement is dropped with the job."""
+        now = time.monotonic()
+        self._check_idle(job, now)  # also when nothing else made the engine tick
+        if job.error is not None:
+            raise job.error
+        if job.state == DONE or job._ended:
+            raise SessionError("this session is finished or closed; open a new one")
+        job._last_fed = now
+        job._pushed.append(samples)
         self._wake()
 
     def end(self, job: Job) -> None:

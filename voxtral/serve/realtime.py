@@ -127,7 +127,7 @@ class Connection:
         while s.backlog > MAX_BACKLOG_S and s.error is None:  # backpressure: stop reading this client
             await asyncio.sleep(0.02)
         try:
-            await asyncio.to_thread(self.state.pump.feed, s, x)
+            self.state.pump.feed(s, x)  # queues the samples without waiting for the engine (Scheduler.push)
         except VoxtralError as e:
             await self.error(str(e), "session_error")
 
