@@ -25,10 +25,12 @@ from .cli import (
     VerboseOpt,
     _check_device_and_delay,
     _exit_on,
+    _load,
     _setup_logging,
     app,
 )
 from .errors import OptionError, ServeError, VoxtralError
+from .serve.options import IDLE_TIMEOUT_S, MAX_AUDIO_S, MAX_QUEUE, MAX_SESSIONS, MAX_UPLOAD_MB, ServeOptions
 
 SERVE_HINT = "the server needs the `serve` extra: pip install 'voxtral[serve]'"
 
@@ -43,10 +45,10 @@ def serve(
     max_sessions: Annotated[
         int,
         typer.Option("--max-sessions", metavar="N", help="Uploads and realtime sessions running at once."),
-    ] = 32,
+    ] = MAX_SESSIONS,
     max_queue: Annotated[
         int, typer.Option("--max-queue", metavar="N", help="Uploads waiting for a place; more get 503.")
-    ] = 64,
+    ] = MAX_QUEUE,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -58,14 +60,14 @@ def serve(
     ] = None,
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", metavar="MB", help="Largest upload.")
-    ] = 100.0,
+    ] = MAX_UPLOAD_MB,
     max_audio_s: Annotated[
         float,
         typer.Option("--max-audio-s", metavar="S", help="Longest audio of an upload or a realtime session."),
-    ] = 3600.0,
+    ] = MAX_AUDIO_S,
     idle_timeout: Annotated[
         float, typer.Option("--idle-timeout", metavar="S", help="Close a realtime session not fed this long.")
-    ] = 60.0,
+    ] = IDLE_TIMEOUT_S,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -77,13 +79,9 @@ def serve(
         _check_port(host, port)
     except VoxtralError as e:
         raise _exit_on(e) from None
-    import voxtral
-    from voxtral.serve import create_app, run
+    from .serve.app import create_app, run
 
-    try:
-        m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max_sessions)
-    except VoxtralError as e:
-        raise _exit_on(e) from None
+    m = _load(model, device, delay_ms, quiet, verbose, batch_size=max_sessions)
     if not quiet:
         sys.stderr.write(
             f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
@@ -96,7 +94,7 @@ def serve(
 
 def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout):
     try:
-        from voxtral.serve import ServeOptions
+        from .serve import app as _  # noqa: F401  (Starlette, uvicorn, … are there)
     except ImportError as e:
         raise OptionError(f"{SERVE_HINT} ({e.name} is missing)") from None
     if max_sessions < 1:

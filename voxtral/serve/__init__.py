@@ -1,125 +1,13 @@
 """`voxtral serve`: one model, one engine, OpenAI-compatible HTTP and a vLLM-compatible realtime websocket.
 
+    from voxtral.serve.app import create_app, run
+    from voxtral.serve.options import ServeOptions
     app = create_app(voxtral.load(...), ServeOptions(model_id="voxtral-mini-4b-realtime"))
     run(app, host="127.0.0.1", port=8000)      # uvicorn; SIGTERM drains (see run)
 
 Routes: POST /v1/audio/transcriptions, GET /v1/models, GET /health, GET /metrics (http.py), websocket
-/v1/realtime (realtime.py). Every upload and realtime session is a job of the model's one scheduler,
-batched together by it (state.py, pump.py). Needs the `serve` extra (Starlette, uvicorn, websockets,
-python-multipart, prometheus-client).
+/v1/realtime (realtime.py), put together in app.py; options.py holds the settings (no dependencies: the
+command line reads its defaults there). Every upload and realtime session is a job of the model's one
+scheduler, batched together by it (state.py, pump.py). Needs the `serve` extra (Starlette, uvicorn,
+websockets, python-multipart, prometheus-client).
 """
-
-from __future__ import annotations
-
-import asyncio
-import contextlib
-import json
-import logging
-import time
-
-from starlette.applications import Starlette
-from starlette.datastructures import Headers
-from starlette.routing import Route, WebSocketRoute
-
-from . import http
-from .realtime import realtime
-from .state import ServeOptions, ServerState
-
-access_log = logging.getLogger("voxtral.serve.access")
-DRAIN_TIMEOUT_S = 60.0  # longest SIGTERM waits for open sessions and uploads to finish
-
-
-def create_app(model, options: ServeOptions) -> Starlette:
-    """The ASGI app serving `model` (loaded with at least options.max_sessions slots)."""
-    state = ServerState(model, options)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        yield
-        state.pump.stop()
-
-    routes = [
-        Route("/v1/audio/transcriptions", http.transcriptions, methods=["POST"]),
-        Route("/v1/models", http.models, methods=["GET"]),
-        Route("/health", http.health, methods=["GET"]),
-        Route("/metrics", http.metrics, methods=["GET"]),
-        WebSocketRoute("/v1/realtime", realtime),
-    ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.voxtral = state
-    return _with_auth_and_log(app, state)
-
-
-def _with_auth_and_log(app, state: ServerState):
-    """Bearer key on every HTTP route, one JSON access-log line per request, request counts."""
-
-    async def wrapped(scope, receive, send):
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        t0, status = time.perf_counter(), [500]
-
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        if not http.authorized(state, Headers(scope=scope)):
-            response = http.error(401, "missing or wrong API key: send `Authorization: Bearer KEY`")
-            await response(scope, receive, send_status)
-        else:
-            await app(scope, receive, send_status)
-        path = scope["path"]
-        state.metrics.requests.labels(path if path in _ROUTES else "other", str(status[0])).inc()
-        client = scope.get("client") or ("", 0)
-        access_log.info(json.dumps({
-            "method": scope["method"], "path": path, "status": status[0], "client": client[0],
-            "ms": round(1000 * (time.perf_counter() - t0), 1),
-        }))  # fmt: skip
-
-    wrapped.state = app.state  # tests and run() reach the ServerState through the app
-    return wrapped
-
-
-_ROUTES = {"/v1/audio/transcriptions", "/v1/models", "/health", "/metrics"}
-
-
-async def drain(state: ServerState, timeout: float = DRAIN_TIMEOUT_S) -> None:
-    """Refuse new work, end every realtime utterance (its text and done are sent), wait for uploads."""
-    state.draining = True
-    conns = list(state.connections)
-    if conns:
-        await asyncio.wait([asyncio.ensure_future(c.drain()) for c in conns], timeout=timeout)
-    t0 = time.monotonic()
-    while state.uploads and time.monotonic() - t0 < timeout:
-        await asyncio.sleep(0.05)
-
-
-def run(app, host: str, port: int, log_level: str = "info") -> None:
-    """Serve `app` with uvicorn until SIGINT/SIGTERM; a signal first drains (see drain), then exits 0."""
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """The first SIGINT/SIGTERM drains, then stops the server (exit 0); a second one stops it now."""
-
-        draining = False
-
-        def handle_exit(self, sig, frame) -> None:  # a signal handler, in the event loop's thread
-            if self.draining or self.should_exit:
-                return super().handle_exit(sig, frame)
-            self.draining = True
-            loop = asyncio.get_event_loop()
-
-            def start() -> None:
-                task = loop.create_task(drain(app.state.voxtral))
-                task.add_done_callback(lambda _: setattr(self, "should_exit", True))
-
-            loop.call_soon_threadsafe(start)
-
-    from uvicorn.config import WS_PROTOCOLS
-
-    ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"  # uvicorn ≥ 0.35 / older
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws=ws, lifespan="on")
-    Server(config).run()
-
-
-__all__ = ["ServeOptions", "create_app", "drain", "run"]

@@ -5,8 +5,8 @@ job whose request thread waits for it, a realtime connection is a live Session t
 thread drives the loop for all of them (scheduler.run_until: it ticks while there is work and sleeps until
 a feed or a new job wakes it) and, after each tick that decided text, collects every live session's new
 pieces and passes them to that session's `deliver` callback (from this thread: the callback hands them to
-the connection's event loop). A session's feed() and finish() go through feed()/finish() here, under the
-same lock as the collection, so each session's pieces come out once and in order.
+the connection's event loop). Only this thread collects (a non-driving session's feed() and finish() hand
+out nothing), so each session's pieces come out once and in order.
 """
 
 from __future__ import annotations
@@ -45,16 +45,14 @@ class Pump:
         return s
 
     def feed(self, s: Session, samples: np.ndarray) -> None:
-        """Queue samples [S] (16 kHz float32) for s; raises its error (e.g. idle expiry)."""
-        with self._lock:
-            pieces = s.feed(samples)
-            self._pass(s, pieces)
+        """Queue samples [S] (16 kHz float32) for s without waiting for the engine; raises its error
+        (e.g. idle expiry)."""
+        s.feed(samples)
 
     def finish(self, s: Session) -> None:
         """No more audio for s: its remaining text follows, then deliver(…, ended=True)."""
-        with self._lock:
-            if not s.finished:
-                self._pass(s, s.finish())
+        if not s.finished:
+            s.finish()
 
     def close(self, s: Session) -> None:
         """Abandon s (its client left): its slot is freed, nothing more is delivered."""

@@ -32,7 +32,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import VoxtralError
 from .http import authorized
-from .state import MAX_BACKLOG_S, Full, ServerState
+from .options import MAX_BACKLOG_S
+from .state import Full, ServerState
 
 TRY_AGAIN_LATER = 1013  # websocket close code: the server is full or shutting down
 POLICY = 1008  # websocket close code: bad key
@@ -120,7 +121,7 @@ class Connection:
     async def _feed(self, x: np.ndarray) -> None:
         s = self.session
         limit = self.state.options.max_audio_s
-        if s.duration + len(x) / 16000 > limit:
+        if s.duration + len(x) / s.cfg.sampling_rate > limit:
             return await self.error(
                 f"the session passed {limit:g} s of audio (--max-audio-s)", "audio_too_long"
             )

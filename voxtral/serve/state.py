@@ -11,29 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from .options import ServeOptions
 from .pump import Pump
-
-MAX_UPLOAD_MB = 100.0
-MAX_AUDIO_S = 3600.0
-MAX_BACKLOG_S = 30.0  # a realtime client this far ahead of the engine is not read from until it catches up
-IDLE_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """The limits and settings of one server (see `voxtral serve --help`)."""
-
-    model_id: str  # the name /v1/models reports and responses echo
-    max_sessions: int = 32  # uploads and realtime sessions running at once
-    max_queue: int = 64  # uploads waiting for a place; more get 503
-    api_key: str | None = None  # required as `Authorization: Bearer KEY` on every route when set
-    max_upload_mb: float = MAX_UPLOAD_MB
-    max_audio_s: float = MAX_AUDIO_S  # longest upload or realtime session, seconds of audio
-    idle_timeout: float = IDLE_TIMEOUT_S  # a realtime session not fed this long is closed
 
 
 class Metrics:
