@@ -1,20 +1,34 @@
 // Causal 1-D convolution as im2col + GEMM (SPEC §3.1): the conv weight [out, in, K] flattened to
-// [out, in·K] multiplies cols [T_out, C·K]. x is read through strides so that both the mel [M, T]
-// input (st=1, sc=T) and a [T, C] activation (st=C, sc=1) need no transpose.
+// [out, in·K] multiplies cols [T_out, C·K] (voxtral/gpu/conv.py).
 #include "common.cuh"
 
-extern "C" __global__ void im2col_causal(const float* __restrict__ x,  // x: element (t, c) at x[t·st + c·sc] f32
-                                         int T_in, int C, long long st, long long sc,
-                                         bf16* __restrict__ cols,  // cols: [T_out, C·K] bf16
-                                         int T_out, int K, int stride, int pad_left) {
+// The columns of many streams at once: each output row names its K source rows, so rows of any
+// streams (and carried state) can sit anywhere in x. cols[r, c·K + k] = bf16(x[rows[r·K + k], c]), x [N, C].
+template <typename T>
+__device__ __forceinline__ void im2col_rows_body(const T* __restrict__ x, int C,
+                                                 const int* __restrict__ rows, bf16* __restrict__ cols,
+                                                 int R, int K) {
     const int CK = C * K;
-    const size_t total = (size_t)T_out * CK;
+    const size_t total = (size_t)R * CK;
     const size_t step = (size_t)gridDim.x * blockDim.x;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        const int t = (int)(i / CK), ck = (int)(i % CK);
+        const int r = (int)(i / CK), ck = (int)(i % CK);
         const int c = ck / K, k = ck % K;
-        const int src = t * stride - pad_left + k;
-        const float v = (src >= 0 && src < T_in) ? x[src * st + c * sc] : 0.0f;
-        cols[i] = f32_to_bf16(v);
+        const size_t src = (size_t)rows[r * K + k] * C + c;
+        if constexpr (sizeof(T) == 4) {
+            cols[i] = f32_to_bf16(x[src]);
+        } else {
+            cols[i] = x[src];
+        }
     }
+}
+
+extern "C" __global__ void im2col_rows_f32(const float* __restrict__ x, int C, const int* __restrict__ rows,
+                                           bf16* __restrict__ cols, int R, int K) {
+    im2col_rows_body<float>(x, C, rows, cols, R, K);
+}
+
+extern "C" __global__ void im2col_rows_bf16(const bf16* __restrict__ x, int C, const int* __restrict__ rows,
+                                            bf16* __restrict__ cols, int R, int K) {
+    im2col_rows_body<bf16>(x, C, rows, cols, R, K);
 }

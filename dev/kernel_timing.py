@@ -176,13 +176,13 @@ def _cases():
         gus, outs = [_randn(t, 2 * f) for _ in range(n)], [empty_bf16(t, f) for _ in range(n)]
         return lambda i: ops.silu_mul(gus[i], out=outs[i]), n, 10 * t * f, 0
 
-    def im2col(x_shape, k, stride, pad, axis):
-        t_in, c = x_shape[axis], x_shape[1 - axis]
-        t_out = -(-t_in // stride)
-        nbytes = 4 * t_in * c + 2 * t_out * c * k
-        n = _sets(nbytes)
-        xs, outs = [_randn(*x_shape) for _ in range(n)], [empty_bf16(t_out, c * k) for _ in range(n)]
-        return lambda i: ops.im2col_causal(xs[i], k, stride, pad, time_axis=axis, out=outs[i]), n, nbytes, 0
+    def im2col(n, c, stride):  # n outputs of stride-`stride` taps over [stride·n + 2, c] (f32 for conv0)
+        x = _randn(stride * n + 2, c) if stride == 1 else _bf16(stride * n + 2, c)
+        rows = i32((stride * np.arange(n)[:, None] + np.arange(3)).ravel()).reshape(n, 3)
+        nbytes = x.nbytes + 2 * n * c * 3
+        n_sets = _sets(nbytes)
+        outs = [empty_bf16(n, c * 3) for _ in range(n_sets)]
+        return lambda i: ops.im2col_rows(x, rows, out=outs[i]), n_sets, nbytes, 0
 
     def emb(t):
         e, audio, out = _bf16(V, D_DEC), _randn(4, 64, D_DEC), cp.empty((t, D_DEC), np.float32)
@@ -218,8 +218,8 @@ def _cases():
         ("bias_gelu", f"adapter T={T_ADAPTER} N={D_DEC}", lambda: gelu(T_ADAPTER, D_DEC, False)),
         ("silu_mul", f"decoder T=1 F={F_DEC}", lambda: swiglu(1, F_DEC)),
         ("silu_mul", f"encoder T={T_ENC} F={F_ENC}", lambda: swiglu(T_ENC, F_ENC)),
-        ("im2col_causal", f"conv0 mel [{M_MEL}, {tm}] K=3", lambda: im2col((M_MEL, tm), 3, 1, 2, 1)),
-        ("im2col_causal", f"conv1 [{tm}, {D_ENC}] K=3 s=2", lambda: im2col((tm, D_ENC), 3, 2, 1, 0)),
+        ("im2col_rows", f"conv0 mel [{tm}, {M_MEL}] K=3", lambda: im2col(tm, M_MEL, 1)),
+        ("im2col_rows", f"conv1 [{tm}, {D_ENC}] K=3 s=2", lambda: im2col(T_ENC, D_ENC, 2)),
         ("embed", f"decoder T=1 D={D_DEC}", lambda: emb(1)),
         ("argmax_advance", f"B=1 V={V}", lambda: argmax(1)),
         ("argmax_advance", f"B=16 V={V}", lambda: argmax(16)),

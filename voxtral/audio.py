@@ -190,14 +190,34 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
 
 def _frames_log_mel(padded: np.ndarray, n_frames: int, cfg: AudioConfig) -> np.ndarray:
     """Frames t < n_frames of a padded signal (frame t = padded[t·hop : t·hop + n_fft]) → [M, T]."""
+    return windows_log_mel(_windows(padded, n_frames, cfg), cfg)
+
+
+def _windows(padded: np.ndarray, n_frames: int, cfg: AudioConfig) -> np.ndarray:
+    """The n_fft samples of frames t < n_frames of a padded signal [T, n_fft] (a strided view)."""
     n_fft, hop = cfg.window_size, cfg.hop_length
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]  # [T, n_fft]
+    return np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+
+
+def windows_log_mel(frames: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Frames' samples [T, n_fft] (float64) → normalised log-mel [M, T] float32 (SPEC §2.3)."""
+    n_fft = cfg.window_size
     spectrum = np.fft.rfft(frames * hann_window(n_fft), axis=-1)  # [T, n_fft // 2 + 1]
     power = spectrum.real**2 + spectrum.imag**2
     mel = mel_filters(cfg.sampling_rate, n_fft, cfg.num_mel_bins) @ power.T  # [M, T]
     log_spec = np.log10(np.maximum(mel, LOG_MEL_FLOOR))
     log_spec = np.maximum(log_spec, cfg.global_log_mel_max - LOG_MEL_RANGE)
     return ((log_spec + LOG_MEL_SHIFT) / LOG_MEL_SCALE).astype(np.float32)
+
+
+def windows_log_mel_many(frames: list[np.ndarray], cfg: AudioConfig) -> list[np.ndarray]:
+    """windows_log_mel of several streams' frames [T_i, n_fft] in one call (one FFT, one matmul) →
+    [M, T_i] each: many live streams' new frames cost about what one stream's do."""
+    if not frames:
+        return []
+    mel = windows_log_mel(np.concatenate(frames), cfg)  # [M, ΣT]
+    cuts = np.cumsum([len(f) for f in frames])[:-1]
+    return np.split(mel, cuts, axis=1)
 
 
 class MelStream:
@@ -220,6 +240,11 @@ class MelStream:
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """The next samples [S] → the frames [M, T'] they complete (T' ≥ 0)."""
+        return windows_log_mel(self.windows(samples), self.cfg)
+
+    def windows(self, samples: np.ndarray) -> np.ndarray:
+        """feed() up to the log-mel: the samples of the frames they complete [T', n_fft] float64, for
+        windows_log_mel (or windows_log_mel_many with other streams')."""
         if self.finished:
             raise AudioError("MelStream: feed after finish(); start a new stream")
         x = np.asarray(samples, dtype=np.float64).reshape(-1)
@@ -227,13 +252,13 @@ class MelStream:
         if self._padded is None:
             self._head = np.concatenate([self._head, x])
             if len(self._head) <= self._half:
-                return self._empty()
+                return np.zeros((0, self.cfg.window_size))
             self._padded, self._head = np.concatenate([self._head[self._half : 0 : -1], self._head]), None
         else:
             self._padded = np.concatenate([self._padded, x])
         n, hop = self.n_samples, self.cfg.hop_length
         ready = min(n // hop, (n - self._half) // hop + 1)  # frame t needs samples < t·hop + n_fft/2
-        return self._take(ready)
+        return self._take_windows(ready)
 
     def finish(self) -> np.ndarray:
         """Reflect-pad the end; the frames [M, T'] still held back, up to T = samples // hop in all."""
@@ -248,18 +273,19 @@ class MelStream:
         return self._take(self.n_samples // self.cfg.hop_length)
 
     def _take(self, upto: int) -> np.ndarray:
-        """Frames n_frames … upto − 1; drops the samples no later frame needs."""
+        """Frames n_frames … upto − 1 [M, T']; drops the samples no later frame needs."""
+        return windows_log_mel(self._take_windows(upto), self.cfg)
+
+    def _take_windows(self, upto: int) -> np.ndarray:
+        """The samples of frames n_frames … upto − 1 [T', n_fft] (a view of a signal no longer held)."""
         if upto <= self.n_frames:
-            return self._empty()
+            return np.zeros((0, self.cfg.window_size))
         hop = self.cfg.hop_length
         offset = self.n_frames * hop - self._start
-        out = _frames_log_mel(self._padded[offset:], upto - self.n_frames, self.cfg)
+        out = _windows(self._padded[offset:], upto - self.n_frames, self.cfg)
         self._padded = self._padded[upto * hop - self._start :].copy()  # not a view of the whole signal
         self._start, self.n_frames = upto * hop, upto
         return out
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros((self.cfg.num_mel_bins, 0), dtype=np.float32)
 
 
 class PaddedMel:
@@ -282,8 +308,14 @@ class PaddedMel:
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """The next samples [S] → the frames [M, T'] they complete (T' ≥ 0)."""
+        return windows_log_mel(self.windows(samples), self.cfg)
+
+    def windows(self, samples: np.ndarray) -> np.ndarray:
+        """feed() up to the log-mel: the frames' samples [T', n_fft] (see MelStream.windows)."""
         self.n_samples += len(samples)
-        return np.concatenate([*self._start(), self._mel.feed(samples)], axis=1)
+        left = [] if self._left is None else [self._mel.windows(self._left)]
+        self._left = None
+        return np.concatenate([*left, self._mel.windows(samples)])
 
     def finish(self) -> np.ndarray:
         """The right padding and the frames still held back [M, T']."""

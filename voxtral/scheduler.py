@@ -29,7 +29,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .audio import PaddedMel
+from .audio import PaddedMel, windows_log_mel_many
 from .backend import Backend
 from .config import AudioConfig
 from .errors import AudioError, SessionError, VoxtralError
@@ -291,7 +291,17 @@ class Scheduler:
 
     def _encode(self) -> bool:
         """New samples → mel frames → one encoder pass over every job that has frames → the decoders."""
-        todo = [j for j in self.active if j._enc is not None and not j._complete() and self._take_audio(j)]
+        windows: list[tuple[Job, np.ndarray]] = []  # live jobs' new frames' samples: one log-mel for all
+        todo = [j for j in self.active if j._enc is not None and not j._complete()]
+        todo = [j for j in todo if self._take_audio(j, windows)]
+        if windows:
+            t0 = time.perf_counter()
+            mels = windows_log_mel_many([w for _, w in windows], self.audio)
+            share = (time.perf_counter() - t0) / len(windows)
+            for (job, _), frames in zip(windows, mels, strict=True):
+                if frames.shape[1]:
+                    job._frames.append(frames)
+                job.timings["mel"] += share
         todo = [j for j in todo if j._frames]
         if todo:
             t0 = time.perf_counter()
@@ -316,11 +326,20 @@ class Scheduler:
                 j._enc, left = None, True
         return bool(todo) or left
 
-    def _take_audio(self, job: Job) -> bool:
+    def _take_audio(self, job: Job, windows: list[tuple[Job, np.ndarray]]) -> bool:
         """Move a job's new samples into frames (pulling an offline source while its lookahead allows);
-        False if its source failed (the job then carries the error)."""
+        False if its source failed (the job then carries the error). A live job that goes on adds its
+        new frames' samples to `windows` instead (the caller turns all of them into frames at once)."""
         front = job._front
         try:
+            if job.live and not job._ended and not front.finished:  # end() waits for the tick: stable
+                n = len(job._pushed)  # the feeder may append meanwhile: those wait for the next tick
+                if n:
+                    t0 = time.perf_counter()
+                    parts = [job._pushed.popleft() for _ in range(n)]
+                    windows.append((job, front.windows(parts[0] if n == 1 else np.concatenate(parts))))
+                    job.timings["mel"] += time.perf_counter() - t0
+                return True
             while not front.finished:
                 if job.live:
                     if not job._pushed:

@@ -120,3 +120,34 @@ def test_encoder_pool_matches_the_offline_encoder(gpu, audio5):
         err = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
         print(f"pooled slot {slot} vs an offline slot alone: rel L2 {err:.2e}")
         assert err < 1e-2
+
+
+def test_live_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
+    """Live ticks of 3 slots (8 mel frames each: short runs only) replay the captured graph of their
+    row bucket; the same ticks run eagerly (no graph) give the same embeddings."""
+    from voxtral.gpu import encoder as gpu_encoder
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+
+    def ticks(pool) -> list[np.ndarray]:
+        slots = [pool.join(b.live_chunk) for _ in range(3)]
+        out: dict[int, list] = {slot: [] for slot in slots}
+        for start in range(0, mel.shape[1], 8):
+            items = [(slot, mel[:, start + k : start + k + 8]) for k, slot in enumerate(slots)]
+            for (slot, _), e in zip(items, pool.encode(items), strict=True):
+                out[slot].append(b.to_numpy(e))
+        return [np.concatenate(out[slot]) for slot in slots]
+
+    pool = b.encoder(4)
+    graphed = ticks(pool)
+    assert pool._graphs, "the live ticks did not take the graph path"
+    monkeypatch.setattr(gpu_encoder, "LIVE_BUCKETS", (0,))  # no pass fits a bucket: all eager
+    pool = b.encoder(4)
+    eager = ticks(pool)
+    assert not pool._graphs
+    for g, e in zip(graphed, eager, strict=True):
+        assert g.shape == e.shape and len(g) > 10
+        err = float(np.linalg.norm(g - e) / np.linalg.norm(e))
+        print(f"live pass graph vs eager: rel L2 {err:.2e} over {len(e)} embeddings")
+        assert err < 1e-3

@@ -387,25 +387,25 @@ def test_silu_mul_vs_numpy(rng, t, f):
     assert_bf16_close(out, ref.silu(g) * u)
 
 
-@pytest.mark.parametrize("t_in,c,k,stride,pad,time_axis", [
-    (13, 5, 3, 1, 2, 1), (9, 7, 3, 2, 1, 0), (10, 1280, 3, 2, 1, 0), (1, 3, 3, 1, 2, 1), (8, 128, 3, 1, 2, 1),
-    (5, 3, 5, 3, 2, 0)])  # fmt: skip
-def test_im2col_causal_vs_numpy(rng, t_in, c, k, stride, pad, time_axis):
-    x = rng.standard_normal((t_in, c)).astype(np.float32)  # [T, C]
-    x_in = x if time_axis == 0 else np.ascontiguousarray(x.T)
-    t_out = -(-t_in // stride)
-    out = poison_bf16((t_out, c * k))
-    ops.im2col_causal(cp.asarray(x_in), k, stride, pad, time_axis=time_axis, out=out)
-    padded = np.zeros((pad + t_in + k + stride, c))
-    padded[pad : pad + t_in] = x
-    idx = np.arange(t_out)[:, None] * stride + np.arange(k)[None, :]  # [T_out, K]
-    expected = padded[idx].transpose(0, 2, 1).reshape(t_out, c * k)  # [T_out, C·K], element c·K + k
-    got = widen(out)
-    np.testing.assert_array_equal(got, widen(to_bf16(expected)[0]))  # exact: a gather + one rounding
+@pytest.mark.parametrize("n,c,r,k,dtype", [
+    (7, 5, 12, 3, np.float32), (9, 1280, 30, 3, "bf16"), (4, 128, 6, 3, np.float32), (64, 33, 64, 1, "bf16"),
+    (1, 3, 1, 3, "bf16")])  # fmt: skip
+def test_im2col_rows_vs_numpy(rng, n, c, r, k, dtype):
+    x = rng.standard_normal((n, c))
+    rows = rng.integers(0, n, (r, k)).astype(np.int32)
+    if dtype == "bf16":
+        x_dev, x = to_bf16(x)
+    else:
+        x = x.astype(np.float32)
+        x_dev = cp.asarray(x)
+    out = poison_bf16((r, c * k))
+    ops.im2col_rows(x_dev, cp.asarray(rows), out=out)
+    expected = x[rows].transpose(0, 2, 1).reshape(r, c * k)  # [R, C·K], element c·K + k
+    np.testing.assert_array_equal(widen(out), widen(to_bf16(expected)[0]))  # exact: a gather + one rounding
     # The flattening matches a conv weight [O, C, K] reshaped to [O, C·K]:
     w = rng.standard_normal((4, c, k))
-    conv = np.array([[sum(w[o, ci, kk] * padded[ti * stride + kk, ci] for ci in range(c) for kk in range(k))
-                      for o in range(4)] for ti in range(min(t_out, 3))])  # fmt: skip
+    conv = np.array([[sum(w[o, ci, kk] * x[rows[ri, kk], ci] for ci in range(c) for kk in range(k))
+                      for o in range(4)] for ri in range(min(r, 3))])  # fmt: skip
     np.testing.assert_allclose(expected[: len(conv)] @ w.reshape(4, -1).T, conv, rtol=1e-10, atol=1e-10)
 
 

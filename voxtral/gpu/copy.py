@@ -64,18 +64,54 @@ def clone(a):
     return out
 
 
-def concat_rows(parts: list):
+def concat_rows(parts: list, out=None):
     """The device arrays [n_i, …] (at least one) one after another along axis 0, as a new C-contiguous
-    array."""
+    array (or into out, C-contiguous, of the total shape)."""
     import cupy
 
     first = parts[0]
-    out = cupy.empty((sum(len(p) for p in parts), *first.shape[1:]), first.dtype)
+    shape = (sum(len(p) for p in parts), *first.shape[1:])
+    if out is None:
+        out = cupy.empty(shape, first.dtype)
+    if out.shape != shape or out.dtype != first.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"concat of {first.dtype}{shape} into {out.dtype}{out.shape}")
     row = 0
-    for p in parts:
-        copy(out[row : row + len(p)], p)
-        row += len(p)
+    for run in _runs(parts):  # parts that follow each other in memory go in one copy
+        n = sum(len(p) for p in run)
+        if len(run) == 1:
+            copy(out[row : row + n], run[0])
+        else:  # contiguous bytes from the first part's start
+            from cupy.cuda import get_current_stream, runtime
+
+            dst = out[row : row + n]
+            runtime.memcpyAsync(dst.data.ptr, run[0].data.ptr, dst.nbytes, _D2D, get_current_stream().ptr)
+        row += n
     return out
+
+
+def _runs(parts: list) -> list[list]:
+    """parts grouped into runs of C-contiguous arrays each starting where the previous one ends."""
+    runs: list[list] = []
+    end = None
+    for p in parts:
+        if not len(p):
+            continue
+        if runs and end is not None and p.flags.c_contiguous and p.data.ptr == end:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+        end = p.data.ptr + p.nbytes if p.flags.c_contiguous else None
+    return runs
+
+
+def zero(a) -> None:
+    """a[...] = 0 for a C-contiguous device array (cudaMemsetAsync on the current stream)."""
+    from cupy.cuda import get_current_stream, runtime
+
+    if not a.flags.c_contiguous:
+        raise ValueError(f"array of shape {a.shape} and strides {a.strides} is not contiguous")
+    if a.nbytes:
+        runtime.memsetAsync(a.data.ptr, 0, a.nbytes, get_current_stream().ptr)
 
 
 def device_array(host: np.ndarray):

@@ -1,25 +1,31 @@
 """Audio encoder and adapter on the GPU (SPEC §3, §4, §7): mel frames of many slots → audio embeddings.
 
 One pool of C slots serves every request: an offline input and a live stream alike are a slot fed
-mel frames in pieces of any size. A slot keeps its conv stem state, its encoder position, up to 3
-outputs waiting for an adapter group, and its own ring KV caches of window + chunk − 1 rows per layer
+mel frames in pieces of any size. The conv stems of all slots run together (gpu/conv.py: one launch
+per stage for any number of slots); a slot keeps its encoder position, up to 3 outputs waiting for an
+adapter group, and its own ring KV caches of window + chunk − 1 rows per layer
 (voxtral/gpu/kv.py), so a pass may give it up to `chunk` new positions. Each pass runs the layers
 once over the new positions of every slot in it (rows of all slots in the same GEMMs); attention is
 the tiled tensor-core kernel for a slot's long run of consecutive positions and one split-kernel
-launch for all the short runs (a live tick's 4 positions per slot). Then one adapter pass for all.
+launch for all the short runs (a live tick's 4 positions per slot). A pass of short runs only (every
+live tick) is one replay of a CUDA graph captured per bucket of rows (LIVE_BUCKETS): its inputs are
+uploaded into the bucket's buffers and its spare rows serve a scratch slot that no input owns. Then one
+adapter pass for all.
 Shapes: T mel frames, M mel bins, S positions, E encoder dim, D decoder dim, C slots.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 
 import numpy as np
 
 from ..config import ModelConfig
 from . import ops
-from .copy import clone, concat_rows, device_array
+from .conv import ConvStem
+from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
+from .graphs import capture
 from .kv import KVCaches
 from .weights import GpuWeights
 
@@ -29,88 +35,90 @@ CHUNK_POSITIONS = 1024  # positions per slot and pass of an offline input: GEMMs
 LIVE_CHUNK_POSITIONS = 64
 PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
 TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
-CONV0_KEEP = 2  # conv0 (k3 s1) input frames carried to the next piece: its left padding
-
-
-class ConvStream:
-    """The conv stem of one stream, incremental: mel frames in any pieces → conv stem output rows.
-
-    State: conv0's last 2 input frames (host mel) and conv1's unconsumed conv0 outputs (its last
-    one, or two when a stride pair is open); zeros at the start are the causal left padding.
-    """
-
-    def __init__(self, w: GpuWeights, cfg: ModelConfig):
-        import cupy
-
-        self.w = w
-        self.conv0_in = np.zeros((cfg.audio.num_mel_bins, CONV0_KEEP), np.float32)  # [M, 2] host
-        self.conv1_in = cupy.zeros((1, cfg.encoder.dim), np.float32)  # [1 or 2, E]
-        self.pos = 0  # encoder position of the next output row
-
-    def feed(self, mel: np.ndarray):
-        """The next mel frames [M, T] (host) → (p, conv stem outputs [n, E] f32 of positions p … p+n−1)."""
-        import cupy
-
-        w, t, first = self.w, mel.shape[1], self.pos
-        x = np.concatenate([self.conv0_in, np.asarray(mel, np.float32)], axis=1)  # [M, 2 + T]
-        self.conv0_in = x[:, x.shape[1] - CONV0_KEEP :]
-        if t:
-            cols = ops.im2col_causal(cupy.asarray(x), 3, 1, 0, time_axis=1, t_out=t)  # [T, M·3] bf16
-            y = ops.widen_bf16(ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias))  # [T, E]
-            y = concat_rows([self.conv1_in, y])  # [., E]
-        else:
-            y = self.conv1_in
-        n = (len(y) - 1) // 2  # conv1 output j needs its inputs 2j − 1 … 2j + 1
-        self.conv1_in = clone(y[2 * n :])
-        self.pos += n
-        if not n:
-            return first, cupy.zeros((0, y.shape[1]), np.float32)
-        cols = ops.im2col_causal(cupy.ascontiguousarray(y[: 2 * n + 1]), 3, 2, 0, time_axis=0, t_out=n)
-        return first, ops.widen_bf16(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [n, E]
+LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed as a CUDA graph
 
 
 class Groups:
-    """Encoder outputs of one stream waiting for a full adapter group of 4 positions."""
+    """Encoder outputs of every slot waiting for a full adapter group (factor = 4 positions): fewer than
+    4 rows per slot, kept on the device. One gather per call regroups the new rows of all slots."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, factor: int, dim: int, capacity: int):
         import cupy
 
-        self.factor = cfg.audio.downsample_factor
-        self.rows = cupy.zeros((0, cfg.encoder.dim), np.uint16)  # [< 4, E] bf16
+        self.factor, self.keep = factor, factor - 1
+        self.rows = cupy.zeros((capacity * self.keep, dim), np.uint16)  # slot s's waiting rows from s·keep
+        self.waiting = [0] * capacity
 
-    def add(self, h):
-        """New encoder outputs [S, E] bf16 → the complete groups' rows [4g, E]; the rest waits."""
+    def reset(self, slot: int) -> None:
+        self.waiting[slot] = 0
 
-        h = concat_rows([self.rows, h])
-        n = len(h) // self.factor * self.factor
-        self.rows = clone(h[n:])
-        return h[:n]
+    def regroup(self, outputs: list, pieces: list[list[tuple[int, int, int]]], slots: list[int]):
+        """outputs: passes' encoder outputs [T_p, E] bf16; pieces[i]: item i's new rows in order as
+        (pass, first row, rows); slots[i]: its slot → (the complete groups' rows of all items, item after
+        item [4Σk, E] bf16, or None; k per item). Each slot's rows left over wait for its next call."""
+        base = np.cumsum([len(self.rows), *(len(h) for h in outputs)])[:-1]  # first row of each pass in src
+        keep, grouped, counts = self.keep, [], []
+        carry = np.arange(len(self.rows))
+        for s, ps in zip(slots, pieces, strict=True):
+            idx = np.concatenate(
+                [s * keep + np.arange(self.waiting[s])]
+                + [base[p] + start + np.arange(n) for p, start, n in ps]
+            )
+            n = len(idx) // self.factor * self.factor
+            grouped.append(idx[:n])
+            carry[s * keep : s * keep + len(idx) - n] = idx[n:]
+            self.waiting[s] = len(idx) - n
+            counts.append(n // self.factor)
+        src = concat_rows([self.rows, *outputs])  # [keep·C + ΣT_p, E]
+        g = np.concatenate(grouped)
+        idx = device_array(np.concatenate([g, carry]).astype(np.int32))
+        out = ops.im2col_rows(src, idx[: len(g)].reshape(-1, 1)) if len(g) else None
+        self.rows = ops.im2col_rows(src, idx[len(g) :].reshape(-1, 1))
+        return out, counts
 
 
-@dataclass
-class _Slot:
-    conv: ConvStream
-    groups: Groups
-    chunk: int  # most positions per pass
+class PassBuffers:
+    """Every activation of a live pass of T rows, allocated once per bucket: its CUDA graph reads its
+    inputs (h, pos, slot) from here and writes only here and to the KV rings."""
+
+    def __init__(self, c, t: int, scratch_slot: int):
+        import cupy
+
+        f32, bf16 = np.float32, np.uint16
+        self.h = cupy.zeros((t, c.dim), f32)  # the residual stream, in place
+        self.pos = device_array(np.zeros(t, np.int32))
+        self.slot = device_array(np.full(t, scratch_slot, np.int32))
+        self.x = cupy.empty((t, c.dim), bf16)
+        self.qkv = cupy.empty((t, c.q_dim + 2 * c.kv_dim), f32)
+        self.q = cupy.empty((t, c.n_heads, c.head_dim), bf16)
+        self.o = cupy.empty((t, c.n_heads, c.head_dim), bf16)
+        self.workspace = ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim)
+        self.gu = cupy.empty((t, 2 * c.hidden_dim), f32)
+        self.u = cupy.empty((t, c.hidden_dim), bf16)
+        self.out = cupy.empty((t, c.dim), bf16)  # the final norm
 
 
 def layer(
-    h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int
-):
+    h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int,
+    buf: PassBuffers | None = None,
+):  # fmt: skip
     """Encoder layer i over rows h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns
     this layer's w2 bias. Row t is position pos[t] of slot slot[t]. Rows [0, split) are short runs (split
     attention); each (start, end, slot, p0) of `runs` is one slot's consecutive positions p0 … (tiled).
-    """
+    buf: write every activation there (a captured pass; no runs)."""
     import cupy
 
     t = h.shape[0]
-    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias)  # [T, E] bf16
-    qkv = gemm(x, lw.wqkv)  # [T, (H + 2Hkv)·Dh] f32
+    b = (lambda name: None) if buf is None else (lambda name: getattr(buf, name))  # noqa: E731
+    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"))  # [T, E] bf16
+    qkv = gemm(x, lw.wqkv, out=b("qkv"))  # [T, (H + 2Hkv)·Dh] f32
     cache, ring = kv.layer(i)
     dims = {"n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim}
-    q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias)
+    q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias, out=b("q"))
     if not runs:  # a live tick: every row through one split-attention launch
-        o = ops.attention_split(q, cache, ring, pos, slot, c.sliding_window, n_kv_heads=c.n_kv_heads)
+        w, hkv = c.sliding_window, c.n_kv_heads
+        ws = b("workspace")
+        o = ops.attention_split(q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=b("o"), workspace=ws)
     else:
         o = cupy.empty(q.shape, np.uint16)  # [T, H, Dh] bf16
     if runs and split:
@@ -122,8 +130,8 @@ def layer(
         k, v = kv.arrays[s]
         ops.attention_tiled(q[start:end], k[i], v[i], c.sliding_window, p0, out=o[start:end])
     gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
-    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias)
-    u = ops.silu_mul(gemm(x, lw.w13))  # [T, F] bf16
+    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"))
+    u = ops.silu_mul(gemm(x, lw.w13, out=b("gu")), out=b("u"))  # [T, F] bf16
     gemm(u, lw.w2, out=h, beta=1.0)
     return lw.w2_bias
 
@@ -140,9 +148,14 @@ class Encoder:
     def __init__(self, w: GpuWeights, cfg: ModelConfig, cuda_stream, capacity: int, chunk: int):
         enc = cfg.encoder
         self.w, self.cfg, self.cuda_stream, self.capacity, self.chunk = w, cfg, cuda_stream, capacity, chunk
+        with cuda_stream:  # one slot more than the pool: `capacity`, never opened, for graphs' spare rows
+            self.kv = KVCaches(enc.n_layers, capacity + 1, enc.n_kv_heads, enc.head_dim)
+        self._graphs: dict[int, object] = {}  # live pass bucket (rows) → its CUDA graph
+        self._buffers: dict[int, PassBuffers] = {}
+        self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
         with cuda_stream:
-            self.kv = KVCaches(enc.n_layers, capacity, enc.n_kv_heads, enc.head_dim)
-        self.slots: list[_Slot | None] = [None] * capacity
+            self.stem = ConvStem(w, cfg.audio.num_mel_bins, enc.dim, capacity)
+            self.groups = Groups(cfg.audio.downsample_factor, enc.dim, capacity)
 
     def free(self) -> int:
         return self.slots.count(None)
@@ -156,7 +169,9 @@ class Encoder:
         try:
             with self.cuda_stream:
                 self.kv.open(slot, self.cfg.encoder.sliding_window + chunk - 1)
-                self.slots[slot] = _Slot(ConvStream(self.w, self.cfg), Groups(self.cfg), chunk)
+                self.stem.reset(slot)
+                self.groups.reset(slot)
+                self.slots[slot] = chunk
         except cupy.cuda.memory.OutOfMemoryError as e:
             from ..errors import DeviceError
 
@@ -175,21 +190,23 @@ class Encoder:
         import cupy
 
         with self.cuda_stream:
-            conv = [self.slots[slot].conv.feed(mel) for slot, mel in items]  # (first position, [n, E] f32)
+            conv = self.stem.feed(items)  # per item (first position, [n, E] f32)
             done = [0] * len(items)
-            complete = [[] for _ in items]  # per item: encoder outputs [4g, E] bf16 of complete groups
+            pieces: list[list] = [[] for _ in items]  # per item: (pass, first row, rows) of its outputs
+            outputs = []  # per pass: encoder outputs [T, E] bf16
             while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):
                 parts = self._pass(items, conv, done)
                 h = self._layers(parts)  # [T, E] bf16
                 start = 0
-                for i, slot, _, z in parts:
-                    complete[i].append(self.slots[slot].groups.add(h[start : start + len(z)]))
+                for i, _, _, z in parts:
+                    pieces[i].append((len(outputs), start, len(z)))
                     start += len(z)
                     done[i] += len(z)
-            counts = [sum(len(g) for g in c) // self.cfg.audio.downsample_factor for c in complete]
-            if not sum(counts):
+                outputs.append(h)
+            if outputs:
+                grouped, counts = self.groups.regroup(outputs, pieces, [slot for slot, _ in items])
+            if not outputs or grouped is None:
                 return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
-            grouped = concat_rows([g for c in complete for g in c])  # [4Σk, E]
             embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all
         offsets = np.cumsum([0, *counts])
         return [embeds[offsets[i] : offsets[i + 1]] for i in range(len(items))]
@@ -200,7 +217,7 @@ class Encoder:
         parts, total = [], 0
         for i, (first, z) in enumerate(conv):
             slot = items[i][0]
-            n = min(len(z) - done[i], self.slots[slot].chunk, PASS_ROWS - total)
+            n = min(len(z) - done[i], self.slots[slot], PASS_ROWS - total)
             if n > 0:
                 parts.append((i, slot, first + done[i], z[done[i] : done[i] + n]))
                 total += n
@@ -218,12 +235,42 @@ class Encoder:
             else:
                 split = start + len(z)
             start += len(z)
+        if not runs and len(pos) <= LIVE_BUCKETS[-1]:
+            return self._live_pass([z for *_, z in parts], pos, slot)
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
         pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
+        return self._run_layers(h, pos, slot, runs, split)
+
+    def _run_layers(self, h, pos, slot, runs, split, buf: PassBuffers | None = None):
         bias, enc = None, self.cfg.encoder
         for i, lw in enumerate(self.w.encoder_layers):
-            bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, runs, split)
-        return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias)
+            bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, runs, split, buf)
+        out = None if buf is None else buf.out
+        return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias, out=out)
+
+    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray):
+        """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
+        positions and slots go into the bucket's buffers; spare rows serve the scratch slot."""
+        t = len(pos)
+        b = next(b for b in LIVE_BUCKETS if b >= t)
+        buf = self._live_graph(b)
+        concat_rows(rows, out=buf.h[:t])
+        zero(buf.h[t:])
+        scratch = np.full(b - t, self.capacity, np.int32)
+        upload(buf.pos, np.concatenate([pos, np.zeros(b - t, np.int64)]).astype(np.int32))
+        upload(buf.slot, np.concatenate([slot, scratch]).astype(np.int32))
+        self._graphs[b].launch(self.cuda_stream)
+        return clone(buf.out[:t])
+
+    def _live_graph(self, b: int) -> PassBuffers:
+        """The buffers of bucket b, its graph captured on first use."""
+        if b not in self._graphs:
+            buf = self._buffers[b] = PassBuffers(self.cfg.encoder, b, self.capacity)
+            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, [], 0, buf)
+            self._graphs[b] = capture(self.cuda_stream, run, (buf.h,))
+        return self._buffers[b]
 
     def nbytes(self) -> int:
-        return self.kv.nbytes()
+        """Device bytes of the KV rings and the live passes' buffers."""
+        held = (a for buf in self._buffers.values() for a in vars(buf).values())
+        return self.kv.nbytes() + sum(a.nbytes for a in held)

@@ -3,6 +3,7 @@ times graphs that compute the same thing and keeps the quickest."""
 
 from __future__ import annotations
 
+import gc
 import statistics
 from collections.abc import Callable, Sequence
 
@@ -12,16 +13,26 @@ from .copy import clone, copy
 def capture(cuda_stream, run: Callable[[], None], state: Sequence = ()):
     """Run `run` once eagerly (compiles kernels, sets cuBLAS up, allocates lazily made workspaces),
     put back the device arrays in `state` that the run changed, then capture `run` as a CUDA graph
-    on cuda_stream; returns the graph. The caller makes cuda_stream current."""
+    on cuda_stream (the cyclic garbage collector held off meanwhile); returns the graph. The caller
+    makes cuda_stream current."""
     saved = [clone(a) for a in state]
     run()
     for a, s in zip(state, saved, strict=True):
         copy(a, s)
-    cuda_stream.begin_capture()
+    # No cyclic garbage collection while capturing: a collected object's finalizer (an earlier model's
+    # stream, event or graph) would make a CUDA call that invalidates the capture.
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        run()
+        cuda_stream.begin_capture()
+        try:
+            run()
+        finally:
+            graph = cuda_stream.end_capture()
     finally:
-        graph = cuda_stream.end_capture()
+        if was_enabled:
+            gc.enable()
     return graph
 
 

@@ -291,26 +291,22 @@ def silu_mul(gu, *, out=None):
     return out
 
 
-def im2col_causal(
-    x, kernel: int, stride: int, pad_left: int, *, time_axis: int, t_out: int | None = None, out=None
-):
-    """Columns bf16 [T_out, C·K] of a causal conv input x f32 ([T, C] if time_axis=0, [C, T] if 1).
+def im2col_rows(x, rows, *, out=None):
+    """Columns bf16 [R, C·K] gathered by row: cols[r, c·K + k] = x[rows[r, k], c].
 
-    cols[t, c·K + k] = x[t·stride − pad_left + k, c], 0 outside [0, T_in); T_out defaults to
-    ceil(T_in / stride) (right zero padding as in SPEC §3.1).
-    """
-    _check(x, "x", np.float32)
-    assert x.ndim == 2 and time_axis in (0, 1), (
-        f"x must be 2-D with time_axis 0 or 1, got {x.shape}, {time_axis}"
-    )
-    t_in, c = (x.shape[0], x.shape[1]) if time_axis == 0 else (x.shape[1], x.shape[0])
-    st, sc = (c, 1) if time_axis == 0 else (1, t_in)
-    t_out = -(-t_in // stride) if t_out is None else t_out
-    out = _out(out, "out", BF16, (t_out, c * kernel))
+    x [N, C] f32 or bf16 (rows of any streams, carried state included); rows int32 [R, K], each in
+    [0, N). The conv stem of many streams in one launch (gpu/conv.py); with K = 1 a row gather."""
+    _check(rows, "rows", np.int32)
+    assert rows.ndim == 2, f"rows must be [R, K], got {rows.shape}"
+    assert x.ndim == 2 and x.dtype in (np.float32, np.dtype(BF16)), "x must be [N, C] f32 or bf16"
+    _check(x, "x", x.dtype)
+    r, k = rows.shape
+    c = x.shape[1]
+    out = _out(out, "out", BF16, (r, c * k))
     if out.size:
-        args = (x, np.int32(t_in), np.int32(c), np.int64(st), np.int64(sc), out)
-        args += (np.int32(t_out), np.int32(kernel), np.int32(stride), np.int32(pad_left))
-        _fn("conv.cu", "im2col_causal")((_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
+        name = "im2col_rows_f32" if x.dtype == np.float32 else "im2col_rows_bf16"
+        args = (x, np.int32(c), rows, out, np.int32(r), np.int32(k))
+        _fn("conv.cu", name)((_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
     return out
 
 
@@ -383,6 +379,6 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 
 __all__ = [
     "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_split", "attention_splits",
-    "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_causal", "rms_norm", "rope_qkv",
+    "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_rows", "rms_norm", "rope_qkv",
     "silu_mul", "split_min_keys", "split_row", "tiled_flops", "widen_bf16",
 ]  # fmt: skip

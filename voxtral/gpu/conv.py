@@ -1,0 +1,132 @@
+"""The encoder's conv stem on the GPU for many streams at once (SPEC §3.1): mel frames → conv stem rows.
+
+conv0 (kernel 3, stride 1) and conv1 (kernel 3, stride 2), both causal, each GELU'd. A stream is fed
+mel frames in pieces of any size; its state between pieces is conv0's last 2 input frames (host, zeros
+at the start: the causal left padding) and conv1's unconsumed conv0 outputs (device, 1 or 2 rows; one
+zero row at the start). A call serves every stream that has frames with one launch per stage, whatever
+their number: the host lays out which input rows each output reads (`plan`, NumPy), one gather kernel
+builds the columns (ops.im2col_rows), one GEMM per conv. A live tick of 128 streams is ~10 launches.
+Shapes: M mel bins, T frames, E encoder dim, C slots, n conv stem outputs (positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import ops
+from .copy import concat_rows, device_array, upload
+from .gemm import gemm
+
+KERNEL = 3
+CONV0_KEEP = KERNEL - 1  # conv0 input frames carried to the next piece
+CONV_ROWS = 16384  # mel frames per launch group: bounds a call's activations (~0.1 GB at full size)
+
+
+@dataclass
+class StemPlan:
+    """Row indices of one batched call (all int32). Host block rows: each stream's 2 carried frames then
+    its new frames. conv1's input rows number [carried rows of all slots (2 per slot) | conv0 outputs]."""
+
+    rows0: np.ndarray  # [ΣT, 3] host block rows of each conv0 output
+    rows1: np.ndarray  # [Σn, 3] conv1 input rows of each conv1 output
+    carry: np.ndarray  # [2C, 1] each slot's carried conv1 rows after the call (unused rows: any)
+    carried: list[int]  # carried conv1 rows per item after the call (1 or 2)
+    outputs: list[int]  # conv1 outputs per item
+
+
+def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int) -> StemPlan:
+    """The layout of a call over items (slot, conv1 rows it carries (1 or 2), new mel frames T ≥ 0).
+
+    A stream's conv1 input is y = its carried rows then its T conv0 outputs; output j reads y[2j … 2j+2],
+    so n = (len(y) − 1) // 2 outputs and y[2n:] (1 or 2 rows) is carried on. Slots not in the call keep
+    their rows."""
+    assert len(set(slots)) == len(slots), "a slot appears twice in one call"
+    taps = np.arange(KERNEL)
+    rows0, rows1, outputs, after = [], [], [], []
+    carry = np.arange(2 * capacity, dtype=np.int64)
+    block = conv0 = 0  # host block row, conv0 output row
+    for s, c, t in zip(slots, carried, lengths, strict=True):
+        assert c in (1, 2) and t >= 0, (c, t)
+        rows0.append(block + np.arange(t)[:, None] + taps)
+        block += CONV0_KEEP + t
+        y = np.concatenate([2 * s + np.arange(c), 2 * capacity + conv0 + np.arange(t)])
+        conv0 += t
+        n = (len(y) - 1) // 2
+        rows1.append(y[2 * np.arange(n)[:, None] + taps])
+        rest = y[2 * n :]
+        carry[2 * s : 2 * s + len(rest)] = rest
+        outputs.append(n)
+        after.append(len(rest))
+    cat = lambda parts: np.concatenate(parts).reshape(-1, KERNEL).astype(np.int32)  # noqa: E731
+    return StemPlan(cat(rows0 or [np.zeros((0, 3))]), cat(rows1 or [np.zeros((0, 3))]),
+                    carry.astype(np.int32)[:, None], after, outputs)  # fmt: skip
+
+
+class ConvStem:
+    """The conv stems of up to `capacity` streams (slots), fed together."""
+
+    def __init__(self, w, n_mel: int, dim: int, capacity: int):
+        import cupy
+
+        self.w, self.capacity = w, capacity
+        self.frames = np.zeros((capacity, CONV0_KEEP, n_mel), np.float32)  # conv0's carried input rows
+        self.rows = cupy.zeros((2 * capacity, dim), ops.BF16)  # conv1's carried rows, 2 per slot
+        self.carried = [1] * capacity  # rows of `rows` each slot carries
+        self.pos = [0] * capacity  # encoder position of each slot's next output
+
+    def reset(self, slot: int) -> None:
+        """A new stream in slot: zeros carried (the causal left padding), position 0."""
+        self.frames[slot] = 0
+        upload(self.rows[2 * slot : 2 * slot + 2], np.zeros((2, self.rows.shape[1]), ops.BF16))
+        self.carried[slot], self.pos[slot] = 1, 0
+
+    def feed(self, items: list[tuple[int, np.ndarray]]) -> list[tuple[int, object]]:
+        """(slot, its next mel frames [M, T] host f32, any T ≥ 0) → per item (first position p, conv stem
+        outputs [n, E] f32 of positions p … p+n−1, device)."""
+        out: list[tuple[int, object]] = []
+        group: list[tuple[int, np.ndarray]] = []
+        frames = 0
+        for item in items:
+            if group and frames + item[1].shape[1] > CONV_ROWS:
+                out += self._call(group)
+                group, frames = [], 0
+            group.append(item)
+            frames += item[1].shape[1]
+        return out + self._call(group) if group else out
+
+    def _call(self, items: list[tuple[int, np.ndarray]]) -> list[tuple[int, object]]:
+        import cupy
+
+        w, cap = self.w, self.capacity
+        slots = [s for s, _ in items]
+        p = plan(slots, [self.carried[s] for s in slots], [m.shape[1] for _, m in items], cap)
+        blocks = []
+        for s, mel in items:
+            block = np.concatenate([self.frames[s], np.asarray(mel, np.float32).T])  # [2 + T, M]
+            self.frames[s] = block[len(block) - CONV0_KEEP :]
+            blocks.append(block)
+        n0, n1 = len(p.rows0), len(p.rows1)
+        rows = device_array(np.concatenate([p.rows0.ravel(), p.rows1.ravel(), p.carry.ravel()]))
+        if n0:
+            x = device_array(np.concatenate(blocks))  # [Σ(2 + T), M] f32
+            cols = ops.im2col_rows(x, rows[: 3 * n0].reshape(n0, 3))  # [ΣT, M·3] bf16
+            y = ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias)  # [ΣT, E] bf16
+            src = concat_rows([self.rows, y])  # [2C + ΣT, E] bf16
+        else:
+            src = self.rows
+        if n1:
+            cols = ops.im2col_rows(src, rows[3 * n0 : 3 * (n0 + n1)].reshape(n1, 3))  # [Σn, E·3] bf16
+            z = ops.widen_bf16(ops.bias_gelu(gemm(cols, w.conv1_weight), w.conv1_bias))  # [Σn, E] f32
+        else:
+            z = cupy.zeros((0, self.rows.shape[1]), np.float32)
+        if n0:  # n0 = 0: nothing carried changed
+            self.rows = ops.im2col_rows(src, rows[3 * (n0 + n1) :].reshape(2 * cap, 1))  # [2C, E]
+        result, start = [], 0
+        for s, n, c in zip(slots, p.outputs, p.carried, strict=True):
+            result.append((self.pos[s], z[start : start + n]))
+            self.pos[s] += n
+            self.carried[s] = c
+            start += n
+        return result
