@@ -136,7 +136,8 @@ def server_sessions(model, audios, capacity: int) -> list[tuple[list[int], str]]
 
 def check_mixed_threads(model, audios) -> None:
     """8 threads transcribing at once, a live stream fed during them, and a server session beside a
-    transcribe_batch: every result is the one it gives alone."""
+    transcribe_batch: every result is the one it gives alone (the GPU's stream: or differs first at a
+    near-tie, its passes sharing rows with other threads' inputs)."""
     want_t = alone(model, audios)
     want = [t.tokens for t in want_t]
     results: dict[str, list[int]] = {}
@@ -169,7 +170,8 @@ def check_mixed_threads(model, audios) -> None:
     assert all(not t.is_alive() for t in threads)
     for k in range(8):
         assert results[f"transcribe{k}"] == want[k % 4], f"thread {k}"
-    assert results["stream"] == want[1]
+    if results["stream"] != want[1]:  # the GPU: its passes batched with other threads' rows (rounding)
+        assert_near_tie(model, audios[1], results["stream"], want[1], "mixed threads: the stream")
     assert results["batch"] == want[:3]
     # the server's text comes only from step()/pump(), while other threads run the engine too
     assert results["server"] == (want_t[2].tokens, want_t[2].text)

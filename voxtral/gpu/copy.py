@@ -90,17 +90,19 @@ def concat_rows(parts: list, out=None):
 
 
 def _runs(parts: list) -> list[list]:
-    """parts grouped into runs of C-contiguous arrays each starting where the previous one ends."""
+    """parts grouped into runs of C-contiguous views of one allocation, each starting where the previous
+    one ends (one copy may not span two allocations, even adjacent ones: cudaErrorInvalidValue)."""
     runs: list[list] = []
-    end = None
+    end, mem = None, None
     for p in parts:
         if not len(p):
             continue
-        if runs and end is not None and p.flags.c_contiguous and p.data.ptr == end:
+        whole = p.flags.c_contiguous
+        if runs and whole and end == p.data.ptr and mem is p.data.mem:
             runs[-1].append(p)
         else:
             runs.append([p])
-        end = p.data.ptr + p.nbytes if p.flags.c_contiguous else None
+        end, mem = (p.data.ptr + p.nbytes, p.data.mem) if whole else (None, None)
     return runs
 
 
