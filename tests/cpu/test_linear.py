@@ -29,6 +29,25 @@ def test_widening_is_exact():
     assert np.array_equal(out, w.astype(np.float32).view(np.uint32))
 
 
+def test_register_widening_is_exact():
+    """The one-row GEMV widens in registers: a one-hot x picks each weight out exactly (specials too)."""
+    w = bf16((5, 40))
+    w.view(np.uint16)[:, 9] = [0x7F80, 0xFF80, 0x0001, 0x7F7F, 0x0080]  # inf, -inf, subnormal, max, min
+    x = np.zeros((1, 40), np.float32)
+    x[0, 9] = 1.0
+    y = np.empty((1, 5), np.float32)
+    linear.kernels()[0](w.view(np.uint16), x, y, 2)
+    assert np.array_equal(y[0].view(np.uint32), w[:, 9].astype(np.float32).view(np.uint32))
+
+
+def test_read_probe_reads_every_value():
+    values = (np.arange(40_000, dtype=np.float32) % 7).reshape(100, 400)
+    sums = np.empty(100, np.float32)
+    linear.kernels()[2](values, sums)
+    assert np.array_equal(sums, values.astype(np.float64).sum(axis=1).astype(np.float32))  # small ints: exact
+    assert linear.read_bandwidth(1 << 24, 2) > 0
+
+
 @pytest.mark.parametrize("t", [1, 3, 16, 17, 70])  # fused GEMV (≤ 16 rows) and widened blocks + BLAS
 @pytest.mark.parametrize("n, k", [(1, 1), (129, 64), (1000, 97), (37, 4098)])
 def test_linear_equals_float64(monkeypatch, t, n, k):

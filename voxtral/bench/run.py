@@ -34,7 +34,7 @@ from .streams import (
 CLIP = "60s_i_dont_want_anyones_life_on_my_hands.wav"  # audio/night1968/, shipped in the wheel too
 COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
 READ_BYTES = 1 << 30  # host memory read (all cores) for the CPU's bandwidth ceiling
-READ_REPEATS = 10  # the fastest of these reads (after the first) is the ceiling
+READ_REPEATS = 10  # the fastest of these reads (after a warm-up read) is the ceiling
 GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 
 
@@ -145,28 +145,19 @@ def _gpu_ceilings() -> dict:
 
 
 def _cpu_ceilings() -> dict:
-    """Measured host read bandwidth (every core summing its share of 1 GB), the threads the CPU backend
-    runs on and the BLAS libraries in use (threadpoolctl)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Measured host read bandwidth (cpu/linear.read_bandwidth: every core summing its share of 1 GB with
+    the GEMV's compiled loops), the threads the CPU backend runs on and the BLAS libraries in use
+    (threadpoolctl)."""
     from threadpoolctl import threadpool_info
 
-    from ..cpu.linear import cores
+    from ..cpu.linear import cores, read_bandwidth
 
-    data = np.ones(READ_BYTES // 4, np.float32)
-    parts = np.array_split(data, cores())
-    samples = []
-    with ThreadPoolExecutor(len(parts)) as pool:
-        for _ in range(READ_REPEATS):
-            t0 = time.perf_counter()
-            list(pool.map(lambda part: float(part.sum()), parts))
-            samples.append(time.perf_counter() - t0)
     blas = [
         {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
         for lib in threadpool_info()
         if lib.get("user_api") == "blas"
     ]
-    return {"read_GBps": READ_BYTES / min(samples[1:]) / 1e9, "threads": cores(), "blas": blas}
+    return {"read_GBps": read_bandwidth(READ_BYTES, READ_REPEATS) / 1e9, "threads": cores(), "blas": blas}
 
 
 def _long_audio(samples: np.ndarray, n_positions: int, spt: int) -> np.ndarray:

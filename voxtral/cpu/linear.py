@@ -4,9 +4,10 @@ BF16 is the top half of a float32, so widening is a 16-bit shift. NumPy alone ne
 the widened weights before BLAS reads them again; that tops out near 12 GB/s of BF16 on one core here
 and does not scale. So the two loops that matter are compiled with Numba (LLVM, vectorised, GIL released):
 
-- Few rows of x (a decode step, T ≤ GEMV_ROWS): `gemv` reads each weight row once, widens it into a row
-  buffer that stays in L1 and takes its dot product with every row of x: the weights are read from memory
-  once, as BF16, fused with the arithmetic. Float32 accumulation (vector lanes, reassociated). One Numba
+- Few rows of x (a decode step, T ≤ GEMV_ROWS): `gemv` reads each weight row once, as BF16, fused with
+  the arithmetic. One row of x: each value is widened in registers (an LLVM zext/shl/bitcast intrinsic,
+  vectorised) straight into the dot product; more rows: the row is widened into a buffer that stays in
+  L1 and dotted with every row of x. Float32 accumulation (vector lanes, reassociated). One Numba
   parallel region per GEMV: handing each thread a task from Python costs ~20 µs, which at 183 GEMVs a
   step on 16 cores was 0.2 s a step.
 - Many rows (prefill, encoder chunks): a pool of Python threads, one per core, each widens blocks of its
@@ -95,8 +96,20 @@ def blas_in_pool(method):
 
 @functools.cache
 def kernels():
-    """The compiled (gemv, widen) pair: Numba is imported and the loops compiled on first use only."""
-    from numba import njit, prange
+    """The compiled (gemv, widen, read) loops: Numba is imported and they compile on first use only."""
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def bf16_value(typingctx, bits):
+        """BF16 bits (uint16) → float32 in registers: zero-extend, shift into the high half, bitcast."""
+
+        def codegen(context, builder, signature, args):
+            wide = builder.zext(args[0], ir.IntType(32))
+            return builder.bitcast(builder.shl(wide, ir.Constant(ir.IntType(32), 16)), ir.FloatType())
+
+        return types.float32(types.uint16), codegen
 
     # reassociation lets LLVM keep several partial sums in vector lanes; no other fast-math flag, so
     # NaN and Inf weights still give NaN logits (the non-finite check relies on it)
@@ -108,7 +121,14 @@ def kernels():
         t = x.shape[0]
         step = (n + chunks - 1) // chunks
         for c in prange(chunks):  # Numba's threads, one range of rows each
-            bits = np.empty(k, np.uint32)
+            if t == 1:  # a decode step: widened in registers, fused with the dot product
+                for i in range(c * step, min(n, (c + 1) * step)):
+                    acc = np.float32(0.0)
+                    for j in range(k):
+                        acc += bf16_value(w[i, j]) * x[0, j]
+                    y[0, i] = acc
+                continue
+            bits = np.empty(k, np.uint32)  # more rows: each weight row widened once, into L1
             row = bits.view(np.float32)
             for i in range(c * step, min(n, (c + 1) * step)):
                 for j in range(k):
@@ -119,6 +139,14 @@ def kernels():
                         acc += row[j] * x[r, j]
                     y[r, i] = acc
 
+    @njit(parallel=True, nogil=True, cache=True, fastmath=flags)
+    def read(a, y):  # a [R, K] float32 → y [R] its row sums: every value read once, loops as in gemv
+        for i in prange(a.shape[0]):
+            acc = np.float32(0.0)
+            for j in range(a.shape[1]):
+                acc += a[i, j]
+            y[i] = acc
+
     @njit(nogil=True, cache=True)
     def widen(w, r0, out):  # rows r0 … r0 + len(out) − 1 of w [N, K] uint16 → out [m, K] uint32 (f32 bits)
         m, k = out.shape
@@ -126,7 +154,7 @@ def kernels():
             for j in range(k):
                 out[i, j] = np.uint32(w[r0 + i, j]) << np.uint32(16)
 
-    return gemv, widen
+    return gemv, widen, read
 
 
 def linear_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -136,7 +164,7 @@ def linear_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     y = np.empty((t, n), np.float32)
     if n == 0 or t == 0:
         return y
-    gemv, widen = kernels()
+    gemv, widen, _ = kernels()
     bits = np.asarray(w).view(np.uint16)
     x = np.ascontiguousarray(x)
     if t <= GEMV_ROWS:  # one Numba parallel region: Python hands out no per-thread tasks (183 GEMVs a step)
@@ -157,6 +185,26 @@ def linear_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     POOL.map(run, parts)
     return y
+
+
+def read_bandwidth(n_bytes: int, repeats: int) -> float:
+    """Bytes per second of the best of `repeats` reads of n_bytes on all cores, the faster of two probes:
+    the compiled loops of the decode GEMV (row sums, `read`) and NumPy sums of each core's share."""
+    import time
+
+    _, _, read = kernels()
+    data = np.ones((n_bytes // 4 // 4096, 4096), np.float32)
+    sums = np.empty(len(data), np.float32)
+    parts = np.array_split(data.reshape(-1), POOL.n)
+    probes = (lambda: read(data, sums), lambda: POOL.map(lambda part: float(part.sum()), parts))
+    best = float("inf")
+    for probe in probes:
+        probe()  # compiles, makes the threads, touches every page
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            probe()
+            best = min(best, time.perf_counter() - t0)
+    return data.nbytes / best
 
 
 def fast_path(x: np.ndarray, w: np.ndarray) -> bool:
