@@ -5,12 +5,16 @@
 Starts `voxtral serve` on 127.0.0.1 (its own process), then from this process: `--sessions` websocket
 clients, each sending `--seconds` of audio in 80 ms PCM16 chunks at real time (a clip tiled from one of 8
 offsets, so 8 distinct streams), with `timestamps` on; and one upload of a 15 s clip every
-`--upload-every` seconds meanwhile. Afterwards each distinct stream is uploaded whole and its text
-compared with every session that sent it (no lost or changed text), and every concurrent upload's text
-with a quiet one's. Prints: errors, sessions whose text differs, delta latency percentiles (arrival of the
-delta − the moment the audio it is stamped with, plus 80 ms, was sent), uploads and their text check, and
-/metrics. With a full-size random checkpoint (`voxtral dev random-checkpoint DIR --size full
---eos-unreachable`) the numbers are the real model's.
+`--upload-every` seconds meanwhile. Afterwards every session's text and every upload's is compared with
+the offline transcript of the same audio, made in this process by the same model alone (no lost or
+changed text). A text that differs passes only if it first differs where that offline run had a
+near-tie (its top-2 logits closer than --near-tie at a step that can have written the first differing
+character): batched steps round differently from a lone one, and random weights have many near-ties,
+so this is what "equal" can mean on a GPU (the engine's own tests use the same rule). Prints: errors,
+texts equal / equal up to a near-tie / different, delta latency percentiles (arrival of the delta − the
+moment the audio it is stamped with, plus 80 ms, was sent), uploads, and /metrics. With a full-size
+random checkpoint (`voxtral dev random-checkpoint DIR --size full --eos-unreachable`) the numbers are
+the real model's.
 """
 
 from __future__ import annotations
@@ -99,6 +103,69 @@ async def session(url: str, pcm: np.ndarray, t_start: float) -> dict:
     return {"latencies": latencies, "text": done["text"] if done else None, "errors": errors}
 
 
+def compare_texts(args, audios: list[np.ndarray], texts: list[list[str]]) -> list[tuple]:
+    """Per audio: texts checked against its offline transcript by the same model alone, in this process
+    → (how many equal, how many equal up to a near-tie, descriptions of the different ones)."""
+    import voxtral
+
+    model = voxtral.load(args.model, device=args.device, delay_ms=args.delay_ms)
+    out = []
+    for audio, got in zip(audios, texts, strict=True):
+        ref = model.transcribe(audio, sample_rate=RATE)
+        margins = None
+        equal, tied, wrong = 0, 0, []
+        for text in got:
+            if text is None:
+                wrong.append("no transcription.done")
+                continue
+            c = first_difference(text, ref.text)
+            if c is None:
+                equal += 1
+                continue
+            if margins is None:
+                n = len(ref.tokens)
+                logits = model.trace(audio, n, forced_tokens=ref.tokens, sample_rate=RATE).logits  # [n, V]
+                top2 = np.sort(logits, axis=1)[:, -2:]
+                margins = top2[:, 1] - top2[:, 0]  # [steps]
+            lo, hi = steps_writing(model.tokenizer, ref.tokens, c)
+            margin = float(margins[lo : hi + 1].min())
+            if margin < args.near_tie:
+                tied += 1
+            else:
+                wrong.append(f"char {c} (steps {lo}–{hi}): offline margin {margin:.3f} ≥ {args.near_tie}")
+        out.append((equal, tied, wrong))
+    return out
+
+
+def first_difference(a: str, b: str) -> int | None:
+    """The first index where a and b differ (the shorter one's length if one is a prefix); None if equal."""
+    n = min(len(a), len(b))
+    i = next((i for i in range(n) if a[i] != b[i]), n)
+    return None if i == n and len(a) == len(b) else i
+
+
+def steps_writing(tokenizer, tokens, c: int) -> tuple[int, int]:
+    """The steps [lo, hi] of `tokens` that can have decided character c of their text (decode, stripped):
+    hi wrote character c (or is the last step), lo follows the step that wrote character c − 1. A run that
+    agrees up to c − 1 and differs at c chose differently at one of them."""
+    text = tokenizer.decode(tokens)
+    lead = len(text) - len(text.lstrip())
+
+    def first_writing(char: int) -> int:  # the first step whose decoded prefix is longer than char
+        lo, hi = 0, len(tokens) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(tokenizer.decode(tokens[: mid + 1])) > char:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    hi = first_writing(lead + c)
+    lo = 0 if c == 0 else min(hi, first_writing(lead + c - 1) + 1)
+    return lo, hi
+
+
 async def upload(client, data: bytes) -> tuple[int, str, float]:
     """One upload through the official openai client: (status, text or error, wall seconds)."""
     import openai
@@ -118,9 +185,12 @@ async def main_async(args, base: str) -> int:
 
     ws_url = base.replace("http", "ws") + "/v1/realtime"
     pcms = streams(args.seconds)
+    import soundfile as sf
+
     from voxtral.audio import load_audio
 
     up = wav_bytes(load_audio(UPLOAD_CLIP))
+    up_audio = sf.read(io.BytesIO(up), dtype="float32")[0]  # what the server decodes: PCM16 / 32768
     client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=600)
     quiet = await upload(client, up)
     t_start = time.perf_counter() + 1.0
@@ -134,18 +204,27 @@ async def main_async(args, base: str) -> int:
         await asyncio.sleep(args.upload_every)
     results = await asyncio.gather(*tasks)
     uploads = await asyncio.gather(*ups)
-    refs = [await upload(client, wav_bytes(p.astype(np.float32) / 32768.0)) for p in pcms]
     metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(base + "/metrics").read().decode())
     lat = np.array([x for r in results for x in r["latencies"]]) * 1000
     errors = [e for r in results for e in r["errors"]]
-    wrong = [i for i, r in enumerate(results) if r["text"] != refs[i % STREAMS][1]]
-    up_ok = sum(1 for u in uploads if u[0] == 200 and u[1] == quiet[1])
+    errors += [u[1] for u in [quiet, *uploads] if u[0] != 200]
     n = args.sessions
-    print(f"sessions {n} × {args.seconds:g} s paced at real time, {len(uploads)} uploads of 15 s meanwhile")
-    print(f"errors {len(errors)} {errors[:3]}")
-    print(f"session texts equal to the offline upload of the same audio: {n - len(wrong)}/{n}")
-    print(f"uploads answered 200 with the quiet upload's text: {up_ok}/{len(uploads)}; "
+    print(f"sessions {n} × {args.seconds:g} s paced at real time, {len(uploads)} uploads of 15 s meanwhile; "
           f"upload wall s median {np.median([u[2] for u in uploads]):.2f}")  # fmt: skip
+    print(f"errors {len(errors)} {errors[:3]}")
+    checks = await asyncio.to_thread(
+        compare_texts,
+        args,
+        [p.astype(np.float32) / 32768.0 for p in pcms] + [up_audio],
+        [[r["text"] for r in results[i::STREAMS]] for i in range(STREAMS)]
+        + [[u[1] for u in [quiet, *uploads] if u[0] == 200]],
+    )
+    different = 0
+    for what, part in (("sessions", checks[:STREAMS]), ("uploads", checks[STREAMS:])):
+        eq, ti, wr = sum(c[0] for c in part), sum(c[1] for c in part), [d for c in part for d in c[2]]
+        different += len(wr)
+        print(f"{what}: texts equal to the offline transcript {eq}, equal up to a near-tie {ti}, different "
+              f"{len(wr)} {wr[:3]}")  # fmt: skip
     if len(lat):
         p = np.percentile(lat, [50, 90, 99, 100])
         print(f"delta latency ms (audio sent → text received, {len(lat)} deltas): "
@@ -156,7 +235,7 @@ async def main_async(args, base: str) -> int:
             line for line in metrics.splitlines() if line.startswith("voxtral_") and "_created" not in line
         )
     )
-    return 0 if not errors and not wrong and up_ok == len(uploads) else 1
+    return 0 if not errors and not different else 1
 
 
 def main() -> int:
@@ -168,6 +247,7 @@ def main() -> int:
     ap.add_argument("--upload-every", type=float, default=2.0)
     ap.add_argument("--delay-ms", type=int, default=480)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--near-tie", type=float, default=0.05, help="logit margin below which a choice is a tie")
     args = ap.parse_args()
     base = f"http://127.0.0.1:{args.port}"
     cmd = [sys.executable, "-m", "voxtral", "serve", "--model", args.model, "--device", args.device,
