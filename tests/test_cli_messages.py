@@ -50,6 +50,7 @@ def test_help_has_no_type_noise_on_flags(cmd):
     [
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--positions", "foo"], "--positions"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--batch", "0"], "--batch"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--files", "8,x"], "--files"),
         (["bench", "--random-weights", "huge", "-d", "cpu"], "--random-weights"),
         (["bench", "--random-weights", "tiny", "-d", "tpu"], "--device"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json"], "--json"),

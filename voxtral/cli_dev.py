@@ -85,6 +85,14 @@ def bench(
             "--server", metavar="N,…", help="Also time live-session ticks for these session counts, e.g. 1,8."
         ),
     ] = None,
+    files: Annotated[
+        str | None,
+        typer.Option(
+            "--files",
+            metavar="N,…",
+            help="Also run N files end to end through transcribe's path (batch size N), e.g. 64.",
+        ),
+    ] = None,
     cold_start: Annotated[
         bool,
         typer.Option(
@@ -123,7 +131,7 @@ def bench(
             model=model, random_weights=random_weights, devices=devices,
             positions=_counts(positions, "--positions"), steps=steps, cpu_steps=cpu_steps, stream=stream,
             batch=_counts(batch, "--batch"), server=_counts(server, "--server"), audio=audio,
-            cold_start=cold_start,
+            files=_counts(files, "--files"), cold_start=cold_start,
         )  # fmt: skip
         result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
         if json_out is not None:

@@ -21,6 +21,7 @@ from .. import audio as audio_io
 from ..config import ModelConfig
 from ..errors import OutputError
 from ..scheduler import Job
+from .files import files_lines, files_report
 from .streams import (
     batch_lines,
     batch_report,
@@ -56,6 +57,7 @@ class BenchOptions:
     batch_steps: int = 50
     server: tuple[int, ...] = ()  # also time StreamServer ticks with this many live sessions
     server_ticks: int = 50
+    files: tuple[int, ...] = ()  # also run this many files end to end through the CLI's path (files.py)
     cold_start: bool = True  # GPU: load → first token in fresh processes, empty then warm caches
 
 
@@ -73,6 +75,7 @@ class DeviceReport:
     stream: dict = field(default_factory=dict)  # streams.stream_report
     batch: list[dict] = field(default_factory=list)  # streams.batch_report
     server: list[dict] = field(default_factory=list)  # streams.server_report
+    files: list[dict] = field(default_factory=list)  # files.files_report
 
 
 def default_audio() -> Path:
@@ -232,7 +235,7 @@ def bench_device(
 
         cold = cold_start(model_dir, opts.audio or default_audio(), device)
     t0 = time.perf_counter()
-    capacity = max([voxtral.api.DEFAULT_CAPACITY, *opts.batch, *opts.server])
+    capacity = max([voxtral.api.DEFAULT_CAPACITY, *opts.batch, *opts.server, *opts.files])
     model = voxtral.load(model_dir, device=device, delay_ms=opts.delay_ms, capacity=capacity)
     load_s = time.perf_counter() - t0
     first_token_s = load_s + _first_token_s(model, samples, sr)
@@ -259,6 +262,8 @@ def bench_device(
         report.batch = batch_report(model, samples, opts.batch, opts.batch_position, opts.batch_steps)
     if opts.server:
         report.server = server_report(model, samples, opts.server, opts.server_ticks)
+    if opts.files:
+        report.files = files_report(model, samples, opts.files, sr)
     return report
 
 
@@ -369,6 +374,8 @@ def table(result: dict) -> str:
             lines += batch_lines(r["batch"])
         if r.get("server"):
             lines += server_lines(r["server"])
+        if r.get("files"):
+            lines += files_lines(r["files"])
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)

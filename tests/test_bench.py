@@ -1,0 +1,32 @@
+"""voxtral bench's request-pattern reports on the CPU (tiny model): files end to end through the CLI's
+path, and the live capacity read from session ticks."""
+
+import sys
+
+import pytest
+
+import voxtral
+from voxtral.audio import load_audio
+from voxtral.bench.files import files_report
+from voxtral.bench.streams import live_capacity
+
+
+def test_files_run_end_to_end_and_are_written(tiny_dir, clip5):
+    model = voxtral.load(tiny_dir, device="cpu")
+    rows = files_report(model, load_audio(clip5), [1, 3])
+    assert [r["files"] for r in rows] == [1, 3]
+    for r in rows:
+        assert r["written"] == r["files"] and r["failed"] == 0
+        assert r["audio_s"] == pytest.approx(r["files"] * 5.0, rel=0.01)
+        assert r["realtime_x"] == pytest.approx(r["audio_s"] / r["wall_s"])
+        assert r["gpu_busy_pct"] is None  # the CPU: no GPU to sample
+        if sys.platform == "linux":
+            assert r["host_rss_growth_bytes"] >= 0
+
+
+def test_live_capacity_is_the_most_sessions_whose_p99_tick_keeps_up():
+    ticks = ((1, 5), (8, 30), (32, 79.9), (64, 81))  # (sessions, p99 tick ms)
+    rows = [{"sessions": s, "tick_p99_ms": ms, "chunk_ms": 80} for s, ms in ticks]
+    assert live_capacity(rows) == 32
+    assert live_capacity(rows[3:]) is None
+    assert live_capacity([{**rows[0], "tick_p99_ms": 120}, rows[1]]) == 8  # not only a prefix

@@ -1,0 +1,156 @@
+"""`voxtral bench --files N,…`: N audio files end to end through the CLI's path, load excluded.
+
+For each N: N WAV files (the bench clip, each rotated to a different start, so N distinct inputs) in a
+temporary directory go through what `voxtral transcribe DIR -o OUT --batch-size N` runs (cli.Run: the
+inputs' lengths read, audio decoded and resampled, mel, encoder, decoder, each transcript written as a
+.txt file), the model already loaded. Reported: audio seconds over wall seconds (real-time factor), the
+GPU's busy share over the run (NVML's utilization: the share of time a kernel was running, sampled every
+0.1 s; GPU only), and the process's resident memory above its level before the run (peak, sampled
+likewise): flat in N means the host holds a bounded amount per running input, not per file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_S = 0.1
+
+
+def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dict]:
+    """Per N of sizes: the row described in the module docstring."""
+    import soundfile as sf
+
+    from ..cli import Run, _to_files
+
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="voxtral-bench-files-") as tmp:
+            src, out = Path(tmp) / "in", Path(tmp) / "out"
+            src.mkdir()
+            out.mkdir()
+            paths = []
+            for i in range(n):  # distinct audio: the clip rotated by i / n of its length
+                path = src / f"{i:04d}.wav"
+                sf.write(path, np.roll(samples, -i * len(samples) // n), sr, subtype="PCM_16")
+                paths.append(path)
+            plan = {p: [out / (p.stem + ".txt")] for p in paths}
+            run = Run(paths, quiet=True, verbose=False)
+            with Sampler(model.backend.name == "cuda") as sampled:
+                t0 = time.perf_counter()
+                run.go(model, _to_files(plan, ["txt"], overwrite=True), batch_size=n)
+                wall = time.perf_counter() - t0
+            written = sum(1 for p in paths if plan[p][0].is_file())
+        audio_s = n * len(samples) / sr
+        rows.append(
+            {
+                "files": n,
+                "audio_s": audio_s,
+                "wall_s": wall,
+                "realtime_x": audio_s / wall,
+                "written": written,
+                "failed": len(run.failed),
+                "gpu_busy_pct": sampled.gpu_busy_pct,
+                "host_rss_growth_bytes": sampled.rss_growth,
+            }
+        )
+    return rows
+
+
+def files_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for r in rows:
+        busy = "" if r["gpu_busy_pct"] is None else f", GPU busy {r['gpu_busy_pct']:.0f}%"
+        grew = r["host_rss_growth_bytes"]
+        rss = "" if grew is None else f", host memory +{grew / 1e6:.0f} MB"
+        lines.append(
+            f"       files {r['files']:>4} end to end (transcribe DIR -o OUT --batch-size {r['files']}): "
+            f"{r['audio_s']:.0f} s of audio in {r['wall_s']:.2f} s = {r['realtime_x']:.0f}x real time"
+            f"{busy}{rss}; {r['written']} written, {r['failed']} failed"
+        )
+    return lines
+
+
+class Sampler:
+    """A thread sampling, every SAMPLE_S, the GPU's utilization (NVML, when gpu) and this process's
+    resident memory (Linux /proc); the results are None where they cannot be read."""
+
+    def __init__(self, gpu: bool):
+        self._nvml = _Nvml.open() if gpu else None
+        self._busy: list[int] = []
+        self._rss0 = _rss_bytes()
+        self._rss_peak = self._rss0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="voxtral-bench-sampler", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_S):
+            if self._nvml is not None:
+                busy = self._nvml.utilization()
+                if busy is not None:
+                    self._busy.append(busy)
+            rss = _rss_bytes()
+            if rss is not None and self._rss_peak is not None:
+                self._rss_peak = max(self._rss_peak, rss)
+
+    @property
+    def gpu_busy_pct(self) -> float | None:
+        return float(np.mean(self._busy)) if self._busy else None
+
+    @property
+    def rss_growth(self) -> int | None:
+        return None if self._rss0 is None else self._rss_peak - self._rss0
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            import os
+
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Utilization(ctypes.Structure):
+    _fields_ = [("gpu", ctypes.c_uint), ("memory", ctypes.c_uint)]
+
+
+class _Nvml:
+    """The driver's NVML (libnvidia-ml), for the current CUDA device found by its PCI bus id."""
+
+    def __init__(self, lib, handle):
+        self.lib, self.handle = lib, handle
+
+    @classmethod
+    def open(cls):
+        import cupy
+
+        try:
+            lib = ctypes.CDLL("libnvidia-ml.so.1")
+            if lib.nvmlInit_v2() != 0:
+                return None
+            handle = ctypes.c_void_p()
+            bus_id = cupy.cuda.Device().pci_bus_id.encode()
+            if lib.nvmlDeviceGetHandleByPciBusId_v2(ctypes.c_char_p(bus_id), ctypes.byref(handle)) != 0:
+                return None
+        except (OSError, AttributeError):
+            return None
+        return cls(lib, handle)
+
+    def utilization(self) -> int | None:
+        u = _Utilization()
+        return u.gpu if self.lib.nvmlDeviceGetUtilizationRates(self.handle, ctypes.byref(u)) == 0 else None
