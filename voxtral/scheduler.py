@@ -14,17 +14,22 @@ Transcriptions, batches, live sessions, servers and traces are request patterns 
 stream.py, server.py): any mix of them, from any number of threads, shares one decoder step. A thread
 waiting for its job drives the loop (run_until) while nobody else does; the rest wait to be woken.
 Memory is bounded for any audio length: a job holds a few blocks of samples and frames, at most the
-backend's lookahead of embeddings ahead of its decoder, and KV rings of the window.
+backend's lookahead of embeddings ahead of its decoder, and KV rings of the window. An offline job's
+audio is decoded and made into mel frames by reader threads (one block in flight per job), so the engine
+thread runs only the model; a live job's new samples of a tick are all made into frames in one call.
+A tick that finds nothing to do wakes nobody: an idle engine sleeps until an input arrives.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -84,6 +89,7 @@ class Job:
         self._ended = False  # no more samples will come
         self._front: PaddedMel | None = None
         self._frames: list[np.ndarray] = []  # mel [M, T] not yet encoded
+        self._reading: Future | None = None  # an offline job's next frames, made by a reader thread
         self._enc: int | None = None
         self._dec: int | None = None
         self._prefilled = False
@@ -131,7 +137,7 @@ class Job:
 
     def _audio_done(self) -> bool:
         """Every frame of the audio (padding included) has gone through the encoder."""
-        return self._front is not None and self._front.finished and not self._frames
+        return self._front is not None and self._front.finished and not self._frames and self._reading is None
 
     def _complete(self) -> bool:
         if self.error is not None or self.closed:
@@ -210,11 +216,16 @@ class Scheduler:
                 try:
                     while not done() and self._tick_once():
                         pass
-                finally:
+                except BaseException:
                     self._driving.release()
                     self._wake()
+                    raise
+                self._driving.release()
                 if done():
+                    self._wake()  # another thread may drive now
                     return
+            # Nothing to run: sleep until an input, a reader thread or another request moves the
+            # generation (a tick without work moves nothing, so an idle engine does not spin)
             with self._woken:
                 if self._generation == seen:
                     self._woken.wait(IDLE_WAIT_S)
@@ -237,7 +248,8 @@ class Scheduler:
     def _tick_once(self) -> bool:
         with self._lock, _deferred_interrupt():
             worked = self.tick()
-        self._wake()
+        if worked:
+            self._wake()
         return worked
 
     def _wake(self) -> None:
@@ -340,23 +352,41 @@ class Scheduler:
                     windows.append((job, front.windows(parts[0] if n == 1 else np.concatenate(parts))))
                     job.timings["mel"] += time.perf_counter() - t0
                 return True
-            while not front.finished:
-                if job.live:
-                    if not job._pushed:
-                        if job._ended:
-                            self._frames_of(job, None)
-                        break
-                    self._frames_of(job, job._pushed.popleft())
-                    continue
-                if self._ahead(job) >= self.backend.lookahead and not (job.record or job._stopped()):
+            while job.live and not front.finished:
+                if not job._pushed:
+                    if job._ended:
+                        self._frames_of(job, None)
                     break
-                t0 = time.perf_counter()
-                block = next(job.source, None)
-                job.timings["audio"] += time.perf_counter() - t0
-                self._frames_of(job, block)
+                self._frames_of(job, job._pushed.popleft())
         except VoxtralError as e:
             job.error = e
             return False
+        return job.live or self._read(job)
+
+    def _read(self, job: Job) -> bool:
+        """An offline job's audio: a worker thread (READERS) decodes its next block and turns it into mel
+        frames while the engine runs; each tick takes what came and asks for the next block while the
+        job's lookahead allows (one block in flight per job, so its frames come in order). False if its
+        source failed (the job then carries the error)."""
+        reading = job._reading
+        if reading is not None:
+            if not reading.done():
+                return True
+            job._reading = None
+            frames, audio_s, mel_s, error = reading.result()  # a bug in the worker is raised here
+            job.timings["audio"] += audio_s
+            job.timings["mel"] += mel_s
+            if error is not None:
+                job.error = error
+                return False
+            if frames.shape[1]:
+                job._frames.append(frames)
+        if job._front.finished or (
+            self._ahead(job) >= self.backend.lookahead and not (job.record or job._stopped())
+        ):
+            return True
+        job._reading = _readers().submit(_read_block, job.source, job._front)
+        job._reading.add_done_callback(lambda _: self._wake())  # after the result is in place
         return True
 
     def _frames_of(self, job: Job, samples: np.ndarray | None) -> None:
@@ -445,6 +475,28 @@ class Scheduler:
         if self._decoder is None:
             return {}
         return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
+
+
+def _read_block(source: Iterator[np.ndarray], front: PaddedMel) -> tuple:
+    """In a reader thread: the next block of an offline source → (mel frames [M, T'], seconds decoding,
+    seconds of mel, the source's VoxtralError or None); the end of the source → the last frames."""
+    t0 = time.perf_counter()
+    try:
+        block = next(source, None)
+        t1 = time.perf_counter()
+        frames = front.finish() if block is None else front.feed(block)
+    except VoxtralError as e:
+        return None, time.perf_counter() - t0, 0.0, e
+    return frames, t1 - t0, time.perf_counter() - t1, None
+
+
+@functools.cache
+def _readers() -> ThreadPoolExecutor:
+    """The threads that decode offline audio and make its mel frames ahead of the engine, one per core
+    (decoding and NumPy's FFT and matmul release the GIL): the engine thread never waits for a file."""
+    from .cpu.linear import cores
+
+    return ThreadPoolExecutor(max(2, cores()), thread_name_prefix="voxtral-reader")
 
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -1,0 +1,54 @@
+"""Offline audio is decoded and turned into mel frames by reader threads ahead of the engine
+(scheduler._read): the engine thread never runs a source, and a slow source holds up no other job."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import voxtral
+from voxtral.audio import load_audio
+from voxtral.scheduler import Job
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    return voxtral.load(tiny_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def audio(clip5):
+    return load_audio(clip5)
+
+
+def blocks_of(audio, seconds: float, pause: float = 0.0, threads: list | None = None):
+    step = int(seconds * RATE)
+    for i in range(0, len(audio), step):
+        if threads is not None:
+            threads.append(threading.current_thread().name)
+        time.sleep(pause)
+        yield audio[i : i + step]
+
+
+def test_offline_audio_is_read_off_the_engine_thread(model, audio):
+    threads: list[str] = []
+    job = model.engine.run(Job(blocks_of(audio, 1.0, threads=threads)))
+    assert len(threads) == -(-len(audio) // RATE) and all(name.startswith("voxtral-reader") for name in threads), threads
+    assert job.take_tokens() == model.transcribe(audio, sample_rate=RATE).tokens
+
+
+def test_a_slow_source_holds_up_no_other_job(model, audio):
+    """A source that takes 0.4 s per block (2 s in all) beside an array: the array's job finishes long
+    before the slow one, and both give the tokens they give alone."""
+    want = model.transcribe(audio, sample_rate=RATE).tokens
+    slow = model.engine.submit(Job(blocks_of(audio, 1.0, pause=0.4)))
+    t0 = time.perf_counter()
+    fast = model.engine.run(Job(blocks_of(audio, 5.0)))
+    fast_s = time.perf_counter() - t0
+    assert not slow.finished and fast_s < 1.2, f"the array's job took {fast_s:.2f} s beside a 2 s source"
+    model.engine.run_until(lambda: slow.finished)
+    assert fast.take_tokens() == want and slow.take_tokens() == want
+    assert slow.error is None and np.isclose(slow.timings["audio"], 2.0, atol=0.5)
