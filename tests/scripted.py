@@ -41,13 +41,14 @@ class ScriptedDecoder:
         self.prefills: list[tuple[int, list[int]]] = []  # (embeddings the slot had, prompt)
         self.steps_run = 0  # steps over all slots
         self.calls: list[tuple[int, int]] = []  # (rows, n) of every step call
+        self.left_out: list[int] = []  # slots with audio to run that a step call did not take
 
     def free(self) -> int:
         return self.slots.count(None)
 
     def join(self, positions=None) -> int:
         slot = self.slots.index(None)
-        self.slots[slot] = {"embeds": 0, "pos": 0, "emitted": 0}
+        self.slots[slot] = {"embeds": 0, "pos": 0, "emitted": 0, "prefilled": False}
         return slot
 
     def leave(self, slot: int) -> None:
@@ -64,9 +65,11 @@ class ScriptedDecoder:
         s = self.slots[slot]
         assert s["embeds"] >= len(tokens), "prefill ran ahead of its audio"
         self.prefills.append((s["embeds"], list(tokens)))
-        s["pos"] = len(tokens) - 1
+        s["pos"], s["prefilled"] = len(tokens) - 1, True
 
     def step(self, slots, n, inputs=None, logits=False):
+        waiting = [i for i, s in enumerate(self.slots) if s and s["prefilled"] and s["embeds"] > s["pos"]]
+        self.left_out += [i for i in waiting if i not in slots]
         out = np.empty((len(slots), n), np.int64)
         for r, i in enumerate(slots):
             s = self.slots[i]

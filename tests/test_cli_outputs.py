@@ -398,7 +398,7 @@ def test_ctrl_c_while_starting_says_so_once(tiny_dir, clips, tmp_path, delay, in
     """SIGINT at any moment of start-up after the interpreter's own (imports, model load, before the
     run): exit 130 with one line saying so, or the run finishes (0); never a traceback or a swallowed
     interrupt's warning."""
-    delay += 1.5 * interpreter_start_s
+    delay += 2.5 * interpreter_start_s  # a loaded machine starts Python slower than the quiet measure
     out = tmp_path / "out"
     p = subprocess.Popen(
         [sys.executable, "-m", "voxtral", "transcribe", str(clips[2]), "-m", str(tiny_dir), "-d", "cpu",

@@ -38,7 +38,9 @@ def test_stops_at_eos_and_drops_overshoot(burst):
     engine = Scheduler(b, SCHED, AUDIO, capacity=2)
     j = engine.run(job(20 * SPT))
     assert list(j.tokens) == [40, 41, 42, EOS] and j.eos
-    assert b.dec.prefills == [(positions(20 * SPT), SCHED.prompt.tolist())]  # all audio there (lookahead)
+    # one prefill of the prompt, once its positions had audio (the rest comes as reader threads make it)
+    assert [p for _, p in b.dec.prefills] == [SCHED.prompt.tolist()]
+    assert len(SCHED.prompt) <= b.dec.prefills[0][0] <= positions(20 * SPT)
     assert b.dec.free() == 2  # it left
 
 
@@ -62,8 +64,8 @@ def test_jobs_beyond_capacity_wait_and_all_share_each_step():
     jobs = [engine.submit(job(n * SPT)) for n in (5, 9, 2)]
     engine.run_until(lambda: all(j.finished for j in jobs))
     assert [len(j.tokens) for j in jobs] == [SCHED.n_generated(positions(n * SPT)) for n in (5, 9, 2)]
-    assert max(rows for rows, _ in b.dec.calls) == 2  # never more than the capacity at once
-    assert b.dec.calls[0] == (2, 4)  # the first two step together
+    assert max(rows for rows, _ in b.dec.calls) <= 2  # never more than the capacity at once
+    assert b.dec.left_out == []  # every job with audio to run was in each step call
 
 
 def test_a_failing_source_fails_only_its_job():
