@@ -8,6 +8,7 @@ import pytest
 import voxtral
 from voxtral.audio import load_audio
 from voxtral.bench.files import files_report
+from voxtral.bench.run import times
 from voxtral.bench.streams import live_capacity
 
 
@@ -30,3 +31,8 @@ def test_live_capacity_is_the_most_sessions_whose_p99_tick_keeps_up():
     assert live_capacity(rows) == 32
     assert live_capacity(rows[3:]) is None
     assert live_capacity([{**rows[0], "tick_p99_ms": 120}, rows[1]]) == 8  # not only a prefix
+
+
+def test_real_time_factors_below_10_keep_two_digits():
+    got = [times(x) for x in (0.163, 0.0042, 3.456, 31.4, 1366.2)]
+    assert got == ["0.16x", "0.0042x", "3.5x", "31x", "1366x"]

@@ -53,6 +53,8 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--files", "8,x"], "--files"),
         (["bench", "--random-weights", "huge", "-d", "cpu"], "--random-weights"),
         (["bench", "--random-weights", "tiny", "-d", "tpu"], "--device"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu,cpu"], "each once"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--audio", "."], "a directory"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json"], "--json"),
         (["bench", "-d", "cpu"], "--model or --random-weights"),
         (["bench", "--random-weights", "tiny", "--steps", "x"], "--steps"),

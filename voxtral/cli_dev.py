@@ -68,7 +68,7 @@ def bench(
     ] = 100,
     cpu_steps: Annotated[
         int, typer.Option("--cpu-steps", metavar="N", help="Timed decode steps on the CPU.")
-    ] = 4,
+    ] = 16,
     stream: Annotated[
         bool,
         typer.Option("--stream", help="Also measure streaming: real-time factor, piece latency.", **FLAG),
@@ -117,14 +117,17 @@ def bench(
         if random_weights is not None and random_weights not in SIZES:
             raise OptionError(f"--random-weights must be one of {', '.join(SIZES)}, got {random_weights!r}")
         devices = tuple(d.strip().lower() for d in device.split(",") if d.strip())
-        if not devices or any(d not in DEVICES for d in devices):
-            raise OptionError(f"--device takes cpu, cuda or cpu,cuda, got {device!r}")
+        if not devices or any(d not in DEVICES for d in devices) or len(set(devices)) < len(devices):
+            raise OptionError(f"--device takes cpu, cuda or cpu,cuda (each once), got {device!r}")
         if devices == ("cuda",) and (reason := unavailable_reason()):
             raise DeviceError(f"cannot benchmark the GPU: {reason}")
         if steps < 1 or cpu_steps < 1:
             raise OptionError("--steps and --cpu-steps must be ≥ 1")
         if audio is not None and not audio.is_file():
-            raise OptionError(f"--audio {audio}: no such file")
+            raise OptionError(
+                f"--audio {audio}: "
+                + ("a directory; give an audio file" if audio.is_dir() else "no such file")
+            )
         if json_out is not None:
             _check_json_path(json_out)
         opts = bench_mod.BenchOptions(

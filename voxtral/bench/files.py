@@ -63,6 +63,8 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
 
 
 def files_lines(rows: list[dict]) -> list[str]:
+    from .run import times
+
     lines = []
     for r in rows:
         busy = "" if r["gpu_busy_pct"] is None else f", GPU busy {r['gpu_busy_pct']:.0f}%"
@@ -70,7 +72,7 @@ def files_lines(rows: list[dict]) -> list[str]:
         rss = "" if grew is None else f", host memory +{grew / 1e6:.0f} MB"
         lines.append(
             f"       files {r['files']:>4} end to end (transcribe DIR -o OUT --batch-size {r['files']}): "
-            f"{r['audio_s']:.0f} s of audio in {r['wall_s']:.2f} s = {r['realtime_x']:.0f}x real time"
+            f"{r['audio_s']:.0f} s of audio in {r['wall_s']:.2f} s = {times(r['realtime_x'])} real time"
             f"{busy}{rss}; {r['written']} written, {r['failed']} failed"
         )
     return lines

@@ -47,7 +47,7 @@ class BenchOptions:
     devices: tuple[str, ...] = ("cpu", "cuda")
     positions: tuple[int, ...] = (500, 5000)  # decode profile windows (GPU)
     steps: int = 100  # timed steps per window (GPU)
-    cpu_steps: int = 4  # timed steps on the CPU (after the prompt)
+    cpu_steps: int = 16  # timed steps on the CPU (after the prompt)
     delay_ms: int | None = None
     stream: bool = False  # also measure streaming: real-time factor, per-feed time, piece latency
     stream_chunk_ms: int = 80
@@ -147,20 +147,25 @@ def _gpu_ceilings() -> dict:
     return {"copy_GBps": 2 * COPY_BYTES / copy_s / 1e9, "gemm_TFLOPs": 2 * GEMM_SIZE**3 / gemm_s / 1e12}
 
 
-def _cpu_ceilings() -> dict:
+def _cpu_ceilings(cfg: ModelConfig) -> dict:
     """Measured host read bandwidth (cpu/linear.read_bandwidth: every core summing its share of 1 GB with
-    the GEMV's compiled loops), the threads the CPU backend runs on and the BLAS libraries in use
-    (threadpoolctl)."""
+    the GEMV's compiled loops), what runs the decode GEMVs (Numba and its threads, or NumPy for weights
+    below COMPILED_MIN_VALUES) and the BLAS libraries loaded (threadpoolctl; each is held to one thread
+    per call inside the engine)."""
+    import numba
     from threadpoolctl import threadpool_info
 
-    from ..cpu.linear import cores, read_bandwidth
+    from ..cpu.linear import COMPILED_MIN_VALUES, read_bandwidth
 
     blas = [
         {k: lib.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer", "architecture")}
         for lib in threadpool_info()
         if lib.get("user_api") == "blas"
     ]
-    return {"read_GBps": read_bandwidth(READ_BYTES, READ_REPEATS) / 1e9, "threads": cores(), "blas": blas}
+    read = read_bandwidth(READ_BYTES, READ_REPEATS) / 1e9
+    compiled = cfg.decoder.dim * cfg.decoder.q_dim >= COMPILED_MIN_VALUES
+    return {"read_GBps": read, "threads": numba.get_num_threads(), "gemv": "Numba" if compiled else "NumPy",
+            "blas": blas}  # fmt: skip
 
 
 def _long_audio(samples: np.ndarray, n_positions: int, spt: int) -> np.ndarray:
@@ -255,7 +260,7 @@ def bench_device(
             report.extra["cold_start"] = cold
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
-        report.extra = _cpu_ceilings()
+        report.extra = _cpu_ceilings(model.config)
     if opts.stream:
         report.stream = stream_report(model, samples, opts.stream_chunk_ms, opts.stream_paced_s)
     if opts.batch:
@@ -334,7 +339,7 @@ def table(result: dict) -> str:
             f" | mel {s['mel']:.0f} ms"
             f" | encoder+adapter {s['encoder']:.1f} ms | prefill {s['prefill']:.1f} ms"
             f" | decode {s['decode_ms_per_step']:.2f} ms/step over {r['steps']} steps"
-            f" | {r['rates']['tokens_per_s']:.0f} tokens/s, {r['rates']['realtime_x']:.0f}x real time"
+            f" | {r['rates']['tokens_per_s']:.0f} tokens/s, {times(r['rates']['realtime_x'])} real time"
         )
         for row in r["decode_profile"]:
             roof = (
@@ -364,9 +369,10 @@ def table(result: dict) -> str:
             )
         if "read_GBps" in x:
             libs = ", ".join(f"{b['internal_api']} {b['version']}" for b in x["blas"]) or "none found"
+            gemv = f"Numba on {x['threads']} threads" if x.get("gemv", "Numba") == "Numba" else "NumPy"
             lines.append(
                 f"       read bandwidth {x['read_GBps']:.1f} GB/s on {x['threads']} threads; decode GEMVs: "
-                f"Numba on {x['threads']} threads; GEMMs: BLAS {libs}"
+                f"{gemv}; GEMMs: BLAS {libs} (one thread per call)"
             )
         if r.get("stream"):
             lines += stream_lines(r["stream"])
@@ -379,6 +385,11 @@ def table(result: dict) -> str:
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)
+
+
+def times(x: float) -> str:
+    """A real-time factor as `31x`, or `0.16x` below 10 (never a bare `0x`)."""
+    return f"{x:.0f}x" if x >= 10 else f"{x:.2g}x"
 
 
 def write_json(result: dict, path: Path) -> None:

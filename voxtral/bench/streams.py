@@ -194,10 +194,12 @@ def _release(backend) -> None:
 
 
 def stream_lines(r: dict) -> list[str]:
+    from .run import times
+
     f, lat = r["feed_ms"], r["latency_ms"]
     return [
         f"       stream ({r['chunk_ms']} ms chunks, delay {r['delay_ms']} ms): {r['audio_s']:.1f} s audio in "
-        f"{r['compute_s']:.2f} s = RTF {r['rtf']:.3f} ({r['realtime_x']:.0f}x real time), feed median "
+        f"{r['compute_s']:.2f} s = RTF {r['rtf']:.3f} ({times(r['realtime_x'])} real time), feed median "
         f"{f['median']:.1f} ms, p90 {f['p90']:.1f} ms, max {f['max']:.1f} ms",
         f"       paced {r['paced_audio_s']:.0f} s: piece latency median {lat['median']:.0f} ms, p90 "
         f"{lat['p90']:.0f} ms, max {lat['max']:.0f} ms over {lat['n']} pieces (includes the delay); feed "
