@@ -81,14 +81,21 @@ def _noise_file(path, minutes: float):
 
 def test_memory_is_flat_in_the_audio_length_alone_and_batched(model, tmp_path):
     """Peak host memory of 4.5-minute inputs within 10 % of 1.5-minute ones, alone and two at a time:
-    audio, mel and embeddings are held a few blocks at a time (../shared/cases/input-08, rel-40)."""
+    audio, mel and embeddings are held a few blocks at a time (../shared/cases/input-08, rel-40). A
+    reader thread makes the next block's frames while the engine encodes (scheduler._read), so a run's
+    peak depends on whether the two happened to overlap at their largest: each peak is the highest of 2
+    runs (one short run alone read 14 MB where the others read 22)."""
     short, long = _noise_file(tmp_path / "short.wav", 1.5), _noise_file(tmp_path / "long.wav", 4.5)
     model.transcribe(short)  # first-call costs (filter bank, lazy imports) out of the way
+
+    def peak(run) -> int:
+        return max(_peak_traced_bytes(run) for _ in range(2))
+
     peaks = {
-        "alone short": _peak_traced_bytes(lambda: model.transcribe(short)),
-        "alone long": _peak_traced_bytes(lambda: model.transcribe(long)),
-        "batch short": _peak_traced_bytes(lambda: model.transcribe_batch([short, short], batch_size=2)),
-        "batch long": _peak_traced_bytes(lambda: model.transcribe_batch([long, long], batch_size=2)),
+        "alone short": peak(lambda: model.transcribe(short)),
+        "alone long": peak(lambda: model.transcribe(long)),
+        "batch short": peak(lambda: model.transcribe_batch([short, short], batch_size=2)),
+        "batch long": peak(lambda: model.transcribe_batch([long, long], batch_size=2)),
     }
     print("peak traced memory: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in peaks.items()))
     assert peaks["alone long"] < 1.1 * peaks["alone short"]
