@@ -188,3 +188,37 @@ def test_non_finite_float_pcm_is_an_error_without_warnings(samples, encoding):
         warnings.simplefilter("error")  # a RuntimeWarning from a cast would be an exception here
         n, error = collect(read_stream(io.BytesIO(data), RawFormat(encoding, 16000)))
     assert "non-finite" in str(error)
+
+
+class _InterruptedPipe(io.RawIOBase):
+    """A pipe whose third read is hit by Ctrl-C: the KeyboardInterrupt comes from inside FFmpeg's read."""
+
+    def __init__(self, data: bytes):
+        self.data, self.reads = data, 0
+
+    def readable(self):
+        return True
+
+    def read1(self, n=-1):
+        self.reads += 1
+        if self.reads == 3:
+            raise KeyboardInterrupt
+        chunk, self.data = self.data[:4096], self.data[4096:]
+        return chunk
+
+
+@pytest.mark.parametrize("raw", [RawFormat("s16le", 16000, 1), None])  # headerless PCM, and a WAV
+def test_ctrl_c_inside_ffmpegs_read_ends_the_stream_and_is_raised(raw, capfd):
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    if raw is None:
+        buf = io.BytesIO()
+        sf.write(buf, x, 16000, format="WAV", subtype="PCM_16")
+        data = buf.getvalue()
+    else:
+        data = (x * 32767).astype("<i2").tobytes()
+    blocks = []
+    with pytest.raises(KeyboardInterrupt):
+        for block in read_stream(_InterruptedPipe(data), raw):
+            blocks.append(block)
+    assert sum(len(b) for b in blocks) <= 8192 // 2  # what came before the signal, nothing after
+    assert "Exception ignored" not in capfd.readouterr().err  # not swallowed by FFmpeg's C caller

@@ -139,7 +139,13 @@ def read_stream(
         layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels} channels")
         options = {"sample_rate": str(raw.rate), "ch_layout": layout}
         frames = _ffmpeg_frames(reader, name, hint, raw.encoding, options)
-    yield from _mono_blocks(frames, target_rate, name, block_s)
+    try:
+        yield from _mono_blocks(frames, target_rate, name, block_s)
+    except AudioError:  # a stream cut short by a stop signal may end mid-packet: the signal is the news
+        if reader.stop is None:
+            raise
+    if reader.stop is not None:  # a stop signal inside FFmpeg's read: raised here, where it can be seen
+        raise reader.stop
     if reader.stray:
         stray = len(reader.stray)
         what = f"{stray} stray byte{'s' if stray > 1 else ''} of a {raw.frame_bytes}-byte frame"
@@ -366,8 +372,21 @@ class _Reader:
     def __init__(self, stream: BinaryIO, frame_bytes: int = 1):
         self._read = getattr(stream, "read1", None) or stream.read
         self.frame_bytes, self.n_bytes, self._buf, self._eof = frame_bytes, 0, b"", False
+        self.stop: BaseException | None = None  # a stop signal's exception caught in read()
 
     def read(self, n: int = -1) -> bytes:
+        """FFmpeg's read callback. A stop signal (Ctrl-C's KeyboardInterrupt, SIGTERM's Terminated) that
+        lands here would be swallowed by FFmpeg's C caller ("Exception ignored"): it ends the stream
+        instead, and read_stream raises it once FFmpeg has returned."""
+        try:
+            return self._read_some(n)
+        except Exception:
+            raise
+        except BaseException as e:
+            self.stop, self._eof = e, True
+            return b""
+
+    def _read_some(self, n: int) -> bytes:
         n = n if n > 0 else 1 << 16
         keep = self.frame_bytes - 1
         while not self._eof and len(self._buf) <= keep:
