@@ -8,8 +8,7 @@ import pytest
 import voxtral
 from voxtral.audio import load_audio
 from voxtral.bench.files import files_report
-from voxtral.bench.run import times
-from voxtral.bench.streams import live_capacity
+from voxtral.bench.streams import live_capacity, times
 
 
 def test_files_run_end_to_end_and_are_written(tiny_dir, clip5):

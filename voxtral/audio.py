@@ -313,18 +313,17 @@ class PaddedMel:
     def windows(self, samples: np.ndarray) -> np.ndarray:
         """feed() up to the log-mel: the frames' samples [T', n_fft] (see MelStream.windows)."""
         self.n_samples += len(samples)
-        left = [] if self._left is None else [self._mel.windows(self._left)]
-        self._left = None
-        return np.concatenate([*left, self._mel.windows(samples)])
+        return np.concatenate([*self._start(), self._mel.windows(samples)])
 
     def finish(self) -> np.ndarray:
         """The right padding and the frames still held back [M, T']."""
         spt = self.cfg.samples_per_token
         pad = np.zeros(-self.n_samples % spt + self.n_right * spt, np.float32)
-        return np.concatenate([*self._start(), self._mel.feed(pad), self._mel.finish()], axis=1)
+        head = windows_log_mel(np.concatenate([*self._start(), self._mel.windows(pad)]), self.cfg)
+        return np.concatenate([head, self._mel.finish()], axis=1)
 
     def _start(self) -> list[np.ndarray]:
-        """The left padding's frames, the first time only."""
-        frames = [] if self._left is None else [self._mel.feed(self._left)]
+        """The left padding's frames' samples [T', n_fft], the first time only."""
+        windows = [] if self._left is None else [self._mel.windows(self._left)]
         self._left = None
-        return frames
+        return windows

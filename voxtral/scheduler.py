@@ -342,9 +342,11 @@ class Scheduler:
         """Move a job's new samples into frames (pulling an offline source while its lookahead allows);
         False if its source failed (the job then carries the error). A live job that goes on adds its
         new frames' samples to `windows` instead (the caller turns all of them into frames at once)."""
+        if not job.live:
+            return self._read(job)
         front = job._front
         try:
-            if job.live and not job._ended and not front.finished:  # end() waits for the tick: stable
+            if not job._ended and not front.finished:  # end() waits for the tick: stable
                 n = len(job._pushed)  # the feeder may append meanwhile: those wait for the next tick
                 if n:
                     t0 = time.perf_counter()
@@ -352,7 +354,7 @@ class Scheduler:
                     windows.append((job, front.windows(parts[0] if n == 1 else np.concatenate(parts))))
                     job.timings["mel"] += time.perf_counter() - t0
                 return True
-            while job.live and not front.finished:
+            while not front.finished:
                 if not job._pushed:
                     if job._ended:
                         self._frames_of(job, None)
@@ -361,10 +363,10 @@ class Scheduler:
         except VoxtralError as e:
             job.error = e
             return False
-        return job.live or self._read(job)
+        return True
 
     def _read(self, job: Job) -> bool:
-        """An offline job's audio: a worker thread (READERS) decodes its next block and turns it into mel
+        """An offline job's audio: a reader thread (_readers) decodes its next block and turns it into mel
         frames while the engine runs; each tick takes what came and asks for the next block while the
         job's lookahead allows (one block in flight per job, so its frames come in order). False if its
         source failed (the job then carries the error)."""

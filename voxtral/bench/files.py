@@ -12,12 +12,15 @@ likewise): flat in N means the host holds a bounded amount per running input, no
 from __future__ import annotations
 
 import ctypes
+import os
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .streams import times
 
 SAMPLE_S = 0.1
 
@@ -63,8 +66,6 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
 
 
 def files_lines(rows: list[dict]) -> list[str]:
-    from .run import times
-
     lines = []
     for r in rows:
         busy = "" if r["gpu_busy_pct"] is None else f", GPU busy {r['gpu_busy_pct']:.0f}%"
@@ -120,8 +121,6 @@ class Sampler:
 def _rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as f:
-            import os
-
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None

@@ -30,12 +30,13 @@ from .streams import (
     server_report,
     stream_lines,
     stream_report,
+    times,
 )
 
 CLIP = "60s_i_dont_want_anyones_life_on_my_hands.wav"  # audio/night1968/, shipped in the wheel too
 COPY_BYTES = 1 << 30  # device copy for the bandwidth ceiling
 READ_BYTES = 1 << 30  # host memory read (all cores) for the CPU's bandwidth ceiling
-READ_REPEATS = 10  # the fastest of these reads (after a warm-up read) is the ceiling
+READ_REPEATS = 10  # reads of each probe buffer; the fastest counts (cpu/linear.read_bandwidth)
 GEMM_SIZE = 8192  # square BF16 GEMM for the matrix-unit ceiling
 
 
@@ -385,11 +386,6 @@ def table(result: dict) -> str:
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)
-
-
-def times(x: float) -> str:
-    """A real-time factor as `31x`, or `0.16x` below 10 (never a bare `0x`)."""
-    return f"{x:.0f}x" if x >= 10 else f"{x:.2g}x"
 
 
 def write_json(result: dict, path: Path) -> None:

@@ -193,9 +193,12 @@ def _release(backend) -> None:
         cupy.get_default_memory_pool().free_all_blocks()
 
 
-def stream_lines(r: dict) -> list[str]:
-    from .run import times
+def times(x: float) -> str:
+    """A real-time factor as `31x`, or `0.16x` below 10 (never a bare `0x`)."""
+    return f"{x:.0f}x" if x >= 10 else f"{x:.2g}x"
 
+
+def stream_lines(r: dict) -> list[str]:
     f, lat = r["feed_ms"], r["latency_ms"]
     return [
         f"       stream ({r['chunk_ms']} ms chunks, delay {r['delay_ms']} ms): {r['audio_s']:.1f} s audio in "

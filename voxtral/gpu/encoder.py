@@ -148,12 +148,11 @@ class Encoder:
     def __init__(self, w: GpuWeights, cfg: ModelConfig, cuda_stream, capacity: int, chunk: int):
         enc = cfg.encoder
         self.w, self.cfg, self.cuda_stream, self.capacity, self.chunk = w, cfg, cuda_stream, capacity, chunk
-        with cuda_stream:  # one slot more than the pool: `capacity`, never opened, for graphs' spare rows
-            self.kv = KVCaches(enc.n_layers, capacity + 1, enc.n_kv_heads, enc.head_dim)
         self._graphs: dict[int, object] = {}  # live pass bucket (rows) → its CUDA graph
         self._buffers: dict[int, PassBuffers] = {}
         self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
-        with cuda_stream:
+        with cuda_stream:  # one KV slot more than the pool: `capacity`, never opened, for graphs' spare rows
+            self.kv = KVCaches(enc.n_layers, capacity + 1, enc.n_kv_heads, enc.head_dim)
             self.stem = ConvStem(w, cfg.audio.num_mel_bins, enc.dim, capacity)
             self.groups = Groups(cfg.audio.downsample_factor, enc.dim, capacity)
 
@@ -203,9 +202,10 @@ class Encoder:
                     start += len(z)
                     done[i] += len(z)
                 outputs.append(h)
-            if outputs:
-                grouped, counts = self.groups.regroup(outputs, pieces, [slot for slot, _ in items])
-            if not outputs or grouped is None:
+            grouped, counts = (
+                self.groups.regroup(outputs, pieces, [slot for slot, _ in items]) if outputs else (None, [])
+            )
+            if grouped is None:
                 return [cupy.zeros((0, self.cfg.decoder.dim), np.float32) for _ in items]
             embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all
         offsets = np.cumsum([0, *counts])
