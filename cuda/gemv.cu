@@ -339,3 +339,200 @@ __global__ void __launch_bounds__(WARPS * 32, 16 / WARPS)
                                                                           next_bytes, gemv_smem);
 }
 
+
+// ---- bulk-copy variant (sm_90+): the same products, prologue and epilogues, fed by the TMA unit ----
+// A producer warp streams the block's weight rows into a ring of STAGES shared-memory stages with bulk
+// copies (cp.async.bulk, completion counted on the stage's "full" mbarrier); the WARPS consumer warps
+// wait for a stage, do the mma steps of their k slice of it (as gemv: warp w takes steps w, w+WARPS, …)
+// and release it on its "empty" mbarrier. The producer never reads x, so it starts before pdl_wait: a
+// launch's first stages load while the previous kernel ends. A block owns a contiguous range of tiles
+// (a few long DRAM streams, not tiles strided across the grid).
+// A stage is either `tps` whole tiles (kc = K: rows 8·tile … of STORE/ADD in one copy; SWIGLU: the gate
+// rows and the up rows of its 4·tps features in two), or the 8 rows of one tile × kc columns (kc < K,
+// tps = 1: one copy per row, stage rows padded by 64 bytes so that the two rows of a 16-byte shared-
+// memory phase fall on disjoint banks). Each bulk copy costs the producer ~100 ns to issue (H200), so
+// copies are made as large as the stage: 1–8 KB copies left the step 25–150 % slower.
+// Tiles end with the SYNC 0 combine of gemv (two partial slots, one barrier of the consumer warps).
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done = 0;
+    do {
+        asm volatile(
+            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// bytes (a multiple of 16, 16-byte aligned ends) global → shared, counted on mbarrier bar.
+__device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigned bytes, unsigned bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+                 ::"r"(dst), "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
+}
+__device__ __forceinline__ void consumers_sync(int warps) {
+    asm volatile("bar.sync 1, %0;\n" ::"r"(warps * 32) : "memory");
+}
+
+// Byte offset in a stage of the weight row that lane group g of the stage's i-th tile reads.
+template <int EPI>
+__device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tps) {
+    if (kc < K) return g * (2 * kc + 64);  // one tile, rows copied one by one into padded rows
+    if constexpr (EPI >= GEMV_SWIGLU)       // gate rows of the stage's features, then their up rows
+        return ((g & 1) * 4 * tps + 4 * i + (g >> 1)) * 2 * K;
+    return (8 * i + g) * 2 * K;
+}
+
+// Launch: grid ≤ tiles (sched: ≤ ceil(tiles / tps)), (WARPS + 1)·32 threads, dynamic shared memory
+// (shared_bytes in gemv.py) 256 + 2·WARPS·256 + 32·WARPS + B·S·2·(X_BF16 ? 1 : 2), rounded up to 128,
+// + STAGES·stage with stage = tps·8·2·K (kc = K) or 8·(2·kc + 64) (kc < K, tps = 1). Needs K % 8 == 0,
+// kc % 8 == 0 and w 16-byte aligned (the launcher checks). Arguments as gemv, and:
+// sched null: block b streams the tiles [tiles·b/grid, tiles·(b+1)/grid). sched [2] int32, zero at launch
+// (and left zero): block b starts with group b (tps tiles), then takes the next group from the counter
+// sched[0] until none is left, so a block that started late (the previous kernel held its SM) or was
+// slowed takes fewer; the last block to finish resets both counters (sched[1] counts finished blocks).
+template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES>
+__global__ void __launch_bounds__((WARPS + 1) * 32)
+    gemv_bulk(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
+              const float* __restrict__ g,  // g: [K] f32 RMSNorm weight (NORM), else unused
+              const bf16* __restrict__ w,   // w: [N, K] bf16 (SWIGLU: w1 rows 0…F−1, w3 rows F…2F−1)
+              void* __restrict__ out,       // out: [B, N] f32 (STORE, ADD), [B, F] f32 or bf16 (SWIGLU)
+              int B, int N, int K, float eps,
+              int kc,                      // kc: columns per stage (K: whole rows)
+              int tps,                     // tps: tiles per stage (1 unless kc = K)
+              int* __restrict__ sched) {  // sched: [2] int32 or null (see above)
+    static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
+    static_assert(STAGES >= 2 && STAGES <= 8, "the shared-memory header holds 8 stages");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(128) unsigned char gemv_smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const bool whole = kc >= K;
+    const int S = gemv_x_stride(K), chunks = whole ? 1 : (K + kc - 1) / kc;
+    const int stage_bytes = whole ? tps * GEMV_TILE * 2 * K : GEMV_TILE * (2 * kc + 64);
+    const int tiles = EPI >= GEMV_SWIGLU ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
+    const int t0 = sched ? 0 : (int)((long long)tiles * blockIdx.x / gridDim.x);
+    const int t1 = sched ? tiles : (int)((long long)tiles * (blockIdx.x + 1) / gridDim.x);
+    if (t0 == t1) return;  // the whole block
+    unsigned long long* bars = reinterpret_cast<unsigned long long*>(gemv_smem);  // full[STAGES], empty[STAGES]
+    int2* work = reinterpret_cast<int2*>(gemv_smem + 128);  // [STAGES] first tile, tiles (producer → consumers)
+    float2* part = reinterpret_cast<float2*>(gemv_smem + 256);                     // [2][WARPS][32]
+    float* red = reinterpret_cast<float*>(part + 2 * WARPS * 32);                   // [8][WARPS]
+    bf16* xh = reinterpret_cast<bf16*>(red + GEMV_MAX_B * WARPS);                   // [B, S]
+    bf16* xl = xh + (size_t)B * S;                                                  // [B, S] (f32 x)
+    const size_t x_end = (size_t)(reinterpret_cast<unsigned char*>(xl + (X_BF16 ? 0 : (size_t)B * S)) - gemv_smem);
+    unsigned char* stage_base = gemv_smem + (x_end + 127) / 128 * 128;
+    const unsigned stages = smem_addr(stage_base), full = smem_addr(bars), empty = full + 8 * STAGES;
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) mbar_init(full + 8 * s, 1), mbar_init(empty + 8 * s, WARPS);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (warp == WARPS) {  // the producer: weights only, so no pdl_wait
+        if (lane == 0) {
+            int first = sched ? (int)blockIdx.x * tps : t0, n_tiles = 0;
+            for (int it = 0;; ++it) {
+                const int s = it % STAGES, r = it / STAGES, c = it % chunks;
+                if (c == 0 && it > 0) first = sched ? (atomicAdd(sched, 1) + (int)gridDim.x) * tps : first + tps;
+                const bool done = first >= t1;
+                n_tiles = done ? 0 : min(tps, t1 - first);
+                const unsigned bar = full + 8 * s, dst = stages + (unsigned)(s * stage_bytes);
+                if (r > 0) mbar_wait(empty + 8 * s, (r - 1) & 1);
+                work[s] = make_int2(done ? -1 : first, n_tiles);
+                if (done) {  // the consumers' end mark: a stage with no bytes
+                    mbar_arrive(bar);
+                    break;
+                }
+                if (whole) {
+                    if constexpr (EPI >= GEMV_SWIGLU) {
+                        const int F = N / 2, f0 = first * 4, nf = min(F, f0 + 4 * n_tiles) - f0;
+                        const unsigned bytes = 2u * nf * K;
+                        mbar_expect_tx(bar, 2 * bytes);
+                        bulk_copy(dst, w + (size_t)f0 * K, bytes, bar);
+                        bulk_copy(dst + 4 * tps * 2 * K, w + (size_t)(F + f0) * K, bytes, bar);
+                    } else {
+                        const int n0 = first * GEMV_TILE, nr = min(N, n0 + GEMV_TILE * n_tiles) - n0;
+                        const unsigned bytes = 2u * nr * K;
+                        mbar_expect_tx(bar, bytes);
+                        bulk_copy(dst, w + (size_t)n0 * K, bytes, bar);
+                    }
+                } else {
+                    const int k0 = c * kc;
+                    const unsigned bytes = 2 * min(kc, K - k0);
+                    int rows[GEMV_TILE], n_rows = 0;
+#pragma unroll
+                    for (int i = 0; i < GEMV_TILE; ++i) rows[i] = gemv_tile_row<EPI>(first, i, N), n_rows += rows[i] >= 0;
+                    mbar_expect_tx(bar, bytes * n_rows);
+#pragma unroll
+                    for (int i = 0; i < GEMV_TILE; ++i)
+                        if (rows[i] >= 0) bulk_copy(dst + i * (2 * kc + 64), w + (size_t)rows[i] * K + k0, bytes, bar);
+                }
+            }
+            if (sched && atomicAdd(sched + 1, 1) == (int)gridDim.x - 1) {  // no block takes from sched[0] now
+                atomicExch(sched, 0);
+                atomicExch(sched + 1, 0);
+            }
+        }
+        return;
+    }
+
+    pdl_wait();  // x (and out, for ADD) come from earlier kernels
+    pdl_launch_dependents();
+    gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
+    consumers_sync(WARPS);
+    const int gb = lane >> 2, t = lane & 3;
+    float scale = 1.0f;
+    if constexpr (NORM) {
+        if (gb < B) {
+            float ss = 0.0f;
+            for (int i = 0; i < WARPS; ++i) ss += red[gb * WARPS + i];
+            scale = rsqrtf(ss / (float)K + eps);
+        }
+    }
+    const bool row_ok = gb < B;
+    float acc[2][4] = {};
+    for (int it = 0, ti = 0;; ++it) {  // ti: tiles this block has finished
+        const int s = it % STAGES, r = it / STAGES, c = it % chunks, k0 = c * kc;
+        mbar_wait(full + 8 * s, r & 1);
+        const int2 wk = work[s];  // written before the producer's arrive (release), read after the wait
+        if (wk.x < 0) break;
+        const int len = min(kc, K - k0), steps = (len + GEMV_STEP_K - 1) / GEMV_STEP_K;
+        for (int i = 0; i < wk.y; ++i) {
+            const unsigned char* wrow = stage_base + (size_t)s * stage_bytes + gemv_bulk_row<EPI>(i, gb, K, kc, tps);
+#pragma unroll 4
+            for (int j = warp; j < steps; j += WARPS) {
+                const int col = j * GEMV_STEP_K + 8 * t;
+                uint4 wv = make_uint4(0, 0, 0, 0), h = make_uint4(0, 0, 0, 0), l = make_uint4(0, 0, 0, 0);
+                if (col < len) wv = *reinterpret_cast<const uint4*>(wrow + 2 * col);
+                if (row_ok) {
+                    h = *reinterpret_cast<const uint4*>(xh + (size_t)gb * S + k0 + col);
+                    if constexpr (!X_BF16) l = *reinterpret_cast<const uint4*>(xl + (size_t)gb * S + k0 + col);
+                }
+                const unsigned a0[4] = {h.x, l.x, h.y, l.y}, a1[4] = {h.z, l.z, h.w, l.w};
+                mma_bf16_16816(acc[0], a0, wv.x, wv.y);
+                mma_bf16_16816(acc[1], a1, wv.z, wv.w);
+            }
+            if (c + 1 < chunks) continue;
+            // Tile done: partials to slot ti % 2, one barrier, warp ti % WARPS sums and writes.
+            float2* p = part + (ti & 1) * WARPS * 32;
+            p[warp * 32 + lane] = make_float2(acc[0][0] + acc[0][2] + acc[1][0] + acc[1][2],
+                                              acc[0][1] + acc[0][3] + acc[1][1] + acc[1][3]);
+#pragma unroll
+            for (int q = 0; q < 4; ++q) acc[0][q] = acc[1][q] = 0.0f;
+            consumers_sync(WARPS);
+            if (warp == ti % WARPS) gemv_epilogue<EPI, WARPS>(reinterpret_cast<float*>(p), wk.x + i, scale, out, B, N);
+            ++ti;
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty + 8 * s);
+    }
+#endif
+}

@@ -36,7 +36,7 @@ from dev.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us  # 
 from voxtral.config import ModelConfig  # noqa: E402
 from voxtral.gpu import decoder, ops  # noqa: E402
 from voxtral.gpu.gemm import gemm  # noqa: E402
-from voxtral.gpu.gemv import DEFAULT, Config, gemv, shared_bytes  # noqa: E402
+from voxtral.gpu.gemv import DEFAULT, Bulk, Config, gemv, shared_bytes  # noqa: E402
 from voxtral.gpu.graphs import capture  # noqa: E402
 from voxtral.gpu.kv import KVCaches  # noqa: E402
 from voxtral.gpu.weights import GpuLayer, GpuWeights  # noqa: E402
@@ -82,6 +82,9 @@ SWEEP = VARIANTS + [(c, False, False) for c in OTHERS]
 
 def label(variant) -> str:
     cfg, warm, pdl = variant
+    if isinstance(cfg, Bulk):  # warm: tiles from a counter (schedule=)
+        dyn = " dyn" if warm else ""
+        return f"bulk {cfg.warps}w s{cfg.stages} {cfg.stage_kb}K x{cfg.per_sm}{dyn}{' +PDL' if pdl else ''}"
     return f"{cfg.warps}w u{cfg.unroll} s{cfg.sync}{' +L2' if warm else ''}{' +PDL' if pdl else ''}"
 
 
@@ -120,10 +123,13 @@ class Case:
 
     def ours(self, variant=VARIANTS[0]):
         (cfg, warm, pdl), x, ws, out, g, epi = variant, self.x, self.ws, self.out, self.g, self.epilogue
-        nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm else (lambda i: None)
+        bulk = isinstance(cfg, Bulk)
+        nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm and not bulk else (lambda i: None)
+        sched = (lambda i: schedules(len(ws))[i]) if warm and bulk else (lambda i: None)
         return lambda i: gemv(
-            x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg, pdl=pdl
-        )
+            x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg, pdl=pdl,
+            schedule=sched(i),
+        )  # fmt: skip
 
     def cublas(self):
         beta = 1.0 if self.epilogue == "add" else 0.0
@@ -256,12 +262,23 @@ def step_calls(w: GpuWeights, s: StepBuffers) -> list[tuple]:
     return calls + [(s.h, w.tok_embeddings, s.logits, dict(norm_weight=w.norm))]
 
 
+@functools.cache
+def schedules(n: int):
+    """Tile counters of n launch sites (Bulk variants with warm set take their tiles from them)."""
+    import cupy as cp
+
+    return cp.zeros((n, 2), np.int32)
+
+
 def step_gemv(calls: list[tuple], variant) -> None:
-    """Every launch warms the next one's weights (the last: the next step's first) when asked to."""
+    """Every launch warms the next one's weights (the last: the next step's first) when asked to
+    (a Bulk config: takes its tiles from a counter instead)."""
     cfg, warm, pdl = variant
+    bulk = isinstance(cfg, Bulk)
     for i, (x, wt, out, kw) in enumerate(calls):
-        nxt = calls[(i + 1) % len(calls)][1] if warm else None
-        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, **kw)
+        nxt = calls[(i + 1) % len(calls)][1] if warm and not bulk else None
+        sched = schedules(len(calls))[i] if warm and bulk else None
+        gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, schedule=sched, **kw)
 
 
 def step_cublas(w: GpuWeights, s: StepBuffers) -> None:
@@ -402,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     bw = copy_bandwidth_gbps()
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     print(f"{props['name'].decode()}: copy bandwidth {bw:.0f} GB/s (read + write, {COPY_BYTES >> 20} MiB)")
-    for cfg in sorted({v[0] for v in variants}):
+    for cfg in sorted({v[0] for v in variants}, key=str):
         print(kernel_resources(cfg))
     print(shared_memory())
     print()

@@ -14,7 +14,7 @@ import pytest
 
 from voxtral.cpu import ops as ref
 from voxtral.gpu import ops
-from voxtral.gpu.gemv import Config, gemv
+from voxtral.gpu.gemv import Bulk, Config, gemv
 from voxtral.gpu.kv import KVCaches
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
@@ -157,6 +157,79 @@ def test_gemv_configs_vs_numpy(rng, config):
     gemv(x, w, out, norm_weight=g, eps=EPS, epilogue="swiglu", config=config)
     y = reference_y(x_ref, w_ref, g_ref)
     assert_close(widen(out), ref.silu(y[:, :f]) * y[:, f:], 1e-2, 2e-2)
+
+
+EPILOGUE_INPUTS = [("store", False, True), ("store", True, False), ("add", True, False),
+                   ("add", False, False), ("swiglu", False, True), ("swiglu_bf16", True, False)]  # fmt: skip
+# Bulk shapes: whole tiles, several per stage at small K (a short last group); several chunks per tile
+# with a short last one (stage_kb=1: kc = 64); fewer stages than chunks per block; two blocks per SM;
+# 2 and 16 consumer warps.
+BULKS = [Bulk(), Bulk(8, 2, 1), Bulk(4, 3, 2, 2), Bulk(16, 8, 24, 2), Bulk(2, 4, 4), Bulk(8, 2, 96)]
+# (B, N, K): many tiles per block (6000 rows), a last tile of 5 rows, K = 3080 (not a multiple of 32),
+# K = 45 (K % 8 ≠ 0: the plain kernel takes it), B = 1 and 8.
+BULK_SIZES = [(3, 6000, 64), (8, 37, 3080), (1, 1000, 4096), (2, 13, 45), (1, 3, 200)]
+
+
+@pytest.mark.parametrize("config", BULKS, ids=str)
+@pytest.mark.parametrize("b,n,k", BULK_SIZES)
+@pytest.mark.parametrize("epilogue,x_bf16,norm", EPILOGUE_INPUTS)
+@pytest.mark.parametrize("dynamic", [False, True], ids=["fixed", "dynamic"])
+def test_gemv_bulk_vs_numpy(rng, config, b, n, k, epilogue, x_bf16, norm, dynamic):
+    """The bulk-copy kernel computes the same function as the reference in every epilogue, with fixed
+    shares or tiles taken from a counter (launched twice: the counters must be back at zero)."""
+    n += epilogue.startswith("swiglu") and n % 2
+    x, x_ref, w, w_ref, g, g_ref = make_inputs(rng, b, n, k, x_bf16, norm)
+    y = reference_y(x_ref, w_ref, g_ref)
+    sched = cp.zeros(2, np.int32) if dynamic else None
+    swiglu = epilogue.startswith("swiglu")
+    expected = ref.silu(y[:, : n // 2]) * y[:, n // 2 :] if swiglu else y
+    for _ in range(2):
+        if swiglu:
+            f = n // 2
+            bf = epilogue.endswith("bf16")
+            out = cp.full((b, f), BF16_NAN, np.uint16) if bf else cp.full((b, f), np.nan, np.float32)
+            gemv(x, w, out, norm_weight=g, eps=EPS, epilogue="swiglu", config=config, schedule=sched)
+            got = widen(out) if bf else cp.asnumpy(out).astype(np.float64)
+            assert_close(got, expected, *((1e-2, 2e-2) if bf else (5e-3, 1e-2)))
+        else:
+            h = (
+                rng.standard_normal((b, n)).astype(np.float32)
+                if epilogue == "add"
+                else np.zeros((b, n), np.float32)
+            )
+            out = cp.asarray(h) if epilogue == "add" else cp.full((b, n), np.nan, np.float32)
+            gemv(x, w, out, norm_weight=g, eps=EPS, epilogue=epilogue, config=config, schedule=sched)
+            assert_close(cp.asnumpy(out).astype(np.float64) - h, expected, 5e-3, 1e-2)
+        if dynamic:
+            assert cp.asnumpy(sched).tolist() == [0, 0]
+
+
+def test_gemv_bulk_dynamic_in_a_graph_replays(rng):
+    """Captured with its tile counter, the launch replays to the same bits every time (counter reset)."""
+    x, _, w, _, g, _ = make_inputs(rng, 1, 6000, 3072, False, True)
+    out, sched = cp.empty((1, 6000), np.float32), cp.zeros(2, np.int32)
+    gemv(x, w, out, norm_weight=g, eps=EPS, config=Bulk(), schedule=sched)
+    first = cp.asnumpy(out)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        gemv(x, w, out, norm_weight=g, eps=EPS, config=Bulk(), schedule=sched, pdl=True)
+        graph = stream.end_capture()
+        for _ in range(5):
+            out.fill(np.nan)
+            graph.launch(stream)
+            stream.synchronize()
+            np.testing.assert_array_equal(cp.asnumpy(out), first)
+    assert cp.asnumpy(sched).tolist() == [0, 0]
+
+
+def test_gemv_bulk_equals_the_plain_kernel_bitwise(rng):
+    """Same k order per warp (8 warps, K in one chunk), same combine: bulk and plain SYNC 0 sums are equal."""
+    x, _, w, _, g, _ = make_inputs(rng, 1, 3072, 3072, False, True)
+    a, c = cp.empty((1, 3072), np.float32), cp.empty((1, 3072), np.float32)
+    gemv(x, w, a, norm_weight=g, eps=EPS, config=Bulk(8, 4, 48))
+    gemv(x, w, c, norm_weight=g, eps=EPS, config=Config(8, 12, 256, 0))
+    np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(c))
 
 
 @pytest.mark.parametrize("config", [Config(), BARRIER], ids=str)

@@ -27,7 +27,7 @@ from ..config import DecoderConfig
 from . import ops
 from .copy import copy, device_array, upload
 from .gemm import gemm
-from .gemv import DEFAULT, MAX_BATCH, ONE_ROW, WO, gemv
+from .gemv import MAX_BATCH, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
 from .weights import GpuWeights
@@ -66,6 +66,7 @@ class DecoderBuffers:
         self.logits = cupy.empty((c, cfg.vocab_size), np.float32)  # [B, V]
         self.cache = cupy.zeros((cfg.n_layers, c, 2), np.uint64)  # [L, B, 2] K, V addresses per row
         self.ring = device_array(np.ones(c, np.int32))  # [B] KV ring length per row
+        self.schedule = cupy.zeros((4 * cfg.n_layers + 1, 2), np.int32)  # tile counters per GEMV launch site
 
     def layer(self, i: int) -> tuple:
         """(cache [B, 2], ring [B]) of layer i, laid out per row (the kernels' tables, slot=None)."""
@@ -75,13 +76,17 @@ class DecoderBuffers:
         return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
 
     def rows(self, b: int) -> DecoderBuffers:
-        """The first b rows as buffers of batch b (views; audio rings shared; own attention workspace)."""
+        """The first b rows as buffers of batch b (views; audio rings shared; own attention workspace and
+        GEMV tile counters)."""
+        import cupy
+
         view = shallow.copy(self)
         for name in ROW_ARRAYS:
             setattr(view, name, getattr(self, name)[:b])
         view.batch = b
         n_heads, dh = self.q.shape[1], self.q.shape[2]
         view.workspace = ops.attention_workspace(b, n_heads, self.workspace.shape[1], dh)
+        view.schedule = cupy.zeros((len(self.schedule), 2), np.int32)
         return view
 
 
@@ -99,12 +104,15 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     """
     t, eps = h.shape[0], cfg.norm_eps
     fused = fused and t <= MAX_BATCH
-    wide = ONE_ROW if t == 1 else DEFAULT  # the config of the K = D GEMVs (qkv, w13)
+    cfgs = step_configs(t)
+    sched = getattr(scratch, "schedule", None)  # [4·layers + 1, 2] tile counters (DecoderBuffers)
+    site = (lambda i, j: sched[4 * i + j]) if sched is not None else (lambda i, j: None)
     dims = {"n_kv_heads": cfg.n_kv_heads}
     for i, lw in enumerate(w.decoder_layers):
         cache, ring = kv.layer(i)
         if fused:
-            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl, config=wide)
+            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl,
+                       config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
         else:
             qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
         q = ops.rope_qkv(
@@ -115,7 +123,15 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:
-            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=WO)
+            gemv(
+                o.reshape(t, cfg.q_dim),
+                lw.wo,
+                h,
+                epilogue="add",
+                pdl=pdl,
+                config=cfgs["wo"],
+                schedule=site(i, 1),
+            )
             gemv(
                 h,
                 lw.w13,
@@ -124,9 +140,10 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
                 eps=eps,
                 epilogue="swiglu",
                 pdl=pdl,
-                config=wide,
+                config=cfgs["w13"],
+                schedule=site(i, 2),
             )
-            gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl)
+            gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl, config=cfgs["w2"], schedule=site(i, 3))
         else:
             gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
             x = ops.rms_norm(h, lw.ffn_norm, eps, out=scratch.x)
@@ -142,8 +159,17 @@ def step(
     ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
     layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused)
     if fused and buf.batch <= MAX_BATCH:
-        wide = ONE_ROW if buf.batch == 1 else DEFAULT
-        gemv(buf.h, w.tok_embeddings, buf.logits, norm_weight=w.norm, eps=cfg.norm_eps, pdl=pdl, config=wide)
+        out = step_configs(buf.batch)["output"]
+        gemv(
+            buf.h,
+            w.tok_embeddings,
+            buf.logits,
+            norm_weight=w.norm,
+            eps=cfg.norm_eps,
+            pdl=pdl,
+            config=out,
+            schedule=buf.schedule[-1],
+        )
     else:
         gemm(ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x), w.tok_embeddings, out=buf.logits)
     ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history, pdl=pdl)

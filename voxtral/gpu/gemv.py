@@ -7,6 +7,8 @@ bf16 = silu(y[:, :F]) ⊙ y[:, F:]). No allocation and no host sync: the launch 
 stream and can be captured in a CUDA graph. BF16 tensors are uint16 arrays of bit patterns.
 pdl=True launches it as a programmatic dependent launch (voxtral/gpu/launch.py): its first weight loads
 overlap the end of the previous kernel, and the next PDL kernel may start as soon as it has begun.
+A Bulk config runs gemv_bulk (sm_90+: weights streamed into shared memory by the TMA unit, tiles taken
+from a per-launch-site counter `schedule`); on older GPUs the plain kernel runs in its place.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ BF16 = np.uint16
 MAX_BATCH = 8  # rows of x: the mma's m16 side holds their bf16 high and low halves
 TILE_ROWS = 8  # weight rows per tile (SWIGLU: 4 gate + 4 up rows)
 SMEM_RESERVED = 1024  # shared memory the driver keeps per block
+BULK_HEADER = 256  # gemv_bulk's shared memory before its partial sums: mbarriers, then stage work slots
 NEXT_BYTES = 12 << 20  # of the next launch's weights warmed in L2 as a launch runs out of loads (L2: 50 MB)
 
 
@@ -61,23 +64,73 @@ WO = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14
 # (dev/gemv_timing.py --sweep, 2026-11-30: qkv 15.3 vs 16.7 µs, w13 36.1 vs 38.9, output 217 vs 231);
 # at B = 8 they lose by 20–50 %, and on wo and w2 at B = 1 too.
 ONE_ROW = Config(warps=8)
+
+
+@dataclass(frozen=True, order=True)
+class Bulk:
+    """Shape of the bulk-copy kernel (gemv_bulk in gemv.cu, sm_90+): consumer warps, shared-memory stages
+    in the ring, bytes a stage aims at (8 weight rows × kc columns), blocks per SM in the grid."""
+
+    warps: int = 8
+    stages: int = 4
+    stage_kb: int = 24
+    per_sm: int = 1
+
+    def __post_init__(self):
+        assert self.warps in (2, 4, 8, 16) and 2 <= self.stages <= 8 and self.stage_kb >= 1, self
+        assert self.per_sm in (1, 2), self
+
+    def layout(self, k: int) -> tuple[int, int]:
+        """(kc, tps): columns and tiles per stage. Whole tiles (kc = K, as many as fit the stage) when
+        one does, copied in one piece; else one tile × kc columns, K split in equal multiples of 32."""
+        aim = self.stage_kb * 1024
+        tile = 2 * TILE_ROWS * k
+        if tile <= aim:
+            return k, aim // tile
+        most = max(32, aim // (2 * TILE_ROWS) // 32 * 32)
+        per_part = -(-k // -(-k // most))
+        return -(-per_part // 32) * 32, 1
+
+    def stage_bytes(self, k: int) -> int:
+        kc, tps = self.layout(k)
+        return tps * 2 * TILE_ROWS * k if kc == k else TILE_ROWS * (2 * kc + 64)
+
+
+# One row of x on sm_90+: the bulk-copy kernel, three stages of one whole 8-row tile each (K = 3072: 48
+# KiB, one copy; w2's K = 9216: 8 row copies of 3072 columns). dev/gemv_timing.py on an H200 (2026-11-30),
+# B = 1, µs vs cuBLAS in the same run: qkv 11.3/13.3, wo 8.9/12.1, w13 29.5/31.8, w2 17.7/20.8, output
+# 191/199; the step's GEMVs 1960 µs (ONE_ROW 2298), the decoder step 2207 µs (2448). At B = 8 it loses
+# to the 16-warp plain kernel and to cuBLAS (x is read from shared memory by every lane).
+BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
 SHIPPED = (
     DEFAULT,
     WO,
     ONE_ROW,
+    BULK_ONE_ROW,
 )  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
+
+
+def step_configs(rows: int) -> dict:
+    """The kernel shape of each decoder-step GEMV ("qkv", "wo", "w13", "w2", "output") at `rows` rows of x."""
+    if rows == 1:  # on GPUs before sm_90 gemv() runs ONE_ROW instead
+        return dict.fromkeys(("qkv", "wo", "w13", "w2", "output"), BULK_ONE_ROW)
+    return {"qkv": DEFAULT, "wo": WO, "w13": DEFAULT, "w2": DEFAULT, "output": DEFAULT}
+
+
 EPILOGUES = {"store": 0, "add": 1, "swiglu": 2}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
 # (norm, x bf16) prologue/input pairs that exist: the RMSNorm prologue takes f32 x.
 INPUTS = ((False, False), (False, True), (True, False))
 
 
-def name(epi: int, norm: bool, x_bf16: bool, cfg: Config) -> str:
+def name(epi: int, norm: bool, x_bf16: bool, cfg) -> str:
     """The template name expression of one kernel instance."""
     b = lambda v: "true" if v else "false"
+    if isinstance(cfg, Bulk):
+        return f"gemv_bulk<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.stages}>"
     return f"gemv<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.unroll}, {cfg.prefetch}, {cfg.sync}>"
 
 
-def templates(cfg: Config = DEFAULT) -> tuple[str, ...]:
+def templates(cfg=DEFAULT) -> tuple[str, ...]:
     """Every instance of one config: 4 epilogues × 3 inputs."""
     return tuple(name(e, n, xb, cfg) for e, (n, xb) in itertools.product(range(4), INPUTS))
 
@@ -99,6 +152,14 @@ def device_limits(device_id: int) -> tuple[int, int, int]:
 
 
 @functools.cache
+def has_bulk_copy(device_id: int) -> bool:
+    """Whether a device runs gemv_bulk: cp.async.bulk and mbarrier transaction counts need sm_90+."""
+    import cupy
+
+    return int(cupy.cuda.Device(device_id).compute_capability) >= 90
+
+
+@functools.cache
 def _kernel(expr: str, module_names: tuple[str, ...], device_id: int):
     """The RawKernel of one instance, its dynamic shared-memory limit raised to the device's opt-in."""
     fn = kernels.function("gemv.cu", expr, module_names)
@@ -111,8 +172,17 @@ def x_stride(k: int) -> int:
     return (k + 63) // 64 * 64 + 32
 
 
-def shared_bytes(b: int, k: int, x_bf16: bool, cfg: Config = DEFAULT) -> int:
-    """Dynamic shared memory of one launch: partial sums, slot counters, sums of squares, x (hi | lo)."""
+def shared_bytes(b: int, k: int, x_bf16: bool, cfg=DEFAULT) -> int:
+    """Dynamic shared memory of one launch: partial sums, slot counters, sums of squares, x (hi | lo)
+    (Bulk: mbarriers first, the stage ring last)."""
+    if isinstance(cfg, Bulk):
+        head = (
+            BULK_HEADER
+            + 2 * cfg.warps * 256
+            + MAX_BATCH * cfg.warps * 4
+            + b * x_stride(k) * 2 * (1 if x_bf16 else 2)
+        )
+        return -(-head // 128) * 128 + cfg.stages * cfg.stage_bytes(k)
     partials = cfg.slots * cfg.warps * 32 * 8
     return partials + 64 + MAX_BATCH * cfg.warps * 4 + b * x_stride(k) * 2 * (1 if x_bf16 else 2)
 
@@ -128,13 +198,16 @@ def _check(a, what: str, dtypes: tuple, shape: tuple) -> None:
 
 def gemv(
     x, w, out, *, norm_weight=None, eps: float = 1e-5, epilogue: str = "store", prefetch=None,
-    config: Config = DEFAULT, pdl: bool = False,
+    config: Config = DEFAULT, pdl: bool = False, schedule=None,
 ):  # fmt: skip
     """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
 
     prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it are pulled into
     L2 as this launch runs out of its own loads, so the next one starts from L2. pdl: launch it as a
     programmatic dependent launch (the kernels before and after it on the stream may overlap it).
+    schedule: an int32 [2] device array of zeros (left zero) that a Bulk config's blocks take their tiles
+    from as they go (a block that starts late takes fewer); one array per launch site of a stream, as
+    launches may overlap. None: each block streams a fixed contiguous share.
     """
     import cupy
 
@@ -164,6 +237,13 @@ def gemv(
         return out
     device = cupy.cuda.Device().id
     sms, smem_sm, smem_block = device_limits(device)
+    if isinstance(config, Bulk):
+        assert prefetch is None, "the bulk-copy kernel warms nothing: its producer starts before pdl_wait"
+        if k % 8 == 0 and w.data.ptr % 16 == 0 and has_bulk_copy(device):
+            smem = shared_bytes(b, k, x_bf16, config)
+            if smem <= smem_block:
+                return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule)
+        config = ONE_ROW if b == 1 else DEFAULT  # an older GPU, an odd K or a misaligned view
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
         f"x [{b}, {k}] {'bf16' if x_bf16 else 'f32'} needs {smem} B of shared memory, over the "
@@ -183,4 +263,50 @@ def gemv(
     return out
 
 
-__all__ = ["DEFAULT", "EPILOGUES", "ONE_ROW", "SHIPPED", "WO", "MAX_BATCH", "Config", "gemv", "shared_bytes"]
+def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int, pdl: bool, schedule):
+    import cupy
+
+    n, k = w.shape
+    b, norm, x_bf16 = x.shape[0], norm_weight is not None, x.dtype == np.dtype(BF16)
+    device = cupy.cuda.Device().id
+    sms, smem_sm, _ = device_limits(device)
+    expr = name(epi, norm, x_bf16, config)
+    fn = _kernel(expr, TEMPLATES["gemv.cu"] if config in SHIPPED else (expr,), device)
+    per_sm = max(1, min(config.per_sm, smem_sm // (smem + SMEM_RESERVED)))
+    kc, tps = config.layout(k)
+    g = norm_weight if norm else np.uint64(0)
+    if schedule is None:
+        grid, sched = min(tiles, sms * per_sm), np.uint64(0)
+    else:
+        _check(schedule, "schedule", (np.int32,), (2,))
+        grid, sched = min(-(-tiles // tps), sms * per_sm), schedule
+    args = (
+        x,
+        g,
+        w,
+        out,
+        np.int32(b),
+        np.int32(n),
+        np.int32(k),
+        np.float32(eps),
+        np.int32(kc),
+        np.int32(tps),
+        sched,
+    )
+    launch(fn, (grid,), (32 * (config.warps + 1),), args, shared_mem=smem, pdl=pdl)
+    return out
+
+
+__all__ = [
+    "Bulk",
+    "DEFAULT",
+    "EPILOGUES",
+    "BULK_ONE_ROW",
+    "ONE_ROW",
+    "SHIPPED",
+    "WO",
+    "MAX_BATCH",
+    "Config",
+    "gemv",
+    "shared_bytes",
+]
