@@ -29,7 +29,21 @@
 // next kernel launch (pdl_launch_dependents), whose blocks land on SMs as this launch's blocks leave.
 #include "common.cuh"
 
-enum : int { GEMV_STORE = 0, GEMV_ADD = 1, GEMV_SWIGLU = 2, GEMV_SWIGLU_BF16 = 3 };
+enum : int { GEMV_STORE = 0, GEMV_ADD = 1, GEMV_SWIGLU = 2, GEMV_SWIGLU_BF16 = 3, GEMV_ROPE = 4 };
+
+// The ROPE epilogue (gemv_bulk only): y is a fused q | k | v row of the decoder step; like rope_qkv
+// (cuda/rope.cu, SPEC §3.4, §5) it turns each q and k pair (2i, 2i+1) of a head by pos·θ^(−2i/Dh), writes
+// q as bf16 [B, H, Dh] and k, v as bf16 into row pos % ring[c] of slot c's caches (c = slot[b], or b when
+// slot is null), so the step needs no rope_qkv launch and no f32 qkv round trip.
+struct GemvRope {
+    const int* pos;                     // pos: [B] int32 positions
+    const int* slot;                    // slot: [B] int32 or null
+    bf16* q;                            // q: [B, H, Dh] bf16
+    const unsigned long long* cache;    // cache: [C, 2] K, V ring addresses
+    const int* ring;                    // ring: [C] int32 ring rows
+    int H, Hkv, Dh;
+    float theta;
+};
 constexpr int GEMV_MAX_B = 8;   // rows of x: the mma's m16 side holds their 8 hi and 8 lo halves
 constexpr int GEMV_TILE = 8;    // weight rows per tile (the mma's n8)
 constexpr int GEMV_STEP_K = 32; // k per warp step: 4 lanes × 8 bf16
@@ -184,7 +198,7 @@ struct GemvChunk {
 // Sum the WARPS partials of lane (gb, t) for one tile and write its outputs (batch row gb < B).
 template <int EPI, int WARPS>
 __device__ __forceinline__ void gemv_epilogue(const volatile float* p, int tile, float scale, void* __restrict__ out,
-                                              int B, int N) {
+                                              int B, int N, const GemvRope& rope = GemvRope{}) {
     const int lane = threadIdx.x & 31, gb = lane >> 2, t = lane & 3;
     if (gb >= B) return;
     float v0 = 0.0f, v1 = 0.0f;
@@ -199,6 +213,29 @@ __device__ __forceinline__ void gemv_epilogue(const volatile float* p, int tile,
                 static_cast<bf16*>(out)[(size_t)gb * F + f] = f32_to_bf16(y);
             else
                 static_cast<float*>(out)[(size_t)gb * F + f] = y;
+        }
+    } else if constexpr (EPI == GEMV_ROPE) {
+        const int n = tile * GEMV_TILE + 2 * t;  // even: the pair (n, n + 1)
+        if (n < N) {
+            const int Dh = rope.Dh, qd = rope.H * Dh, kd = rope.Hkv * Dh, p = rope.pos[gb];
+            if (n < qd + kd) {  // the same arithmetic as rope_qkv
+                const double two_pi = 6.283185307179586476925286766559, inv_two_pi = 0.15915494309189533576888376337251;
+                const int i = (n % Dh) / 2;
+                const double ang = (double)p * exp(-2.0 * i / Dh * log((double)rope.theta));
+                float sn, cs;
+                sincosf((float)(ang - floor(ang * inv_two_pi) * two_pi), &sn, &cs);
+                const float x = v0, y = v1;
+                v0 = x * cs - y * sn, v1 = x * sn + y * cs;
+            }
+            const unsigned packed = pack_bf16x2(v0, v1);
+            if (n < qd) {
+                *reinterpret_cast<unsigned*>(rope.q + (size_t)gb * qd + n) = packed;
+            } else {
+                const int c = rope.slot ? rope.slot[gb] : gb, is_v = n >= qd + kd;
+                bf16* ring_base = reinterpret_cast<bf16*>(rope.cache[2 * c + is_v]);
+                const size_t row = (size_t)(p % rope.ring[c]) * kd;
+                *reinterpret_cast<unsigned*>(ring_base + row + (n - qd - is_v * kd)) = packed;
+            }
         }
     } else {
         const int n = tile * GEMV_TILE + 2 * t;
@@ -399,6 +436,7 @@ __device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tp
 // (and left zero): block b starts with group b (tps tiles), then takes the next group from the counter
 // sched[0] until none is left, so a block that started late (the previous kernel held its SM) or was
 // slowed takes fewer; the last block to finish resets both counters (sched[1] counts finished blocks).
+// EPI = GEMV_ROPE: w is the fused wq | wk | wv, out unused; pos … theta as GemvRope (N = (H + 2·Hkv)·Dh).
 template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES>
 __global__ void __launch_bounds__((WARPS + 1) * 32)
     gemv_bulk(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
@@ -408,8 +446,12 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
               int B, int N, int K, float eps,
               int kc,                      // kc: columns per stage (K: whole rows)
               int tps,                     // tps: tiles per stage (1 unless kc = K)
-              int* __restrict__ sched) {  // sched: [2] int32 or null (see above)
+              int* __restrict__ sched,     // sched: [2] int32 or null (see above)
+              const int* __restrict__ pos, const int* __restrict__ slot, bf16* __restrict__ q_out,
+              const unsigned long long* __restrict__ cache, const int* __restrict__ ring, int H, int Hkv,
+              int Dh, float theta) {  // ROPE only (GemvRope), else unused
     static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
+    static_assert(EPI != GEMV_ROPE || (!X_BF16), "the ROPE epilogue follows the qkv projection of f32 h");
     static_assert(STAGES >= 2 && STAGES <= 8, "the shared-memory header holds 8 stages");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char gemv_smem[];
@@ -498,6 +540,7 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
         }
     }
     const bool row_ok = gb < B;
+    const GemvRope rope{pos, slot, q_out, cache, ring, H, Hkv, Dh, theta};
     float acc[2][4] = {};
     for (int it = 0, ti = 0;; ++it) {  // ti: tiles this block has finished
         const int s = it % STAGES, r = it / STAGES, c = it % chunks, k0 = c * kc;
@@ -528,7 +571,8 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
 #pragma unroll
             for (int q = 0; q < 4; ++q) acc[0][q] = acc[1][q] = 0.0f;
             consumers_sync(WARPS);
-            if (warp == ti % WARPS) gemv_epilogue<EPI, WARPS>(reinterpret_cast<float*>(p), wk.x + i, scale, out, B, N);
+            if (warp == ti % WARPS)
+                gemv_epilogue<EPI, WARPS>(reinterpret_cast<float*>(p), wk.x + i, scale, out, B, N, rope);
             ++ti;
         }
         __syncwarp();

@@ -36,7 +36,7 @@ from dev.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us  # 
 from voxtral.config import ModelConfig  # noqa: E402
 from voxtral.gpu import decoder, ops  # noqa: E402
 from voxtral.gpu.gemm import gemm  # noqa: E402
-from voxtral.gpu.gemv import DEFAULT, Bulk, Config, gemv, shared_bytes  # noqa: E402
+from voxtral.gpu.gemv import BULK_ONE_ROW, DEFAULT, ONE_ROW, Bulk, Config, gemv, shared_bytes, step_configs  # noqa: E402
 from voxtral.gpu.graphs import capture  # noqa: E402
 from voxtral.gpu.kv import KVCaches  # noqa: E402
 from voxtral.gpu.weights import GpuLayer, GpuWeights  # noqa: E402
@@ -63,7 +63,8 @@ SHAPES = [
 ]
 BATCHES = (1, 8)
 # (kernel shape, warm the next weights in L2, programmatic dependent launch)
-VARIANTS = [(DEFAULT, False, False), (DEFAULT, True, False), (DEFAULT, False, True), (DEFAULT, True, True)]
+VARIANTS = [(DEFAULT, False, False), (DEFAULT, True, False), (DEFAULT, False, True), (DEFAULT, True, True),
+            (ONE_ROW, False, True), (BULK_ONE_ROW, True, True)]  # fmt: skip
 OTHERS = [
     Config(16, 8, 256, 1),
     Config(16, 4, 256, 1),
@@ -163,18 +164,26 @@ def shared_memory() -> str:
     return "dynamic shared memory KiB (B=1/B=8): " + ", ".join(cells)
 
 
-def shape_table(bw: float, variant) -> list[str]:
+def shape_table(bw: float, variant=None) -> list[str]:
+    """Per shape and B: ours against cuBLAS. variant None: the configs the decoder ships
+    (voxtral.gpu.gemv.step_configs; a Bulk config with its tile counter), with PDL."""
     head = f"{'gemv µs':>8} {'GB/s':>6} {'%bw':>5} | {'cuBLAS µs':>9} {'GB/s':>6} {'%bw':>5} | {'speedup':>7}"
-    lines = [f"gemv = {label(variant)}", f"{'shape':<18} {'B':>2} {'MB':>7} | {head}"]
-    for name, n, k, x_bf16, norm, epi in SHAPES:
+    lines = [f"gemv = {'as shipped (step_configs)' if variant is None else label(variant)}",
+             f"{'shape':<18} {'B':>2} {'MB':>7} | {head} | config"]  # fmt: skip
+    keys = ("qkv", "wo", "w13", "w2", "output")
+    for (name, n, k, x_bf16, norm, epi), key in zip(SHAPES, keys, strict=True):
         for b in BATCHES:
+            v = variant
+            if v is None:
+                cfg = step_configs(b)[key]
+                v = (cfg, isinstance(cfg, Bulk), True)
             case = Case(n, k, x_bf16, norm, epi, b)
-            ours, blas = case.time(case.ours(variant)), case.time(case.cublas())
+            ours, blas = case.time(case.ours(v)), case.time(case.cublas())
             gb_o, gb_b = case.nbytes / ours / 1e3, case.nbytes / blas / 1e3
             lines.append(
                 f"{name:<18} {b:>2} {case.nbytes / 1e6:7.1f} | {ours:8.2f} {gb_o:6.0f} "
                 f"{100 * gb_o / bw:5.1f} | {blas:9.2f} {gb_b:6.0f} {100 * gb_b / bw:5.1f} | "
-                f"{blas / ours:6.2f}x"
+                f"{blas / ours:6.2f}x | {label(v)}"
             )
             del case
     return lines
@@ -433,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\nper shape (µs, % of copy bandwidth):")
         print("\n".join(sweep_table(bw, variants)))
     print()
-    print("\n".join(shape_table(bw, best)))
+    print("\n".join(shape_table(bw, best if args.sweep else None)))
 
 
 if __name__ == "__main__":

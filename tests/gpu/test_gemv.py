@@ -398,3 +398,53 @@ def test_gemv_rejects_bad_shapes():
         )
     with pytest.raises(AssertionError, match="shape"):
         gemv(cp.zeros((1, 64), np.float32), w, cp.zeros((1, 16), np.float32), epilogue="swiglu")
+
+
+def ring_tables(rings, hkv, dh):
+    """Poisoned bf16 K, V rings [R_c, Hkv, Dh] per slot and their tables (cache [C, 2] uint64, ring [C])."""
+    caches = [tuple(cp.full((r, hkv, dh), BF16_NAN, np.uint16) for _ in range(2)) for r in rings]
+    table = cp.asarray(np.array([[k.data.ptr, v.data.ptr] for k, v in caches], np.uint64))
+    return caches, table, cp.asarray(np.array(rings, np.int32))
+
+
+def assert_bf16_bits_match(got, want):
+    """Equal bits but for ≤ 0.1 % of the elements one bf16 ulp apart (FMA contraction may differ)."""
+    got, want = (np.asarray(cp.asnumpy(a), np.uint16).astype(np.int32) for a in (got, want))
+    apart = np.abs(got - want)
+    assert apart.max() <= 1 and (apart > 0).mean() <= 1e-3, (
+        f"{(apart > 0).sum()} differ, most by {apart.max()}"
+    )
+
+
+@pytest.mark.parametrize("b,h,hkv,dh,k,rings,per_row", [
+    (1, 32, 8, 128, 3072, (9,), True), (3, 32, 8, 128, 3072, (5, 8192, 2), False),
+    (2, 3, 1, 64, 200, (7, 7), True), (8, 4, 2, 64, 64, (3, 4, 5, 6, 7, 8, 9, 10), False)])  # fmt: skip
+def test_gemv_rope_epilogue_equals_store_then_rope_qkv(rng, b, h, hkv, dh, k, rings, per_row):
+    """The fused rope epilogue writes what gemv(store) + ops.rope_qkv write: q, and k, v in the rings."""
+    from voxtral.gpu import ops
+    from voxtral.gpu.gemv import Rope, fuses_rope
+
+    n = (h + 2 * hkv) * dh
+    x, _, w, _, g, _ = make_inputs(rng, b, n, k, False, True)
+    if per_row:
+        slot, slot_dev = np.arange(b), None
+    else:
+        slot = rng.permutation(len(rings))[:b].astype(np.int32)
+        slot_dev = cp.asarray(slot)
+    pos = np.array([rng.integers(0, 1_000_000) for _ in range(b)], np.int32)
+    pos_dev, theta = cp.asarray(pos), 1e6
+    cfg = Bulk(16, 3, 48)
+    assert fuses_rope(x, w, cfg)
+    fused, table_f, ring_f = ring_tables(rings, hkv, dh)
+    q_f = cp.full((b, h, dh), BF16_NAN, np.uint16)
+    rope = Rope(pos_dev, slot_dev, table_f, ring_f, theta, hkv, dh)
+    gemv(x, w, q_f, norm_weight=g, eps=EPS, epilogue="rope", rope=rope, config=cfg)
+    plain, table_p, ring_p = ring_tables(rings, hkv, dh)
+    qkv, q_p = cp.empty((b, n), np.float32), cp.full((b, h, dh), BF16_NAN, np.uint16)
+    gemv(x, w, qkv, norm_weight=g, eps=EPS, config=cfg)
+    ops.rope_qkv(qkv, pos_dev, slot_dev, table_p, ring_p, theta, n_kv_heads=hkv, head_dim=dh, out=q_p)
+    assert_bf16_bits_match(q_f, q_p)
+    for (kf, vf), (kp, vp) in zip(fused, plain, strict=True):  # the rows written and the NaN rows alike
+        assert_bf16_bits_match(kf, kp)
+        assert_bf16_bits_match(vf, vp)
+    assert any((cp.asnumpy(kf) != BF16_NAN).any() for kf, _ in fused), "no K row was written"

@@ -27,7 +27,7 @@ from ..config import DecoderConfig
 from . import ops
 from .copy import copy, device_array, upload
 from .gemm import gemm
-from .gemv import MAX_BATCH, gemv, step_configs
+from .gemv import MAX_BATCH, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
 from .weights import GpuWeights
@@ -110,14 +110,18 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     dims = {"n_kv_heads": cfg.n_kv_heads}
     for i, lw in enumerate(w.decoder_layers):
         cache, ring = kv.layer(i)
-        if fused:
-            qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl,
-                       config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
+        if fused and fuses_rope(h, lw.wqkv, cfgs["qkv"]):  # q, k, v turned and stored by the GEMV itself
+            rope = Rope(pos, slot, cache, ring, cfg.rope_theta, cfg.n_kv_heads, cfg.head_dim)
+            q = gemv(h, lw.wqkv, scratch.q, norm_weight=lw.attention_norm, eps=eps, epilogue="rope",
+                     rope=rope, pdl=pdl, config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
         else:
-            qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
-        q = ops.rope_qkv(
-            qkv, pos, slot, cache, ring, cfg.rope_theta, **dims, head_dim=cfg.head_dim, out=scratch.q, pdl=pdl
-        )  # fmt: skip
+            if fused:
+                qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl,
+                           config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
+            else:
+                qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
+            q = ops.rope_qkv(qkv, pos, slot, cache, ring, cfg.rope_theta, **dims, head_dim=cfg.head_dim,
+                             out=scratch.q, pdl=pdl)  # fmt: skip
         o = ops.attention_split(
             q, cache, ring, pos, slot, cfg.sliding_window, **dims, out=scratch.o,
             workspace=scratch.workspace, pdl=pdl,

@@ -117,7 +117,8 @@ def step_configs(rows: int) -> dict:
     return {"qkv": DEFAULT, "wo": WO, "w13": DEFAULT, "w2": DEFAULT, "output": DEFAULT}
 
 
-EPILOGUES = {"store": 0, "add": 1, "swiglu": 2}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
+EPILOGUES = {"store": 0, "add": 1, "swiglu": 2, "rope": 4}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
+ROPE = 4  # GEMV_ROPE: Bulk configs only, RMSNorm prologue on f32 x
 # (norm, x bf16) prologue/input pairs that exist: the RMSNorm prologue takes f32 x.
 INPUTS = ((False, False), (False, True), (True, False))
 
@@ -131,8 +132,36 @@ def name(epi: int, norm: bool, x_bf16: bool, cfg) -> str:
 
 
 def templates(cfg=DEFAULT) -> tuple[str, ...]:
-    """Every instance of one config: 4 epilogues × 3 inputs."""
-    return tuple(name(e, n, xb, cfg) for e, (n, xb) in itertools.product(range(4), INPUTS))
+    """Every instance of one config: 4 epilogues × 3 inputs (Bulk: + the ROPE epilogue after a norm)."""
+    names = tuple(name(e, n, xb, cfg) for e, (n, xb) in itertools.product(range(4), INPUTS))
+    return names + ((name(ROPE, True, False, cfg),) if isinstance(cfg, Bulk) else ())
+
+
+@dataclass(frozen=True)
+class Rope:
+    """The tables of the "rope" epilogue, as ops.rope_qkv takes them (SPEC §3.4, §5): pos [B] int32,
+    slot [B] int32 or None (tables per row), cache [C, 2] uint64 K/V ring addresses, ring [C] int32."""
+
+    pos: object
+    slot: object
+    cache: object
+    ring: object
+    theta: float
+    n_kv_heads: int
+    head_dim: int
+
+
+def fuses_rope(x, w, config) -> bool:
+    """Whether gemv(x, w, q, epilogue="rope", config=config) runs (the bulk kernel on this device);
+    otherwise the caller projects with epilogue="store" and runs ops.rope_qkv."""
+    import cupy
+
+    if not (isinstance(config, Bulk) and has_bulk_copy(cupy.cuda.Device().id)):
+        return False
+    b, k = x.shape[0], w.shape[1]
+    smem_block = device_limits(cupy.cuda.Device().id)[2]
+    ok_x = x.dtype == np.dtype(np.float32) and 1 <= b <= MAX_BATCH
+    return ok_x and k % 8 == 0 and w.data.ptr % 16 == 0 and shared_bytes(b, k, False, config) <= smem_block
 
 
 TEMPLATES = {"gemv.cu": tuple(n for cfg in SHIPPED for n in templates(cfg))}
@@ -198,7 +227,7 @@ def _check(a, what: str, dtypes: tuple, shape: tuple) -> None:
 
 def gemv(
     x, w, out, *, norm_weight=None, eps: float = 1e-5, epilogue: str = "store", prefetch=None,
-    config: Config = DEFAULT, pdl: bool = False, schedule=None,
+    config: Config = DEFAULT, pdl: bool = False, schedule=None, rope: Rope | None = None,
 ):  # fmt: skip
     """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
 
@@ -208,6 +237,8 @@ def gemv(
     schedule: an int32 [2] device array of zeros (left zero) that a Bulk config's blocks take their tiles
     from as they go (a block that starts late takes fewer); one array per launch site of a stream, as
     launches may overlap. None: each block streams a fixed contiguous share.
+    epilogue="rope" (rope: the tables; only where fuses_rope): w is the fused wq | wk | wv and y the q | k | v
+    row; q and k are turned as ops.rope_qkv does, out = q bf16 [B, H, Dh], k and v go into the caches.
     """
     import cupy
 
@@ -225,7 +256,23 @@ def gemv(
         assert not x_bf16, "the RMSNorm prologue takes f32 x"
         _check(norm_weight, "norm_weight", (np.float32,), (k,))
     epi = EPILOGUES[epilogue]
-    if epilogue == "swiglu":
+    if epilogue == "rope":
+        assert isinstance(rope, Rope) and fuses_rope(x, w, config), "rope: a Rope, where fuses_rope holds"
+        assert norm, "the rope epilogue follows the RMSNorm prologue"
+        hkv, dh = rope.n_kv_heads, rope.head_dim
+        h = n // dh - 2 * hkv
+        assert dh % 2 == 0 and n % dh == 0 and h > 0, f"qkv width {n} does not split into heads of {dh}"
+        _check(out, "out", (BF16,), (b, h, dh))
+        _check(rope.pos, "pos", (np.int32,), (b,))
+        if rope.slot is not None:
+            _check(rope.slot, "slot", (np.int32,), (b,))
+        assert rope.cache.dtype == np.uint64 and rope.cache.ndim == 2 and rope.cache.shape[1] == 2, (
+            "cache: [C, 2] uint64"
+        )
+        _check(rope.ring, "ring", (np.int32,), (rope.cache.shape[0],))
+        assert rope.slot is not None or rope.cache.shape[0] >= b, "slot=None needs a table row per row of x"
+        tiles = -(-n // TILE_ROWS)
+    elif epilogue == "swiglu":
         assert n % 2 == 0, f"swiglu needs w = [w1; w3] with an even number of rows, got {n}"
         _check(out, "out", (np.float32, BF16), (b, n // 2))
         epi += out.dtype == np.dtype(BF16)
@@ -242,7 +289,7 @@ def gemv(
         if k % 8 == 0 and w.data.ptr % 16 == 0 and has_bulk_copy(device):
             smem = shared_bytes(b, k, x_bf16, config)
             if smem <= smem_block:
-                return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule)
+                return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope)
         config = ONE_ROW if b == 1 else DEFAULT  # an older GPU, an odd K or a misaligned view
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
@@ -263,7 +310,7 @@ def gemv(
     return out
 
 
-def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int, pdl: bool, schedule):
+def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int, pdl: bool, schedule, rope):
     import cupy
 
     n, k = w.shape
@@ -293,12 +340,30 @@ def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int,
         np.int32(tps),
         sched,
     )
+    if rope is None:
+        args += (np.uint64(0),) * 5 + (np.int32(0),) * 3 + (np.float32(0),)
+    else:
+        hkv, dh = rope.n_kv_heads, rope.head_dim
+        slot = np.uint64(0) if rope.slot is None else rope.slot
+        args += (
+            rope.pos,
+            slot,
+            out,
+            rope.cache,
+            rope.ring,
+            np.int32(n // dh - 2 * hkv),
+            np.int32(hkv),
+            np.int32(dh),
+        )
+        args += (np.float32(rope.theta),)
     launch(fn, (grid,), (32 * (config.warps + 1),), args, shared_mem=smem, pdl=pdl)
     return out
 
 
 __all__ = [
     "Bulk",
+    "Rope",
+    "fuses_rope",
     "DEFAULT",
     "EPILOGUES",
     "BULK_ONE_ROW",
