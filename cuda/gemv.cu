@@ -30,6 +30,8 @@
 #include "common.cuh"
 
 enum : int { GEMV_STORE = 0, GEMV_ADD = 1, GEMV_SWIGLU = 2, GEMV_SWIGLU_BF16 = 3, GEMV_ROPE = 4 };
+// The SwiGLU epilogues pair gate row f with up row F + f (tiles of 4 features); the others take rows as they are.
+__host__ __device__ constexpr bool gemv_swiglu(int epi) { return epi == GEMV_SWIGLU || epi == GEMV_SWIGLU_BF16; }
 
 // The ROPE epilogue (gemv_bulk only): y is a fused q | k | v row of the decoder step; like rope_qkv
 // (cuda/rope.cu, SPEC §3.4, §5) it turns each q and k pair (2i, 2i+1) of a head by pos·θ^(−2i/Dh), writes
@@ -139,7 +141,7 @@ __device__ __forceinline__ void gemv_stage_x(const void* __restrict__ x, const f
 // or up row F + f (g odd) of feature f = 4·tile + g/2. Returns −1 past the end.
 template <int EPI>
 __device__ __forceinline__ int gemv_tile_row(int tile, int g, int N) {
-    if constexpr (EPI >= GEMV_SWIGLU) {
+    if constexpr (gemv_swiglu(EPI)) {
         const int F = N / 2, f = tile * (GEMV_TILE / 2) + (g >> 1);
         return f < F ? f + (g & 1) * F : -1;
     } else {
@@ -205,7 +207,7 @@ __device__ __forceinline__ void gemv_epilogue(const volatile float* p, int tile,
 #pragma unroll
     for (int i = 0; i < WARPS; ++i) v0 += p[(i * 32 + lane) * 2], v1 += p[(i * 32 + lane) * 2 + 1];
     v0 *= scale, v1 *= scale;  // lane (gb, t): batch row gb, tile columns 2t, 2t+1
-    if constexpr (EPI >= GEMV_SWIGLU) {
+    if constexpr (gemv_swiglu(EPI)) {
         const int F = N / 2, f = tile * (GEMV_TILE / 2) + t;
         if (f < F) {
             const float y = gemv_silu(v0) * v1;
@@ -270,7 +272,7 @@ __device__ __forceinline__ void gemv_run(const void* __restrict__ x, const float
     const int S = gemv_x_stride(K), steps = (K + GEMV_STEP_K - 1) / GEMV_STEP_K;
     const int my_steps = steps > warp ? (steps - warp + WARPS - 1) / WARPS : 0;
     const int chunks = my_steps > 0 ? (my_steps + UNROLL - 1) / UNROLL : 1;  // ≥ 1: every warp keeps pace
-    const int tiles = EPI >= GEMV_SWIGLU ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
+    const int tiles = gemv_swiglu(EPI) ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
     const int t0 = blockIdx.x, dt = gridDim.x;
     const int my_tiles = t0 < tiles ? (tiles - 1 - t0) / dt + 1 : 0;
     if (my_tiles == 0) return;  // the whole block: no barrier is skipped by only some warps
@@ -423,7 +425,7 @@ __device__ __forceinline__ void consumers_sync(int warps) {
 template <int EPI>
 __device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tps) {
     if (kc < K) return g * (2 * kc + 64);  // one tile, rows copied one by one into padded rows
-    if constexpr (EPI >= GEMV_SWIGLU)       // gate rows of the stage's features, then their up rows
+    if constexpr (gemv_swiglu(EPI))       // gate rows of the stage's features, then their up rows
         return ((g & 1) * 4 * tps + 4 * i + (g >> 1)) * 2 * K;
     return (8 * i + g) * 2 * K;
 }
@@ -459,7 +461,7 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
     const bool whole = kc >= K;
     const int S = gemv_x_stride(K), chunks = whole ? 1 : (K + kc - 1) / kc;
     const int stage_bytes = whole ? tps * GEMV_TILE * 2 * K : GEMV_TILE * (2 * kc + 64);
-    const int tiles = EPI >= GEMV_SWIGLU ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
+    const int tiles = gemv_swiglu(EPI) ? (N / 2 + 3) / 4 : (N + GEMV_TILE - 1) / GEMV_TILE;
     const int t0 = sched ? 0 : (int)((long long)tiles * blockIdx.x / gridDim.x);
     const int t1 = sched ? tiles : (int)((long long)tiles * (blockIdx.x + 1) / gridDim.x);
     if (t0 == t1) return;  // the whole block
@@ -494,7 +496,7 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
                     break;
                 }
                 if (whole) {
-                    if constexpr (EPI >= GEMV_SWIGLU) {
+                    if constexpr (gemv_swiglu(EPI)) {
                         const int F = N / 2, f0 = first * 4, nf = min(F, f0 + 4 * n_tiles) - f0;
                         const unsigned bytes = 2u * nf * K;
                         mbar_expect_tx(bar, 2 * bytes);
