@@ -132,7 +132,7 @@ def test_both_step_paths_give_the_offline_tokens(gpu, tiny_dir, audios, monkeypa
 
     want = [t.tokens for t in alone(gpu, audios)]  # each bucket on the path timed fastest
 
-    def forced(stream, made, state):
+    def forced(stream, made, state, **kw):
         return made.get(path, made["cuBLAS"]), {}
 
     monkeypatch.setattr(gpu_decoder, "fastest", forced)

@@ -58,3 +58,32 @@ def test_launch_rejects_bad_arguments():
         launch(kernel, GRID, BLOCK, (*args[:-1], cp.asnumpy(out)), shared_mem=4 * BLOCK[0], pdl=True)
     with pytest.raises(RuntimeError, match="cuLaunchKernelEx"):
         launch(kernel, GRID, (4096,), args, pdl=True)  # more threads than a block may have
+
+
+class _Work:
+    """Stands in for a captured graph: one device copy of `n` floats per launch."""
+
+    def __init__(self, n: int):
+        import cupy
+
+        self.a, self.b = cupy.zeros(n, np.float32), cupy.zeros(n, np.float32)
+
+    def launch(self, stream):
+        self.b.data.copy_from_device_async(self.a.data, self.a.nbytes, stream)
+
+
+def test_fastest_keeps_the_preferred_graph_unless_another_is_clearly_faster():
+    import cupy
+
+    from voxtral.gpu.graphs import fastest
+
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        small, big = _Work(1 << 10), _Work(1 << 26)
+        g, ms = fastest(stream, {"fused": big, "cuBLAS": small}, prefer="fused")
+        assert g is small and ms["cuBLAS"] < 0.95 * ms["fused"]  # 256 MB against 4 KB: clearly faster
+        twin = _Work(1 << 26)
+        g, _ = fastest(stream, {"fused": big, "cuBLAS": twin}, prefer="fused", margin=0.5)
+        assert g is big  # equal work: within the margin, so the preferred one
+        g, _ = fastest(stream, {"fused": big, "cuBLAS": small})
+        assert g is small
