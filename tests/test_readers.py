@@ -53,3 +53,32 @@ def test_a_slow_source_holds_up_no_other_job(model, audio):
     model.engine.run_until(lambda: slow.finished)
     assert fast.take_tokens() == want and slow.take_tokens() == want
     assert slow.error is None and np.isclose(slow.timings["audio"], 2.0, atol=0.5)
+
+
+def test_a_file_within_the_lookahead_is_read_in_one_go(model, audio, monkeypatch):
+    """A reader takes every block the job's lookahead has room for in one task: 5 s in 1 s blocks, within
+    the CPU backend's 10 s, are one read and one encoder pass of the file's frames (beside the pass of
+    the left padding, which starts while the read runs), not five."""
+    from voxtral import scheduler
+
+    assert model.engine.backend.lookahead * 0.08 > len(audio) / RATE
+    want = model.transcribe(audio, sample_rate=RATE).tokens
+    reads, passes = [], []
+    real_read, enc = scheduler._read_block, model.engine._encoder
+    real_encode = enc.encode
+
+    def read(source, front, room):
+        out = real_read(source, front, room)
+        reads.append(out[0].shape[1])
+        return out
+
+    def encode(items):
+        passes.append(items[0][1].shape[1])
+        return real_encode(items)
+
+    monkeypatch.setattr(scheduler, "_read_block", read)
+    monkeypatch.setattr(enc, "encode", encode)
+    job = model.engine.run(Job(blocks_of(audio, 1.0)))
+    assert len(reads) == 1 and reads[0] >= len(audio) // 160, reads  # every block's frames at once
+    assert reads[0] in passes and len(passes) <= 2, passes
+    assert job.take_tokens() == want

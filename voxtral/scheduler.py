@@ -387,7 +387,8 @@ class Scheduler:
             self._ahead(job) >= self.backend.lookahead and not (job.record or job._stopped())
         ):
             return True
-        job._reading = _readers().submit(_read_block, job.source, job._front)
+        room = max(1, self.backend.lookahead - self._ahead(job)) * self.audio.samples_per_token
+        job._reading = _readers().submit(_read_block, job.source, job._front, room)
         job._reading.add_done_callback(lambda _: self._wake())  # after the result is in place
         return True
 
@@ -479,17 +480,29 @@ class Scheduler:
         return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
 
 
-def _read_block(source: Iterator[np.ndarray], front: PaddedMel) -> tuple:
-    """In a reader thread: the next block of an offline source → (mel frames [M, T'], seconds decoding,
-    seconds of mel, the source's VoxtralError or None); the end of the source → the last frames."""
-    t0 = time.perf_counter()
+def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
+    """In a reader thread: the next blocks of an offline source, up to `room` samples (at least one
+    block) → (their mel frames [M, T'], seconds decoding, seconds of mel, the source's VoxtralError or
+    None); the end of the source → the last frames. Everything the lookahead has room for comes in one
+    piece, so a short file is one encoder pass, not one per block."""
+    decode_s = mel_s = 0.0
+    parts, taken = [], 0
     try:
-        block = next(source, None)
-        t1 = time.perf_counter()
-        frames = front.finish() if block is None else front.feed(block)
+        while True:
+            t0 = time.perf_counter()
+            block = next(source, None)
+            t1 = time.perf_counter()
+            parts.append(front.finish() if block is None else front.feed(block))
+            decode_s, mel_s = decode_s + t1 - t0, mel_s + time.perf_counter() - t1
+            if block is None:
+                break
+            taken += len(block)
+            if taken >= room:
+                break
     except VoxtralError as e:
-        return None, time.perf_counter() - t0, 0.0, e
-    return frames, t1 - t0, time.perf_counter() - t1, None
+        return None, decode_s, mel_s, e
+    frames = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return frames, decode_s, mel_s, None
 
 
 @functools.cache

@@ -35,8 +35,8 @@ class CpuBackend:
     name = "cpu"
     live_chunk = encoder.LIVE_CHUNK_POSITIONS
     # audio embeddings (10 s) an offline job's encoder may run ahead of its decoder: a tick steps once,
-    # and a refill is one block (BLOCK_S) however far ahead, so more would only hold memory (a job's
-    # first pull of frames, and [lookahead, D] embeddings in its decoder slot)
+    # and a refill reads what this leaves room for, so more would only hold memory (a job's first pull
+    # of frames, and [lookahead, D] embeddings in its decoder slot)
     lookahead = 128
 
     def __init__(self, checkpoint: Checkpoint, delay_tokens: int, dtype=np.float32):
