@@ -173,8 +173,13 @@ def check_mixed_threads(model, audios) -> None:
     if results["stream"] != want[1]:  # the GPU: its passes batched with other threads' rows (rounding)
         assert_near_tie(model, audios[1], results["stream"], want[1], "mixed threads: the stream")
     assert results["batch"] == want[:3]
-    # the server's text comes only from step()/pump(), while other threads run the engine too
-    assert results["server"] == (want_t[2].tokens, want_t[2].text)
+    # the server's text comes only from step()/pump(), while other threads run the engine too; on the
+    # GPU its rows share steps with other threads' rows (rounding), as the stream's do
+    tokens, text = results["server"]
+    if tokens != want_t[2].tokens:
+        assert_near_tie(model, audios[2], tokens, want_t[2].tokens, "mixed threads: the server")
+    else:
+        assert text == want_t[2].text
 
 
 def check_stream_open_during_transcription(model, audios) -> None:
@@ -190,8 +195,10 @@ def check_stream_open_during_transcription(model, audios) -> None:
     tokens = [t.tokens for t in model.transcribe_batch(audios[2:], 2, sample_rate=RATE)]
     pieces += session.feed(a[2 * third :]) + session.finish()
     assert tokens == [w.tokens for w in want[2:]]
-    assert got == want[0].tokens
-    assert "".join(p.text for p in pieces).strip() == want[0].text
+    if got != want[0].tokens:  # the GPU: the session's steps shared buckets with the batch (rounding)
+        assert_near_tie(model, a, got, want[0].tokens, "stream during transcriptions")
+    else:
+        assert "".join(p.text for p in pieces).strip() == want[0].text
 
 
 class FakeClock:
