@@ -145,3 +145,18 @@ def test_cli_batch_size_gives_the_same_outputs(tiny_dir, clip5, clip15, clip44, 
             and got["text"] == ref["text"]
             and got["segments"] == ref["segments"]
         )
+
+
+def test_a_files_frames_are_converted_in_batches(clip44, clip5):
+    """A file's ~1000-sample FFmpeg frames reach NumPy in batches of ≥ FILE_BATCH samples (the per-frame
+    NumPy work held the GIL the engine thread needs), and blocks are still cut to block_s exactly."""
+    from voxtral.audio_blocks import CONVERT_HINT, FILE_BATCH, _ffmpeg_frames
+
+    with open(clip44, "rb") as f:
+        pieces = [x for x, _ in _ffmpeg_frames(f, str(clip44), CONVERT_HINT, batch=FILE_BATCH)]
+        f.seek(0)
+        frames = [x for x, _ in _ffmpeg_frames(f, str(clip44), CONVERT_HINT)]
+    assert len(frames) > 4 * len(pieces) and all(len(x) >= FILE_BATCH for x in pieces[:-1])
+    np.testing.assert_array_equal(np.concatenate(pieces), np.concatenate(frames))
+    blocks = list(file_blocks(clip5, block_s=1))  # 16 kHz: no resampler between the cut and the block
+    assert {len(b) for b in blocks[:-1]} == {16000}, {len(b) for b in blocks}

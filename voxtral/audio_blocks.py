@@ -33,6 +33,7 @@ from .errors import AudioError, OptionError
 
 SPOOL_DIR = None  # where a piped input is buffered: the system's temporary directory ($TMPDIR)
 SPOOL_CHUNK = 1 << 20  # bytes copied from a pipe at a time
+FILE_BATCH = 32768  # samples of a file's consecutive frames converted to float in one go (_ffmpeg_frames)
 BLOCK_S = 10  # seconds of audio handed on at a time (offline); a live stream hands on what it has
 CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
 RAW_HINT = "for headerless PCM pass --format (e.g. s16le) and --rate"
@@ -116,7 +117,8 @@ def _decode_file(f: BinaryIO, name: str, target_rate: int, block_s: float) -> It
     """Blocks of an open, seekable file."""
     if os.fstat(f.fileno()).st_size == 0:
         raise AudioError(EMPTY.format(name=name))
-    yield from _mono_blocks(_ffmpeg_frames(_Seekable(f), name, CONVERT_HINT), target_rate, name, block_s)
+    frames = _ffmpeg_frames(_Seekable(f), name, CONVERT_HINT, batch=FILE_BATCH)
+    yield from _mono_blocks(frames, target_rate, name, block_s)
 
 
 def read_stream(
@@ -220,11 +222,14 @@ def header_seconds(path: str | Path) -> float | None:
 
 
 def _ffmpeg_frames(
-    f, name: str, hint: str, fmt: str | None = None, options: dict | None = None
+    f, name: str, hint: str, fmt: str | None = None, options: dict | None = None, batch: int = 0
 ) -> Iterator[tuple[np.ndarray, int]]:
     """FFmpeg's decoded frames of the first audio stream of an open file or stream (PyAV). A packet the
     codec rejects is skipped, as FFmpeg itself does (a warning says how many); a container that cannot
-    be read further is an AudioError after the frames before it."""
+    be read further is an AudioError after the frames before it.
+    batch: consecutive frames of one rate and layout are handed on together once they hold this many
+    samples (files: the per-frame NumPy work of ~1000-sample frames held the GIL that the engine thread
+    needs for its launches); 0 hands on each frame as it comes (a live stream)."""
     import av
 
     try:
@@ -245,6 +250,17 @@ def _ffmpeg_frames(
             what = f"a PCM header with {len(cc.layout.channels)} channels and no sample format"
             raise AudioError(f"{name}: cannot decode audio ({what}); {hint}")
         n = skipped = packets = 0
+        held, n_held, kind = [], 0, None  # raw [S, C] arrays of one (rate, dtype, channels)
+
+        def flush():
+            nonlocal n_held
+            if held:
+                with np.errstate(all="ignore"):  # a signalling NaN cast; resampled() reports it
+                    x = _scaled(np.concatenate(held) if len(held) > 1 else held[0])
+                held.clear()
+                n_held = 0
+                yield x, kind[0]
+
         try:
             for packet in container.demux(stream):
                 packets += 1
@@ -254,13 +270,20 @@ def _ffmpeg_frames(
                     skipped += 1
                     continue
                 for frame in frames:
-                    with np.errstate(all="ignore"):  # a signalling NaN cast; resampled() reports it
-                        x = _frame_samples(frame)
-                    n += len(x)
-                    yield x, frame.sample_rate
+                    raw = _raw_samples(frame)
+                    if (frame.sample_rate, raw.dtype, raw.shape[1]) != kind:
+                        yield from flush()
+                        kind = (frame.sample_rate, raw.dtype, raw.shape[1])
+                    held.append(raw)
+                    n_held += len(raw)
+                    n += len(raw)
+                    if n_held >= batch:
+                        yield from flush()
+            yield from flush()
         except AudioError:
             raise
         except Exception as e:  # FFmpeg's errors, and PyAV's on headers it cannot map (0 channels, …)
+            yield from flush()  # the frames before the error, then the error
             rate = stream.codec_context.sample_rate or 1
             if n == 0 and isinstance(f, _Reader) and "mp4" in container.format.name.split(","):
                 hint = MOOV_HINT  # its index is at the end: a pipe cannot go back for the samples
@@ -305,15 +328,19 @@ def _decoded(packet, codec_context) -> list:
         return codec_context.decode(whole)
 
 
-def _frame_samples(frame) -> np.ndarray:
-    """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → float64 [S, C], exact."""
+def _raw_samples(frame) -> np.ndarray:
+    """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → its samples [S, C], as stored."""
     channels = len(frame.layout.channels)
     if frame.format.name in ("s64", "s64p"):  # PyAV has no ndarray for 64-bit integers: read the planes
         planes = [np.frombuffer(p, np.int64) for p in frame.planes]
         x = np.stack([p[: frame.samples] for p in planes]) if frame.format.is_planar else planes[0][None]
     else:
         x = frame.to_ndarray()
-    x = x.T if frame.format.is_planar else x.reshape(-1, channels)
+    return x.T if frame.format.is_planar else x.reshape(-1, channels)
+
+
+def _scaled(x: np.ndarray) -> np.ndarray:
+    """Samples [S, C] as stored → float64 in [−1, 1) for integers, exact."""
     if x.dtype == np.uint8:
         return (x.astype(np.float64) - 128.0) / 128.0
     if np.issubdtype(x.dtype, np.integer):
@@ -332,11 +359,19 @@ def _mono_blocks(frames, target_rate: int, name: str, block_s: float) -> Iterato
                 n_held = 0
             rate = r
             with np.errstate(all="ignore"):  # inf − inf in a mean: NaN, which the resampler step reports
-                held.append(to_float32(x.mean(axis=1)))
-            n_held += len(x)
-            if n_held >= block_s * rate:
+                m = to_float32(x.mean(axis=1))
+            if block_s <= 0:  # a live stream: each piece as it comes
+                yield m, rate
+                continue
+            size = max(1, int(block_s * rate))
+            while n_held + len(m) >= size:  # a block is full: cut the piece there (pieces may be long)
+                cut = size - n_held
+                held.append(m[:cut])
                 yield _joined(held), rate
-                n_held = 0
+                m, n_held = m[cut:], 0
+            if len(m):
+                held.append(m)
+                n_held += len(m)
         if held:
             yield _joined(held), rate
 
