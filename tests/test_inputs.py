@@ -52,6 +52,23 @@ def test_files_kept_in_order_without_duplicates_and_missing_ones_fail_at_once(fo
     assert "file not found" in str(errors[0].error) and "no audio files" in str(errors[1].error)
 
 
+def test_an_input_named_twice_is_transcribed_once_and_said_so(folder, caplog):
+    with caplog.at_level("WARNING", logger="voxtral.inputs"):
+        paths, errors = expand_inputs([str(folder / "b.wav"), str(folder), str(folder / "b.wav")])
+    assert names(paths) == ["b.wav", "a.flac"] and errors == []
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{folder / 'b.wav'}: named more than once; transcribed once"] * 2, said
+
+
+def test_a_broken_link_in_a_directory_is_reported_not_skipped(folder):
+    (folder / "gone.mp3").symlink_to(folder / "nothere.mp3")
+    (folder / "gone.txt").symlink_to(folder / "nothere.txt")  # not an audio name: not an input
+    paths, errors = expand_inputs([str(folder)])
+    assert names(paths) == ["a.flac", "b.wav"]
+    assert [e.name for e in errors] == [str(folder / "gone.mp3")]
+    assert "a broken link (to " in str(errors[0].error) and "nothere.mp3" in str(errors[0].error)
+
+
 def test_an_unreadable_file_fails_at_once(folder):
     import os
 

@@ -452,6 +452,12 @@ def transcribe(
             raise OptionError(f"{len(formats)} formats need --output-dir (stdout takes one)")
         if alternatives is not None and not 0 < alternatives <= 1:
             raise OptionError(f"--alternatives must be a probability margin in (0, 1], got {alternatives}")
+        if overwrite and output_dir is None:
+            raise OptionError(
+                "--overwrite replaces files in --output-dir; without one the text goes to stdout"
+            )
+        if confidence and alternatives is None and "json" not in formats:
+            raise OptionError("--confidence shows in the json format (tokens[].prob); add --format json")
         if batch_size < 1:
             raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
         _check_input_names(inputs)

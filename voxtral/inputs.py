@@ -10,6 +10,7 @@ a file that appears during the run is never replaced either.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from .audio_blocks import header_seconds, is_regular_file
 from .errors import AudioError, OptionError, OutputError, VoxtralError
+
+log = logging.getLogger(__name__)
 
 # what a directory is searched for: audio containers, and video ones (their first audio track)
 AUDIO_SUFFIXES = frozenset(
@@ -42,8 +45,13 @@ def is_audio(path: Path) -> bool:
 
 
 def audio_files_in(directory: Path) -> list[Path]:
-    """The audio files directly inside a directory, sorted by name (symlinked directories not entered)."""
-    return sorted(p for p in directory.iterdir() if p.is_file() and is_audio(p))
+    """The audio files directly inside a directory, sorted by name (symlinked directories not entered);
+    a broken link with an audio name is one too, so that it is reported, not skipped unseen."""
+    return sorted(p for p in directory.iterdir() if is_audio(p) and (p.is_file() or _broken_link(p)))
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def _expand_one(arg: str) -> list[Path]:
@@ -92,6 +100,7 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
         for p in found:
             key = os.path.abspath(p)
             if key in seen:
+                log.warning("%s: named more than once; transcribed once", p)
                 continue
             seen.add(key)
             try:
@@ -105,6 +114,10 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
 
 def check_readable(path: Path) -> None:
     """AudioError unless path is a file this process can open (its content is checked when read)."""
+    if _broken_link(path):
+        raise AudioError(
+            f"{path}: a broken link (to {os.readlink(path)}, which does not exist); fix or remove it"
+        )
     if not path.exists():
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
