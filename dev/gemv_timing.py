@@ -374,6 +374,16 @@ def same_bits(a, b) -> bool:
     return bool(cp.array_equal(a.reshape(-1).view(np.uint8), b.reshape(-1).view(np.uint8)))
 
 
+def rope_apart(step) -> None:
+    """Run (capture) a step with rope_qkv as its own launch even where the qkv GEMV could do it."""
+    real = decoder.fuses_rope
+    decoder.fuses_rope = lambda *args: False
+    try:
+        step()
+    finally:
+        decoder.fuses_rope = real
+
+
 def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
     """The shipped step (voxtral.gpu.decoder.step) µs, PDL off and on, and whether one replay of each
     leaves the same bits."""
@@ -390,6 +400,7 @@ def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
         state = (buf.tokens, buf.pos, buf.history)  # put back after the eager run, as Decoder._graph does
         runs = [functools.partial(decoder.step, w, CFG, buf, pdl=pdl) for pdl in (False, True)]
         runs.append(functools.partial(decoder.step, w, CFG, buf, pdl=True, fused=False))
+        runs.append(functools.partial(rope_apart, functools.partial(decoder.step, w, CFG, buf, pdl=True)))
         with stream:
             made = [capture(stream, run, state) for run in runs]
         stream.synchronize()
@@ -408,8 +419,15 @@ def decoder_step_table(bw: float, w: GpuWeights) -> list[str]:
             same_bits(after[0][n], after[2][n]) for n in ("tokens", "history") if n in after[0]
         )
         times = [replay_us(g, stream) for g in made]
-        for name, us in zip(("plain", "PDL", "cuBLAS"), times, strict=True):
+        for name, us in zip(("plain", "PDL", "cuBLAS", "PDL, rope_qkv apart"), times, strict=True):
             lines.append(f"  B={b} {name:<6} {us:8.1f} µs  {100 * floor_us / us:5.1f}% of the floor")
+        if b == 1:  # the rope epilogue of the bulk qkv GEMV against a separate rope_qkv launch
+            rope_same = all(
+                same_bits(after[1][n], after[3][n]) for n in ("tokens", "history") if n in after[1]
+            )
+            lines.append(
+                f"  B={b} rope in the qkv GEMV saves {times[3] - times[1]:.1f} µs; tokens equal {rope_same}"
+            )
         lines.append(
             f"  B={b} cuBLAS path (rms_norm + GEMMs + silu_mul, PDL elsewhere): tokens equal {tokens_equal}"
         )
