@@ -195,8 +195,25 @@ def _cases():
         tok, pos, hist = i32([0] * nb), i32([0] * nb), cp.zeros((nb, 64), np.int32)
         return lambda i: ops.argmax_advance(logits[i], tok, pos, hist), n, 4 * nb * V, 0
 
+    def log_mel(t):  # t frames through GpuMel: DFT GEMM, power_spectrum, filter GEMM, log_mel_normalize
+        from voxtral.gpu.mel import GpuMel
+
+        mel = GpuMel(CFG.audio)
+        windows = _randn(t, mel.n_fft)
+        out = cp.empty((mel.cfg.num_mel_bins, t), np.float32)
+        scratch = (cp.empty((t, 2 * mel.n_freq), np.float32), cp.empty((t, mel.n_freq), np.float32))
+        flops = 2 * t * mel.n_fft * 2 * mel.n_freq + 2 * t * mel.n_freq * mel.cfg.num_mel_bins
+        return (
+            lambda i: mel(windows, out=out, scratch=scratch),
+            1,
+            4 * t * (mel.n_fft + mel.cfg.num_mel_bins),
+            flops,
+        )
+
     tm = 2 * T_ENC  # mel frames of T_ENC encoder positions
     return [
+        ("log_mel (GpuMel)", f"60 s offline: T={tm}", lambda: log_mel(tm)),
+        ("log_mel (GpuMel)", "a live tick of 128 sessions: T=1024", lambda: log_mel(1024)),
         ("rms_norm", f"decoder T=1 D={D_DEC}", lambda: rms(1, D_DEC, False)),
         ("rms_norm", f"encoder T={T_ENC} D={D_ENC} +bias", lambda: rms(T_ENC, D_ENC, True)),
         (

@@ -303,3 +303,24 @@ def test_importing_voxtral_and_reading_audio_needs_no_librosa(tmp_path):
         "assert 'librosa' not in sys.modules, 'librosa was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_gpu_log_mel_matrices_reproduce_the_host_recipe_in_float32(clip15):
+    """voxtral/gpu/mel.py's DFT matrix and filter bank, multiplied in float32 as cuBLAS will, give the
+    float64 host log-mel within 1e-4 (normalised units) on speech (the GPU kernels: tests/gpu/test_mel.py)."""
+    import voxtral.audio as va
+    from voxtral.config import ModelConfig
+    from voxtral.gpu.mel import dft_matrix
+    from voxtral.testing.checkpoint import params
+
+    cfg = ModelConfig.from_dict(params("full")).audio
+    windows = va.PaddedMel(cfg, 32, 17).windows(load_audio(clip15))
+    f = cfg.window_size // 2 + 1
+    x = windows.astype(np.float32) @ dft_matrix(cfg.window_size).astype(np.float32).T
+    power = x[:, :f] ** 2 + x[:, f:] ** 2
+    mel = va.mel_filters(cfg.sampling_rate, cfg.window_size, cfg.num_mel_bins).astype(np.float32) @ power.T
+    low = np.float32(cfg.global_log_mel_max - va.LOG_MEL_RANGE)
+    log = np.maximum(np.log10(np.maximum(mel, np.float32(va.LOG_MEL_FLOOR))), low)
+    got = (log + va.LOG_MEL_SHIFT) / va.LOG_MEL_SCALE
+    want = va.windows_log_mel(windows, cfg)
+    assert np.abs(got - want).max() < 1e-4 and np.abs(got - want).mean() < 1e-6

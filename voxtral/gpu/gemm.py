@@ -1,6 +1,7 @@
 """cuBLAS GEMM: out [M, N] (f32 or bf16) = x [M, K] bf16 · w [N, K]ᵀ bf16 (+ beta · out).
 
-BF16 inputs, float32 accumulation (CUBLAS_COMPUTE_32F); beta = 1 folds a residual add into the
+BF16 inputs (or x, w and out all f32: the log-mel's DFT and filter bank), float32 accumulation
+(CUBLAS_COMPUTE_32F, no TF32); beta = 1 folds a residual add into the
 GEMM (h += x · wᵀ). cublasGemmEx is called through ctypes on our own handle with our own
 workspace: CuPy's wrapper refuses calls during stream capture, and a fixed workspace keeps cuBLAS
 from allocating while a CUDA graph is being captured. Runs on CuPy's current stream.
@@ -77,27 +78,33 @@ def _cublas() -> _Cublas:
 
 
 def gemm(x, w, out=None, beta: float = 0.0):
-    """out = x · wᵀ + beta · out; x [M, K] bf16, w [N, K] bf16, out [M, N] f32 (default) or bf16."""
+    """out = x · wᵀ + beta · out; x [M, K] bf16, w [N, K] bf16, out [M, N] f32 (default) or bf16; or
+    x, w and out all f32."""
     import cupy
 
     m, k = x.shape
     n = w.shape[0]
-    assert x.dtype == np.uint16 and w.dtype == np.uint16, "x and w must be BF16 (uint16 bit patterns)"
+    f32 = x.dtype == np.float32 and w.dtype == np.float32
+    assert f32 or (x.dtype == np.uint16 and w.dtype == np.uint16), (
+        "x and w must be BF16 (uint16 bit patterns), or both float32"
+    )
     assert w.shape[1] == k, f"inner sizes differ: x {x.shape}, w {w.shape}"
     assert x.flags.c_contiguous and w.flags.c_contiguous, "x and w must be C-contiguous"
     if out is None:
         assert beta == 0.0, "beta needs an existing out"
         out = cupy.empty((m, n), np.float32)
     assert out.shape == (m, n) and out.flags.c_contiguous, f"out must be [{m}, {n}] contiguous"
+    assert not f32 or out.dtype == np.float32, "float32 x and w give a float32 out"
     if m == 0:
         return out
+    in_type = CUDA_R_32F if f32 else CUDA_R_16BF
     cb = _cublas()
     cb.use_stream(cupy.cuda.get_current_stream().ptr)
     # Row-major out [M, N] = column-major outᵀ [N, M] = op_T(w: col-major [K, N]) · (x: col-major [K, M]).
     status = cb.lib.cublasGemmEx(
         cb.handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k,
-        ctypes.addressof(_SCALARS[1.0]), w.data.ptr, CUDA_R_16BF, k,
-        x.data.ptr, CUDA_R_16BF, k,
+        ctypes.addressof(_SCALARS[1.0]), w.data.ptr, in_type, k,
+        x.data.ptr, in_type, k,
         ctypes.addressof(_SCALARS[float(beta)]), out.data.ptr, OUT_TYPES[out.dtype], n,
         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT,
     )  # fmt: skip

@@ -291,6 +291,35 @@ def silu_mul(gu, *, out=None):
     return out
 
 
+def power_spectrum(x, *, out=None):
+    """|X|² per frequency: x [T, 2F] f32 (real parts | imaginary parts) → [T, F] f32 (SPEC §2.3)."""
+    _check(x, "x", np.float32)
+    assert x.ndim == 2 and x.shape[1] % 2 == 0, f"x must be [T, 2F], got {x.shape}"
+    t, f = x.shape[0], x.shape[1] // 2
+    out = _out(out, "out", np.float32, (t, f))
+    if out.size:
+        _fn("mel.cu", "power_spectrum")(
+            (_blocks(out.size),), (ELEMENTWISE_THREADS,), (x, out, np.int32(t), np.int32(f))
+        )
+    return out
+
+
+def log_mel_normalize(mel, floor: float, low: float, shift: float, scale: float):
+    """In place: mel ← (max(log10(max(mel, floor)), low) + shift) / scale, f32 of any shape (SPEC §2.3)."""
+    _check(mel, "mel", np.float32)
+    if mel.size:
+        args = (
+            mel,
+            np.int64(mel.size),
+            np.float32(floor),
+            np.float32(low),
+            np.float32(shift),
+            np.float32(scale),
+        )
+        _fn("mel.cu", "log_mel_normalize")((_blocks(mel.size),), (ELEMENTWISE_THREADS,), args)
+    return mel
+
+
 def im2col_rows(x, rows, *, out=None):
     """Columns bf16 [R, C·K] gathered by row: cols[r, c·K + k] = x[rows[r, k], c].
 
