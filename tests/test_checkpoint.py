@@ -139,3 +139,27 @@ def test_tokenizer_vocab_mismatch(copy_dir):
     (copy_dir / "tekken.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="vocab"):
         load_checkpoint(copy_dir)
+
+
+def test_a_model_directory_this_process_may_not_read_is_a_checkpoint_error(tiny_dir, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    from voxtral.checkpoint import resolve
+
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == Path(tiny_dir) else real_access(p, mode)
+    )
+    with pytest.raises(CheckpointError, match="cannot read the model directory"):
+        load_checkpoint(tiny_dir)
+    real_exists = Path.exists
+
+    def exists(self):
+        if self == tmp_path / "locked" / "model":
+            raise PermissionError(13, "Permission denied")
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(CheckpointError, match="cannot look at it"):
+        resolve(tmp_path / "locked" / "model")

@@ -298,3 +298,21 @@ def test_help_on_every_command():
     ):
         r = voxtral(*args)
         assert r.returncode == 0 and "Usage" in r.stdout
+
+
+@pytest.mark.parametrize("stderr", ["full", "closed"])
+def test_a_full_or_closed_stderr_loses_status_lines_not_the_run(tiny_dir, clip5, tmp_path, stderr):
+    """2>/dev/full or 2>&-: the status lines cannot be written; the transcript still is (exit 0), to
+    stdout and to --output-dir, and a bad input still exits with its code."""
+    cmd = [sys.executable, "-m", "voxtral", "transcribe", str(clip5), "-m", str(tiny_dir), "-d", "cpu"]
+    kw: dict = dict(capture_output=False, stdout=subprocess.PIPE, text=True, timeout=300)
+    if stderr == "full":
+        kw["stderr"] = open(os.devnull if not os.path.exists("/dev/full") else "/dev/full", "w")  # noqa: SIM115
+    else:
+        kw["preexec_fn"] = lambda: os.close(2)
+    r = subprocess.run(cmd, **kw)
+    assert r.returncode == 0 and r.stdout.strip()
+    r = subprocess.run([*cmd, "-o", str(tmp_path / "out")], **kw)
+    assert r.returncode == 0 and (tmp_path / "out" / f"{clip5.stem}.txt").read_text().strip()
+    r = subprocess.run([*cmd[:4], str(tmp_path / "none.wav"), *cmd[5:]], **kw)
+    assert r.returncode == 3

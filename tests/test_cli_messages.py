@@ -72,6 +72,8 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["transcribe", "CLIP", "--overwrite"], "--overwrite"),
         (["transcribe", "CLIP", "--confidence"], "--confidence"),
         (["transcribe", "CLIP", "--confidence", "-f", "srt"], "--format json"),
+        (["transcribe", "CLIP", "--confidence", "--alternatives", "0.2", "-f", "srt"], "--alternatives"),
+        (["transcribe", "CLIP", "--alternatives", "0.1", "-f", "vtt"], "json or txt"),
         (["eval", "CLIP", "-d", "tpu"], "--device"),
         (["transcribe"], "Missing argument"),
         (["stream", "--stdin", "--mic"], "exactly one"),

@@ -63,10 +63,11 @@ def test_an_input_named_twice_is_transcribed_once_and_said_so(folder, caplog):
 def test_a_broken_link_in_a_directory_is_reported_not_skipped(folder):
     (folder / "gone.mp3").symlink_to(folder / "nothere.mp3")
     (folder / "gone.txt").symlink_to(folder / "nothere.txt")  # not an audio name: not an input
-    paths, errors = expand_inputs([str(folder)])
-    assert names(paths) == ["a.flac", "b.wav"]
-    assert [e.name for e in errors] == [str(folder / "gone.mp3")]
-    assert "a broken link (to " in str(errors[0].error) and "nothere.mp3" in str(errors[0].error)
+    for arg in (folder, folder / "*.mp3", folder / "**", folder / "g*"):  # directories and patterns alike
+        paths, errors = expand_inputs([str(arg)])
+        assert [e.name for e in errors] == [str(folder / "gone.mp3")], arg
+        assert "a broken link (to " in str(errors[0].error) and "nothere.mp3" in str(errors[0].error)
+    assert names(expand_inputs([str(folder)])[0]) == ["a.flac", "b.wav"]
 
 
 def test_an_unreadable_file_fails_at_once(folder):
@@ -167,3 +168,23 @@ def test_an_output_dir_that_cannot_be_created_is_an_output_error(tmp_path, monke
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(OutputError, match="cannot create it \\(Permission denied\\)"):
         prepare_output_dir(tmp_path / "ro" / "sub")
+
+
+def test_a_directory_this_process_may_not_read_is_an_input_error(folder, monkeypatch):
+    """An unreadable directory (named, or holding the named file): one input error, no traceback."""
+    from pathlib import Path
+
+    real = Path.is_dir
+
+    def is_dir(self):
+        if self.name in ("sub", "c.WAV"):
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    paths, errors = expand_inputs([str(folder / "sub"), str(folder / "sub" / "c.WAV"), str(folder / "b.wav")])
+    assert names(paths) == ["b.wav"]
+    assert [e.name for e in errors] == [str(folder / "sub"), str(folder / "sub" / "c.WAV")]
+    assert all("cannot read it (Permission denied)" in str(e.error) for e in errors)
+    with pytest.raises(OutputError, match="cannot look at it"):
+        prepare_output_dir(folder / "sub")

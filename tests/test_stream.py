@@ -126,6 +126,7 @@ def test_misuse_and_bad_samples_are_clear_errors(model):
         (np.zeros(10, np.int16), "float"),
         (np.array([0.0, np.nan], np.float32), "non-finite"),
         (np.array([0.0, 1e39]), "float32's range"),
+        ("abc", "got str"),
     ]:
         with pytest.raises(AudioError, match=needle):
             session.feed(bad)
@@ -138,6 +139,11 @@ def test_misuse_and_bad_samples_are_clear_errors(model):
     with pytest.raises(OptionError, match="delay_ms=480"):
         model.stream(delay_ms=800)
     assert isinstance(model.stream(delay_ms=480), Session)
+    done = model.stream()
+    done.feed(np.zeros(16000, np.float32))
+    done.finish()
+    with pytest.raises(OptionError, match=r"feed\(\) after finish\(\)"):  # not "after close()"
+        done.feed(np.zeros(10, np.float32))
 
 
 def _feed_minutes(session, minutes: float, chunk: np.ndarray) -> None:

@@ -143,3 +143,24 @@ def test_ctrl_c_mid_stream_flushes_the_text(tiny_dir, delay):
     producer.wait()
     assert "Traceback" not in err.decode(), err.decode()
     assert p.returncode == 0 and out.decode().strip()
+
+
+def test_ctrl_c_before_any_audio_ends_quietly(tiny_dir):
+    """A live stream stopped (Ctrl-C) before a sample came is the normal end of a session that heard
+    nothing: exit 0, a note, no error (an input that ends empty is still one: test above)."""
+    import signal
+    import time
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "stream", "--stdin", "--format", "s16le", "--rate", "16000",
+         "-m", str(tiny_dir), "-d", "cpu"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    loaded = p.stderr.readline().decode()  # "voxtral: loaded …": then it waits for audio
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    err = loaded + err.decode()
+    assert p.returncode == 0, (p.returncode, err)
+    assert "voxtral: error" not in err and "Traceback" not in err, err
+    assert "before any audio came" in err and out.decode() == ""

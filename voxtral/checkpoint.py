@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -330,9 +331,17 @@ def looks_local(text: str) -> bool:
 def resolve(model: str | Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> Path:
     """A local checkpoint directory, or a Hub id whose `files` are downloaded into the HF cache."""
     path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as e:  # a directory above it that this process may not enter
+        raise CheckpointError(f"{path}: cannot look at it ({e.strerror}); check the permissions") from None
+    if exists:
+        if not is_dir:
             raise CheckpointError(f"{path}: expected a model directory, got a file")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise CheckpointError(
+                f"{path}: cannot read the model directory (permission denied); check its permissions"
+            )
         return path
     text = str(model)
     if looks_local(text):

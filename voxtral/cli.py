@@ -36,7 +36,7 @@ from .outputs import (
     silence_stdout,
     stop_signals,
 )
-from .progress import Progress
+from .progress import Progress, say
 
 app = typer.Typer(
     add_completion=False,
@@ -110,16 +110,14 @@ def root(
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"voxtral: error: {message}\n")
-    sys.stderr.flush()
+    say(f"voxtral: error: {message}")
 
 
 _STOP_SAID: list[str] = []  # a stop's line was printed (main() prints one for a Ctrl-C nobody reported)
 
 
 def _stop_said(message: str) -> None:
-    sys.stderr.write(f"voxtral: {message}\n")
-    sys.stderr.flush()
+    say(f"voxtral: {message}")
     _STOP_SAID.append(message)
 
 
@@ -131,6 +129,7 @@ def _exit_on(e: VoxtralError) -> typer.Exit:
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="voxtral: %(message)s", stream=sys.stderr, force=True)
+    logging.raiseExceptions = False  # a closed or full stderr loses log lines, not the run
 
 
 def _summary(name: str, t, verbose: bool) -> str:
@@ -214,9 +213,7 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: b
         raise typer.Exit(EXIT_INTERRUPTED) from None
     if not quiet:
         detail = f", {m.capacity} slots, delay {m.schedule.delay_ms} ms" if verbose else ""
-        sys.stderr.write(
-            f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s{detail}\n"
-        )
+        say(f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s{detail}")
     return m
 
 
@@ -316,7 +313,7 @@ class Run:
                 if len(failed) > MAX_NAMES_IN_SUMMARY
                 else ""
             )
-            sys.stderr.write(f"voxtral: {len(failed)} of {n_inputs} inputs failed: {names}{more}\n")
+            say(f"voxtral: {len(failed)} of {n_inputs} inputs failed: {names}{more}")
         return self.stop_code or (failed[0].error.exit_code if failed else 0)
 
 
@@ -456,6 +453,8 @@ def transcribe(
             raise OptionError(
                 "--overwrite replaces files in --output-dir; without one the text goes to stdout"
             )
+        if alternatives is not None and not {"json", "txt"} & set(formats):
+            raise OptionError("--alternatives shows in the json and txt formats; add --format json or txt")
         if confidence and alternatives is None and "json" not in formats:
             raise OptionError("--confidence shows in the json format (tokens[].prob); add --format json")
         if batch_size < 1:

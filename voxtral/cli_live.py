@@ -39,6 +39,7 @@ from .outputs import (
     silence_stdout,
     terminated_as,
 )
+from .progress import say
 
 
 @app.command()
@@ -139,6 +140,7 @@ def _run(m, source, emit: Callable[[list, bool], None], quiet: bool, confidence:
     session, error, latencies, code = m.stream(confidence=confidence), None, [], 0
     try:
         with terminated_as(Terminated):
+            stopped = False
             try:
                 for block in source:
                     pieces = session.feed(block)
@@ -147,9 +149,13 @@ def _run(m, source, emit: Callable[[list, bool], None], quiet: bool, confidence:
             except VoxtralError as e:
                 error = e
             except KeyboardInterrupt:  # the normal end of a live stream
-                pass
+                stopped = True
             except Terminated:
-                code = EXIT_TERMINATED
+                code, stopped = EXIT_TERMINATED, True
+            if stopped and not session.n_samples:  # ended before any audio came: nothing to say
+                session.close()
+                say("voxtral: stopped before any audio came; nothing to transcribe")
+                return code
             if error is None or session.n_samples:  # bad input: still transcribe the audio before it
                 try:
                     pieces = session.finish()
@@ -165,9 +171,9 @@ def _run(m, source, emit: Callable[[list, bool], None], quiet: bool, confidence:
     if not quiet and session.duration > 0 and (error is None or isinstance(error, AudioError)):
         # the summary of what was heard; not when the model failed (its pieces would be missing)
         lat = sorted(latencies) or [0.0]
-        sys.stderr.write(
+        say(
             f"voxtral: {session.duration:.1f} s audio, {len(latencies)} pieces, latency median "
-            f"{1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms ({m.device})\n"
+            f"{1000 * lat[len(lat) // 2]:.0f} ms, max {1000 * lat[-1]:.0f} ms ({m.device})"
         )
     if error is not None:
         _error(str(error))

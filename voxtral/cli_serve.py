@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from .cli import (
     app,
 )
 from .errors import OptionError, ServeError, VoxtralError
+from .progress import say
 from .serve.options import IDLE_TIMEOUT_S, MAX_AUDIO_S, MAX_QUEUE, MAX_SESSIONS, MAX_UPLOAD_MB, ServeOptions
 
 SERVE_HINT = "the server needs the `serve` extra: pip install 'voxtral[serve]'"
@@ -83,10 +83,10 @@ def serve(
 
     m = _load(model, device, delay_ms, quiet, verbose, batch_size=max_sessions)
     if not quiet:
-        sys.stderr.write(
+        say(
             f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
             f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms"
-            f"{', API key required' if api_key else ''})\n"
+            f"{', API key required' if api_key else ''})"
         )
     logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)
     run(create_app(m, options), host, port, log_level="info" if verbose else "warning")

@@ -82,7 +82,11 @@ def _glob(pattern: str) -> list[Path]:
     recursive = path.name == "**"
     if recursive:
         relative = str(Path(relative) / "*")
-    return sorted(p for p in base.glob(relative) if p.is_file() and (is_audio(p) or not recursive))
+    return sorted(
+        p
+        for p in base.glob(relative)
+        if (p.is_file() and (is_audio(p) or not recursive)) or (_broken_link(p) and is_audio(p))
+    )
 
 
 def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
@@ -97,6 +101,11 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
         except VoxtralError as e:
             errors.append(InputError(arg, e))
             continue
+        except OSError as e:  # a directory it names or lies in that this process may not read
+            errors.append(
+                InputError(arg, AudioError(f"{arg}: cannot read it ({e.strerror}); check the permissions"))
+            )
+            continue
         for p in found:
             key = os.path.abspath(p)
             if key in seen:
@@ -107,6 +116,13 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
                 check_readable(p)
             except VoxtralError as e:
                 errors.append(InputError(str(p), e))
+                continue
+            except OSError as e:
+                errors.append(
+                    InputError(
+                        str(p), AudioError(f"{p}: cannot read it ({e.strerror}); check the permissions")
+                    )
+                )
                 continue
             paths.append(p)
     return paths, errors
@@ -141,7 +157,11 @@ def audio_seconds(path: Path) -> float:
 def prepare_output_dir(output_dir: Path) -> None:
     """Create the output directory (and its parents) if needed; OptionError if it names a file,
     OutputError if it cannot be created or written in (all before any model loads)."""
-    if output_dir.exists() and not output_dir.is_dir():
+    try:
+        is_file = output_dir.exists() and not output_dir.is_dir()
+    except OSError as e:  # a directory above it that this process may not enter
+        raise OutputError(f"--output-dir {output_dir}: cannot look at it ({e.strerror})") from None
+    if is_file:
         raise OptionError(f"--output-dir {output_dir}: is a file, not a directory; pass a directory")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)

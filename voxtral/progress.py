@@ -10,12 +10,21 @@ import sys
 REFRESH_PER_S = 8
 
 
+def say(line: str) -> None:
+    """One line on stderr. A closed or full stderr (2>&-, 2>/dev/full) loses the line, never the run."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # full or failing, closed, or None
+        pass
+
+
 class Progress:
     """`with Progress(files, seconds) as p:` … p.update(seconds_done, files_done); p.log(line)."""
 
     def __init__(self, total_files: int, total_seconds: float, enabled: bool | None = None):
         self.total_files, self.total_seconds = total_files, total_seconds
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.enabled = (sys.stderr is not None and sys.stderr.isatty()) if enabled is None else enabled
         self._rich = None
         if self.enabled:
             from rich.console import Console
@@ -59,5 +68,4 @@ class Progress:
         if self._rich is not None:
             self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            say(line)

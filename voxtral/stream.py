@@ -144,7 +144,7 @@ class Session:
         was closed for being idle.
         """
         if self.finished:
-            after = "close()" if self.closed else "finish()"
+            after = "finish()" if self._end is not None else "close()"
             raise OptionError(f"stream: feed() after {after}; start a new session with model.stream()")
         x = _checked(samples)
         if self._job.error is not None:
@@ -249,6 +249,10 @@ class Session:
 
 def _checked(samples) -> np.ndarray:
     """A 1-D finite float array as float32."""
+    if isinstance(samples, str | bytes) or samples is None:
+        raise AudioError(
+            f"stream: samples must be a 1-D float array [S] (mono, 16 kHz), got {type(samples).__name__}"
+        )
     x = np.asarray(samples)
     if x.ndim != 1:
         raise AudioError(f"stream: samples must be 1-D [S] (mono, 16 kHz), got shape {x.shape}")
