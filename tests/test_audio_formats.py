@@ -68,8 +68,11 @@ def via_fifo(path) -> np.ndarray:
     os.mkfifo(fifo)
 
     def write():
-        with open(fifo, "wb") as f:
-            f.write(data)
+        try:
+            with open(fifo, "wb") as f:
+                f.write(data)
+        except BrokenPipeError:  # the reader stopped early (a test of a failing read)
+            pass
 
     writer = threading.Thread(target=write)
     writer.start()
@@ -423,3 +426,29 @@ def test_too_short_to_make_one_sample_says_so(tmp_path):
     path.write_bytes(encode_sf("WAV", "PCM_16", 48000, np.full((1, 1), 0.5)))
     with pytest.raises(AudioError, match=r"too short \(1 sample at 48000 Hz make none at 16000 Hz\)"):
         load_audio(path)
+
+
+def test_a_pipe_that_the_temporary_directory_cannot_hold_is_an_output_error(tmp_path, clip5, monkeypatch):
+    """A full $TMPDIR while a pipe is buffered: an OutputError naming the directory and TMPDIR, never
+    "convert the audio" (../shared/cases-style new-user finding); a directory that cannot hold a file at
+    all, the same."""
+    import errno
+    import shutil as sh
+
+    from voxtral import audio_blocks
+    from voxtral.errors import OutputError
+
+    class Full(io.BytesIO):
+        def write(self, b):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "a.wav"
+    sh.copy(clip5, path)
+    monkeypatch.setattr(audio_blocks, "_spool_file", Full)
+    with pytest.raises(OutputError, match="cannot hold its bytes in .*No space left on device.*TMPDIR"):
+        via_fifo(path)
+    monkeypatch.undo()
+    monkeypatch.setattr(audio_blocks, "SPOOL_DIR", str(tmp_path / "missing"))
+    sh.copy(clip5, tmp_path / "b.wav")
+    with pytest.raises(OutputError, match="cannot make a temporary file in .*missing.*TMPDIR"):
+        via_fifo(tmp_path / "b.wav")

@@ -18,7 +18,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -29,8 +28,9 @@ from typing import BinaryIO
 import numpy as np
 import soxr
 
-from .errors import AudioError, OptionError
+from .errors import AudioError, OptionError, OutputError
 
+TMPDIR_HINT = "set TMPDIR to a directory with room"
 SPOOL_DIR = None  # where a piped input is buffered: the system's temporary directory ($TMPDIR)
 SPOOL_CHUNK = 1 << 20  # bytes copied from a pipe at a time
 FILE_BATCH = 32768  # samples of a file's consecutive frames converted to float in one go (_ffmpeg_frames)
@@ -105,12 +105,41 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
             if is_regular_file(path):
                 yield from _decode_file(f, str(path), target_rate, block_s)
                 return
-            with tempfile.TemporaryFile(prefix="voxtral-input-", dir=SPOOL_DIR) as spool:
-                shutil.copyfileobj(f, spool, SPOOL_CHUNK)
+            with _spool_file() as spool:
+                _spool(f, spool, path)
                 spool.seek(0)
                 yield from _decode_file(spool, str(path), target_rate, block_s)
     except OSError as e:
         raise AudioError(f"{path}: cannot read it ({e.strerror}); {CONVERT_HINT}") from None
+
+
+def _spool_file():
+    """The unnamed temporary file a pipe is read into; OutputError when the temporary directory
+    cannot hold one (it is not the audio's fault)."""
+    try:
+        return tempfile.TemporaryFile(prefix="voxtral-input-", dir=SPOOL_DIR)
+    except OSError as e:
+        where = SPOOL_DIR or tempfile.gettempdir()
+        raise OutputError(f"cannot make a temporary file in {where} ({e.strerror}); {TMPDIR_HINT}") from None
+
+
+def _spool(src: BinaryIO, spool: BinaryIO, path: Path) -> None:
+    """Copy a pipe into the spool file: a read error is the input's, a write error the temporary
+    directory's (full: say so, and where, not "convert the audio")."""
+    while True:
+        try:
+            chunk = src.read(SPOOL_CHUNK)
+        except OSError as e:
+            raise AudioError(f"{path}: cannot read it ({e.strerror}); {CONVERT_HINT}") from None
+        if not chunk:
+            return
+        try:
+            spool.write(chunk)
+        except OSError as e:
+            where = SPOOL_DIR or tempfile.gettempdir()
+            raise OutputError(
+                f"{path}: cannot hold its bytes in {where} ({e.strerror}); {TMPDIR_HINT}"
+            ) from None
 
 
 def _decode_file(f: BinaryIO, name: str, target_rate: int, block_s: float) -> Iterator[np.ndarray]:
