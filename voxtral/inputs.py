@@ -183,8 +183,15 @@ def plan_outputs(
     plan: dict[Path, list[Path]] = {}
     errors: list[InputError] = []
     owner: dict[Path, Path] = {}
+    most = _name_max(output_dir)
     for path in paths:
         outs = output_paths(path, output_dir, formats)
+        long = next((o for o in outs if len(_stage_name(o).encode("utf-8", "surrogateescape")) > most), None)
+        if long is not None:
+            name, why = repr(long.name), f"at most {most} bytes with the temporary name it is written through"
+            msg = f"{path}: its output name {name} is too long for the file system ({why}); rename the input"
+            errors.append(InputError(str(path), OutputError(msg)))
+            continue
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
         if existing is not None and existing.is_dir():
@@ -199,6 +206,19 @@ def plan_outputs(
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
     return plan, errors
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name (bytes) the file system of directory takes (255 where it does not say)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _stage_name(path: Path) -> str:
+    """The longest name _stage's temporary file for path can have (mkstemp adds 8 random characters)."""
+    return f".{path.name}.{'x' * 8}.tmp"
 
 
 def exists_message(path: Path) -> str:
@@ -254,7 +274,12 @@ def _stage(path: Path, text: str) -> str:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror}); check the directory's permissions") from None
+        hint = (
+            "check the directory's permissions"
+            if e.errno in (errno.EACCES, errno.EPERM)
+            else "check the directory"
+        )
+        raise OutputError(f"{path}: cannot write ({e.strerror}); {hint}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
