@@ -70,6 +70,8 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["dev", "random-checkpoint", ""], "empty"),
         (["transcribe", "CLIP", "--delay-ms", "100"], "--delay-ms"),
         (["transcribe", "CLIP", "--overwrite"], "--overwrite"),
+        (["transcribe", "CLIP", "-v", "-q"], "contradict"),
+        (["stream", "--stdin", "-v", "-q"], "contradict"),
         (["transcribe", "CLIP", "--confidence"], "--confidence"),
         (["transcribe", "CLIP", "--confidence", "-f", "srt"], "--format json"),
         (["transcribe", "CLIP", "--confidence", "--alternatives", "0.2", "-f", "srt"], "--alternatives"),
@@ -239,3 +241,9 @@ def test_bench_report_that_cannot_be_written_is_one_error(tiny_dir, clip5):
     args = ["--model", tiny_dir, "-d", "cpu", "--audio", clip5, "--cpu-steps", "1", "--json", "/dev/full"]
     r = run("bench", *args)
     one_error(r, "/dev/full: cannot write the report", code=6)
+
+
+def test_an_output_dir_under_a_file_or_a_broken_link_is_an_option_error(clip5, tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    one_error(run("transcribe", clip5, "-o", f"{clip5}/sub"), "is a file, not a directory")
+    one_error(run("transcribe", clip5, "-o", tmp_path / "gone"), "a broken link")

@@ -127,6 +127,8 @@ def _exit_on(e: VoxtralError) -> typer.Exit:
 
 
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    if verbose and quiet:
+        raise _exit_on(OptionError("--verbose and --quiet contradict each other; pass one of them"))
     level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="voxtral: %(message)s", stream=sys.stderr, force=True)
     logging.raiseExceptions = False  # a closed or full stderr loses log lines, not the run

@@ -159,10 +159,18 @@ def prepare_output_dir(output_dir: Path) -> None:
     OutputError if it cannot be created or written in (all before any model loads)."""
     try:
         is_file = output_dir.exists() and not output_dir.is_dir()
+        above = next((p for p in output_dir.parents if p.exists() and not p.is_dir()), None)
     except OSError as e:  # a directory above it that this process may not enter
         raise OutputError(f"--output-dir {output_dir}: cannot look at it ({e.strerror})") from None
     if is_file:
         raise OptionError(f"--output-dir {output_dir}: is a file, not a directory; pass a directory")
+    if above is not None:
+        raise OptionError(f"--output-dir {output_dir}: {above} is a file, not a directory; pass a directory")
+    if output_dir.is_symlink() and not output_dir.exists():
+        target = os.readlink(output_dir)
+        raise OptionError(
+            f"--output-dir {output_dir}: a broken link (to {target}, which does not exist); fix it"
+        )
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
