@@ -85,6 +85,7 @@ def test_truncated_file_names_the_first_cut_tensor(copy_dir):
     with pytest.raises(CheckpointError, match="truncated") as e:
         load_checkpoint(copy_dir)
     assert any(f"'{n}'" in str(e.value) for n in cut)
+    assert str(e.value).startswith(f"{path}: ")  # the whole path: which checkpoint, not just the file name
 
 
 def test_garbage_weights_file(copy_dir):

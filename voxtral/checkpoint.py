@@ -189,8 +189,8 @@ def read_header(path: Path) -> tuple[dict, int]:
 def _entry(path: Path, name: str, entry) -> tuple[str, tuple, int, int]:
     """A header entry's (dtype, shape, begin, end), checked for type: CheckpointError when it lies."""
     if entry is None:
-        raise CheckpointError(f"{path.name}: missing tensor '{name}' — the checkpoint is incomplete")
-    bad = f"{path.name}: tensor '{name}' has a corrupt header entry"
+        raise CheckpointError(f"{path}: missing tensor '{name}' — the checkpoint is incomplete")
+    bad = f"{path}: tensor '{name}' has a corrupt header entry"
     if not isinstance(entry, dict):
         raise CheckpointError(f"{bad} ({type(entry).__name__} instead of an object); download it again")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -211,16 +211,16 @@ def _check_tensors(path: Path, header: dict, data_start: int, expected: dict) ->
     for name, shape in expected.items():
         dtype, got_shape, begin, end = _entry(path, name, header.get(name))
         if dtype != "BF16":
-            raise CheckpointError(f"{path.name}: tensor '{name}' has dtype {dtype}, expected BF16")
+            raise CheckpointError(f"{path}: tensor '{name}' has dtype {dtype}, expected BF16")
         if got_shape != shape:
             raise CheckpointError(
-                f"{path.name}: tensor '{name}' has shape {list(got_shape)}, expected {list(shape)}"
+                f"{path}: tensor '{name}' has shape {list(got_shape)}, expected {list(shape)}"
             )
         if end - begin != 2 * int(np.prod(shape)):
-            raise CheckpointError(f"{path.name}: tensor '{name}' has a wrong byte length")
+            raise CheckpointError(f"{path}: tensor '{name}' has a wrong byte length")
         if data_start + end > size:
             raise CheckpointError(
-                f"{path.name}: truncated — tensor '{name}' ends at byte {data_start + end}, file has {size}; "
+                f"{path}: truncated — tensor '{name}' ends at byte {data_start + end}, file has {size}; "
                 "download it again"
             )
     extra = sorted(set(header) - set(expected))
@@ -235,7 +235,7 @@ def _validate_with_safetensors(path: Path) -> None:
         with safe_open(str(path), framework="numpy"):
             pass
     except SafetensorError as e:
-        raise CheckpointError(f"{path.name}: invalid safetensors file ({e})") from None
+        raise CheckpointError(f"{path}: invalid safetensors file ({e})") from None
 
 
 def open_weights(path: Path, cfg: ModelConfig) -> Weights:
