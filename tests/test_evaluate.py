@@ -63,3 +63,21 @@ def test_directory_without_references_is_an_error(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])
     assert found == [] and len(errors) == 2 and "reference" in str(errors[0].error)
+
+
+def test_a_directory_this_process_may_not_read_is_said_so(tmp_path, monkeypatch):
+    """Not "cannot read this list": an unreadable directory is a directory (new-user pass)."""
+    from pathlib import Path
+
+    (tmp_path / "clips").mkdir()
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "clips":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    clips, errors = find_clips([str(tmp_path / "clips")])
+    assert clips == [] and len(errors) == 1
+    assert "cannot read the directory (Permission denied)" in str(errors[0].error)

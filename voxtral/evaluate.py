@@ -93,7 +93,12 @@ def _clips_of(arg: str) -> list[Path]:
     """One argument → clips: a directory's audio files that have references, an audio file, or a list."""
     path = Path(arg)
     if path.is_dir():
-        found = [p for p in audio_files_in(path) if reference_of(p).is_file()]
+        try:
+            found = [p for p in audio_files_in(path) if reference_of(p).is_file()]
+        except OSError as e:  # a directory this process may not read: not a list file
+            raise AudioError(
+                f"{arg}: cannot read the directory ({e.strerror}); check its permissions"
+            ) from None
         if not found:
             raise AudioError(f"{arg}: no audio file here has a reference .txt of the same name beside it")
         return found
