@@ -29,5 +29,13 @@ def clip5() -> Path:
 
 
 @pytest.fixture(scope="session")
+def audio5(clip5):
+    """The 5 s clip's samples (float32, 16 kHz); tests only read it."""
+    from voxtral.audio import load_audio
+
+    return load_audio(clip5)
+
+
+@pytest.fixture(scope="session")
 def clip15() -> Path:
     return AUDIO / "15s_there_are_two_of_them_out_there.wav"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import voxtral
-from voxtral.audio import load_audio
 from voxtral.scheduler import Job
 
 RATE = 16000
@@ -17,11 +16,6 @@ RATE = 16000
 @pytest.fixture(scope="module")
 def model(tiny_dir):
     return voxtral.load(tiny_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def audio(clip5):
-    return load_audio(clip5)
 
 
 def blocks_of(audio, seconds: float, pause: float = 0.0, threads: list | None = None):
@@ -33,21 +27,21 @@ def blocks_of(audio, seconds: float, pause: float = 0.0, threads: list | None = 
         yield audio[i : i + step]
 
 
-def test_offline_audio_is_read_off_the_engine_thread(model, audio):
+def test_offline_audio_is_read_off_the_engine_thread(model, audio5):
     threads: list[str] = []
-    job = model.engine.run(Job(blocks_of(audio, 1.0, threads=threads)))
-    assert len(threads) == -(-len(audio) // RATE), threads  # one per block
+    job = model.engine.run(Job(blocks_of(audio5, 1.0, threads=threads)))
+    assert len(threads) == -(-len(audio5) // RATE), threads  # one per block
     assert all(name.startswith("voxtral-reader") for name in threads), threads
-    assert job.take_tokens() == model.transcribe(audio, sample_rate=RATE).tokens
+    assert job.take_tokens() == model.transcribe(audio5, sample_rate=RATE).tokens
 
 
-def test_a_slow_source_holds_up_no_other_job(model, audio):
+def test_a_slow_source_holds_up_no_other_job(model, audio5):
     """A source that takes 0.4 s per block (2 s in all) beside an array: the array's job finishes long
     before the slow one, and both give the tokens they give alone."""
-    want = model.transcribe(audio, sample_rate=RATE).tokens
-    slow = model.engine.submit(Job(blocks_of(audio, 1.0, pause=0.4)))
+    want = model.transcribe(audio5, sample_rate=RATE).tokens
+    slow = model.engine.submit(Job(blocks_of(audio5, 1.0, pause=0.4)))
     t0 = time.perf_counter()
-    fast = model.engine.run(Job(blocks_of(audio, 5.0)))
+    fast = model.engine.run(Job(blocks_of(audio5, 5.0)))
     fast_s = time.perf_counter() - t0
     assert not slow.finished and fast_s < 1.2, f"the array's job took {fast_s:.2f} s beside a 2 s source"
     model.engine.run_until(lambda: slow.finished)
@@ -55,14 +49,14 @@ def test_a_slow_source_holds_up_no_other_job(model, audio):
     assert slow.error is None and np.isclose(slow.timings["audio"], 2.0, atol=0.5)
 
 
-def test_a_file_within_the_lookahead_is_read_in_one_go(model, audio, monkeypatch):
+def test_a_file_within_the_lookahead_is_read_in_one_go(model, audio5, monkeypatch):
     """A reader takes every block the job's lookahead has room for in one task: 5 s in 1 s blocks, within
     the CPU backend's 10 s, are one read and one encoder pass of the file's frames (beside the pass of
     the left padding, which starts while the read runs), not five."""
     from voxtral import scheduler
 
-    assert model.engine.backend.lookahead * 0.08 > len(audio) / RATE
-    want = model.transcribe(audio, sample_rate=RATE).tokens
+    assert model.engine.backend.lookahead * 0.08 > len(audio5) / RATE
+    want = model.transcribe(audio5, sample_rate=RATE).tokens
     reads, passes = [], []
     real_read, enc = scheduler._read_block, model.engine._encoder
     real_encode = enc.encode
@@ -78,7 +72,7 @@ def test_a_file_within_the_lookahead_is_read_in_one_go(model, audio, monkeypatch
 
     monkeypatch.setattr(scheduler, "_read_block", read)
     monkeypatch.setattr(enc, "encode", encode)
-    job = model.engine.run(Job(blocks_of(audio, 1.0)))
-    assert len(reads) == 1 and reads[0] >= len(audio) // 160, reads  # every block's frames at once
+    job = model.engine.run(Job(blocks_of(audio5, 1.0)))
+    assert len(reads) == 1 and reads[0] >= len(audio5) // 160, reads  # every block's frames at once
     assert reads[0] in passes and len(passes) <= 2, passes
     assert job.take_tokens() == want

@@ -26,11 +26,6 @@ def model(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def audio5(clip5):
-    return load_audio(clip5)
-
-
-@pytest.fixture(scope="module")
 def offline5(model, audio5):
     return model.transcribe(audio5, sample_rate=16000)
 

@@ -102,9 +102,7 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
             errors.append(InputError(arg, e))
             continue
         except OSError as e:  # a directory it names or lies in that this process may not read
-            errors.append(
-                InputError(arg, AudioError(f"{arg}: cannot read it ({e.strerror}); check the permissions"))
-            )
+            errors.append(_unreadable(arg, e))
             continue
         for p in found:
             key = os.path.abspath(p)
@@ -118,14 +116,15 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
                 errors.append(InputError(str(p), e))
                 continue
             except OSError as e:
-                errors.append(
-                    InputError(
-                        str(p), AudioError(f"{p}: cannot read it ({e.strerror}); check the permissions")
-                    )
-                )
+                errors.append(_unreadable(str(p), e))
                 continue
             paths.append(p)
     return paths, errors
+
+
+def _unreadable(name: str, e: OSError) -> InputError:
+    """The input error of a path whose directory this process may not read."""
+    return InputError(name, AudioError(f"{name}: cannot read it ({e.strerror}); check the permissions"))
 
 
 def check_readable(path: Path) -> None:

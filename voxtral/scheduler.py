@@ -383,11 +383,10 @@ class Scheduler:
                 return False
             if frames.shape[1]:
                 job._frames.append(frames)
-        if job._front.finished or (
-            self._ahead(job) >= self.backend.lookahead and not (job.record or job._stopped())
-        ):
+        ahead = self._ahead(job)
+        if job._front.finished or (ahead >= self.backend.lookahead and not (job.record or job._stopped())):
             return True
-        room = max(1, self.backend.lookahead - self._ahead(job)) * self.audio.samples_per_token
+        room = max(1, self.backend.lookahead - ahead) * self.audio.samples_per_token
         job._reading = _readers().submit(_read_block, job.source, job._front, room)
         job._reading.add_done_callback(lambda _: self._wake())  # after the result is in place
         return True

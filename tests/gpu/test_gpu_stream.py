@@ -6,7 +6,7 @@ import pytest
 from stream_checks import chunk_sizes, run_stream
 
 import voxtral
-from voxtral.audio import load_audio, log_mel, pad_offline
+from voxtral.audio import log_mel, pad_offline
 
 SPT = 1280
 
@@ -14,11 +14,6 @@ SPT = 1280
 @pytest.fixture(scope="module")
 def gpu(tiny_dir):
     return voxtral.load(tiny_dir, device="cuda")
-
-
-@pytest.fixture(scope="module")
-def audio5(clip5):
-    return load_audio(clip5)
 
 
 def _encoder_slot(b, mel, sizes, chunk=None) -> np.ndarray:

@@ -127,15 +127,8 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
             workspace=scratch.workspace, pdl=pdl,
         )  # fmt: skip
         if fused:
-            gemv(
-                o.reshape(t, cfg.q_dim),
-                lw.wo,
-                h,
-                epilogue="add",
-                pdl=pdl,
-                config=cfgs["wo"],
-                schedule=site(i, 1),
-            )
+            gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=cfgs["wo"],
+                 schedule=site(i, 1))  # fmt: skip
             gemv(
                 h,
                 lw.w13,

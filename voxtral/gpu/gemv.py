@@ -154,14 +154,20 @@ class Rope:
 def fuses_rope(x, w, config) -> bool:
     """Whether gemv(x, w, q, epilogue="rope", config=config) runs (the bulk kernel on this device);
     otherwise the caller projects with epilogue="store" and runs ops.rope_qkv."""
+    ok_x = x.dtype == np.dtype(np.float32) and 1 <= x.shape[0] <= MAX_BATCH
+    return ok_x and _bulk_shared_bytes(x.shape[0], False, w, config) is not None
+
+
+def _bulk_shared_bytes(b: int, x_bf16: bool, w, config) -> int | None:
+    """The shared memory of a Bulk launch that this device runs, or None: not a Bulk config, a GPU before
+    sm_90, K not a multiple of 8, w not 16-byte aligned, or more shared memory than a block may have."""
     import cupy
 
-    if not (isinstance(config, Bulk) and has_bulk_copy(cupy.cuda.Device().id)):
-        return False
-    b, k = x.shape[0], w.shape[1]
-    smem_block = device_limits(cupy.cuda.Device().id)[2]
-    ok_x = x.dtype == np.dtype(np.float32) and 1 <= b <= MAX_BATCH
-    return ok_x and k % 8 == 0 and w.data.ptr % 16 == 0 and shared_bytes(b, k, False, config) <= smem_block
+    device, k = cupy.cuda.Device().id, w.shape[1]
+    if not (isinstance(config, Bulk) and has_bulk_copy(device) and k % 8 == 0 and w.data.ptr % 16 == 0):
+        return None
+    smem = shared_bytes(b, k, x_bf16, config)
+    return smem if smem <= device_limits(device)[2] else None
 
 
 TEMPLATES = {"gemv.cu": tuple(n for cfg in SHIPPED for n in templates(cfg))}
@@ -286,10 +292,9 @@ def gemv(
     sms, smem_sm, smem_block = device_limits(device)
     if isinstance(config, Bulk):
         assert prefetch is None, "the bulk-copy kernel warms nothing: its producer starts before pdl_wait"
-        if k % 8 == 0 and w.data.ptr % 16 == 0 and has_bulk_copy(device):
-            smem = shared_bytes(b, k, x_bf16, config)
-            if smem <= smem_block:
-                return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope)
+        smem = _bulk_shared_bytes(b, x_bf16, w, config)
+        if smem is not None:
+            return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope)
         config = ONE_ROW if b == 1 else DEFAULT  # an older GPU, an odd K or a misaligned view
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
@@ -327,35 +332,15 @@ def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int,
     else:
         _check(schedule, "schedule", (np.int32,), (2,))
         grid, sched = min(-(-tiles // tps), sms * per_sm), schedule
-    args = (
-        x,
-        g,
-        w,
-        out,
-        np.int32(b),
-        np.int32(n),
-        np.int32(k),
-        np.float32(eps),
-        np.int32(kc),
-        np.int32(tps),
-        sched,
-    )
+    args = (x, g, w, out, np.int32(b), np.int32(n), np.int32(k), np.float32(eps), np.int32(kc), np.int32(tps),
+            sched)  # fmt: skip
     if rope is None:
         args += (np.uint64(0),) * 5 + (np.int32(0),) * 3 + (np.float32(0),)
     else:
         hkv, dh = rope.n_kv_heads, rope.head_dim
         slot = np.uint64(0) if rope.slot is None else rope.slot
-        args += (
-            rope.pos,
-            slot,
-            out,
-            rope.cache,
-            rope.ring,
-            np.int32(n // dh - 2 * hkv),
-            np.int32(hkv),
-            np.int32(dh),
-        )
-        args += (np.float32(rope.theta),)
+        args += (rope.pos, slot, out, rope.cache, rope.ring, np.int32(n // dh - 2 * hkv), np.int32(hkv),
+                 np.int32(dh), np.float32(rope.theta))  # fmt: skip
     launch(fn, (grid,), (32 * (config.warps + 1),), args, shared_mem=smem, pdl=pdl)
     return out
 

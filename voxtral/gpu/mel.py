@@ -44,17 +44,13 @@ class GpuMel:
     def __call__(self, windows, out=None, scratch=None):
         """windows [T, n_fft] f32 → out [M, T] f32 (allocated if None). scratch: (x [T, 2F], p [T, F])
         f32 buffers to use instead of allocating (a captured graph's)."""
-        import cupy
-
         ops._check(windows, "windows", np.float32, (None, self.n_fft))
         t, m = windows.shape[0], self.cfg.num_mel_bins
         out = ops._out(out, "out", np.float32, (m, t))
         if t == 0:
             return out
         x, p = scratch if scratch is not None else (None, None)
-        if x is None:
-            x = cupy.empty((t, 2 * self.n_freq), np.float32)
-        x = gemm(windows, self.dft, out=x)  # [T, 2F]: re | im
+        x = gemm(windows, self.dft, out=x)  # [T, 2F]: re | im (gemm allocates x when None)
         p = ops.power_spectrum(x, out=p)  # [T, F]
         gemm(self.filters, p, out=out)  # [M, T]
         return ops.log_mel_normalize(out, LOG_MEL_FLOOR, self.low, LOG_MEL_SHIFT, LOG_MEL_SCALE)
