@@ -101,6 +101,10 @@ class ScriptedBackend:
     def dec(self) -> ScriptedDecoder:
         return self.made[-1]
 
+    def log_mel(self, windows):
+        """Frames of the right count (the scripted encoder counts them; their values do not matter)."""
+        return [np.zeros((128, sum(len(w) for w in pieces)), np.float32) for pieces in windows]
+
     def to_numpy(self, x):
         return np.asarray(x, np.float32)
 

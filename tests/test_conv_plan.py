@@ -27,23 +27,24 @@ def test_plan_gives_each_stream_its_one_shot_convs(seed):
     w0, w1 = rng.standard_normal((e, m * 3)), rng.standard_normal((e, e * 3))
     streams = {s: rng.standard_normal((int(rng.integers(0, 60)), m)) for s in (0, 2, 4)}
     fed = dict.fromkeys(streams, 0)
-    frames = {s: np.zeros((CONV0_KEEP, m)) for s in streams}
+    frames = rng.standard_normal((CONV0_KEEP * cap, m))  # conv0's carried frames, 2 per slot
+    frames[[CONV0_KEEP * s + k for s in streams for k in range(CONV0_KEEP)]] = 0  # the streams' start
     rows, carried = np.zeros((2 * cap, e)), [1] * cap  # conv1's carried rows (zeros at the start)
     out = {s: [] for s in streams}
     while any(fed[s] < len(x) for s, x in streams.items()):
         slots = [s for s in streams if rng.random() < 0.7]
         pieces = {s: streams[s][fed[s] : fed[s] + int(rng.choice([0, 1, 2, 3, 8, 13]))] for s in slots}
         p = plan(slots, [carried[s] for s in slots], [len(pieces[s]) for s in slots], cap)
-        blocks = [np.concatenate([frames[s], pieces[s]]) for s in slots]
-        y0 = gather(np.concatenate(blocks), p.rows0) @ w0.T if blocks and len(p.rows0) else np.zeros((0, e))
+        x = np.concatenate([frames, *(pieces[s] for s in slots)])
+        y0 = gather(x, p.rows0) @ w0.T if len(p.rows0) else np.zeros((0, e))
         src = np.concatenate([rows, y0])
         z = gather(src, p.rows1) @ w1.T if len(p.rows1) else np.zeros((0, e))
-        rows = src[p.carry[:, 0]]
+        rows, frames = src[p.carry[:, 0]], x[p.carry0[:, 0]]
         start = 0
-        for s, block, n, c in zip(slots, blocks, p.outputs, p.carried, strict=True):
+        for s, n, c in zip(slots, p.outputs, p.carried, strict=True):
             out[s].append(z[start : start + n])
             start += n
-            frames[s], carried[s] = block[len(block) - CONV0_KEEP :], c
+            carried[s] = c
             fed[s] += len(pieces[s])
         assert start == len(z)
     for s, x in streams.items():

@@ -178,25 +178,28 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 1:
         raise AudioError(f"log_mel: samples must be 1-D [S], got shape {x.shape}")
+    return windows_log_mel(_log_mel_windows(x, cfg), cfg)
+
+
+def _log_mel_windows(x: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """The frames' samples [T, n_fft] of log_mel(x), T = S // hop_length (a strided view)."""
     n_fft, hop = cfg.window_size, cfg.hop_length
     n_frames = len(x) // hop  # centred STFT gives 1 + S // hop frames; the last is dropped
     if n_frames == 0:
-        return np.zeros((cfg.num_mel_bins, 0), dtype=np.float32)
+        return np.zeros((0, n_fft), np.float32)
     # Reflect padding; numpy reflects repeatedly when S <= n_fft // 2 (an edge case: offline
     # padding always gives far longer inputs).
-    padded = np.pad(x, n_fft // 2, mode="reflect")
-    return _frames_log_mel(padded, n_frames, cfg)
-
-
-def _frames_log_mel(padded: np.ndarray, n_frames: int, cfg: AudioConfig) -> np.ndarray:
-    """Frames t < n_frames of a padded signal (frame t = padded[t·hop : t·hop + n_fft]) → [M, T]."""
-    return windows_log_mel(_windows(padded, n_frames, cfg), cfg)
+    return _windows(np.pad(x, n_fft // 2, mode="reflect"), n_frames, cfg)
 
 
 def _windows(padded: np.ndarray, n_frames: int, cfg: AudioConfig) -> np.ndarray:
     """The n_fft samples of frames t < n_frames of a padded signal [T, n_fft] (a strided view)."""
     n_fft, hop = cfg.window_size, cfg.hop_length
-    return np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    n = max(0, min(n_frames, (len(padded) - n_fft) // hop + 1))  # frames the signal holds
+    if not padded.flags.c_contiguous:
+        padded = np.ascontiguousarray(padded)
+    step = padded.itemsize
+    return np.lib.stride_tricks.as_strided(padded, (n, n_fft), (hop * step, step), writeable=False)
 
 
 def windows_log_mel(frames: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -234,7 +237,7 @@ class MelStream:
         self.n_frames = 0  # frames returned so far
         self.finished = False
         self._half = cfg.window_size // 2
-        self._head = np.zeros(0)  # the first samples, until the left reflection can be built
+        self._head = np.zeros(0, np.float32)  # the first samples, until the left reflection can be built
         self._padded: np.ndarray | None = None  # the padded signal from padded index _start on
         self._start = 0  # padded index of _padded[0] (padded index = sample index + n_fft/2)
 
@@ -243,16 +246,18 @@ class MelStream:
         return windows_log_mel(self.windows(samples), self.cfg)
 
     def windows(self, samples: np.ndarray) -> np.ndarray:
-        """feed() up to the log-mel: the samples of the frames they complete [T', n_fft] float64, for
-        windows_log_mel (or windows_log_mel_many with other streams')."""
+        """feed() up to the log-mel: the samples of the frames they complete [T', n_fft] (a strided view;
+        float32 for float32 samples, which the windows then hold exactly, else float64), for
+        windows_log_mel or a backend's log_mel with other streams'."""
         if self.finished:
             raise AudioError("MelStream: feed after finish(); start a new stream")
-        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        x = np.asarray(samples).reshape(-1)
+        x = x.astype(np.float32 if x.dtype == np.float32 else np.float64, copy=False)
         self.n_samples += len(x)
         if self._padded is None:
             self._head = np.concatenate([self._head, x])
             if len(self._head) <= self._half:
-                return np.zeros((0, self.cfg.window_size))
+                return np.zeros((0, self.cfg.window_size), np.float32)
             self._padded, self._head = np.concatenate([self._head[self._half : 0 : -1], self._head]), None
         else:
             self._padded = np.concatenate([self._padded, x])
@@ -262,24 +267,24 @@ class MelStream:
 
     def finish(self) -> np.ndarray:
         """Reflect-pad the end; the frames [M, T'] still held back, up to T = samples // hop in all."""
+        return windows_log_mel(self.finish_windows(), self.cfg)
+
+    def finish_windows(self) -> np.ndarray:
+        """finish() up to the log-mel: the samples of the frames still held back [T', n_fft]."""
         if self.finished:
             raise AudioError("MelStream: finish() called twice; start a new stream")
         self.finished = True
         if self._padded is None:  # too short to have returned anything: the one-shot recipe
             self.n_frames = self.n_samples // self.cfg.hop_length
-            return log_mel(self._head, self.cfg)
+            return _log_mel_windows(self._head, self.cfg)
         tail = self._padded[-self._half - 1 : -1][::-1]  # np.pad "reflect": x[S−2], x[S−3], …
         self._padded = np.concatenate([self._padded, tail])
-        return self._take(self.n_samples // self.cfg.hop_length)
-
-    def _take(self, upto: int) -> np.ndarray:
-        """Frames n_frames … upto − 1 [M, T']; drops the samples no later frame needs."""
-        return windows_log_mel(self._take_windows(upto), self.cfg)
+        return self._take_windows(self.n_samples // self.cfg.hop_length)
 
     def _take_windows(self, upto: int) -> np.ndarray:
         """The samples of frames n_frames … upto − 1 [T', n_fft] (a view of a signal no longer held)."""
         if upto <= self.n_frames:
-            return np.zeros((0, self.cfg.window_size))
+            return np.zeros((0, self.cfg.window_size), np.float32)
         hop = self.cfg.hop_length
         offset = self.n_frames * hop - self._start
         out = _windows(self._padded[offset:], upto - self.n_frames, self.cfg)
@@ -317,10 +322,13 @@ class PaddedMel:
 
     def finish(self) -> np.ndarray:
         """The right padding and the frames still held back [M, T']."""
+        return windows_log_mel(self.finish_windows(), self.cfg)
+
+    def finish_windows(self) -> np.ndarray:
+        """finish() up to the log-mel: the frames' samples [T', n_fft] (see MelStream.windows)."""
         spt = self.cfg.samples_per_token
         pad = np.zeros(-self.n_samples % spt + self.n_right * spt, np.float32)
-        head = windows_log_mel(np.concatenate([*self._start(), self._mel.windows(pad)]), self.cfg)
-        return np.concatenate([head, self._mel.finish()], axis=1)
+        return np.concatenate([*self._start(), self._mel.windows(pad), self._mel.finish_windows()])
 
     def _start(self) -> list[np.ndarray]:
         """The left padding's frames' samples [T', n_fft], the first time only."""

@@ -29,8 +29,9 @@ class Encoder(Protocol):
     def leave(self, slot: int) -> None:
         """Free the slot and its memory."""
 
-    def encode(self, items: list[tuple[int, np.ndarray]]) -> list[Any]:
-        """(slot, its next mel frames [M, T], any T ≥ 0) per slot → its new audio embeddings [k, D].
+    def encode(self, items: list[tuple[int, Any]]) -> list[Any]:
+        """(slot, its next mel frames [M, T], any T ≥ 0: host, or the backend's log_mel) per slot → its
+        new audio embeddings [k, D].
 
         Each complete group of 4 encoder positions (8 frames) yields one row; the rest waits in the
         slot. After all frames of an input whose length is a multiple of 8, a slot's rows equal the
@@ -81,6 +82,10 @@ class Backend(Protocol):
 
     def decoder(self, capacity: int) -> Decoder:
         """Decoders of up to `capacity` slots."""
+
+    def log_mel(self, windows: list[list[np.ndarray]]) -> list[Any]:
+        """Each input's frames' samples, pieces [T_j, n_fft] (PaddedMel.windows) → its normalised log-mel
+        [M, ΣT_j] float32 (SPEC §2.3), in what encode() takes: every input of a tick in one go."""
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A backend array as a NumPy float32 array."""

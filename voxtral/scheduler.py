@@ -5,7 +5,8 @@ stream whose samples are pushed as they come; both get the offline padding (Padd
 live stream and an offline file give the same tokens. Each tick of the scheduler
 
     admit  queued jobs into free encoder and decoder slots, first come first served;
-    encode every job's new mel frames in one encoder pass (offline: ≤ backend.lookahead ahead);
+    encode every job's new frames in one log-mel call and one encoder pass (offline: ≤ backend.lookahead
+           ahead);
     prefill each job whose prompt positions have audio (the rules are schedule.Schedule's);
     step   every job with audio waiting, all in one batched decoder call;
     retire jobs at EOS, at their step limit, or at the end of their audio, freeing their slots.
@@ -15,8 +16,9 @@ stream.py, server.py): any mix of them, from any number of threads, shares one d
 waiting for its job drives the loop (run_until) while nobody else does; the rest wait to be woken.
 Memory is bounded for any audio length: a job holds a few blocks of samples and frames, at most the
 backend's lookahead of embeddings ahead of its decoder, and KV rings of the window. An offline job's
-audio is decoded and made into mel frames by reader threads (one block in flight per job), so the engine
-thread runs only the model; a live job's new samples of a tick are all made into frames in one call.
+audio is decoded and cut into frames' windows by reader threads (one block in flight per job), so the
+engine thread runs only the model; the new windows of every job of a tick, live or offline, become mel
+frames in one backend.log_mel call (on the GPU: on the device, SPEC §2.3).
 A tick that finds nothing to do wakes nobody: an idle engine sleeps until an input arrives.
 """
 
@@ -34,7 +36,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .audio import PaddedMel, windows_log_mel_many
+from .audio import PaddedMel
 from .backend import Backend
 from .config import AudioConfig
 from .errors import AudioError, SessionError, VoxtralError
@@ -88,8 +90,8 @@ class Job:
         self._pushed: deque[np.ndarray] = deque()  # live samples not yet turned into frames
         self._ended = False  # no more samples will come
         self._front: PaddedMel | None = None
-        self._frames: list[np.ndarray] = []  # mel [M, T] not yet encoded
-        self._reading: Future | None = None  # an offline job's next frames, made by a reader thread
+        self._windows: list[np.ndarray] = []  # frames' samples [T, n_fft] not yet encoded (PaddedMel)
+        self._reading: Future | None = None  # an offline job's next windows, cut by a reader thread
         self._enc: int | None = None
         self._dec: int | None = None
         self._prefilled = False
@@ -111,7 +113,7 @@ class Job:
             return True
         if self._ended:  # the end still has to run (right padding, last steps)
             return False
-        return self.state == ACTIVE and not self._pushed and not self._frames and self.ready() == 0
+        return self.state == ACTIVE and not self._pushed and not self._windows and self.ready() == 0
 
     # --- bookkeeping the scheduler uses ----------------------------------------------------------
     def ready(self) -> int:
@@ -137,7 +139,8 @@ class Job:
 
     def _audio_done(self) -> bool:
         """Every frame of the audio (padding included) has gone through the encoder."""
-        return self._front is not None and self._front.finished and not self._frames and self._reading is None
+        front = self._front
+        return front is not None and front.finished and not self._windows and self._reading is None
 
     def _complete(self) -> bool:
         if self.error is not None or self.closed:
@@ -295,37 +298,32 @@ class Scheduler:
             job._enc = self._encoder.join(chunk)
             job._dec = self._decoder.join(job.positions)
             job._front = PaddedMel(self.audio, self.schedule.n_left, self.schedule.n_right)
-            self._frames_of(job, np.zeros(0, np.float32))  # the left padding's frames
+            self._windows_of(job, np.zeros(0, np.float32))  # the left padding's frames
             job.state = ACTIVE
             self.active.append(job)
             admitted = True
         return admitted
 
     def _encode(self) -> bool:
-        """New samples → mel frames → one encoder pass over every job that has frames → the decoders."""
-        windows: list[tuple[Job, np.ndarray]] = []  # live jobs' new frames' samples: one log-mel for all
+        """New samples → windows → one log-mel and one encoder pass over every job that has frames (live
+        and offline alike) → the decoders."""
         todo = [j for j in self.active if j._enc is not None and not j._complete()]
-        todo = [j for j in todo if self._take_audio(j, windows)]
-        if windows:
-            t0 = time.perf_counter()
-            mels = windows_log_mel_many([w for _, w in windows], self.audio)
-            share = (time.perf_counter() - t0) / len(windows)
-            for (job, _), frames in zip(windows, mels, strict=True):
-                if frames.shape[1]:
-                    job._frames.append(frames)
-                job.timings["mel"] += share
-        todo = [j for j in todo if j._frames]
+        todo = [j for j in todo if self._take_audio(j) and j._windows]
         if todo:
             t0 = time.perf_counter()
-            items = [(j._enc, np.concatenate(j._frames, axis=1)) for j in todo]
+            mels = self.backend.log_mel([j._windows for j in todo])  # [M, T] each, the backend's arrays
+            share = (time.perf_counter() - t0) / len(todo)
             for j in todo:
-                j._frames = []
+                j._windows = []
+                j.timings["mel"] += share
+            t0 = time.perf_counter()
+            items = [(j._enc, m) for j, m in zip(todo, mels, strict=True)]
             embeds = self._encoder.encode(items)
             for j, e, (_, mel) in zip(todo, embeds, items, strict=True):
                 self._decoder.append_audio(j._dec, e)
                 j.n_embeds += len(e)
                 if j.record:
-                    j.mel.append(mel)
+                    j.mel.append(self.backend.to_numpy(mel))
                     j.embeds.append(self.backend.to_numpy(e))
             if not all(j.live for j in todo):  # an offline job's stage times; live ticks keep the overlap
                 self.backend.synchronize()
@@ -338,10 +336,9 @@ class Scheduler:
                 j._enc, left = None, True
         return bool(todo) or left
 
-    def _take_audio(self, job: Job, windows: list[tuple[Job, np.ndarray]]) -> bool:
-        """Move a job's new samples into frames (pulling an offline source while its lookahead allows);
-        False if its source failed (the job then carries the error). A live job that goes on adds its
-        new frames' samples to `windows` instead (the caller turns all of them into frames at once)."""
+    def _take_audio(self, job: Job) -> bool:
+        """Move a job's new samples into windows (pulling an offline source while its lookahead allows);
+        False if its source failed (the job then carries the error)."""
         if not job.live:
             return self._read(job)
         front = job._front
@@ -351,23 +348,23 @@ class Scheduler:
                 if n:
                     t0 = time.perf_counter()
                     parts = [job._pushed.popleft() for _ in range(n)]
-                    windows.append((job, front.windows(parts[0] if n == 1 else np.concatenate(parts))))
+                    self._windows_of(job, parts[0] if n == 1 else np.concatenate(parts))
                     job.timings["mel"] += time.perf_counter() - t0
                 return True
             while not front.finished:
                 if not job._pushed:
                     if job._ended:
-                        self._frames_of(job, None)
+                        self._windows_of(job, None)
                     break
-                self._frames_of(job, job._pushed.popleft())
+                self._windows_of(job, job._pushed.popleft())
         except VoxtralError as e:
             job.error = e
             return False
         return True
 
     def _read(self, job: Job) -> bool:
-        """An offline job's audio: a reader thread (_readers) decodes its next block and turns it into mel
-        frames while the engine runs; each tick takes what came and asks for the next block while the
+        """An offline job's audio: a reader thread (_readers) decodes its next block and cuts its frames'
+        windows while the engine runs; each tick takes what came and asks for the next block while the
         job's lookahead allows (one block in flight per job, so its frames come in order). False if its
         source failed (the job then carries the error)."""
         reading = job._reading
@@ -375,14 +372,13 @@ class Scheduler:
             if not reading.done():
                 return True
             job._reading = None
-            frames, audio_s, mel_s, error = reading.result()  # a bug in the worker is raised here
+            windows, audio_s, mel_s, error = reading.result()  # a bug in the worker is raised here
             job.timings["audio"] += audio_s
             job.timings["mel"] += mel_s
             if error is not None:
                 job.error = error
                 return False
-            if frames.shape[1]:
-                job._frames.append(frames)
+            job._windows += windows
         ahead = self._ahead(job)
         if job._front.finished or (ahead >= self.backend.lookahead and not (job.record or job._stopped())):
             return True
@@ -391,17 +387,17 @@ class Scheduler:
         job._reading.add_done_callback(lambda _: self._wake())  # after the result is in place
         return True
 
-    def _frames_of(self, job: Job, samples: np.ndarray | None) -> None:
-        """Samples (None: the end of the audio) → mel frames waiting for the encoder."""
+    def _windows_of(self, job: Job, samples: np.ndarray | None) -> None:
+        """Samples (None: the end of the audio) → frames' windows waiting for the log-mel and encoder."""
         t0 = time.perf_counter()
-        frames = job._front.finish() if samples is None else job._front.feed(samples)
-        if frames.shape[1]:
-            job._frames.append(frames)
+        windows = job._front.finish_windows() if samples is None else job._front.windows(samples)
+        if len(windows):
+            job._windows.append(windows)
         job.timings["mel"] += time.perf_counter() - t0
 
     def _ahead(self, job: Job) -> int:
         """Audio embeddings of the job (encoded or as frames) its decoder has not run yet."""
-        pending = sum(f.shape[1] for f in job._frames) // self.audio.frames_per_token
+        pending = sum(len(w) for w in job._windows) // self.audio.frames_per_token
         return job.n_embeds + pending - job._consumed()
 
     def _prefill(self) -> bool:
@@ -469,7 +465,7 @@ class Scheduler:
         job.state = DONE
         job.source = None
         job._pushed.clear()
-        job._frames = []
+        job._windows = []
 
     # --- reports ---------------------------------------------------------------------------------
     def memory_bytes(self) -> dict[str, int]:
@@ -481,9 +477,9 @@ class Scheduler:
 
 def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
     """In a reader thread: the next blocks of an offline source, up to `room` samples (at least one
-    block) → (their mel frames [M, T'], seconds decoding, seconds of mel, the source's VoxtralError or
-    None); the end of the source → the last frames. Everything the lookahead has room for comes in one
-    piece, so a short file is one encoder pass, not one per block."""
+    block) → (their frames' windows: pieces [T', n_fft], seconds decoding, seconds cutting windows, the
+    source's VoxtralError or None); the end of the source → the last windows. Everything the lookahead
+    has room for comes in one read, so a short file is one encoder pass, not one per block."""
     decode_s = mel_s = 0.0
     parts, taken = [], 0
     try:
@@ -491,7 +487,7 @@ def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tu
             t0 = time.perf_counter()
             block = next(source, None)
             t1 = time.perf_counter()
-            parts.append(front.finish() if block is None else front.feed(block))
+            parts.append(front.finish_windows() if block is None else front.windows(block))
             decode_s, mel_s = decode_s + t1 - t0, mel_s + time.perf_counter() - t1
             if block is None:
                 break
@@ -500,14 +496,13 @@ def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tu
                 break
     except VoxtralError as e:
         return None, decode_s, mel_s, e
-    frames = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-    return frames, decode_s, mel_s, None
+    return [w for w in parts if len(w)], decode_s, mel_s, None
 
 
 @functools.cache
 def _readers() -> ThreadPoolExecutor:
-    """The threads that decode offline audio and make its mel frames ahead of the engine, one per core
-    (decoding and NumPy's FFT and matmul release the GIL): the engine thread never waits for a file."""
+    """The threads that decode offline audio and cut its frames' windows ahead of the engine, one per
+    core (decoding releases the GIL): the engine thread never waits for a file."""
     from .cpu.linear import cores
 
     return ThreadPoolExecutor(max(2, cores()), thread_name_prefix="voxtral-reader")

@@ -32,7 +32,9 @@ def test_device_selection(gpu):
 def test_encoder_matches_cpu(cpu, gpu, clip15):
     ref = cpu.trace(clip15, 1)
     out = gpu.trace(clip15, 1)
-    np.testing.assert_array_equal(out.mel, ref.mel)
+    d = np.abs(out.mel.astype(np.float64) - ref.mel)  # the device's float32 log-mel (tests/gpu/test_mel.py)
+    print(f"log-mel GPU vs CPU: max {d.max():.2e}, mean {d.mean():.2e}")
+    assert out.mel.shape == ref.mel.shape and d.max() <= 2e-4 and d.mean() <= 1e-6
     err = rel_l2(out.audio_embeds, ref.audio_embeds)
     print(f"audio embeddings GPU vs CPU: rel L2 {err:.2e}")
     assert err < 2e-2

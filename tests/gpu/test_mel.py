@@ -84,3 +84,24 @@ def test_gpu_log_mel_in_a_graph_with_its_own_buffers(clip5):
         graph.launch(stream)
         stream.synchronize()
     np.testing.assert_array_equal(cp.asnumpy(out), want)
+
+
+def test_gpu_log_mel_of_many_inputs_in_pieces(clip5, monkeypatch):
+    """GpuMel.many (what the engine calls once a tick): inputs of several pieces each (float32 and float64
+    views, empty ones), staged across upload boundaries → each input's frames as windows_log_mel gives
+    them, as [M, T] views whose transpose is C-contiguous (what the conv stem gathers from)."""
+    from voxtral.gpu import mel as gpu_mel
+
+    monkeypatch.setattr(gpu_mel, "MEL_ROWS", 37)  # many uploads, pieces cut across them
+    speech = windows_of(load_audio(clip5))
+    rng = np.random.default_rng(2)
+    noise = (0.1 * rng.standard_normal((50, CFG.window_size))).astype(np.float32)
+    speech_pieces = [speech[:100], speech[100:101], speech[101:]]
+    inputs = [speech_pieces, [noise.astype(np.float64)], [noise[:0]], [noise[3:9]]]
+    got = gpu_mel.GpuMel(CFG).many(inputs)
+    assert len(got) == len(inputs)
+    for pieces, g in zip(inputs, got, strict=True):
+        want = windows_log_mel(np.concatenate(pieces), CFG)
+        assert g.shape == want.shape and g.dtype == np.float32 and g.T.flags.c_contiguous
+        if want.size:
+            assert np.abs(cp.asnumpy(g) - want).max() <= MAX_DIFF

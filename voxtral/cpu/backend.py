@@ -8,6 +8,7 @@ import platform
 
 import numpy as np
 
+from ..audio import windows_log_mel_many
 from ..checkpoint import Checkpoint, non_finite_error
 from . import decoder, encoder
 
@@ -60,6 +61,12 @@ class CpuBackend:
     def _non_finite(self) -> None:
         """Logits came out NaN or Inf: name the tensors to blame (a scan of the weights file)."""
         raise non_finite_error(self.directory, self.cfg, "the logits")
+
+    def log_mel(self, windows: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Each input's frames' samples (pieces [T_j, n_fft]) → its log-mel [M, ΣT_j] float32 (SPEC §2.3),
+        every input in one FFT and one matmul."""
+        joined = [w[0] if len(w) == 1 else np.concatenate(w) for w in windows]
+        return windows_log_mel_many(joined, self.cfg.audio)
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x, np.float32)

@@ -16,6 +16,7 @@ from ..checkpoint import Checkpoint, non_finite_error
 from ..config import ModelConfig
 from ..errors import ConfigError
 from . import decoder, encoder, gemv, kernels, ops
+from .mel import GpuMel
 from .weights import GpuWeights, has_non_finite
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class GpuBackend:
                 raise non_finite_error(checkpoint.directory, self.cfg, "some uploaded weights")
         self.cuda_stream.synchronize()
         self.upload_seconds = time.perf_counter() - t0
+        self._mel: GpuMel | None = None
         log.info("weights on the GPU in %.1f s", self.upload_seconds)
 
     def encoder(self, capacity: int, chunk: int = encoder.CHUNK_POSITIONS) -> encoder.Encoder:
@@ -81,9 +83,20 @@ class GpuBackend:
         """Up to `capacity` decoder slots stepped together, a CUDA graph per bucket."""
         return decoder.Decoder(self.weights, self.cfg.decoder, self.cuda_stream, capacity)
 
+    def log_mel(self, windows: list[list[np.ndarray]]) -> list:
+        """Each input's frames' samples (host pieces [T_j, n_fft]) → its log-mel [M, ΣT_j] f32 on the
+        device (SPEC §2.3; gpu/mel.py): the host only cuts the windows."""
+        if self._mel is None:
+            with self.cuda_stream:
+                self._mel = GpuMel(self.cfg.audio)
+        with self.cuda_stream:
+            return self._mel.many(windows)
+
     def to_numpy(self, x) -> np.ndarray:
         import cupy
 
+        if x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:  # log_mel's frames:
+            return cupy.asnumpy(x.T, stream=self.cuda_stream).astype(np.float32).T  # no copy kernel
         return cupy.asnumpy(x, stream=self.cuda_stream).astype(np.float32)
 
     def synchronize(self) -> None:

@@ -1,11 +1,13 @@
 """The encoder's conv stem on the GPU for many streams at once (SPEC §3.1): mel frames → conv stem rows.
 
 conv0 (kernel 3, stride 1) and conv1 (kernel 3, stride 2), both causal, each GELU'd. A stream is fed
-mel frames in pieces of any size; its state between pieces is conv0's last 2 input frames (host, zeros
-at the start: the causal left padding) and conv1's unconsumed conv0 outputs (device, 1 or 2 rows; one
-zero row at the start). A call serves every stream that has frames with one launch per stage, whatever
-their number: the host lays out which input rows each output reads (`plan`, NumPy), one gather kernel
-builds the columns (ops.im2col_rows), one GEMM per conv. A live tick of 128 streams is ~10 launches.
+mel frames in pieces of any size (on the device as the backend's log_mel gives them, or host arrays);
+its state between pieces is, on the device, conv0's last 2 input frames (zeros at the start: the causal
+left padding) and conv1's unconsumed conv0 outputs (1 or 2 rows; one zero row at the start). A call
+serves every stream that has frames with one launch per stage, whatever their number: the host lays
+out which input rows each output reads (`plan`, NumPy), one gather kernel builds the columns
+(ops.im2col_rows), one GEMM per conv; two gathers keep the carried rows. A live tick of 128 streams is
+~12 launches and one copy of its frames.
 Shapes: M mel bins, T frames, E encoder dim, C slots, n conv stem outputs (positions).
 """
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
-from .copy import concat_rows, device_array, upload
+from .copy import concat_rows, device_array, upload, zero
 from .gemm import gemm
 
 KERNEL = 3
@@ -26,11 +28,13 @@ CONV_ROWS = 16384  # mel frames per launch group: bounds a call's activations (~
 
 @dataclass
 class StemPlan:
-    """Row indices of one batched call (all int32). Host block rows: each stream's 2 carried frames then
-    its new frames. conv1's input rows number [carried rows of all slots (2 per slot) | conv0 outputs]."""
+    """Row indices of one batched call (all int32). conv0's input rows number [carried frames of all
+    slots (2 per slot) | the items' new frames, item after item]; conv1's [carried rows of all slots (2
+    per slot) | conv0 outputs]."""
 
-    rows0: np.ndarray  # [ΣT, 3] host block rows of each conv0 output
+    rows0: np.ndarray  # [ΣT, 3] conv0 input rows of each conv0 output
     rows1: np.ndarray  # [Σn, 3] conv1 input rows of each conv1 output
+    carry0: np.ndarray  # [2C, 1] each slot's carried conv0 input rows (frames) after the call
     carry: np.ndarray  # [2C, 1] each slot's carried conv1 rows after the call (unused rows: any)
     carried: list[int]  # carried conv1 rows per item after the call (1 or 2)
     outputs: list[int]  # conv1 outputs per item
@@ -39,18 +43,21 @@ class StemPlan:
 def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int) -> StemPlan:
     """The layout of a call over items (slot, conv1 rows it carries (1 or 2), new mel frames T ≥ 0).
 
-    A stream's conv1 input is y = its carried rows then its T conv0 outputs; output j reads y[2j … 2j+2],
-    so n = (len(y) − 1) // 2 outputs and y[2n:] (1 or 2 rows) is carried on. Slots not in the call keep
-    their rows."""
+    A stream's conv0 input is x = its 2 carried frames then its T new ones; output t reads x[t … t+2],
+    and x[-2:] is carried on. Its conv1 input is y = its carried rows then its T conv0 outputs; output j
+    reads y[2j … 2j+2], so n = (len(y) − 1) // 2 outputs and y[2n:] (1 or 2 rows) is carried on. Slots
+    not in the call keep their rows."""
     assert len(set(slots)) == len(slots), "a slot appears twice in one call"
     taps = np.arange(KERNEL)
     rows0, rows1, outputs, after = [], [], [], []
+    carry0 = np.arange(2 * capacity, dtype=np.int64)
     carry = np.arange(2 * capacity, dtype=np.int64)
-    block = conv0 = 0  # host block row, conv0 output row
+    conv0 = 0  # new frame row = conv0 output row
     for s, c, t in zip(slots, carried, lengths, strict=True):
         assert c in (1, 2) and t >= 0, (c, t)
-        rows0.append(block + np.arange(t)[:, None] + taps)
-        block += CONV0_KEEP + t
+        x = np.concatenate([2 * s + np.arange(CONV0_KEEP), 2 * capacity + conv0 + np.arange(t)])
+        rows0.append(x[np.arange(t)[:, None] + taps])
+        carry0[2 * s : 2 * s + CONV0_KEEP] = x[len(x) - CONV0_KEEP :]
         y = np.concatenate([2 * s + np.arange(c), 2 * capacity + conv0 + np.arange(t)])
         conv0 += t
         n = (len(y) - 1) // 2
@@ -61,7 +68,8 @@ def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int
         after.append(len(rest))
     cat = lambda parts: np.concatenate(parts).reshape(-1, KERNEL).astype(np.int32)  # noqa: E731
     return StemPlan(cat(rows0 or [np.zeros((0, 3))]), cat(rows1 or [np.zeros((0, 3))]),
-                    carry.astype(np.int32)[:, None], after, outputs)  # fmt: skip
+                    carry0.astype(np.int32)[:, None], carry.astype(np.int32)[:, None], after,
+                    outputs)  # fmt: skip
 
 
 class ConvStem:
@@ -70,21 +78,22 @@ class ConvStem:
     def __init__(self, w, n_mel: int, dim: int, capacity: int):
         import cupy
 
+        assert CONV0_KEEP == 2, "the carried rows are laid out 2 per slot"
         self.w, self.capacity = w, capacity
-        self.frames = np.zeros((capacity, CONV0_KEEP, n_mel), np.float32)  # conv0's carried input rows
+        self.frames = cupy.zeros((2 * capacity, n_mel), np.float32)  # conv0's carried input rows, 2 per slot
         self.rows = cupy.zeros((2 * capacity, dim), ops.BF16)  # conv1's carried rows, 2 per slot
         self.carried = [1] * capacity  # rows of `rows` each slot carries
         self.pos = [0] * capacity  # encoder position of each slot's next output
 
     def reset(self, slot: int) -> None:
         """A new stream in slot: zeros carried (the causal left padding), position 0."""
-        self.frames[slot] = 0
+        zero(self.frames[2 * slot : 2 * slot + 2])
         upload(self.rows[2 * slot : 2 * slot + 2], np.zeros((2, self.rows.shape[1]), ops.BF16))
         self.carried[slot], self.pos[slot] = 1, 0
 
-    def feed(self, items: list[tuple[int, np.ndarray]]) -> list[tuple[int, object]]:
-        """(slot, its next mel frames [M, T] host f32, any T ≥ 0) → per item (first position p, conv stem
-        outputs [n, E] f32 of positions p … p+n−1, device)."""
+    def feed(self, items: list[tuple[int, object]]) -> list[tuple[int, object]]:
+        """(slot, its next mel frames [M, T] f32, any T ≥ 0: host, or device as GpuMel.many gives them)
+        → per item (first position p, conv stem outputs [n, E] f32 of positions p … p+n−1, device)."""
         out: list[tuple[int, object]] = []
         group: list[tuple[int, np.ndarray]] = []
         frames = 0
@@ -102,16 +111,15 @@ class ConvStem:
         w, cap = self.w, self.capacity
         slots = [s for s, _ in items]
         p = plan(slots, [self.carried[s] for s in slots], [m.shape[1] for _, m in items], cap)
-        blocks = []
-        for s, mel in items:
-            block = np.concatenate([self.frames[s], np.asarray(mel, np.float32).T])  # [2 + T, M]
-            self.frames[s] = block[len(block) - CONV0_KEEP :]
-            blocks.append(block)
         n0, n1 = len(p.rows0), len(p.rows1)
-        rows = device_array(np.concatenate([p.rows0.ravel(), p.rows1.ravel(), p.carry.ravel()]))
+        idx = [p.rows0.ravel(), p.rows1.ravel(), p.carry.ravel(), p.carry0.ravel()]
+        rows = device_array(np.concatenate(idx))
         if n0:
-            x = device_array(np.concatenate(blocks))  # [Σ(2 + T), M] f32
+            new = [_time_major(m) for _, m in items if m.shape[1]]  # one copy when they are GpuMel's
+            x = concat_rows([self.frames, *new])  # [2C + ΣT, M] f32
             cols = ops.im2col_rows(x, rows[: 3 * n0].reshape(n0, 3))  # [ΣT, M·3] bf16
+            carry0 = rows[3 * (n0 + n1) + 2 * cap :].reshape(2 * cap, 1)
+            self.frames = ops.widen_bf16(ops.im2col_rows(x, carry0))  # conv0 reads bf16: nothing lost
             y = ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias)  # [ΣT, E] bf16
             src = concat_rows([self.rows, y])  # [2C + ΣT, E] bf16
         else:
@@ -122,7 +130,8 @@ class ConvStem:
         else:
             z = cupy.zeros((0, self.rows.shape[1]), np.float32)
         if n0:  # n0 = 0: nothing carried changed
-            self.rows = ops.im2col_rows(src, rows[3 * (n0 + n1) :].reshape(2 * cap, 1))  # [2C, E]
+            carry = rows[3 * (n0 + n1) : 3 * (n0 + n1) + 2 * cap].reshape(2 * cap, 1)
+            self.rows = ops.im2col_rows(src, carry)  # [2C, E]
         result, start = [], 0
         for s, n, c in zip(slots, p.outputs, p.carried, strict=True):
             result.append((self.pos[s], z[start : start + n]))
@@ -130,3 +139,15 @@ class ConvStem:
             self.carried[s] = c
             start += n
         return result
+
+
+def _time_major(mel):
+    """Mel frames [M, T] f32 → [T, M] C-contiguous on the device: GpuMel.many's are transposed views of
+    rows (free); a host array is uploaded; another device layout goes through the host (rare)."""
+    import cupy
+
+    if isinstance(mel, cupy.ndarray):
+        if mel.T.flags.c_contiguous and mel.dtype == np.float32:
+            return mel.T
+        mel = cupy.asnumpy(mel)
+    return device_array(np.ascontiguousarray(np.asarray(mel, np.float32).T))

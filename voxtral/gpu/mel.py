@@ -11,12 +11,18 @@ No CuPy elementwise kernel (nothing compiles at run time); no host sync; captura
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 
 from ..audio import LOG_MEL_FLOOR, LOG_MEL_RANGE, LOG_MEL_SCALE, LOG_MEL_SHIFT, hann_window, mel_filters
 from ..config import AudioConfig
 from . import ops
 from .gemm import gemm
+
+MEL_ROWS = 8192  # frames uploaded and transformed at a time (many): 13 MB of windows, 82 s of audio
+PINNED_BYTES = 256 << 20  # pinned windows queued behind the GPU's work before the host waits (many)
+H2D = 1  # cudaMemcpyHostToDevice
 
 
 def dft_matrix(n_fft: int) -> np.ndarray:
@@ -40,6 +46,68 @@ class GpuMel:
         self.dft = cupy.asarray(dft_matrix(n).astype(np.float32))
         self.filters = cupy.asarray(mel_filters(cfg.sampling_rate, n, cfg.num_mel_bins).astype(np.float32))
         self.low = cfg.global_log_mel_max - LOG_MEL_RANGE
+        self._held: deque = deque()  # (event, pinned buffer) of uploads in flight (many)
+        self._held_bytes = 0
+
+    def many(self, windows: list[list[np.ndarray]]) -> list:
+        """Each input's frames' samples, host pieces [T_j, n_fft] (views of any layout; float32 or exact
+        float64) → its log-mel [M, ΣT_j] f32 on the device, every input in one go: the pieces are staged
+        in pinned host memory, MEL_ROWS frames an upload, into one time-major array [ΣT, M]; input i's
+        frames are rows of it, and what comes back is their transpose (a view: `frames.T` is
+        C-contiguous [T_i, M], what the conv stem gathers from). Runs on the current stream; the host
+        waits only when more than PINNED_BYTES of uploads are still queued behind the GPU's work."""
+        import cupy
+
+        counts = [sum(len(p) for p in pieces) for pieces in windows]
+        total = sum(counts)
+        out = cupy.empty((total, self.cfg.num_mel_bins), np.float32)
+        pieces = iter([p for ps in windows for p in ps if len(p)])
+        piece, done = next(pieces, None), 0
+        for row in range(0, total, MEL_ROWS):
+            n = min(MEL_ROWS, total - row)
+            stage, fill = self._pinned(n), 0
+            while fill < n:  # the next n frames of the pieces, one after another
+                k = min(len(piece) - done, n - fill)
+                stage[fill : fill + k] = piece[done : done + k]
+                fill, done = fill + k, done + k
+                if done == len(piece):
+                    piece, done = next(pieces, None), 0
+            self._rows(self._upload(stage), out[row : row + n])
+        offsets = np.cumsum([0, *counts])
+        return [out[offsets[i] : offsets[i + 1]].T for i in range(len(windows))]
+
+    def _pinned(self, n: int) -> np.ndarray:
+        """A pinned host buffer [n, n_fft] f32; buffers of uploads the GPU has done are let go first."""
+        import cupy
+
+        while self._held and (self._held[0][0].done or self._held_bytes > PINNED_BYTES):
+            event, buffer = self._held.popleft()
+            event.synchronize()
+            self._held_bytes -= buffer.nbytes
+        memory = cupy.cuda.alloc_pinned_memory(n * self.n_fft * 4)
+        return np.frombuffer(memory, np.float32, n * self.n_fft).reshape(n, self.n_fft)
+
+    def _upload(self, stage: np.ndarray):
+        """A pinned buffer → a new device array, asynchronously on the current stream; the buffer is held
+        until the copy is done (an event)."""
+        import cupy
+        from cupy.cuda import runtime
+
+        dev = cupy.empty(stage.shape, np.float32)
+        stream = cupy.cuda.get_current_stream()
+        runtime.memcpyAsync(dev.data.ptr, stage.ctypes.data, stage.nbytes, H2D, stream.ptr)
+        event = cupy.cuda.Event(disable_timing=True)
+        event.record(stream)
+        self._held.append((event, stage))
+        self._held_bytes += stage.nbytes
+        return dev
+
+    def _rows(self, windows, out) -> None:
+        """Windows [n, n_fft] f32 (device) → out [n, M]: the time-major log-mel."""
+        x = gemm(windows, self.dft)  # [n, 2F]: re | im
+        p = ops.power_spectrum(x)  # [n, F]
+        gemm(p, self.filters, out=out)  # [n, M]
+        ops.log_mel_normalize(out, LOG_MEL_FLOOR, self.low, LOG_MEL_SHIFT, LOG_MEL_SCALE)
 
     def __call__(self, windows, out=None, scratch=None):
         """windows [T, n_fft] f32 → out [M, T] f32 (allocated if None). scratch: (x [T, 2F], p [T, F])
