@@ -6,6 +6,8 @@ mel frames, and per slot the script's tokens in order; it records what the sched
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 
@@ -110,3 +112,9 @@ class ScriptedBackend:
 
     def synchronize(self) -> None:
         pass
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def elapsed(self, start: float, end: float, wait: bool = False) -> float:
+        return end - start

@@ -93,5 +93,11 @@ class Backend(Protocol):
     def synchronize(self) -> None:
         """Wait for queued device work (timings)."""
 
+    def mark(self) -> Any:
+        """A point in the backend's work queue (stage times without waiting): a device event, or now."""
+
+    def elapsed(self, start: Any, end: Any, wait: bool = False) -> float | None:
+        """Seconds between two marks, or None while `end` has not been reached (wait: wait for it)."""
+
     def memory_bytes(self) -> dict[str, int]:
         """Device memory in use (empty on the CPU)."""

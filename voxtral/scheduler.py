@@ -158,6 +158,7 @@ class Scheduler:
         self._encoder = self._decoder = None  # made on first use
         self.queue: deque[Job] = deque()
         self.active: list[Job] = []
+        self._stage_marks: deque[tuple] = deque()  # (jobs, stage, start, end, share) not yet booked
         self._lock = threading.RLock()  # job lists and device state: a tick, submit, push, end, close
         self._driving = threading.Lock()  # one thread ticks at a time
         self._woken = threading.Condition()
@@ -271,6 +272,7 @@ class Scheduler:
         worked |= self._encode()
         worked |= self._prefill()
         worked |= self._step()
+        self._settle_timings()
         return self._retire() or worked
 
     def _expire(self) -> bool:
@@ -310,13 +312,11 @@ class Scheduler:
         todo = [j for j in self.active if j._enc is not None and not j._complete()]
         todo = [j for j in todo if self._take_audio(j) and j._windows]
         if todo:
-            t0 = time.perf_counter()
+            t0 = self.backend.mark()
             mels = self.backend.log_mel([j._windows for j in todo])  # [M, T] each, the backend's arrays
-            share = (time.perf_counter() - t0) / len(todo)
             for j in todo:
                 j._windows = []
-                j.timings["mel"] += share
-            t0 = time.perf_counter()
+            t1 = self._timed(todo, "mel", t0, share=True)
             items = [(j._enc, m) for j, m in zip(todo, mels, strict=True)]
             embeds = self._encoder.encode(items)
             for j, e, (_, mel) in zip(todo, embeds, items, strict=True):
@@ -325,10 +325,7 @@ class Scheduler:
                 if j.record:
                     j.mel.append(self.backend.to_numpy(mel))
                     j.embeds.append(self.backend.to_numpy(e))
-            if not all(j.live for j in todo):  # an offline job's stage times; live ticks keep the overlap
-                self.backend.synchronize()
-            for j in todo:
-                j.timings["encoder"] += time.perf_counter() - t0
+            self._timed(todo, "encoder", t1)
         left = False
         for j in self.active:
             if j._enc is not None and j._audio_done():
@@ -404,10 +401,9 @@ class Scheduler:
         prompt, ran = self.schedule.prompt, False
         for job in self.active:
             if not job._prefilled and job.n_embeds >= len(prompt) and job.error is None and not job.closed:
-                t0 = time.perf_counter()
+                t0 = self.backend.mark()
                 self._decoder.prefill(job._dec, prompt)
-                self.backend.synchronize()
-                job.timings["prefill"] += time.perf_counter() - t0
+                self._timed([job], "prefill", t0)
                 job._prefilled = ran = True
         return ran
 
@@ -461,7 +457,26 @@ class Scheduler:
             self._finish(job)
         return bool(done)
 
+    def _timed(self, jobs: list[Job], stage: str, start, share: bool = False):
+        """Add the time from `start` (backend.mark) to now to the jobs' `stage` once it is known (device
+        work: when it has run; no wait now); share: split it between them. Returns the end mark."""
+        end = self.backend.mark()
+        self._stage_marks.append((jobs, stage, start, end, share))
+        return end
+
+    def _settle_timings(self, wait: bool = False) -> None:
+        """Book the stage times whose work has run (wait: all of them, waiting for the device)."""
+        while self._stage_marks:
+            jobs, stage, start, end, share = self._stage_marks[0]
+            seconds = self.backend.elapsed(start, end, wait)
+            if seconds is None:
+                return
+            self._stage_marks.popleft()
+            for job in jobs:
+                job.timings[stage] += seconds / len(jobs) if share else seconds
+
     def _finish(self, job: Job) -> None:
+        self._settle_timings(wait=True)  # its stage times are whole when it is done
         job.state = DONE
         job.source = None
         job._pushed.clear()

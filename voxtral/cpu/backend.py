@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import platform
+import time
 
 import numpy as np
 
@@ -73,6 +74,12 @@ class CpuBackend:
 
     def synchronize(self) -> None:
         pass
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def elapsed(self, start: float, end: float, wait: bool = False) -> float:
+        return end - start
 
     def memory_bytes(self) -> dict[str, int]:
         return {}

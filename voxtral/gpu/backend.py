@@ -102,6 +102,22 @@ class GpuBackend:
     def synchronize(self) -> None:
         self.cuda_stream.synchronize()
 
+    def mark(self):
+        """An event recorded on the stream now: the device's own clock at this point of its queue."""
+        import cupy
+
+        event = cupy.cuda.Event()
+        event.record(self.cuda_stream)
+        return event
+
+    def elapsed(self, start, end, wait: bool = False) -> float | None:
+        import cupy
+
+        if not (wait or end.done):
+            return None
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1000
+
     def memory_bytes(self) -> dict[str, int]:
         import cupy
 

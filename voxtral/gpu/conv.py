@@ -48,28 +48,43 @@ def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int
     reads y[2j … 2j+2], so n = (len(y) − 1) // 2 outputs and y[2n:] (1 or 2 rows) is carried on. Slots
     not in the call keep their rows."""
     assert len(set(slots)) == len(slots), "a slot appears twice in one call"
-    taps = np.arange(KERNEL)
-    rows0, rows1, outputs, after = [], [], [], []
+    s, c, t = (np.asarray(v, np.int64).reshape(-1) for v in (slots, carried, lengths))
+    assert np.isin(c, (1, 2)).all() and (t >= 0).all(), (carried, lengths)
+    new = 2 * capacity + np.cumsum(t) - t  # row of each item's first new frame = first conv0 output
+    x, x_start = _sequences(s, np.full_like(c, CONV0_KEEP), t, new)
+    y, y_start = _sequences(s, c, t, new)
+    n = (c + t - 1) // 2  # conv1 outputs per item
+    rest = c + t - 2 * n  # conv1 rows carried on (1 or 2)
+    rows0 = x[_within(x_start, t)[:, None] + np.arange(KERNEL)]  # output j of an item reads x[j … j+2]
+    rows1 = y[_within(y_start, n, step=2)[:, None] + np.arange(KERNEL)]  # output j reads y[2j … 2j+2]
     carry0 = np.arange(2 * capacity, dtype=np.int64)
+    last = x_start + CONV0_KEEP + t  # end of each item's x
+    carry0[2 * s], carry0[2 * s + 1] = x[last - 2], x[last - 1]
     carry = np.arange(2 * capacity, dtype=np.int64)
-    conv0 = 0  # new frame row = conv0 output row
-    for s, c, t in zip(slots, carried, lengths, strict=True):
-        assert c in (1, 2) and t >= 0, (c, t)
-        x = np.concatenate([2 * s + np.arange(CONV0_KEEP), 2 * capacity + conv0 + np.arange(t)])
-        rows0.append(x[np.arange(t)[:, None] + taps])
-        carry0[2 * s : 2 * s + CONV0_KEEP] = x[len(x) - CONV0_KEEP :]
-        y = np.concatenate([2 * s + np.arange(c), 2 * capacity + conv0 + np.arange(t)])
-        conv0 += t
-        n = (len(y) - 1) // 2
-        rows1.append(y[2 * np.arange(n)[:, None] + taps])
-        rest = y[2 * n :]
-        carry[2 * s : 2 * s + len(rest)] = rest
-        outputs.append(n)
-        after.append(len(rest))
-    cat = lambda parts: np.concatenate(parts).reshape(-1, KERNEL).astype(np.int32)  # noqa: E731
-    return StemPlan(cat(rows0 or [np.zeros((0, 3))]), cat(rows1 or [np.zeros((0, 3))]),
-                    carry0.astype(np.int32)[:, None], carry.astype(np.int32)[:, None], after,
-                    outputs)  # fmt: skip
+    first = y_start + 2 * n  # y[2n:] is carried on
+    carry[2 * s] = y[first]
+    two = rest == 2
+    carry[2 * s[two] + 1] = y[first[two] + 1]
+    return StemPlan(rows0.astype(np.int32).reshape(-1, KERNEL), rows1.astype(np.int32).reshape(-1, KERNEL),
+                    carry0.astype(np.int32)[:, None], carry.astype(np.int32)[:, None], rest.tolist(),
+                    n.tolist())  # fmt: skip
+
+
+def _sequences(s: np.ndarray, c: np.ndarray, t: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's input rows one after another: its c carried rows (2s, 2s + 1, …) then its t new rows
+    (new, new + 1, …) → (the rows [Σ(c + t)], where each item's start)."""
+    length = c + t
+    start = np.cumsum(length) - length
+    k = np.arange(length.sum()) - np.repeat(start, length)  # index within the item
+    carried = k < np.repeat(c, length)
+    rows = np.where(carried, np.repeat(2 * s, length) + k, np.repeat(new - c, length) + k)
+    return rows, start
+
+
+def _within(start: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
+    """start[i] + step·j for j < count[i], item after item [Σcount]."""
+    first = np.cumsum(count) - count
+    return np.repeat(start, count) + step * (np.arange(count.sum()) - np.repeat(first, count))
 
 
 class ConvStem:

@@ -57,24 +57,44 @@ class Groups:
         (pass, first row, rows); slots[i]: its slot → (the complete groups' rows of all items, item after
         item [4Σk, E] bf16, or None; k per item). Each slot's rows left over wait for its next call."""
         base = np.cumsum([len(self.rows), *(len(h) for h in outputs)])[:-1]  # first row of each pass in src
-        keep, grouped, counts = self.keep, [], []
-        carry = np.arange(len(self.rows))
-        for s, ps in zip(slots, pieces, strict=True):
-            idx = np.concatenate(
-                [s * keep + np.arange(self.waiting[s])]
-                + [base[p] + start + np.arange(n) for p, start, n in ps]
-            )
-            n = len(idx) // self.factor * self.factor
-            grouped.append(idx[:n])
-            carry[s * keep : s * keep + len(idx) - n] = idx[n:]
-            self.waiting[s] = len(idx) - n
-            counts.append(n // self.factor)
+        waiting = [self.waiting[s] for s in slots]
+        n_rows = len(self.rows)
+        g, carry, left, counts = group_rows(slots, waiting, pieces, base, self.keep, self.factor, n_rows)
+        for s, w in zip(slots, left, strict=True):
+            self.waiting[s] = w
         src = concat_rows([self.rows, *outputs])  # [keep·C + ΣT_p, E]
-        g = np.concatenate(grouped)
         idx = device_array(np.concatenate([g, carry]).astype(np.int32))
         out = ops.im2col_rows(src, idx[: len(g)].reshape(-1, 1)) if len(g) else None
         self.rows = ops.im2col_rows(src, idx[len(g) :].reshape(-1, 1))
         return out, counts
+
+
+def group_rows(slots, waiting, pieces, base, keep: int, factor: int, n_rows: int):
+    """The row indices of Groups.regroup, on the host: item i (slot s, waiting[i] rows waiting at s·keep,
+    its new rows pieces[i] as (pass, first row, rows), pass p from row base[p]) has its rows in that order;
+    their first multiple of `factor` forms groups, the rest waits → (the grouped rows, item after item;
+    every waiting row after the call [n_rows] (slots not in the call keep theirs); rows left waiting per
+    item; groups per item). Vectorised: a live tick of 128 slots costs about what one does."""
+    starts, lengths, per_item = [], [], []
+    for s, w, ps in zip(slots, waiting, pieces, strict=True):
+        starts += [s * keep, *(base[p] + first for p, first, _ in ps)]
+        lengths += [w, *(n for *_, n in ps)]
+        per_item.append(w + sum(n for *_, n in ps))
+    rows = _expand(np.asarray(starts, np.int64), np.asarray(lengths, np.int64))  # every item's rows in order
+    total = np.asarray(per_item, np.int64)
+    whole = total // factor * factor
+    k = _expand(np.zeros(len(total), np.int64), total)  # index within the item
+    grouped = k < np.repeat(whole, total)
+    carry = np.arange(n_rows)
+    target = np.repeat(np.asarray(slots, np.int64) * keep - whole, total) + k
+    carry[target[~grouped]] = rows[~grouped]
+    return rows[grouped], carry, (total - whole).tolist(), (whole // factor).tolist()
+
+
+def _expand(start: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """start[i] + j for j < count[i], one run after another [Σcount]."""
+    first = np.cumsum(count) - count
+    return np.repeat(start, count) + np.arange(count.sum()) - np.repeat(first, count)
 
 
 class PassBuffers:
