@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_H2D, _D2D = 1, 3  # cudaMemcpyKind
+H2D, D2D = 1, 3  # cudaMemcpyKind
 
 
 def _layout(a, ptr: int) -> tuple[int, int, int, int]:
@@ -46,13 +46,13 @@ def _copy(dst, dst_ptr: int, src, src_ptr: int, kind: int) -> None:
 
 def copy(dst, src) -> None:
     """dst[...] = src for device arrays of one shape and dtype (cupy.ndarray)."""
-    _copy(dst, dst.data.ptr, src, src.data.ptr, _D2D)
+    _copy(dst, dst.data.ptr, src, src.data.ptr, D2D)
 
 
 def upload(dst, host: np.ndarray) -> None:
     """dst[...] = host: a host array (any layout; made contiguous first) into a device array."""
     host = np.ascontiguousarray(host, dtype=dst.dtype)
-    _copy(dst, dst.data.ptr, host, host.ctypes.data, _H2D)
+    _copy(dst, dst.data.ptr, host, host.ctypes.data, H2D)
 
 
 def clone(a):
@@ -84,7 +84,7 @@ def concat_rows(parts: list, out=None):
             from cupy.cuda import get_current_stream, runtime
 
             dst = out[row : row + n]
-            runtime.memcpyAsync(dst.data.ptr, run[0].data.ptr, dst.nbytes, _D2D, get_current_stream().ptr)
+            runtime.memcpyAsync(dst.data.ptr, run[0].data.ptr, dst.nbytes, D2D, get_current_stream().ptr)
         row += n
     return out
 

@@ -18,11 +18,11 @@ import numpy as np
 from ..audio import LOG_MEL_FLOOR, LOG_MEL_RANGE, LOG_MEL_SCALE, LOG_MEL_SHIFT, hann_window, mel_filters
 from ..config import AudioConfig
 from . import ops
+from .copy import H2D
 from .gemm import gemm
 
 MEL_ROWS = 8192  # frames uploaded and transformed at a time (many): 13 MB of windows, 82 s of audio
 PINNED_BYTES = 256 << 20  # pinned windows queued behind the GPU's work before the host waits (many)
-H2D = 1  # cudaMemcpyHostToDevice
 
 
 def dft_matrix(n_fft: int) -> np.ndarray:
