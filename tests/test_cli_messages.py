@@ -247,3 +247,25 @@ def test_an_output_dir_under_a_file_or_a_broken_link_is_an_option_error(clip5, t
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     one_error(run("transcribe", clip5, "-o", f"{clip5}/sub"), "is a file, not a directory")
     one_error(run("transcribe", clip5, "-o", tmp_path / "gone"), "a broken link")
+
+
+def test_bench_report_path_that_cannot_be_created_fails_before_the_bench(tmp_path):
+    """--json where no file can be created even though the directory's permission bits say yes (root, or
+    a pseudo file system): an option error up front, and nothing left behind where it can be created."""
+    if os.path.isdir("/proc") and not os.path.exists("/proc/voxtral-x.json"):
+        one_error(
+            run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/proc/voxtral-x.json"), "--json"
+        )
+    report = tmp_path / "report.json"
+    r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", report, "--positions", "foo")
+    one_error(r, "--positions")  # found after the --json check
+    assert not report.exists()  # its probe was removed
+
+
+def test_bench_audio_that_does_not_exist_is_bad_audio(tmp_path):
+    """As for transcribe: a missing audio file is exit 3, one line."""
+    one_error(
+        run("bench", "--random-weights", "tiny", "-d", "cpu", "--audio", tmp_path / "none.wav"),
+        "no such file",
+        code=3,
+    )

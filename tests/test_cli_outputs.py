@@ -170,6 +170,27 @@ def test_a_signal_mid_run_leaves_no_temp_file_and_says_what_was_written(tiny_dir
     assert "f0" in written and "f3" not in written
 
 
+def test_an_inherited_ignored_sigint_stays_ignored(tiny_dir, tmp_path):
+    """A run started with SIGINT ignored (`cmd &` in a script, nohup) is not stopped by one, as `stream`
+    is not: every input is written, exit 0 (helper report, session 9)."""
+    inputs = [noise(tmp_path / f"f{i}.wav", 60) for i in range(2)]
+    out = tmp_path / "out"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", *map(str, inputs), "-m", str(tiny_dir), "-d", "cpu",
+         "-o", str(out)],
+        stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )  # fmt: skip
+    lines = []
+    for line in p.stderr:  # wait until the first input is written
+        lines.append(line)
+        if "f0.wav:" in line:
+            break
+    p.send_signal(signal.SIGINT)
+    stderr = "".join(lines) + p.stderr.read()
+    assert p.wait(timeout=120) == 0, stderr
+    assert sorted(os.listdir(out)) == ["f0.txt", "f1.txt"], stderr
+
+
 def test_a_file_that_appears_during_the_run_is_never_replaced(tmp_path):
     target = tmp_path / "x.txt"
     target.write_text("the user's own file")  # appeared after the run checked its outputs

@@ -35,6 +35,21 @@ def test_glob_patterns_and_recursion(folder):
     assert names(paths) == ["b.wav", "c.WAV"]
 
 
+def test_a_directory_a_pattern_matches_counts_as_named(folder):
+    """As when the shell expands the pattern: a matched directory gives its audio files; one without any
+    fails as an input instead of being left out unseen (helper report, session 9)."""
+    (folder / "empty").mkdir()
+    paths, errors = expand_inputs([str(folder / "s*")])
+    assert names(paths) == ["c.WAV"] and errors == []
+    paths, errors = expand_inputs([str(folder / "*")])
+    assert names(paths) == ["a.flac", "b.wav", "notes.txt", "c.WAV"]  # sorted matches, sub's inside
+    assert [e.name for e in errors] == [str(folder / "empty")]
+    paths, errors = expand_inputs([str(folder / "e*")])
+    assert names(paths) == [] and "is a directory" in str(errors[0].error)
+    paths, _ = expand_inputs([str(folder / "**" / "*")])  # a recursive pattern: files only, no repeats
+    assert names(paths) == ["a.flac", "b.wav", "notes.txt", "c.WAV"]
+
+
 def test_a_pattern_ending_in_two_stars_means_the_audio_files_below(folder):
     paths, errors = expand_inputs([str(folder / "**")])
     assert names(paths) == ["a.flac", "b.wav", "c.WAV"] and errors == []  # notes.txt is not audio

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .cli import FLAG, _directory, _exit_on, _setup_logging, app
-from .errors import DeviceError, OptionError, OutputError, VoxtralError
+from .errors import AudioError, DeviceError, OptionError, OutputError, VoxtralError
 from .outputs import Stdout
 
 dev_app = typer.Typer(no_args_is_help=True, help="Developer tools (random checkpoints).")
@@ -34,10 +34,22 @@ def _counts(value: str | None, option: str) -> tuple[int, ...]:
 
 
 def _check_json_path(path: Path) -> None:
-    """OptionError now (not after the benchmark) when the report could not be written to path."""
+    """OptionError now (not after the benchmark) when the report could not be written to path: a new
+    file is created and removed again (the only test that holds where permission bits do not tell, e.g.
+    for root, or in /proc); an existing one must be a writable non-directory."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
         raise OptionError(f"--json {path}: cannot write there (no such directory, or not writable)")
+    if os.path.lexists(path):
+        if not os.access(path, os.W_OK):
+            raise OptionError(f"--json {path}: cannot write there (not writable)")
+        return
+    try:
+        with open(path, "x"):
+            pass
+    except OSError as e:
+        raise OptionError(f"--json {path}: cannot write there ({e.strerror or e})") from None
+    path.unlink(missing_ok=True)
 
 
 @app.command()
@@ -123,11 +135,10 @@ def bench(
             raise DeviceError(f"cannot benchmark the GPU: {reason}")
         if steps < 1 or cpu_steps < 1:
             raise OptionError("--steps and --cpu-steps must be ≥ 1")
-        if audio is not None and not audio.is_file():
-            raise OptionError(
-                f"--audio {audio}: "
-                + ("a directory; give an audio file" if audio.is_dir() else "no such file")
-            )
+        if audio is not None and audio.is_dir():
+            raise OptionError(f"--audio {audio}: a directory; give an audio file")
+        if audio is not None and not audio.is_file():  # bad audio, as for transcribe: exit 3
+            raise AudioError(f"--audio {audio}: no such file")
         if json_out is not None:
             _check_json_path(json_out)
         opts = bench_mod.BenchOptions(

@@ -67,14 +67,17 @@ def _expand_one(arg: str) -> list[Path]:
         found = _glob(arg)
         if not found:
             raise AudioError(f"{arg}: no file matches this pattern; check it (quote it for the shell)")
-        return found
+        # a directory it matches stands for its audio files, as when the shell expands the pattern; one
+        # without any stays itself, to fail as an input (never skipped unseen)
+        return [q for p in found for q in ((audio_files_in(p) or [p]) if p.is_dir() else [p])]
     return [path]
 
 
 def _glob(pattern: str) -> list[Path]:
-    """The files a pattern matches, sorted; '**' recurses without following symlinked directories
-    (pathlib's rule), so a link loop cannot make it run on. A pattern ending in '**' (`tree/**`) means
-    the audio files anywhere below, as a directory argument means the audio files in it."""
+    """The files a pattern matches, and the directories unless it recurses, sorted; '**' recurses
+    without following symlinked directories (pathlib's rule), so a link loop cannot make it run on. A
+    pattern ending in '**' (`tree/**`) means the audio files anywhere below, as a directory argument
+    means the audio files in it."""
     path = Path(pattern)
     base, relative = (
         (Path(path.anchor), str(path.relative_to(path.anchor))) if path.anchor else (Path(), pattern)
@@ -85,7 +88,9 @@ def _glob(pattern: str) -> list[Path]:
     return sorted(
         p
         for p in base.glob(relative)
-        if (p.is_file() and (is_audio(p) or not recursive)) or (_broken_link(p) and is_audio(p))
+        if (p.is_file() and (is_audio(p) or not recursive))
+        or (p.is_dir() and "**" not in pattern)
+        or (_broken_link(p) and is_audio(p))
     )
 
 

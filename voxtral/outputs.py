@@ -122,14 +122,15 @@ class StopRequest:
 @contextmanager
 def stop_signals(signals=(signal.SIGINT, signal.SIGTERM)):
     """For the block, the given signals only note themselves in the yielded StopRequest (the caller
-    raises at its safe points with check()); the old handlers come back after. Main thread only."""
+    raises at its safe points with check()); the old handlers come back after. A signal this process
+    inherited as ignored (`cmd &` in a script, nohup) stays ignored. Main thread only."""
     request = StopRequest()
 
     def note(signum, frame):
         request.signal = request.signal or signum
 
     try:
-        old = {s: signal.signal(s, note) for s in signals}
+        old = {s: signal.signal(s, note) for s in signals if signal.getsignal(s) != signal.SIG_IGN}
     except ValueError:  # not the main thread: leave signals alone
         yield request
         return
