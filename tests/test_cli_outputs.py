@@ -142,16 +142,12 @@ def noise(path, seconds: float):
     return path
 
 
-@pytest.mark.parametrize(
-    "sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
-)
-def test_a_signal_mid_run_leaves_no_temp_file_and_says_what_was_written(tiny_dir, tmp_path, sig, code, word):
-    inputs = [noise(tmp_path / f"f{i}.wav", 150) for i in range(4)]  # seconds of work left after f0
-    out = tmp_path / "out"
+def signal_after_first(tiny_dir, inputs, out, sig, *args, preexec_fn=None) -> tuple[int, str]:
+    """`transcribe INPUTS -o OUT ARGS`, sent `sig` once f0.wav is written → (exit code, stderr)."""
     p = subprocess.Popen(
         [sys.executable, "-m", "voxtral", "transcribe", *map(str, inputs), "-m", str(tiny_dir), "-d", "cpu",
-         "-f", "all", "-o", str(out)],
-        stderr=subprocess.PIPE, text=True,
+         "-o", str(out), *args],
+        stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
     )  # fmt: skip
     lines = []
     for line in p.stderr:  # wait until the first input is written
@@ -159,9 +155,18 @@ def test_a_signal_mid_run_leaves_no_temp_file_and_says_what_was_written(tiny_dir
         if "f0.wav:" in line:
             break
     p.send_signal(sig)
-    rest = p.stderr.read()
-    stderr = "".join(lines) + rest
-    assert p.wait(timeout=120) == code, stderr
+    stderr = "".join(lines) + p.stderr.read()
+    return p.wait(timeout=120), stderr
+
+
+@pytest.mark.parametrize(
+    "sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")]
+)
+def test_a_signal_mid_run_leaves_no_temp_file_and_says_what_was_written(tiny_dir, tmp_path, sig, code, word):
+    inputs = [noise(tmp_path / f"f{i}.wav", 150) for i in range(4)]  # seconds of work left after f0
+    out = tmp_path / "out"
+    returncode, stderr = signal_after_first(tiny_dir, inputs, out, sig, "-f", "all")
+    assert returncode == code, stderr
     assert "Traceback" not in stderr, stderr
     summary = [line for line in stderr.splitlines() if word in line]
     assert len(summary) == 1 and "of 4 inputs written" in summary[0] and "not written:" in summary[0], stderr
@@ -175,19 +180,9 @@ def test_an_inherited_ignored_sigint_stays_ignored(tiny_dir, tmp_path):
     is not: every input is written, exit 0 (helper report, session 9)."""
     inputs = [noise(tmp_path / f"f{i}.wav", 60) for i in range(2)]
     out = tmp_path / "out"
-    p = subprocess.Popen(
-        [sys.executable, "-m", "voxtral", "transcribe", *map(str, inputs), "-m", str(tiny_dir), "-d", "cpu",
-         "-o", str(out)],
-        stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
-    lines = []
-    for line in p.stderr:  # wait until the first input is written
-        lines.append(line)
-        if "f0.wav:" in line:
-            break
-    p.send_signal(signal.SIGINT)
-    stderr = "".join(lines) + p.stderr.read()
-    assert p.wait(timeout=120) == 0, stderr
+    ignore = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    returncode, stderr = signal_after_first(tiny_dir, inputs, out, signal.SIGINT, preexec_fn=ignore)
+    assert returncode == 0, stderr
     assert sorted(os.listdir(out)) == ["f0.txt", "f1.txt"], stderr
 
 

@@ -55,8 +55,8 @@ def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int
     y, y_start = _sequences(s, c, t, new)
     n = (c + t - 1) // 2  # conv1 outputs per item
     rest = c + t - 2 * n  # conv1 rows carried on (1 or 2)
-    rows0 = x[_within(x_start, t)[:, None] + np.arange(KERNEL)]  # output j of an item reads x[j … j+2]
-    rows1 = y[_within(y_start, n, step=2)[:, None] + np.arange(KERNEL)]  # output j reads y[2j … 2j+2]
+    rows0 = x[ranges(x_start, t)[:, None] + np.arange(KERNEL)]  # output j of an item reads x[j … j+2]
+    rows1 = y[ranges(y_start, n, step=2)[:, None] + np.arange(KERNEL)]  # output j reads y[2j … 2j+2]
     carry0 = np.arange(2 * capacity, dtype=np.int64)
     last = x_start + CONV0_KEEP + t  # end of each item's x
     carry0[2 * s], carry0[2 * s + 1] = x[last - 2], x[last - 1]
@@ -75,14 +75,15 @@ def _sequences(s: np.ndarray, c: np.ndarray, t: np.ndarray, new: np.ndarray) -> 
     (new, new + 1, …) → (the rows [Σ(c + t)], where each item's start)."""
     length = c + t
     start = np.cumsum(length) - length
-    k = np.arange(length.sum()) - np.repeat(start, length)  # index within the item
+    k = ranges(np.zeros_like(length), length)  # index within the item
     carried = k < np.repeat(c, length)
     rows = np.where(carried, np.repeat(2 * s, length) + k, np.repeat(new - c, length) + k)
     return rows, start
 
 
-def _within(start: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
-    """start[i] + step·j for j < count[i], item after item [Σcount]."""
+def ranges(start: np.ndarray, count: np.ndarray, step: int = 1) -> np.ndarray:
+    """start[i] + step·j for j < count[i], one run after another [Σcount]: the per-item index runs of a
+    batched call (here and encoder.group_rows) without a Python loop over the items."""
     first = np.cumsum(count) - count
     return np.repeat(start, count) + step * (np.arange(count.sum()) - np.repeat(first, count))
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import DecoderConfig
 from . import ops
-from .copy import D2D, device_array, upload
+from .copy import copy, device_array, upload
 from .gemm import gemm
 from .gemv import MAX_BATCH, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
@@ -212,26 +212,18 @@ class SlotState:
 
     def append(self, embeds) -> None:
         if len(embeds):
-            assert embeds.dtype == np.float32 and embeds.flags.c_contiguous, "embeddings: rows of f32"
             self.chunks.append((self.available, embeds))
             self.available += len(embeds)
 
     def feed(self, ring, upto: int) -> None:
-        """Copy the embeddings of positions [fed, upto) into ring [Ra, D] (C-contiguous), row p % Ra
-        (stream-ordered): one cudaMemcpyAsync per run of rows, addresses computed here (a live tick feeds
-        every session a row: the per-copy checks of gpu/copy.py cost more than the copy)."""
-        from cupy.cuda import get_current_stream, runtime
-
+        """Copy the embeddings of positions [fed, upto) into ring [Ra, D], row p % Ra (stream-ordered)."""
         upto = min(upto, self.available)
         assert upto - self.pos <= AUDIO_RING, "audio fed further ahead than the ring holds"
-        assert ring.flags.c_contiguous and ring.shape[0] == AUDIO_RING and ring.dtype == np.float32
-        row_bytes, stream = ring.strides[0], get_current_stream().ptr
         while self.fed < upto:
             first, chunk = self.chunks[0]
             row, i = self.fed % AUDIO_RING, self.fed - first
             n = min(upto - self.fed, AUDIO_RING - row, len(chunk) - i)
-            dst, src = ring.data.ptr + row * row_bytes, chunk.data.ptr + i * row_bytes
-            runtime.memcpyAsync(dst, src, n * row_bytes, D2D, stream)
+            copy(ring[row : row + n], chunk[i : i + n])
             self.fed += n
             if self.fed == first + len(chunk):
                 self.chunks.popleft()  # copied: the ring holds it now

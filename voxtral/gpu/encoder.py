@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from . import ops
-from .conv import ConvStem
+from .conv import ConvStem, ranges
 from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
 from .graphs import capture
@@ -80,21 +80,15 @@ def group_rows(slots, waiting, pieces, base, keep: int, factor: int, n_rows: int
         starts += [s * keep, *(base[p] + first for p, first, _ in ps)]
         lengths += [w, *(n for *_, n in ps)]
         per_item.append(w + sum(n for *_, n in ps))
-    rows = _expand(np.asarray(starts, np.int64), np.asarray(lengths, np.int64))  # every item's rows in order
+    rows = ranges(np.asarray(starts, np.int64), np.asarray(lengths, np.int64))  # every item's rows in order
     total = np.asarray(per_item, np.int64)
     whole = total // factor * factor
-    k = _expand(np.zeros(len(total), np.int64), total)  # index within the item
+    k = ranges(np.zeros(len(total), np.int64), total)  # index within the item
     grouped = k < np.repeat(whole, total)
     carry = np.arange(n_rows)
     target = np.repeat(np.asarray(slots, np.int64) * keep - whole, total) + k
     carry[target[~grouped]] = rows[~grouped]
     return rows[grouped], carry, (total - whole).tolist(), (whole // factor).tolist()
-
-
-def _expand(start: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """start[i] + j for j < count[i], one run after another [Σcount]."""
-    first = np.cumsum(count) - count
-    return np.repeat(start, count) + np.arange(count.sum()) - np.repeat(first, count)
 
 
 class PassBuffers:
