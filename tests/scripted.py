@@ -63,11 +63,12 @@ class ScriptedDecoder:
         s = self.slots[slot]
         return s["embeds"] - s["pos"]
 
-    def prefill(self, slot: int, tokens) -> None:
-        s = self.slots[slot]
-        assert s["embeds"] >= len(tokens), "prefill ran ahead of its audio"
-        self.prefills.append((s["embeds"], list(tokens)))
-        s["pos"], s["prefilled"] = len(tokens) - 1, True
+    def prefill(self, slots: list[int], tokens) -> None:
+        for slot in slots:
+            s = self.slots[slot]
+            assert s["embeds"] >= len(tokens), "prefill ran ahead of its audio"
+            self.prefills.append((s["embeds"], list(tokens)))
+            s["pos"], s["prefilled"] = len(tokens) - 1, True
 
     def step(self, slots, n, inputs=None, logits=False):
         waiting = [i for i, s in enumerate(self.slots) if s and s["prefilled"] and s["embeds"] > s["pos"]]

@@ -20,7 +20,7 @@ import soxr
 from test_stream_audio import Pipe
 
 from voxtral.audio import load_audio
-from voxtral.audio_blocks import RawFormat, file_blocks, read_stream
+from voxtral.audio_blocks import RawFormat, file_blocks, header_seconds, read_stream
 from voxtral.errors import AudioError
 
 SECONDS = 0.6
@@ -452,3 +452,49 @@ def test_a_pipe_that_the_temporary_directory_cannot_hold_is_an_output_error(tmp_
     sh.copy(clip5, tmp_path / "b.wav")
     with pytest.raises(OutputError, match="cannot make a temporary file in .*missing.*TMPDIR"):
         via_fifo(tmp_path / "b.wav")
+
+
+def test_header_lengths_are_what_the_container_claims(tmp_path):
+    """header_seconds (progress and KV sizing only) reads a header without decoding: libsndfile's where it
+    knows the format and claims samples, FFmpeg's otherwise (an MP4; a WAV whose sizes say 0)."""
+    x = signal(16000, 1)
+    wav, m4a, zero = tmp_path / "a.wav", tmp_path / "a.m4a", tmp_path / "zero.wav"
+    wav.write_bytes(encode_sf("WAV", "PCM_16", 16000, x))
+    m4a.write_bytes(encode_av("ipod", "aac", 16000, x))
+    data = bytearray(encode_sf("WAV", "PCM_16", 16000, x))
+    data[4:8] = data[40:44] = bytes(4)
+    zero.write_bytes(bytes(data))
+
+    def ffmpeg(path):
+        with av.open(str(path)) as c:
+            return None if c.duration is None else c.duration / 1e6
+
+    assert header_seconds(wav) == len(x) / 16000
+    for path in (m4a, zero):
+        assert header_seconds(path) == ffmpeg(path)
+    assert header_seconds(m4a) == pytest.approx(SECONDS, abs=0.1)
+    assert header_seconds(tmp_path / "missing.wav") is None
+
+
+def test_wav_files_are_read_in_big_packets_with_the_same_samples(tmp_path):
+    """A WAV file is demuxed in WAV_PACKET-byte packets (few GIL hand-overs per file) and gives exactly
+    the samples FFmpeg's default 4 KB packets give; other containers keep FFmpeg's defaults."""
+    import io
+
+    from voxtral.audio_blocks import WAV_PACKET, _wav_options
+
+    x = signal(16000, 2, seconds=5.0)
+    wav = tmp_path / "a.wav"
+    wav.write_bytes(encode_sf("WAV", "PCM_24", 16000, x))
+    assert _wav_options(io.BytesIO(wav.read_bytes())) == {"max_size": str(WAV_PACKET), "probesize": "32"}
+    assert _wav_options(io.BytesIO(encode_sf("FLAC", "PCM_16", 16000, x))) == {}
+    assert _wav_options(io.BytesIO(b"RIFF\0\0\0\0AVI LIST")) == {}
+    with av.open(str(wav)) as c:  # FFmpeg's defaults
+        default = np.concatenate([f.to_ndarray().reshape(-1, 2) for f in c.decode(audio=0)])
+    with av.open(str(wav), options=_wav_options(io.BytesIO(wav.read_bytes()))) as c:
+        packets = list(c.demux(c.streams.audio[0]))
+        big = np.concatenate([f.to_ndarray().reshape(-1, 2) for p in packets for f in p.decode()])
+    assert len(packets) <= -(-wav.stat().st_size // WAV_PACKET) + 1
+    np.testing.assert_array_equal(big, default)
+    live = np.concatenate(list(read_stream(io.BufferedReader(Pipe(wav.read_bytes())))))  # 4 KB packets
+    np.testing.assert_array_equal(load_audio(wav), live)

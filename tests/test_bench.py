@@ -22,6 +22,10 @@ def test_files_run_end_to_end_and_are_written(tiny_dir, clip5):
         assert r["gpu_busy_pct"] is None  # the CPU: no GPU to sample
         if sys.platform == "linux":
             assert r["host_rss_growth_bytes"] >= 0
+        stages = r["stage_s"]  # every stage ran, and the serial ones fit in the wall time
+        assert set(stages) == {"audio", "mel", "encoder", "prefill", "decode"}
+        assert all(v > 0 for v in stages.values()), stages
+        assert stages["encoder"] + stages["prefill"] + stages["decode"] < r["wall_s"]
 
 
 def test_live_capacity_is_the_most_sessions_whose_p99_tick_keeps_up():

@@ -62,8 +62,9 @@ class Decoder(Protocol):
     def available(self, slot: int) -> int:
         """Positions of the slot that have an audio embedding and have not run."""
 
-    def prefill(self, slot: int, tokens: np.ndarray) -> None:
-        """Run positions 0 … len−2 with a[p] + E[tokens[p]]; tokens[−1] is the first step's input."""
+    def prefill(self, slots: list[int], tokens: np.ndarray) -> None:
+        """Run positions 0 … len−2 of each slot with a[p] + E[tokens[p]]; tokens[−1] is their first
+        step's input. The slots run together (on the GPU: one pass over all their rows)."""
 
     def step(
         self, slots: list[int], n: int, inputs: np.ndarray | None = None, logits: bool = False

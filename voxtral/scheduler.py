@@ -44,6 +44,7 @@ from .schedule import Schedule
 
 IDLE_WAIT_S = 0.25  # longest a waiting thread sleeps before it looks again (idle-session expiry)
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
+STAGES = ("audio", "mel", "encoder", "prefill", "decode")
 
 
 class Job:
@@ -81,7 +82,7 @@ class Job:
         self._tokens_lock = threading.Lock()  # the driving thread appends while the job's owner takes
         self.n_steps = 0  # tokens generated so far
         self.eos = False
-        self.timings = dict.fromkeys(("audio", "mel", "encoder", "prefill", "decode"), 0.0)
+        self.timings = dict.fromkeys(STAGES, 0.0)
         self.mel: list[np.ndarray] = []  # recorded frames [M, T] (record)
         self.embeds: list[np.ndarray] = []  # recorded embeddings [k, D] (record)
         self.n_embeds = 0  # audio embeddings appended to the decoder (padding included)
@@ -159,6 +160,9 @@ class Scheduler:
         self.queue: deque[Job] = deque()
         self.active: list[Job] = []
         self._stage_marks: deque[tuple] = deque()  # (jobs, stage, start, end, share) not yet booked
+        # seconds each stage has taken over the engine's life, once per pass (not per job): audio in the
+        # reader threads, mel, encoder and prefill on the device's clock, decode as the host waits for it
+        self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self._lock = threading.RLock()  # job lists and device state: a tick, submit, push, end, close
         self._driving = threading.Lock()  # one thread ticks at a time
         self._woken = threading.Condition()
@@ -371,6 +375,7 @@ class Scheduler:
             job._reading = None
             windows, audio_s, mel_s, error = reading.result()  # a bug in the worker is raised here
             job.timings["audio"] += audio_s
+            self.stage_seconds["audio"] += audio_s
             job.timings["mel"] += mel_s
             if error is not None:
                 job.error = error
@@ -398,14 +403,17 @@ class Scheduler:
         return job.n_embeds + pending - job._consumed()
 
     def _prefill(self) -> bool:
-        prompt, ran = self.schedule.prompt, False
-        for job in self.active:
-            if not job._prefilled and job.n_embeds >= len(prompt) and job.error is None and not job.closed:
-                t0 = self.backend.mark()
-                self._decoder.prefill(job._dec, prompt)
-                self._timed([job], "prefill", t0)
-                job._prefilled = ran = True
-        return ran
+        """The prompt positions of every job whose prompt has audio now, in one decoder call."""
+        prompt = self.schedule.prompt
+        jobs = [j for j in self.active if not j._prefilled and j.n_embeds >= len(prompt)]
+        jobs = [j for j in jobs if j.error is None and not j.closed]
+        if jobs:
+            t0 = self.backend.mark()
+            self._decoder.prefill([j._dec for j in jobs], prompt)
+            self._timed(jobs, "prefill", t0, share=True)
+            for job in jobs:
+                job._prefilled = True
+        return bool(jobs)
 
     def _step(self) -> bool:
         """One batched decoder call for the jobs with audio waiting (teacher-forced jobs alone)."""
@@ -420,6 +428,7 @@ class Scheduler:
                 [j._dec for j in group], n, inputs=inputs, logits=any(j.on_logits for j in group)
             )
             elapsed = time.perf_counter() - t0
+            self.stage_seconds["decode"] += elapsed
             for r, job in enumerate(group):
                 self._take(job, tokens[r], None if logits is None else logits[r])
                 job.timings["decode"] += elapsed
@@ -472,6 +481,7 @@ class Scheduler:
             if seconds is None:
                 return
             self._stage_marks.popleft()
+            self.stage_seconds[stage] += seconds
             for job in jobs:
                 job.timings[stage] += seconds / len(jobs) if share else seconds
 

@@ -88,9 +88,9 @@ def test_prefill_and_steps_equal_position_by_position(m32, clip5):
     s1, s2 = dec.join(len(audio)), dec.join(len(audio))
     dec.append_audio(s1, audio)
     dec.append_audio(s2, audio)
-    dec.prefill(s1, prompt)
+    dec.prefill([s1], prompt)
     t1, l1 = dec.step([s1], 50, logits=True)
-    dec.prefill(s2, prompt[:1])  # nothing run: the prompt's first token waits
+    dec.prefill([s2], prompt[:1])  # nothing run: the prompt's first token waits
     dec.step([s2], len(prompt) - 1, inputs=prompt[None, :-1])  # positions 0 … L − 2, one at a time
     t2, l2 = dec.step([s2], 50, inputs=np.concatenate([prompt[-1:], t1[0, :-1]])[None], logits=True)
     np.testing.assert_array_equal(t1, t2)

@@ -120,12 +120,12 @@ def test_rolling_decoder_equals_a_cache_that_keeps_everything(m32, mel15):
     n, L = len(audio), len(schedule.prompt)
     ref, r = _keep_everything(m32, n)
     ref.append_audio(r, audio)
-    ref.prefill(r, schedule.prompt)
+    ref.prefill([r], schedule.prompt)
     expected = list(ref.step([r], n - L + 1)[0][0])
     dec = m32.backend.decoder(1)
     s = dec.join()  # a live stream: length unknown
     dec.append_audio(s, audio[:50])
-    dec.prefill(s, schedule.prompt)
+    dec.prefill([s], schedule.prompt)
     tokens = list(dec.step([s], 50 - L + 1)[0][0])
     for start in range(50, n, 7):  # appended in pieces; consumed rows are dropped
         dec.append_audio(s, audio[start : start + 7])
@@ -146,12 +146,12 @@ def test_rolling_decoder_logits_match_keep_everything(m32, mel15):
     forced = np.concatenate([prompt[-1:], 1000 + np.arange(n - 1) % 500])[None]  # [1, n] inputs
     ref, r = _keep_everything(m32, len(audio))
     ref.append_audio(r, audio)
-    ref.prefill(r, prompt)
+    ref.prefill([r], prompt)
     _, want = ref.step([r], n, inputs=forced, logits=True)
     dec = m32.backend.decoder(1)
     s = dec.join()
     dec.append_audio(s, audio)
-    dec.prefill(s, prompt)
+    dec.prefill([s], prompt)
     _, got = dec.step([s], n, inputs=forced, logits=True)
     assert rel_l2(got, want) < 1e-5
 
@@ -162,7 +162,7 @@ def test_a_slot_ring_grows_to_the_window(m32, mel15):
     dec = m32.backend.decoder(1)
     s = dec.join(64)
     dec.append_audio(s, audio)
-    dec.prefill(s, m32.schedule.prompt)
+    dec.prefill([s], m32.schedule.prompt)
     assert dec.slots[s].cache.ring == 64
     dec.step([s], len(audio) - len(m32.schedule.prompt) + 1)
     cache = dec.slots[s].cache

@@ -101,7 +101,7 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     slots = [dec.join(len(embeds)) for _ in range(10)]
     for s in slots:
         dec.append_audio(s, embeds)
-        dec.prefill(s, gpu.schedule.prompt)
+        dec.prefill([s], gpu.schedule.prompt)
     for k in (1, 3, 10):
         dec.step(slots[:k], 2)
     assert sorted(dec._graphs) == [1, 4, 12]
@@ -114,7 +114,7 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     assert dec.kv.rows(slots[0]) == min(window, -(-len(embeds) // 64) * 64)
     small = dec.join(64)  # a guess far too short: the ring doubles as positions come
     dec.append_audio(small, embeds)
-    dec.prefill(small, gpu.schedule.prompt)
+    dec.prefill([small], gpu.schedule.prompt)
     n = len(embeds) - len(gpu.schedule.prompt) + 1
     tokens, _ = dec.step([small], n)
     assert dec.kv.rows(small) >= min(window, len(embeds))

@@ -6,10 +6,12 @@ float64), a 2-D grid and dynamic shared memory; bad arguments and launch errors 
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 
-from voxtral.gpu.launch import launch
+from voxtral.gpu.launch import launch, launch_graph
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
 
@@ -58,6 +60,36 @@ def test_launch_rejects_bad_arguments():
         launch(kernel, GRID, BLOCK, (*args[:-1], cp.asnumpy(out)), shared_mem=4 * BLOCK[0], pdl=True)
     with pytest.raises(RuntimeError, match="cuLaunchKernelEx"):
         launch(kernel, GRID, (4096,), args, pdl=True)  # more threads than a block may have
+
+
+def test_a_graph_replays_through_the_driver_as_through_cupy():
+    """launch_graph: the first call instantiates through CuPy, later ones are cuGraphLaunch; both run
+    the captured work on the given stream."""
+    stream = cp.cuda.Stream(non_blocking=True)
+    kernel = cp.RawKernel(ECHO, "echo")
+    with stream:
+        out = cp.zeros((GRID[1], GRID[0], 10))
+        args = echo_args(out)
+        stream.begin_capture()
+        launch(kernel, GRID, BLOCK, args, shared_mem=4 * BLOCK[0], pdl=True)
+        graph = stream.end_capture()
+        for _ in range(2):
+            out.fill(np.nan)
+            launch_graph(graph, stream)
+            stream.synchronize()
+            assert graph.graphExec
+            np.testing.assert_array_equal(cp.asnumpy(out)[1, 2, 8:], [2, 1])
+            assert not np.isnan(cp.asnumpy(out)).any()
+
+
+def test_launches_keep_the_gil():
+    """The driver and cuBLAS are called holding the GIL (ctypes.PyDLL): a launch only queues work, and
+    giving the GIL away at each one let reader threads stall the engine thread (launch.py's doc)."""
+    from voxtral.gpu import gemm
+    from voxtral.gpu.launch import _driver
+
+    assert isinstance(_driver(), ctypes.PyDLL)
+    assert isinstance(gemm._cublas().lib, ctypes.PyDLL)
 
 
 class _Work:

@@ -6,7 +6,10 @@ inputs' lengths read, audio decoded and resampled, mel, encoder, decoder, each t
 .txt file), the model already loaded. Reported: audio seconds over wall seconds (real-time factor), the
 GPU's busy share over the run (NVML's utilization: the share of time a kernel was running, sampled every
 0.1 s; GPU only), and the process's resident memory above its level before the run (peak, sampled
-likewise): flat in N means the host holds a bounded amount per running input, not per file.
+likewise): flat in N means the host holds a bounded amount per running input, not per file. And the
+seconds each stage took in the run (Scheduler.stage_seconds: audio decoding in the reader threads, which
+run in parallel; mel, encoder and prefill on the device's own clock; decode as the host waits for it):
+against the wall time they show where it goes.
 """
 
 from __future__ import annotations
@@ -44,10 +47,12 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
                 paths.append(path)
             plan = {p: [out / (p.stem + ".txt")] for p in paths}
             run = Run(paths, quiet=True, verbose=False)
+            before = dict(model.engine.stage_seconds)
             with Sampler(model.backend.name == "cuda") as sampled:
                 t0 = time.perf_counter()
                 run.go(model, _to_files(plan, ["txt"], overwrite=True), batch_size=n)
                 wall = time.perf_counter() - t0
+            stages = {k: v - before[k] for k, v in model.engine.stage_seconds.items()}
             written = sum(1 for p in paths if plan[p][0].is_file())
         audio_s = n * len(samples) / sr
         rows.append(
@@ -60,6 +65,7 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
                 "failed": len(run.failed),
                 "gpu_busy_pct": sampled.gpu_busy_pct,
                 "host_rss_growth_bytes": sampled.rss_growth,
+                "stage_s": stages,
             }
         )
     return rows
@@ -76,6 +82,7 @@ def files_lines(rows: list[dict]) -> list[str]:
             f"{r['audio_s']:.0f} s of audio in {r['wall_s']:.2f} s = {times(r['realtime_x'])} real time"
             f"{busy}{rss}; {r['written']} written, {r['failed']} failed"
         )
+        lines.append("         stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
     return lines
 
 

@@ -186,7 +186,7 @@ def _profile(model, samples: np.ndarray, positions, steps: int) -> list[dict]:
     encoder, decoder = backend.encoder(1), backend.decoder(1)
     slot = decoder.join(n_needed)
     decoder.append_audio(slot, encoder.encode([(encoder.join(), mel)])[0])
-    decoder.prefill(slot, schedule.prompt)
+    decoder.prefill([slot], schedule.prompt)
     per_call = decoder.burst
     rows, pos = [], len(schedule.prompt) - 1
     for p in sorted(positions):

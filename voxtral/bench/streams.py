@@ -99,7 +99,7 @@ def batch_report(model, samples: np.ndarray, sizes, position: int, steps: int) -
         slots = [decoder.join(need) for _ in range(b)]
         for s in slots:
             decoder.append_audio(s, embeds)
-            decoder.prefill(s, inputs)  # positions 0 … position − 1
+            decoder.prefill([s], inputs)  # positions 0 … position − 1
         decoder.step(slots, 2)  # warm-up: compiles and captures this bucket
         ms = step_ms(backend, decoder, slots, steps, decoder.burst)
         median = float(np.median(ms))

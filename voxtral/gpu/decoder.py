@@ -9,7 +9,8 @@ is a fixed device buffer: the input token, the position, the slot and the row's 
 memory, and argmax_advance writes the next token, advances the position and records the token in a
 history ring that the host reads once per round, so a graph is captured once per bucket and replayed
 unchanged. Changing which slots the rows serve is a few small uploads before the launch; spare rows
-serve closed slots, whose caches are one scratch row. Batch size 1 is the smallest bucket.
+write and read a one-row scratch cache (never an open slot's ring, which they would run ahead of).
+Batch size 1 is the smallest bucket.
 Shapes: C slots, B rows, T positions, D dim, H/Hkv heads, Dh head dim, F ffn, V vocab, Ra audio ring.
 """
 
@@ -30,12 +31,14 @@ from .gemm import gemm
 from .gemv import MAX_BATCH, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
+from .launch import launch_graph
 from .weights import GpuWeights
 
 log = logging.getLogger(__name__)
 AUDIO_RING = 256  # audio embedding rows per slot; the host fills them ahead of the rounds that need them
 HISTORY = 64  # token history rows per slot: the steps of one round
-PREFILL_CHUNK = AUDIO_RING // 2  # positions per prefill pass: their audio fits the ring
+PREFILL_CHUNK = AUDIO_RING // 2  # positions of a slot per prefill pass: their audio fits the ring
+PREFILL_ROWS = 4096  # rows (slots × positions) of one prefill pass: its scratch is ~75 KB a row
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes with a graph; the capacity itself is the last
 RING_ALIGN = 64  # KV ring lengths are multiples of this (or the window)
 LIVE_RING = 1024  # first KV ring of a slot whose length is unknown; it doubles up to the window
@@ -188,16 +191,19 @@ class PrefillScratch:
 
 
 def prefill(
-    w: GpuWeights, cfg: DecoderConfig, kv: KVCaches, buf: DecoderBuffers, slot: int, tokens, p0: int
+    w: GpuWeights, cfg: DecoderConfig, kv: KVCaches, buf: DecoderBuffers, slots: list[int], tokens, p0: int
 ) -> None:
-    """Positions p0 … p0+T−1 of one slot with inputs tokens [T], all in one pass per layer."""
+    """Positions p0 … p0+T−1 of each of k slots with inputs tokens [T] (the same for every slot), all
+    k·T rows in one pass per layer (a row's attention reads its own slot's cache)."""
 
-    t = len(tokens)
-    pos = device_array(np.arange(p0, p0 + t, dtype=np.int32))
-    slots = device_array(np.full(t, slot, dtype=np.int32))
-    ids = device_array(np.asarray(tokens, np.int32))
-    h = ops.embed(ids, w.tok_embeddings, buf.audio, pos, slots)  # [T, D]
-    layers(w, cfg, kv, h, pos, slots, PrefillScratch(cfg, t))
+    t, k = len(tokens), len(slots)
+    rows = np.empty((3, k * t), np.int32)  # position, slot, input token of each row: one upload
+    rows[0] = np.tile(np.arange(p0, p0 + t, dtype=np.int32), k)
+    rows[1] = np.repeat(np.asarray(slots, np.int32), t)
+    rows[2] = np.tile(np.asarray(tokens, np.int32), k)
+    pos, slot, ids = device_array(rows)
+    h = ops.embed(ids, w.tok_embeddings, buf.audio, pos, slot)  # [k·T, D]
+    layers(w, cfg, kv, h, pos, slot, PrefillScratch(cfg, k * t))
 
 
 @dataclass
@@ -300,24 +306,36 @@ class Decoder:
         s = self.slots[slot]
         return s.available - s.pos
 
-    def prefill(self, slot: int, tokens: np.ndarray) -> None:
-        """Positions 0 … len−2 of the slot with the given inputs; tokens[−1] is its first step's input.
+    def prefill(self, slots: list[int], tokens: np.ndarray) -> None:
+        """Positions 0 … len−2 of each slot with the given inputs; tokens[−1] is their first step's input.
 
-        In pieces of PREFILL_CHUNK positions, so that the audio ring holds each piece's embeddings.
+        The slots run together, PREFILL_ROWS rows a pass, in pieces of PREFILL_CHUNK positions so that
+        the audio ring holds each piece's embeddings.
         """
         tokens = np.asarray(tokens)
-        s, n = self.slots[slot], len(tokens) - 1
-        if s.available < n + 1:
-            raise ValueError(f"prefill of {n + 1} positions with audio for {s.available}: append_audio first")
+        n = len(tokens) - 1
+        states = [self.slots[i] for i in slots]
+        for i, s in zip(slots, states, strict=True):
+            if s.available < n + 1:
+                raise ValueError(
+                    f"slot {i}: prefill of {n + 1} positions with audio for {s.available}: append_audio first"
+                )
         with self.cuda_stream:
-            self._fit(slot, n + 1)
+            for i in slots:
+                self._fit(i, n + 1)
             for p0 in range(0, n, PREFILL_CHUNK):
                 part = tokens[p0 : min(p0 + PREFILL_CHUNK, n)]
-                s.feed(self.buf.audio[slot], p0 + len(part) + 1)  # + the first step's position
-                prefill(self.weights, self.cfg, self.kv, self.buf, slot, part, p0)
-                s.pos = p0 + len(part)
-            s.feed(self.buf.audio[slot], n + 1)
-        s.pos, s.token = n, int(tokens[-1])
+                for i, s in zip(slots, states, strict=True):
+                    s.feed(self.buf.audio[i], p0 + len(part) + 1)  # + the first step's position
+                per_pass = max(1, PREFILL_ROWS // len(part))
+                for g in range(0, len(slots), per_pass):
+                    prefill(self.weights, self.cfg, self.kv, self.buf, slots[g : g + per_pass], part, p0)
+                for s in states:
+                    s.pos = p0 + len(part)
+            for i, s in zip(slots, states, strict=True):
+                s.feed(self.buf.audio[i], n + 1)
+        for s in states:
+            s.pos, s.token = n, int(tokens[-1])
         self._layout = None
 
     # --- steps ---------------------------------------------------------------------------------
@@ -358,7 +376,7 @@ class Decoder:
         for j in range(count):
             if inputs is not None:
                 buf.tokens[:k].set(np.ascontiguousarray(inputs[:, j], np.int32), stream=self.cuda_stream)
-            graph.launch(self.cuda_stream)
+            launch_graph(graph, self.cuda_stream)
             if logits is not None:
                 logits[:, j] = cupy.asnumpy(buf.logits[:k], stream=self.cuda_stream)
         history = cupy.asnumpy(buf.history[:k], stream=self.cuda_stream)  # [k, K], syncs
@@ -381,19 +399,19 @@ class Decoder:
                 raise ValueError(f"slot {i}: position {s.pos + n - 1} has no audio embedding yet")
 
     def _lay_out(self, slots: list[int]) -> int:
-        """Rows 0 … k−1 serve `slots`, the rest of the bucket closed slots; returns the bucket B."""
+        """Rows 0 … k−1 serve `slots`, the rest of the bucket the scratch cache; returns the bucket B."""
 
         b = next(b for b in self.buckets if b >= len(slots))
-        taken = set(slots)
-        rows = list(slots) + [i for i in range(self.capacity) if i not in taken][: b - len(slots)]
-        layout = (rows, self.kv.version)
+        spare = b - len(slots)
+        layout = (list(slots), b, self.kv.version)
         if layout != self._layout:
-            states = [self.slots[i] for i in rows]
+            states = [self.slots[i] for i in slots]
             buf = self.buf
-            upload(buf.slot[:b], np.array(rows, np.int32))
-            upload(buf.pos[:b], np.array([s.pos if s else 0 for s in states], np.int32))
-            upload(buf.tokens[:b], np.array([s.token if s else 0 for s in states], np.int32))
-            table, ring = self.kv.per_row(rows)
+            # a spare row reads slot 0's audio ring (any slot's: only read) at position 0, token 0
+            upload(buf.slot[:b], np.array(list(slots) + [0] * spare, np.int32))
+            upload(buf.pos[:b], np.array([s.pos for s in states] + [0] * spare, np.int32))
+            upload(buf.tokens[:b], np.array([s.token for s in states] + [0] * spare, np.int32))
+            table, ring = self.kv.per_row(slots, spare)
             upload(buf.cache[:, :b], table)
             upload(buf.ring[:b], ring)
             self._layout = layout

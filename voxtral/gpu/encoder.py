@@ -27,6 +27,7 @@ from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
 from .graphs import capture
 from .kv import KVCaches
+from .launch import launch_graph
 from .weights import GpuWeights
 
 CHUNK_POSITIONS = 1024  # positions per slot and pass of an offline input: GEMMs with M = 1024 run near peak
@@ -273,7 +274,7 @@ class Encoder:
         scratch = np.full(b - t, self.capacity, np.int32)
         upload(buf.pos, np.concatenate([pos, np.zeros(b - t, np.int64)]).astype(np.int32))
         upload(buf.slot, np.concatenate([slot, scratch]).astype(np.int32))
-        self._graphs[b].launch(self.cuda_stream)
+        launch_graph(self._graphs[b], self.cuda_stream)
         return clone(buf.out[:t])
 
     def _live_graph(self, b: int) -> PassBuffers:

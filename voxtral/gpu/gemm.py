@@ -4,7 +4,8 @@ BF16 inputs (or x, w and out all f32: the log-mel's DFT and filter bank), float3
 (CUBLAS_COMPUTE_32F, no TF32); beta = 1 folds a residual add into the
 GEMM (h += x · wᵀ). cublasGemmEx is called through ctypes on our own handle with our own
 workspace: CuPy's wrapper refuses calls during stream capture, and a fixed workspace keeps cuBLAS
-from allocating while a CUDA graph is being captured. Runs on CuPy's current stream.
+from allocating while a CUDA graph is being captured; the call keeps the GIL (a GEMM only queues
+kernels; voxtral/gpu/launch.py says why that matters). Runs on CuPy's current stream.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class _Cublas:
     def __init__(self):
         import cupy
 
-        self.lib = ctypes.CDLL(_library_path())
+        self.lib = ctypes.PyDLL(_library_path())  # the GIL held through each call: gpu/launch.py says why
         self.handle = ctypes.c_void_p()
         self._check(self.lib.cublasCreate_v2(ctypes.byref(self.handle)), "cublasCreate")
         self.workspace = cupy.empty(WORKSPACE_BYTES, np.uint8)

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Callable, Sequence
 
 from .copy import clone, copy
+from .launch import launch_graph
 
 
 def capture(cuda_stream, run: Callable[[], None], state: Sequence = ()):
@@ -59,7 +60,7 @@ def fastest(
     for _ in range(TIMED_REPLAYS):
         for name, graph in graphs.items():
             begin.record(cuda_stream)
-            graph.launch(cuda_stream)
+            launch_graph(graph, cuda_stream)
             end.record(cuda_stream)
             end.synchronize()
             times[name].append(cupy.cuda.get_elapsed_time(begin, end))

@@ -5,8 +5,9 @@ ring is sized for what it serves (an offline input: its positions; a live stream
 grow while no position has wrapped, so memory follows the work, not the pool's capacity. The kernels
 read table [L, C, 2] (layer l's K and V addresses of slot c) and ring [C] (R_c) from device memory:
 the host rewrites a slot's entries when it opens, grows or closes, and a captured CUDA graph keeps
-replaying unchanged. A closed slot points at a one-row scratch cache, so the spare rows of a graph
-bucket write and read only there (one visible key: nearly free).
+replaying unchanged. A closed slot, and every spare row of a graph bucket (per_row), points at a one-row
+scratch cache, so spare rows write and read only there (one visible key: nearly free), never in the ring
+of an open slot that is not stepping (they run ahead of it and would overwrite keys in its window).
 Shapes: L layers, C slots, R_c ring rows of slot c, Hkv kv heads, Dh head dim.
 """
 
@@ -77,9 +78,15 @@ class KVCaches:
         self.arrays[slot] = None
         self._point(slot, self._scratch)
 
-    def per_row(self, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """The tables laid out per row for rows serving `slots`: (table [L, k, 2] uint64, ring [k] int32)."""
-        return self._table[:, slots], self._ring[slots]
+    def per_row(self, slots: list[int], spare: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The tables laid out per row for rows serving `slots`, then `spare` rows on the scratch cache (a
+        bucket's rows beyond its slots: they must never write into an open slot's ring): (table
+        [L, k + spare, 2] uint64, ring [k + spare] int32)."""
+        k, v = self._scratch
+        layers = np.arange(self.n_layers, dtype=np.uint64)
+        scratch = np.stack([k.data.ptr + k.strides[0] * layers, v.data.ptr + v.strides[0] * layers], axis=1)
+        table = np.concatenate([self._table[:, slots], np.repeat(scratch[:, None], spare, axis=1)], axis=1)
+        return table, np.concatenate([self._ring[slots], np.ones(spare, np.int32)])
 
     def layer(self, i: int) -> tuple:
         """(table [C, 2] uint64, ring [C] int32) of layer i: the kernels' cache arguments."""

@@ -245,9 +245,8 @@ def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, bloc
     grid = (-(-t // rows), h)
     args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
     args += (np.int32(window), np.int32(p0), np.int32(0))
-    _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")(
-        grid, (32 * TILED_WARPS,), args
-    )
+    kernel = _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")
+    launch(kernel, grid, (32 * TILED_WARPS,), args)
     return out
 
 
@@ -261,9 +260,8 @@ def bias_gelu(x, bias=None, *, out=None):
     out = _out(out, "out", BF16, (t, n))
     if x.size:
         grid = _blocks(x.size // 4 if n % 4 == 0 else x.size)
-        _fn("activations.cu", "bias_gelu")(
-            (grid,), (ELEMENTWISE_THREADS,), (x, _null_or(bias), out, np.int32(t), np.int32(n))
-        )
+        args = (x, _null_or(bias), out, np.int32(t), np.int32(n))
+        launch(_fn("activations.cu", "bias_gelu"), (grid,), (ELEMENTWISE_THREADS,), args)
     return out
 
 
@@ -273,7 +271,7 @@ def widen_bf16(x, *, out=None):
     out = _out(out, "out", np.float32, x.shape)
     if x.size:
         args = (x, out, np.uint64(x.size))
-        _fn("activations.cu", "widen_bf16")((_blocks(-(-x.size // 4)),), (ELEMENTWISE_THREADS,), args)
+        launch(_fn("activations.cu", "widen_bf16"), (_blocks(-(-x.size // 4)),), (ELEMENTWISE_THREADS,), args)
     return out
 
 
@@ -285,9 +283,8 @@ def silu_mul(gu, *, out=None):
     out = _out(out, "out", BF16, (t, f))
     if out.size:
         grid = _blocks(out.size // 4 if f % 4 == 0 else out.size)
-        _fn("activations.cu", "silu_mul")(
-            (grid,), (ELEMENTWISE_THREADS,), (gu, out, np.int32(t), np.int32(f))
-        )
+        args = (gu, out, np.int32(t), np.int32(f))
+        launch(_fn("activations.cu", "silu_mul"), (grid,), (ELEMENTWISE_THREADS,), args)
     return out
 
 
@@ -298,9 +295,8 @@ def power_spectrum(x, *, out=None):
     t, f = x.shape[0], x.shape[1] // 2
     out = _out(out, "out", np.float32, (t, f))
     if out.size:
-        _fn("mel.cu", "power_spectrum")(
-            (_blocks(out.size),), (ELEMENTWISE_THREADS,), (x, out, np.int32(t), np.int32(f))
-        )
+        args = (x, out, np.int32(t), np.int32(f))
+        launch(_fn("mel.cu", "power_spectrum"), (_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
     return out
 
 
@@ -316,7 +312,7 @@ def log_mel_normalize(mel, floor: float, low: float, shift: float, scale: float)
             np.float32(shift),
             np.float32(scale),
         )
-        _fn("mel.cu", "log_mel_normalize")((_blocks(mel.size),), (ELEMENTWISE_THREADS,), args)
+        launch(_fn("mel.cu", "log_mel_normalize"), (_blocks(mel.size),), (ELEMENTWISE_THREADS,), args)
     return mel
 
 
@@ -335,7 +331,7 @@ def im2col_rows(x, rows, *, out=None):
     if out.size:
         name = "im2col_rows_f32" if x.dtype == np.float32 else "im2col_rows_bf16"
         args = (x, np.int32(c), rows, out, np.int32(r), np.int32(k))
-        _fn("conv.cu", name)((_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
+        launch(_fn("conv.cu", name), (_blocks(out.size),), (ELEMENTWISE_THREADS,), args)
     return out
 
 

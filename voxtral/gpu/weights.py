@@ -15,6 +15,7 @@ from ..checkpoint import LayerWeights, Weights
 from ..config import ModelConfig
 from ..cpu.decoder import ada_scales
 from . import kernels
+from .launch import launch
 
 
 def _bf16(arr: np.ndarray):
@@ -135,5 +136,6 @@ def has_non_finite(weights: GpuWeights) -> bool:
         name = "flag_non_finite" if a.dtype == np.uint16 else "flag_non_finite_f32"
         bits = a if a.dtype == np.uint16 else a.view(np.uint32)
         blocks = max(1, min(CHECK_BLOCKS, -(-a.size // (4 * CHECK_THREADS))))
-        kernels.function("check.cu", name)((blocks,), (CHECK_THREADS,), (bits, np.uint64(a.size), flag))
+        args = (bits, np.uint64(a.size), flag)
+        launch(kernels.function("check.cu", name), (blocks,), (CHECK_THREADS,), args)
     return bool(flag.get()[0])
