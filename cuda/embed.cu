@@ -27,3 +27,20 @@ extern "C" __global__ void embed(const int* __restrict__ tokens,  // tokens: [T]
         for (int i = threadIdx.x; i < D; i += blockDim.x) o[i] = a[i] + bf16_to_f32(e[i]);
     }
 }
+
+// The decoder's audio rings filled (voxtral/gpu/decoder.py): row r, n floats at device address src[r],
+// goes to row dst[r] of rings [C·Ra, n]: the new embeddings of every slot of a round in one launch, from
+// wherever the encoder left them. One block per row; 16-byte moves where the addresses allow.
+extern "C" __global__ void scatter_rows(const long long* __restrict__ src,  // src: [R] int64 row addresses
+                                        const long long* __restrict__ dst,  // dst: [R] int64 ring row
+                                        float* __restrict__ rings,          // rings: [C·Ra, n] f32
+                                        int n) {
+    const float* s = reinterpret_cast<const float*>(src[blockIdx.x]);
+    float* o = rings + (size_t)dst[blockIdx.x] * n;
+    if (n % 4 == 0 && ((size_t)s | (size_t)o) % 16 == 0) {
+        for (int i = threadIdx.x; i < n / 4; i += blockDim.x)
+            reinterpret_cast<float4*>(o)[i] = reinterpret_cast<const float4*>(s)[i];
+    } else {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) o[i] = s[i];
+    }
+}

@@ -318,6 +318,8 @@ class PaddedMel:
     def windows(self, samples: np.ndarray) -> np.ndarray:
         """feed() up to the log-mel: the frames' samples [T', n_fft] (see MelStream.windows)."""
         self.n_samples += len(samples)
+        if self._left is None:  # after the first call: the stream's own windows (a view, no copy)
+            return self._mel.windows(samples)
         return np.concatenate([*self._start(), self._mel.windows(samples)])
 
     def finish(self) -> np.ndarray:

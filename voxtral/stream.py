@@ -260,6 +260,8 @@ def _checked(samples) -> np.ndarray:
         raise AudioError(f"stream: samples must be float (e.g. float32 in [-1, 1]), got dtype {x.dtype}")
     if not np.isfinite(x).all():
         raise AudioError("stream: the samples have non-finite values (NaN or Inf); fix the audio source")
+    if x.dtype == np.float32:  # finite already: nothing to narrow
+        return x
     with np.errstate(over="ignore"):
         y = x.astype(np.float32, copy=False)
     if not np.isfinite(y).all():

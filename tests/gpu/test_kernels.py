@@ -423,6 +423,24 @@ def test_embed_vs_numpy(rng, d):
     np.testing.assert_allclose(cp.asnumpy(out), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [64, 3072, 5])  # 5: not a multiple of 4 (scalar path)
+def test_scatter_rows_vs_numpy(rng, n):
+    """Rows from three separate device arrays (any addresses, an odd offset too) into their ring rows;
+    every other ring row untouched."""
+    c, ra = 3, 7
+    rings = rng.standard_normal((c, ra, n)).astype(np.float32)
+    parts = [rng.standard_normal((k, n)).astype(np.float32) for k in (2, 1, 4)]
+    devs = [cp.asarray(p) for p in parts]
+    srcs = [(devs[0], 0), (devs[0], 1), (devs[1], 0), (devs[2], 1), (devs[2], 3)]  # (array, row)
+    dst = np.array([0 * ra + 6, 2 * ra + 0, 1 * ra + 3, 2 * ra + 4, 0 * ra + 2], np.int64)
+    addr = np.array([a.data.ptr + r * n * 4 for a, r in srcs], np.int64)
+    out = cp.asarray(rings)
+    ops.scatter_rows(cp.asarray(addr), cp.asarray(dst), out)
+    expected = rings.reshape(c * ra, n).copy()
+    expected[dst] = [cp.asnumpy(a)[r] for a, r in srcs]
+    np.testing.assert_array_equal(cp.asnumpy(out).reshape(c * ra, n), expected)
+
+
 @pytest.mark.parametrize("v,blocks", [(131072, None), (131072, 1), (1001, None), (1001, 3), (1, None), (1, 5),
                                       (40000, 32)])  # fmt: skip
 def test_argmax_advance_vs_numpy(rng, v, blocks):

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..config import DecoderConfig
 from . import ops
+from .conv import ranges
 from .copy import copy, device_array, upload
 from .gemm import gemm
 from .gemv import MAX_BATCH, Rope, fuses_rope, gemv, step_configs
@@ -221,18 +222,26 @@ class SlotState:
             self.chunks.append((self.available, embeds))
             self.available += len(embeds)
 
-    def feed(self, ring, upto: int) -> None:
-        """Copy the embeddings of positions [fed, upto) into ring [Ra, D], row p % Ra (stream-ordered)."""
+    def take(self, upto: int) -> list[tuple]:
+        """The embeddings of positions [fed, upto) not yet in the ring, counted as fed: pieces (rows
+        [n, D] f32 device, first ring row), which the caller copies (stream-ordered) before any step."""
         upto = min(upto, self.available)
         assert upto - self.pos <= AUDIO_RING, "audio fed further ahead than the ring holds"
+        pieces = []
         while self.fed < upto:
             first, chunk = self.chunks[0]
             row, i = self.fed % AUDIO_RING, self.fed - first
             n = min(upto - self.fed, AUDIO_RING - row, len(chunk) - i)
-            copy(ring[row : row + n], chunk[i : i + n])
+            pieces.append((chunk[i : i + n], row))
             self.fed += n
             if self.fed == first + len(chunk):
-                self.chunks.popleft()  # copied: the ring holds it now
+                self.chunks.popleft()  # the ring will hold it
+        return pieces
+
+    def feed(self, ring, upto: int) -> None:
+        """Copy the embeddings of positions [fed, upto) into ring [Ra, D], row p % Ra (stream-ordered)."""
+        for rows, row in self.take(upto):
+            copy(ring[row : row + len(rows)], rows)
 
 
 def buckets(capacity: int) -> tuple[int, ...]:
@@ -366,11 +375,13 @@ class Decoder:
         """count graph replays of the bucket that holds slots → the tokens chosen [k, count]."""
         import cupy
 
+        pieces = []
         for i in slots:
             s = self.slots[i]
             self._fit(i, s.pos + count)
-            if s.fed < s.pos + count:  # fill the ring as far ahead as it holds: one copy per ~15 rounds
-                s.feed(self.buf.audio[i], s.pos + AUDIO_RING)
+            if s.fed < s.pos + count:  # fill the ring as far ahead as it holds: once per ~15 rounds
+                pieces += [(i, rows, row) for rows, row in s.take(s.pos + AUDIO_RING)]
+        self._fill_rings(pieces)
         graph = self._graph(self._lay_out(slots))
         k, buf = len(slots), self.buf
         for j in range(count):
@@ -387,6 +398,23 @@ class Decoder:
             s.pos += count
             s.token = last
         return out
+
+    def _fill_rings(self, pieces: list[tuple]) -> None:
+        """(slot, rows [n, D] f32, first ring row) → the slots' audio rings: a copy for one piece, else one
+        scatter_rows launch for all (a live tick of 128 sessions brings 128 pieces of a row each)."""
+        if len(pieces) <= 1:
+            for slot, rows, row in pieces:
+                copy(self.buf.audio[slot, row : row + len(rows)], rows)
+            return
+        for _, rows, _ in pieces:
+            assert rows.dtype == np.float32 and rows.flags.c_contiguous, "embeddings must be f32 rows"
+        counts = np.array([len(rows) for _, rows, _ in pieces], np.int64)
+        addr = np.array([rows.data.ptr for _, rows, _ in pieces], np.int64)
+        first = np.array([slot * AUDIO_RING + row for slot, _, row in pieces], np.int64)
+        step = self.cfg.dim * 4
+        table = np.stack([ranges(addr, counts, step), ranges(first, counts)])  # [2, R]: source, ring row
+        src, dst = device_array(table)
+        ops.scatter_rows(src, dst, self.buf.audio)
 
     def _check(self, slots: list[int], n: int) -> None:
         ok = 1 <= len(slots) <= self.capacity and len(set(slots)) == len(slots)

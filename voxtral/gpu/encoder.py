@@ -241,8 +241,9 @@ class Encoder:
     def _layers(self, parts):
         """All layers and the final norm over the pass's rows → [T, E] bf16."""
 
-        pos = np.concatenate([p0 + np.arange(len(z)) for _, _, p0, z in parts])  # [T]
-        slot = np.concatenate([np.full(len(z), s) for _, s, _, z in parts])  # [T]
+        lengths = np.array([len(z) for *_, z in parts], np.int64)
+        pos = ranges(np.array([p0 for _, _, p0, _ in parts], np.int64), lengths)  # [T]
+        slot = np.repeat(np.array([s for _, s, _, _ in parts], np.int64), lengths)  # [T]
         runs, start, split = [], 0, 0
         for _, s, p0, z in parts:
             if len(z) >= TILED_MIN_ROWS:

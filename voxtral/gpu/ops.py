@@ -353,6 +353,20 @@ def embed(tokens, E, audio, pos, slot, *, out=None, pdl: bool = False):
     return out
 
 
+def scatter_rows(src, dst, rings):
+    """rings[dst[r]] = the n floats at device address src[r], for every r: src, dst int64 [R] (device),
+    rings f32 [C, Ra, n] (rows numbered across slots: slot · Ra + ring row). One launch for any R."""
+    _check(src, "src", np.int64)
+    assert src.ndim == 1, f"src must be [R], got {src.shape}"
+    _check(dst, "dst", np.int64, src.shape)
+    _check(rings, "rings", np.float32)
+    assert rings.ndim == 3, f"rings must be [C, Ra, n], got {rings.shape}"
+    if len(src):
+        args = (src, dst, rings, np.int32(rings.shape[2]))
+        launch(_fn("embed.cu", "scatter_rows"), (len(src),), (EMBED_THREADS,), args)
+    return rings
+
+
 def argmax_blocks(vocab: int) -> int:
     """Blocks per stream of argmax_advance: one per ARGMAX_SLICE logits, at most ARGMAX_MAX_BLOCKS."""
     return max(1, min(ARGMAX_MAX_BLOCKS, -(-vocab // ARGMAX_SLICE)))
