@@ -221,6 +221,18 @@ def test_any_file_name_the_os_accepts(tiny_dir, clip5, tmp_path):
     assert os.listdir(os.fsencode(out)) == [b"caf\xe9 \xe2\x98\x83.txt"]
 
 
+def test_a_file_name_not_in_the_locale_is_reported_with_its_own_bytes(tiny_dir, tmp_path):
+    """stderr carries the name's bytes (b"caf\\xe9"), as `ls` shows them, not a surrogate escape."""
+    name = os.fsdecode(b"caf\xe9.wav")
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / name), "-m", str(tiny_dir), "-q"],
+        capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3
+    assert b"caf\xe9.wav: file not found" in r.stderr and b"udce9" not in r.stderr
+    assert r.stderr.count(b"\n") == 1
+
+
 def test_jsonl_has_no_blank_line(tiny_dir, clip5):
     r = subprocess.run(
         [sys.executable, "-m", "voxtral", "stream", "--stdin", "--jsonl", "-m", str(tiny_dir), "-q"],

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import DeviceError
+from .errors import DeviceError, OptionError
 
 MIC_BLOCK_S = 0.1  # microphone block: 100 ms
 
@@ -18,12 +18,13 @@ MIC_BLOCK_S = 0.1  # microphone block: 100 ms
 def microphone(rate: int = 16000) -> Iterator[np.ndarray]:
     """Mono float32 blocks [S] at rate from the default input device, until interrupted.
 
-    DeviceError at once when the `mic` extra (sounddevice, PortAudio) is missing.
+    OptionError at once when the `mic` extra (sounddevice) is missing (exit 2, as `serve` without its
+    extra); DeviceError when its PortAudio library or the input device is.
     """
     try:
         import sounddevice
     except ImportError:
-        raise DeviceError("microphone input needs the `mic` extra: pip install 'voxtral[mic]'") from None
+        raise OptionError("microphone input needs the `mic` extra: pip install 'voxtral[mic]'") from None
     except OSError as e:  # the extra is there but its C library is not
         raise DeviceError(
             f"the microphone needs the PortAudio library ({e}); install it (e.g. apt install libportaudio2)"

@@ -11,10 +11,22 @@ REFRESH_PER_S = 8
 
 
 def say(line: str) -> None:
-    """One line on stderr. A closed or full stderr (2>&-, 2>/dev/full) loses the line, never the run."""
+    """One line on stderr. A closed or full stderr (2>&-, 2>/dev/full) loses the line, never the run.
+    A file name's bytes that are not in the locale's encoding (os.fsdecode's surrogate escapes) go out as
+    those bytes, as `ls` shows them (not as "\\udce9")."""
     try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        stream = sys.stderr
+        try:
+            data = (line + "\n").encode(stream.encoding or "utf-8", "surrogateescape")
+        except (UnicodeEncodeError, LookupError, AttributeError):  # a character the locale lacks
+            data = None
+        if data is not None and getattr(stream, "buffer", None) is not None:
+            stream.flush()  # whatever the text layer holds goes first
+            stream.buffer.write(data)
+            stream.buffer.flush()
+        else:
+            stream.write(line + "\n")
+            stream.flush()
     except (OSError, ValueError, AttributeError):  # full or failing, closed, or None
         pass
 
