@@ -189,6 +189,13 @@ def _cases():
         tok, pos, sl = i32(np.arange(t) * 997 % V), i32(np.arange(t)), i32(np.arange(t) % 4)
         return lambda i: ops.embed(tok, e, audio, pos, sl, out=out), 1, 10 * t * D_DEC, 0
 
+    def scatter(r):  # r rows of D_DEC floats from one array into 128 slots' rings of 256 rows
+        src = _randn(r, D_DEC)
+        rings = cp.empty((128, 256, D_DEC), np.float32)
+        addr = cp.asarray(src.data.ptr + np.arange(r, dtype=np.int64) * D_DEC * 4)
+        dst = cp.asarray(np.arange(r, dtype=np.int64) * 256 % (128 * 256))
+        return lambda i: ops.scatter_rows(addr, dst, rings), 1, 8 * r * D_DEC, 0
+
     def argmax(nb):
         n = _sets(4 * nb * V)
         logits = [_randn(nb, V) for _ in range(n)]
@@ -238,6 +245,7 @@ def _cases():
         ("im2col_rows", f"conv0 mel [{tm}, {M_MEL}] K=3", lambda: im2col(tm, M_MEL, 1)),
         ("im2col_rows", f"conv1 [{tm}, {D_ENC}] K=3 s=2", lambda: im2col(T_ENC, D_ENC, 2)),
         ("embed", f"decoder T=1 D={D_DEC}", lambda: emb(1)),
+        ("scatter_rows", f"a live tick: 128 rows of D={D_DEC}", lambda: scatter(128)),
         ("argmax_advance", f"B=1 V={V}", lambda: argmax(1)),
         ("argmax_advance", f"B=16 V={V}", lambda: argmax(16)),
     ]

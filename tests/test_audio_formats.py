@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -455,24 +457,27 @@ def test_a_pipe_that_the_temporary_directory_cannot_hold_is_an_output_error(tmp_
 
 
 def test_header_lengths_are_what_the_container_claims(tmp_path):
-    """header_seconds (progress and KV sizing only) reads a header without decoding: libsndfile's where it
-    knows the format and claims samples, FFmpeg's otherwise (an MP4; a WAV whose sizes say 0)."""
+    """header_seconds (progress and KV sizing only) reads a header without decoding or probing, and gives
+    what FFmpeg's default open claims: WAV, a WAV whose sizes say 0, MP4, FLAC, MP3, Ogg; None for a
+    missing file."""
     x = signal(16000, 1)
-    wav, m4a, zero = tmp_path / "a.wav", tmp_path / "a.m4a", tmp_path / "zero.wav"
-    wav.write_bytes(encode_sf("WAV", "PCM_16", 16000, x))
-    m4a.write_bytes(encode_av("ipod", "aac", 16000, x))
     data = bytearray(encode_sf("WAV", "PCM_16", 16000, x))
     data[4:8] = data[40:44] = bytes(4)
-    zero.write_bytes(bytes(data))
-
-    def ffmpeg(path):
-        with av.open(str(path)) as c:
-            return None if c.duration is None else c.duration / 1e6
-
-    assert header_seconds(wav) == len(x) / 16000
-    for path in (m4a, zero):
-        assert header_seconds(path) == ffmpeg(path)
-    assert header_seconds(m4a) == pytest.approx(SECONDS, abs=0.1)
+    files = {
+        "a.wav": encode_sf("WAV", "PCM_16", 16000, x),
+        "zero.wav": bytes(data),
+        "a.m4a": encode_av("ipod", "aac", 16000, x),
+        "a.flac": encode_sf("FLAC", "PCM_16", 16000, x),
+        "a.mp3": encode_av("mp3", "libmp3lame", 16000, x),
+        "a.ogg": encode_sf("OGG", "VORBIS", 16000, x),
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        with av.open(str(tmp_path / name)) as c:
+            claim = None if c.duration is None else c.duration / 1e6
+        assert header_seconds(tmp_path / name) == claim, name
+    assert header_seconds(tmp_path / "a.wav") == len(x) / 16000
+    assert header_seconds(tmp_path / "a.m4a") == pytest.approx(SECONDS, abs=0.1)
     assert header_seconds(tmp_path / "missing.wav") is None
 
 
@@ -498,3 +503,52 @@ def test_wav_files_are_read_in_big_packets_with_the_same_samples(tmp_path):
     np.testing.assert_array_equal(big, default)
     live = np.concatenate(list(read_stream(io.BufferedReader(Pipe(wav.read_bytes())))))  # 4 KB packets
     np.testing.assert_array_equal(load_audio(wav), live)
+
+
+def test_aac_frames_whose_planes_do_not_match_their_layout_are_skipped_not_read(tmp_path, clip5):
+    """AAC muxed into a WAV decodes to garbage frames of 19 channels and 34 planes; reading such a frame
+    crashed PyAV (a segfault: the whole process, every input of a batch). They count as damaged packets
+    now. In a child process, so that a crash fails this test instead of the run."""
+    x = sf.read(clip5, dtype="int16")[0][None]  # this speech makes the garbage frames (a chirp did not)
+    path = tmp_path / "aac.wav"
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(x, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for f in av.AudioResampler(format="fltp", layout="mono", rate=16000).resample(frame):
+            for p in stream.encode(f):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    code = (
+        "import sys\n"
+        "from voxtral.audio_blocks import file_blocks\n"
+        "from voxtral.errors import AudioError\n"
+        "try:\n"
+        "    print(sum(len(b) for b in file_blocks(sys.argv[1])))\n"
+        "except AudioError as e:\n"
+        "    print('AudioError', e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]  # before: a segfault, or NaN samples from the garbage
+    # FFmpeg's AAC encoder here makes garbage frames of this clip; another FFmpeg may encode it cleanly
+    assert "damaged packet" in r.stderr or int(r.stdout) >= len(x[0]), (r.stdout, r.stderr[-2000:])
+
+
+class _Frame:  # what _whole reads of a PyAV AudioFrame
+    def __init__(self, channels, planar, planes, samples=1024, nbytes=4, size=8192):
+        self.layout = type("L", (), {"channels": [None] * channels})
+        self.format = type("F", (), {"is_planar": planar, "bytes": nbytes})
+        self.planes = [type("P", (), {"buffer_size": size}) for _ in range(planes)]
+        self.samples = samples
+
+
+def test_a_frame_is_read_only_when_its_planes_match_its_layout():
+    from voxtral.audio_blocks import _whole
+
+    assert _whole(_Frame(2, True, 2)) and _whole(_Frame(6, False, 1, size=6 * 4 * 1024))
+    assert not _whole(_Frame(19, True, 34))  # what the AAC decoder gave for garbage
+    assert not _whole(_Frame(2, False, 2))  # packed: one plane
+    assert not _whole(_Frame(0, True, 0))
+    assert not _whole(_Frame(2, True, 2, size=100))  # planes shorter than their samples
+    assert not _whole(_Frame(6, False, 1, size=4 * 1024))
