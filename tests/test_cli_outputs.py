@@ -233,6 +233,33 @@ def test_a_file_name_not_in_the_locale_is_reported_with_its_own_bytes(tiny_dir, 
     assert r.stderr.count(b"\n") == 1
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_a_run_whose_pipe_has_not_ended(tiny_dir, clip5, tmp_path, sig, code):
+    """A FIFO whose writer keeps it open: the reader thread waits in it, and the run stopped by a signal
+    exits at once instead of when the writer is done (Python joined the reader threads at exit)."""
+    fifo = tmp_path / "live.wav"
+    os.mkfifo(fifo)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "voxtral", "transcribe", str(fifo), "-m", str(tiny_dir), "-d", "cpu"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    writer = open(fifo, "wb")  # noqa: SIM115 (held open past the signal, like `(cat f; sleep 60) |`)
+    try:
+        writer.write(clip5.read_bytes()[:20000])
+        writer.flush()
+        first = p.stderr.readline()  # "loaded …": the run is under way
+        p.send_signal(sig)
+        t0 = time.monotonic()
+        returncode = p.wait(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        writer.close()
+    stderr = first + p.stderr.read()
+    assert returncode == code, stderr
+    assert waited < 10, f"exited {waited:.1f} s after the signal"
+    assert "Traceback" not in stderr and "not written" in stderr, stderr
+
+
 def test_jsonl_has_no_blank_line(tiny_dir, clip5):
     r = subprocess.run(
         [sys.executable, "-m", "voxtral", "stream", "--stdin", "--jsonl", "-m", str(tiny_dir), "-q"],

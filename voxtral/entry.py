@@ -10,9 +10,11 @@ returned (its outputs written), so that it cannot turn a finished run into an in
 from __future__ import annotations
 
 import _signal as signal  # the C module: `signal` imports enum, itself long enough to be interrupted
+import os
 import sys
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (= outputs.EXIT_INTERRUPTED, not imported: this module loads first)
+STOPPED = (EXIT_INTERRUPTED, 143)  # the exit codes of a run stopped by Ctrl-C or SIGTERM
 
 
 def main() -> None:
@@ -32,5 +34,25 @@ def main() -> None:
         sys.exit(EXIT_INTERRUPTED)
     try:
         run(command)
+    except SystemExit as e:
+        if e.code in STOPPED and "voxtral.scheduler" in sys.modules:
+            _exit_now_if_reading(e.code)
+        raise
     finally:  # the command is over (its outputs are written): a Ctrl-C now changes nothing
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _exit_now_if_reading(code: int) -> None:
+    """A run stopped by Ctrl-C or SIGTERM has written what it will write and said so; a reader thread
+    still inside a pipe or FIFO (waiting for its writer, or spooling /dev/zero) would hold the exit until
+    that input ends (Python joins the pool's threads at exit). Exit at once instead: nothing of ours is
+    open for writing, and a spooled input's temporary file has no name."""
+    from .scheduler import readers_busy
+
+    if readers_busy():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(code)

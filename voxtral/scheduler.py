@@ -500,7 +500,27 @@ class Scheduler:
         return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
 
 
+_busy = [0]  # blocks the reader threads are reading now (readers_busy)
+_busy_lock = threading.Lock()
+
+
+def readers_busy() -> bool:
+    """Whether a reader thread is inside a source now (a pipe or FIFO may keep it there until its writer
+    is done: a process stopped by a signal exits without waiting for it, see entry.main)."""
+    return _busy[0] > 0
+
+
 def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
+    with _busy_lock:
+        _busy[0] += 1
+    try:
+        return _read_blocks(source, front, room)
+    finally:
+        with _busy_lock:
+            _busy[0] -= 1
+
+
+def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
     """In a reader thread: the next blocks of an offline source, up to `room` samples (at least one
     block) → (their frames' windows: pieces [T', n_fft], seconds decoding, seconds cutting windows, the
     source's VoxtralError or None); the end of the source → the last windows. Everything the lookahead
