@@ -552,3 +552,33 @@ def test_a_frame_is_read_only_when_its_planes_match_its_layout():
     assert not _whole(_Frame(0, True, 0))
     assert not _whole(_Frame(2, True, 2, size=100))  # planes shorter than their samples
     assert not _whole(_Frame(6, False, 1, size=4 * 1024))
+
+
+def test_an_rf64_wav_written_to_a_pipe_is_read_to_its_end(tmp_path):
+    """FFmpeg writing RF64 to a pipe (`-rf64 always -f wav -`) cannot seek back: its ds64 chunk says 0
+    bytes of data. File = pipe = FIFO = every sample (FFmpeg alone reads none)."""
+
+    class Sink(io.RawIOBase):  # not seekable, as a pipe
+        def __init__(self):
+            self.data = bytearray()
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.data += b
+            return len(b)
+
+    x = signal(16000, 1)
+    sink = Sink()
+    with av.open(sink, "w", format="wav", options={"rf64": "always"}) as out:
+        stream = out.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray((x.T * 32767).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for p in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(p)
+    data = bytes(sink.data)
+    assert data[:4] == b"RF64" and data[28:36] == bytes(8)  # ds64: 0 bytes of data
+    with av.open(io.BytesIO(data)) as c:
+        assert sum(f.samples for f in c.decode(audio=0)) == 0  # what FFmpeg's defaults give
+    check_modes(tmp_path, "rf64.wav", data, 16000, len(x), fifo=True)

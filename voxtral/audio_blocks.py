@@ -36,6 +36,7 @@ SPOOL_CHUNK = 1 << 20  # bytes copied from a pipe at a time
 FILE_BATCH = 32768  # samples of a file's consecutive frames converted to float in one go (_ffmpeg_frames)
 BLOCK_S = 10  # seconds of audio handed on at a time (offline); a live stream hands on what it has
 WAV_PACKET = 65536  # bytes of a WAV file's packets (FFmpeg's default: 4096): _wav_options
+WAV_HEAD = 36  # bytes of a WAV's start _wav_options reads: RIFF/RF64 id, size, WAVE, ds64's sizes
 CONVERT_HINT = "convert it to 16 kHz WAV (e.g. `ffmpeg -i IN -ar 16000 OUT.wav`)"
 RAW_HINT = "for headerless PCM pass --format (e.g. s16le) and --rate"
 RAW_CHECK = "check --format and --channels"
@@ -153,14 +154,25 @@ def _decode_file(f: BinaryIO, name: str, target_rate: int, block_s: float) -> It
 
 def _wav_options(f: BinaryIO) -> dict:
     """FFmpeg demuxer options for a WAV file (RIFF/RF64/BW64 … WAVE): WAV_PACKET-byte packets and no
-    probing past the header (which holds everything the decoder needs). The samples are the same; a
-    packet is a few calls that each give up the GIL, so 16× fewer packets let a reader thread finish its
-    file while the engine thread launches kernels (4 KB packets: ~2800 hand-overs of the GIL a minute
-    of audio, each up to the interpreter's 5 ms switch interval). {} for anything else."""
-    head = f.read(12)
+    probing past the header (which holds everything the decoder needs), and _wav_length's. The samples
+    are the same; a packet is a few calls that each give up the GIL, so 16× fewer packets let a reader
+    thread finish its file while the engine thread launches kernels (4 KB packets: ~2800 hand-overs of
+    the GIL a minute of audio, each up to the interpreter's 5 ms switch interval). {} for anything else."""
+    head = f.read(WAV_HEAD)
     f.seek(0)
     if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
-        return {"max_size": str(WAV_PACKET), "probesize": "32"}
+        return {"max_size": str(WAV_PACKET), "probesize": "32"} | _wav_length(head)
+    return {}
+
+
+def _wav_length(head: bytes) -> dict:
+    """{"ignore_length": "1"} for an RF64/BW64 WAV whose ds64 chunk gives the data 0 bytes (or all ones):
+    what FFmpeg writes to a pipe (`-rf64 always -f wav -`), which cannot seek back to fill it in. FFmpeg
+    then reads no sample; the data runs to the end of the input (as for a RIFF WAV whose size says 0,
+    which FFmpeg reads to its end by itself). {} otherwise. head: the input's first WAV_HEAD bytes."""
+    if head[:4] in (b"RF64", b"BW64") and head[8:16] == b"WAVEds64" and len(head) >= WAV_HEAD:
+        if int.from_bytes(head[28:36], "little") in (0, 2**64 - 1):
+            return {"ignore_length": "1"}
     return {}
 
 
@@ -179,7 +191,7 @@ def read_stream(
     AudioError after every good sample before the fault has been yielded."""
     reader = _Reader(stream, 1 if raw is None else raw.frame_bytes)
     if raw is None:
-        frames = _ffmpeg_frames(reader, name, hint)
+        frames = _ffmpeg_frames(reader, name, hint, demuxer=_wav_length(reader.peek(WAV_HEAD)))
     else:
         layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels} channels")
         options = {"sample_rate": str(raw.rate), "ch_layout": layout}
@@ -501,6 +513,20 @@ class _Reader:
         data, self._buf = self._buf[: min(n, limit)], self._buf[min(n, limit) :]
         self.n_bytes += len(data)
         return data
+
+    def peek(self, n: int) -> bytes:
+        """The stream's first n bytes (fewer if it ends sooner), waiting for them; read() still hands
+        them on. Before any read() only."""
+        try:
+            while not self._eof and len(self._buf) < n:
+                more = self._read(n - len(self._buf))
+                self._eof = not more
+                self._buf += more
+        except Exception:
+            raise
+        except BaseException as e:  # a stop signal: as in read()
+            self.stop, self._eof = e, True
+        return self._buf[:n]
 
     @property
     def stray(self) -> bytes:
