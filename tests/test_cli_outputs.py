@@ -233,6 +233,37 @@ def test_a_file_name_not_in_the_locale_is_reported_with_its_own_bytes(tiny_dir, 
     assert r.stderr.count(b"\n") == 1
 
 
+def test_the_failure_summary_is_in_input_order_at_any_batch_size(tiny_dir, tmp_path):
+    """a.wav fails late (a NaN at 60 s), b.wav at once: batched, b's error comes first, and the summary
+    still names a, b (input order), as one by one."""
+    x = (0.1 * np.random.default_rng(2).standard_normal(70 * RATE)).astype(np.float32)
+    x[60 * RATE] = np.nan
+    sf.write(tmp_path / "a.wav", x, RATE, subtype="FLOAT")
+    (tmp_path / "b.wav").write_bytes(b"RIFF garbage, not audio" * 10)
+    for batch in ("2", "1"):
+        r = subprocess.run(
+            [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"),
+             "-m", str(tiny_dir), "-d", "cpu", "-q", "-b", batch, "-o", str(tmp_path / f"out{batch}")],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 3, r.stderr
+        summary = r.stderr.strip().splitlines()[-1]
+        names = f"{tmp_path / 'a.wav'}, {tmp_path / 'b.wav'}"
+        assert summary == f"voxtral: 2 of 2 inputs failed: {names}", r.stderr
+
+
+def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tiny_dir, tmp_path):
+    """A newline (or an escape sequence) in a name is written as an escape: one line per message."""
+    bad = tmp_path / "bad\nname\x1b[31m.wav"
+    bad.write_bytes(b"not audio at all")
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "transcribe", str(bad), "-m", str(tiny_dir), "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3
+    assert r.stderr.count("\n") == 1 and "bad\\nname\\x1b[31m.wav: cannot decode audio" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_a_run_whose_pipe_has_not_ended(tiny_dir, clip5, tmp_path, sig, code):
     """A FIFO whose writer keeps it open: the reader thread waits in it, and the run stopped by a signal

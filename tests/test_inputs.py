@@ -44,8 +44,12 @@ def test_a_directory_a_pattern_matches_counts_as_named(folder):
     paths, errors = expand_inputs([str(folder / "*")])
     assert names(paths) == ["a.flac", "b.wav", "notes.txt", "c.WAV"]  # sorted matches, sub's inside
     assert [e.name for e in errors] == [str(folder / "empty")]
-    paths, errors = expand_inputs([str(folder / "e*")])
-    assert names(paths) == [] and "is a directory" in str(errors[0].error)
+    paths, errors = expand_inputs([str(folder / "e*")])  # as when the directory is named
+    assert (
+        names(paths) == []
+        and str(errors[0].error) == expand_inputs([str(folder / "empty")])[1][0].error.args[0]
+    )
+    assert "empty: no audio files in this directory" in str(errors[0].error)
     paths, _ = expand_inputs([str(folder / "**" / "*")])  # a recursive pattern: files only, no repeats
     assert names(paths) == ["a.flac", "b.wav", "notes.txt", "c.WAV"]
 

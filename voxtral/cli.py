@@ -226,7 +226,8 @@ class Run:
 
     def __init__(self, paths: list[Path], quiet: bool, verbose: bool):
         self.paths, self.quiet, self.verbose = paths, quiet, verbose
-        self.failed: list[InputError] = []
+        self.failed: list[InputError] = []  # as reported (a batch finishes inputs out of order)
+        self.failed_at: list[int] = []  # the input index of each
         self.done: list[int] = []  # inputs handed to emit (a writer that keeps input order may hold some)
         self.stop_code = 0
         self.partly_printed: Callable[[int], bool] = lambda i: False  # stdout had some of input i's text
@@ -280,6 +281,7 @@ class Run:
         except VoxtralError as e:
             progress.log(f"voxtral: error: {e}")
             self.failed.append(InputError(str(path), e))
+            self.failed_at.append(i)
             return
         self.done.append(i)
         if not self.quiet:
@@ -306,8 +308,10 @@ class Run:
         self.stop_code = code
 
     def exit_code(self, earlier: list[InputError], n_inputs: int) -> int:
-        """Summarise the failures (with several inputs); the stop code, else the first failure's code."""
-        failed = earlier + self.failed
+        """Summarise the failures (with several inputs) in input order, whatever the batch size; the stop
+        code, else the code of the first failed input (those that cannot be opened come first)."""
+        ordered = sorted(zip(self.failed_at, self.failed, strict=True), key=lambda x: x[0])
+        failed = earlier + [f for _, f in ordered]
         if failed and n_inputs > 1 and not self.stop_code:
             names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
             more = (

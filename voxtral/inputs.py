@@ -29,6 +29,7 @@ AUDIO_SUFFIXES = frozenset(
     ).split()
 )
 GLOB_CHARS = frozenset("*?[")
+NO_AUDIO_HERE = f"no audio files in this directory (looked for {' '.join(sorted(AUDIO_SUFFIXES))})"
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,7 @@ def _expand_one(arg: str) -> list[Path]:
     if path.is_dir():
         found = audio_files_in(path)
         if not found:
-            suffixes = " ".join(sorted(AUDIO_SUFFIXES))
-            raise AudioError(f"{arg}: no audio files in this directory (looked for {suffixes})")
+            raise AudioError(f"{arg}: {NO_AUDIO_HERE}")
         return found
     if not path.exists() and GLOB_CHARS & set(arg):
         found = _glob(arg)
@@ -140,7 +140,9 @@ def check_readable(path: Path) -> None:
         )
     if not path.exists():
         raise AudioError(f"{path}: file not found; check the path")
-    if path.is_dir():
+    if path.is_dir():  # named as a file, or matched by a pattern (with no audio file in it)
+        if not audio_files_in(path):
+            raise AudioError(f"{path}: {NO_AUDIO_HERE}")
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
     if not is_regular_file(path):  # a pipe or FIFO: opening it would wait for, or use up, its data
         if not os.access(path, os.R_OK):

@@ -10,10 +10,15 @@ import sys
 REFRESH_PER_S = 8
 
 
+# control characters (a newline in a file name) written as escapes: a message stays one line
+ONE_LINE = {c: f"\\x{c:02x}" for c in [*range(32), 127] if c != 9} | {10: "\\n", 13: "\\r"}
+
+
 def say(line: str) -> None:
     """One line on stderr. A closed or full stderr (2>&-, 2>/dev/full) loses the line, never the run.
     A file name's bytes that are not in the locale's encoding (os.fsdecode's surrogate escapes) go out as
-    those bytes, as `ls` shows them (not as "\\udce9")."""
+    those bytes, as `ls` shows them (not as "\\udce9"); control characters as escapes (ONE_LINE)."""
+    line = line.translate(ONE_LINE)
     try:
         stream = sys.stderr
         try:
@@ -78,6 +83,6 @@ class Progress:
     def log(self, line: str) -> None:
         """One line on stderr, above the display when it is drawn."""
         if self._rich is not None:
-            self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self._rich.console.print(line.translate(ONE_LINE), markup=False, highlight=False, soft_wrap=True)
         else:
             say(line)
