@@ -536,22 +536,47 @@ def test_aac_frames_whose_planes_do_not_match_their_layout_are_skipped_not_read(
 
 
 class _Frame:  # what _whole reads of a PyAV AudioFrame
-    def __init__(self, channels, planar, planes, samples=1024, nbytes=4, size=8192):
+    def __init__(self, channels, planar, planes, samples=1024, name="flt", size=8192):
         self.layout = type("L", (), {"channels": [None] * channels})
-        self.format = type("F", (), {"is_planar": planar, "bytes": nbytes})
+        nbytes = {"flt": 4, "s16": 2, "x24": 3}[name]
+        self.format = type("F", (), {"is_planar": planar, "bytes": nbytes, "name": name + "p" * planar})
         self.planes = [type("P", (), {"buffer_size": size}) for _ in range(planes)]
         self.samples = samples
 
 
-def test_a_frame_is_read_only_when_its_planes_match_its_layout():
+def test_a_frame_is_read_only_when_its_channels_planes_hold_its_samples():
     from voxtral.audio_blocks import _whole
 
     assert _whole(_Frame(2, True, 2)) and _whole(_Frame(6, False, 1, size=6 * 4 * 1024))
-    assert not _whole(_Frame(19, True, 34))  # what the AAC decoder gave for garbage
-    assert not _whole(_Frame(2, False, 2))  # packed: one plane
+    assert _whole(_Frame(12, True, 38))  # PyAV lists planes past the channels: only theirs are read
+    assert not _whole(_Frame(19, True, 12))  # fewer planes than channels
     assert not _whole(_Frame(0, True, 0))
     assert not _whole(_Frame(2, True, 2, size=100))  # planes shorter than their samples
     assert not _whole(_Frame(6, False, 1, size=4 * 1024))
+    assert not _whole(_Frame(1, False, 1, name="x24"))  # a sample format without a NumPy type
+
+
+def test_more_than_eight_planar_channels_are_read_without_a_crash(tmp_path):
+    """A 12-channel Vorbis file decodes to planar frames whose PyAV plane list can hold 38 entries;
+    reading them all (PyAV's to_ndarray) crashed the process. In a child process, so that a crash fails
+    this test instead of the run; file = pipe = FIFO."""
+    x = (0.1 * np.random.default_rng(12).standard_normal((16000, 12))).astype(np.float32)
+    path = tmp_path / "twelve.ogg"
+    sf.write(path, x, 16000, format="OGG", subtype="VORBIS")
+    code = (
+        "import sys, io, numpy as np\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_audio_formats import check_modes\n"
+        "from pathlib import Path\n"
+        "p = Path(sys.argv[1])\n"
+        "y = check_modes(p.parent, 'copy.ogg', p.read_bytes(), 16000, 16000, fifo=True)\n"
+        "print(len(y), bool(np.isfinite(y).all()))\n"
+    )
+    tests = os.path.dirname(__file__)
+    cmd = [sys.executable, "-c", code, str(path), tests]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["16000", "True"], (r.stdout, r.stderr[-2000:])
 
 
 def test_an_rf64_wav_written_to_a_pipe_is_read_to_its_end(tmp_path):

@@ -332,7 +332,7 @@ def _ffmpeg_frames(
                     skipped += 1
                     continue
                 for frame in frames:
-                    if not _whole(frame):  # a damaged packet's frame PyAV cannot read safely
+                    if not _whole(frame):  # a damaged packet's frame that cannot be read safely
                         skipped += 1
                         continue
                     raw = _raw_samples(frame)
@@ -393,28 +393,35 @@ def _decoded(packet, codec_context) -> list:
         return codec_context.decode(whole)
 
 
+# FFmpeg's sample formats (planar ones end in "p") → their NumPy types (native byte order, as FFmpeg's)
+SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int64, "flt": np.float32,
+                "dbl": np.float64}  # fmt: skip
+
+
 def _whole(frame) -> bool:
-    """Whether a decoded frame's planes are what its layout and format say: one per channel (planar) or one
-    in all (packed), each holding its samples. FFmpeg's AAC decoder fed garbage (AAC in a WAV, a damaged
-    ADTS stream) returns frames of 19 channels and 34 planes, and reading those planes crashes PyAV
-    (a segfault that took the whole process and every other input of a batch with it)."""
+    """Whether a decoded frame can be read: a known sample format, and a plane per channel (planar) or
+    one (packed) holding its samples. Only those planes: PyAV's plane list can run past them over
+    pointers the decoder never set (a 12-channel Vorbis frame: 38 planes; garbage AAC: 19 channels, 34
+    planes), and reading those crashed the process (a segfault: every input of a batch lost)."""
     channels, fmt = len(frame.layout.channels), frame.format
+    n = channels if fmt.is_planar else 1
     planes = frame.planes
-    if channels == 0 or len(planes) != (channels if fmt.is_planar else 1):
+    if channels == 0 or len(planes) < n or fmt.name.removesuffix("p") not in SAMPLE_TYPES:
         return False
     need = frame.samples * fmt.bytes * (1 if fmt.is_planar else channels)
-    return all(p.buffer_size >= need for p in planes)
+    return all(planes[c].buffer_size >= need for c in range(n))
 
 
 def _raw_samples(frame) -> np.ndarray:
-    """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → its samples [S, C], as stored."""
-    channels = len(frame.layout.channels)
-    if frame.format.name in ("s64", "s64p"):  # PyAV has no ndarray for 64-bit integers: read the planes
-        planes = [np.frombuffer(p, np.int64) for p in frame.planes]
-        x = np.stack([p[: frame.samples] for p in planes]) if frame.format.is_planar else planes[0][None]
-    else:
-        x = frame.to_ndarray()
-    return x.T if frame.format.is_planar else x.reshape(-1, channels)
+    """A decoded frame (_whole; packed or planar; u8, s16, s32, s64, flt, dbl) → its samples [S, C], as
+    stored: its channels' planes read directly (never PyAV's to_ndarray, which reads every plane it
+    lists)."""
+    channels, fmt, s = len(frame.layout.channels), frame.format, frame.samples
+    dtype = SAMPLE_TYPES[fmt.name.removesuffix("p")]
+    planes = frame.planes
+    if fmt.is_planar:
+        return np.stack([np.frombuffer(planes[c], dtype, s) for c in range(channels)], axis=1)
+    return np.frombuffer(planes[0], dtype, s * channels).reshape(s, channels)
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:
