@@ -535,25 +535,41 @@ def test_aac_frames_whose_planes_do_not_match_their_layout_are_skipped_not_read(
     assert "damaged packet" in r.stderr or int(r.stdout) >= len(x[0]), (r.stdout, r.stderr[-2000:])
 
 
-class _Frame:  # what _whole reads of a PyAV AudioFrame
-    def __init__(self, channels, planar, planes, samples=1024, name="flt", size=8192):
-        self.layout = type("L", (), {"channels": [None] * channels})
+class _Frame:  # what _raw_samples reads of a PyAV AudioFrame (planes through _plane)
+    def __init__(self, channels, planar, planes, samples=4, name="flt", size=None):
         nbytes = {"flt": 4, "s16": 2, "x24": 3}[name]
+        size = samples * nbytes * (1 if planar else channels) if size is None else size
+        self.layout = type("L", (), {"channels": [None] * channels})
         self.format = type("F", (), {"is_planar": planar, "bytes": nbytes, "name": name + "p" * planar})
-        self.planes = [type("P", (), {"buffer_size": size}) for _ in range(planes)]
+        dtype = np.float32 if nbytes == 4 else np.int16
+        self.planes = [np.arange(size // nbytes, dtype=dtype) for _ in range(planes)]
         self.samples = samples
 
 
-def test_a_frame_is_read_only_when_its_channels_planes_hold_its_samples():
-    from voxtral.audio_blocks import _whole
+class _Plane(np.ndarray):  # an array with the buffer_size a PyAV plane has
+    @property
+    def buffer_size(self):
+        return self.nbytes
 
-    assert _whole(_Frame(2, True, 2)) and _whole(_Frame(6, False, 1, size=6 * 4 * 1024))
-    assert _whole(_Frame(12, True, 38))  # PyAV lists planes past the channels: only theirs are read
-    assert not _whole(_Frame(19, True, 12))  # fewer planes than channels
-    assert not _whole(_Frame(0, True, 0))
-    assert not _whole(_Frame(2, True, 2, size=100))  # planes shorter than their samples
-    assert not _whole(_Frame(6, False, 1, size=4 * 1024))
-    assert not _whole(_Frame(1, False, 1, name="x24"))  # a sample format without a NumPy type
+
+def _fake_plane(frame, index):
+    if index >= len(frame.planes):
+        raise ValueError(f"plane index {index} out of range for {len(frame.planes)} planes")
+    return frame.planes[index].view(_Plane)
+
+
+def test_a_frame_is_read_only_when_its_channels_planes_hold_its_samples(monkeypatch):
+    import voxtral.audio_blocks as ab
+
+    monkeypatch.setattr(ab, "_plane", _fake_plane)
+    assert ab._raw_samples(_Frame(2, True, 2)).shape == (4, 2)
+    assert ab._raw_samples(_Frame(3, False, 1)).shape == (4, 3)
+    assert ab._raw_samples(_Frame(12, True, 38)).shape == (4, 12)  # planes past the channels: not read
+    assert ab._raw_samples(_Frame(19, True, 12)) is None  # fewer planes than channels
+    assert ab._raw_samples(_Frame(0, True, 0)) is None
+    assert ab._raw_samples(_Frame(2, True, 2, size=8)) is None  # planes shorter than their samples
+    assert ab._raw_samples(_Frame(6, False, 1, size=16)) is None
+    assert ab._raw_samples(_Frame(1, False, 1, name="x24", size=12)) is None  # no NumPy type for it
 
 
 def test_more_than_eight_planar_channels_are_read_without_a_crash(tmp_path):

@@ -332,10 +332,10 @@ def _ffmpeg_frames(
                     skipped += 1
                     continue
                 for frame in frames:
-                    if not _whole(frame):  # a damaged packet's frame that cannot be read safely
+                    raw = _raw_samples(frame)
+                    if raw is None:  # a damaged packet's frame that cannot be read safely
                         skipped += 1
                         continue
-                    raw = _raw_samples(frame)
                     if (frame.sample_rate, raw.dtype, raw.shape[1]) != kind:
                         yield from flush()
                         kind = (frame.sample_rate, raw.dtype, raw.shape[1])
@@ -398,30 +398,33 @@ SAMPLE_TYPES = {"u8": np.uint8, "s16": np.int16, "s32": np.int32, "s64": np.int6
                 "dbl": np.float64}  # fmt: skip
 
 
-def _whole(frame) -> bool:
-    """Whether a decoded frame can be read: a known sample format, and a plane per channel (planar) or
-    one (packed) holding its samples. Only those planes: PyAV's plane list can run past them over
-    pointers the decoder never set (a 12-channel Vorbis frame: 38 planes; garbage AAC: 19 channels, 34
-    planes), and reading those crashed the process (a segfault: every input of a batch lost)."""
-    channels, fmt = len(frame.layout.channels), frame.format
-    n = channels if fmt.is_planar else 1
-    planes = frame.planes
-    if channels == 0 or len(planes) < n or fmt.name.removesuffix("p") not in SAMPLE_TYPES:
-        return False
-    need = frame.samples * fmt.bytes * (1 if fmt.is_planar else channels)
-    return all(planes[c].buffer_size >= need for c in range(n))
-
-
-def _raw_samples(frame) -> np.ndarray:
-    """A decoded frame (_whole; packed or planar; u8, s16, s32, s64, flt, dbl) → its samples [S, C], as
-    stored: its channels' planes read directly (never PyAV's to_ndarray, which reads every plane it
-    lists)."""
+def _raw_samples(frame) -> np.ndarray | None:
+    """A decoded frame (packed or planar; u8, s16, s32, s64, flt, dbl) → its samples [S, C] as stored, read
+    plane by plane for its channels only; None when it cannot be read safely (a plane per channel, or one
+    packed, holding its samples; a known format). Never PyAV's `frame.planes` or to_ndarray: they take
+    every plane PyAV counts, past the channels over pointers the decoder never set (a 12-channel Vorbis
+    frame counts 38: PyAV 18 read them and crashed the process, a segfault that lost every input of a
+    batch; PyAV 19 raises), and garbage AAC decodes to 19 channels counted as 34 planes."""
     channels, fmt, s = len(frame.layout.channels), frame.format, frame.samples
-    dtype = SAMPLE_TYPES[fmt.name.removesuffix("p")]
-    planes = frame.planes
+    dtype = SAMPLE_TYPES.get(fmt.name.removesuffix("p"))
+    if channels == 0 or dtype is None:
+        return None
+    try:
+        planes = [_plane(frame, c) for c in range(channels if fmt.is_planar else 1)]
+    except (ValueError, IndexError):  # fewer planes than channels
+        return None
+    if any(p.buffer_size < s * fmt.bytes * (1 if fmt.is_planar else channels) for p in planes):
+        return None
     if fmt.is_planar:
-        return np.stack([np.frombuffer(planes[c], dtype, s) for c in range(channels)], axis=1)
+        return np.stack([np.frombuffer(p, dtype, s) for p in planes], axis=1)
     return np.frombuffer(planes[0], dtype, s * channels).reshape(s, channels)
+
+
+def _plane(frame, index: int):
+    """Plane `index` of a decoded frame (PyAV's AudioPlane; ValueError past its planes in PyAV ≥ 19)."""
+    from av.audio.plane import AudioPlane
+
+    return AudioPlane(frame, index)
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:
