@@ -35,6 +35,21 @@ def test_glob_patterns_and_recursion(folder):
     assert names(paths) == ["b.wav", "c.WAV"]
 
 
+def test_macos_appledouble_companions_are_not_taken_as_audio(folder):
+    """`._b.wav` beside b.wav (macOS on a USB drive or share): left out of a directory and of a pattern;
+    a `._` file without the AppleDouble magic stays, and one named on its own is an input as any other."""
+    (folder / "._b.wav").write_bytes(b"\x00\x05\x16\x07" + bytes(80))
+    (folder / "._real.wav").write_bytes((folder / "b.wav").read_bytes())
+    paths, errors = expand_inputs([str(folder)])
+    assert names(paths) == ["._real.wav", "a.flac", "b.wav"] and errors == []
+    paths, _ = expand_inputs([str(folder / "*.wav")])
+    assert names(paths) == ["._real.wav", "b.wav"]
+    paths, _ = expand_inputs([str(folder / "**")])
+    assert "._b.wav" not in names(paths)
+    paths, _ = expand_inputs([str(folder / "._b.wav")])
+    assert names(paths) == ["._b.wav"]
+
+
 def test_a_directory_a_pattern_matches_counts_as_named(folder):
     """As when the shell expands the pattern: a matched directory gives its audio files; one without any
     fails as an input instead of being left out unseen (helper report, session 9)."""

@@ -29,6 +29,7 @@ AUDIO_SUFFIXES = frozenset(
     ).split()
 )
 GLOB_CHARS = frozenset("*?[")
+APPLE_DOUBLE = b"\x00\x05\x16\x07"  # the magic number of macOS's `._name` companion files
 NO_AUDIO_HERE = f"no audio files in this directory (looked for {' '.join(sorted(AUDIO_SUFFIXES))})"
 
 
@@ -47,8 +48,25 @@ def is_audio(path: Path) -> bool:
 
 def audio_files_in(directory: Path) -> list[Path]:
     """The audio files directly inside a directory, sorted by name (symlinked directories not entered);
-    a broken link with an audio name is one too, so that it is reported, not skipped unseen."""
-    return sorted(p for p in directory.iterdir() if is_audio(p) and (p.is_file() or _broken_link(p)))
+    a broken link with an audio name is one too, so that it is reported, not skipped unseen. macOS's
+    AppleDouble companions (`._name.wav`) are not audio: left out."""
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if is_audio(p) and (p.is_file() or _broken_link(p)) and not apple_double(p)
+    )
+
+
+def apple_double(path: Path) -> bool:
+    """Whether a file is a macOS AppleDouble companion (`._x.wav`, written beside x.wav on volumes without
+    resource forks: USB drives, network shares): its name and its magic number 0x00051607."""
+    if not path.name.startswith("._"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == APPLE_DOUBLE
+    except OSError:
+        return False
 
 
 def _broken_link(path: Path) -> bool:
@@ -88,7 +106,7 @@ def _glob(pattern: str) -> list[Path]:
     return sorted(
         p
         for p in base.glob(relative)
-        if (p.is_file() and (is_audio(p) or not recursive))
+        if (p.is_file() and (is_audio(p) or not recursive) and not apple_double(p))
         or (p.is_dir() and "**" not in pattern)
         or (_broken_link(p) and is_audio(p))
     )
