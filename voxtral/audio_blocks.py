@@ -266,10 +266,10 @@ def header_seconds(path: str | Path) -> float | None:
     default probing where that finds no duration (or no format: an MP3 without tags needs more bytes)."""
     if not is_regular_file(path):
         return None
+    import av
+
     for options in ({"probesize": "32"}, {}):
         try:
-            import av
-
             with open(path, "rb") as f, av.open(_Seekable(f), options=options) as container:
                 if container.duration is not None:
                     return container.duration / 1e6

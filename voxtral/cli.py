@@ -226,8 +226,7 @@ class Run:
 
     def __init__(self, paths: list[Path], quiet: bool, verbose: bool):
         self.paths, self.quiet, self.verbose = paths, quiet, verbose
-        self.failed: list[InputError] = []  # as reported (a batch finishes inputs out of order)
-        self.failed_at: list[int] = []  # the input index of each
+        self.failed: dict[int, InputError] = {}  # by input index, as reported (a batch finishes out of order)
         self.done: list[int] = []  # inputs handed to emit (a writer that keeps input order may hold some)
         self.stop_code = 0
         self.partly_printed: Callable[[int], bool] = lambda i: False  # stdout had some of input i's text
@@ -280,8 +279,7 @@ class Run:
             raise
         except VoxtralError as e:
             progress.log(f"voxtral: error: {e}")
-            self.failed.append(InputError(str(path), e))
-            self.failed_at.append(i)
+            self.failed[i] = InputError(str(path), e)
             return
         self.done.append(i)
         if not self.quiet:
@@ -289,7 +287,7 @@ class Run:
 
     def _stopped(self, progress: Progress, why: str, code: int) -> None:
         written = {i for i in self.done if not self.held_back(i)}
-        failed = {f.name for f in self.failed}
+        failed = {f.name for f in self.failed.values()}
 
         def why_not(i: int) -> str:
             if self.held_back(i):
@@ -310,8 +308,7 @@ class Run:
     def exit_code(self, earlier: list[InputError], n_inputs: int) -> int:
         """Summarise the failures (with several inputs) in input order, whatever the batch size; the stop
         code, else the code of the first failed input (those that cannot be opened come first)."""
-        ordered = sorted(zip(self.failed_at, self.failed, strict=True), key=lambda x: x[0])
-        failed = earlier + [f for _, f in ordered]
+        failed = earlier + [self.failed[i] for i in sorted(self.failed)]
         if failed and n_inputs > 1 and not self.stop_code:
             names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
             more = (

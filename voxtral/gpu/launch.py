@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import struct
-import threading
 
 import numpy as np
 
@@ -79,50 +77,25 @@ def pdl_supported(device_id: int) -> bool:
     return int(cupy.cuda.Device(device_id).compute_capability) >= PDL_MIN_CAPABILITY
 
 
-# struct codes of the scalar kinds a kernel takes; each argument fills one 8-byte slot (the driver copies
-# as many bytes as the kernel's parameter has from the slot's start)
-SCALAR_CODES = {
-    np.dtype(np.int32): "i4x", np.dtype(np.uint32): "I4x", np.dtype(np.float32): "f4x",
-    np.dtype(np.int64): "q", np.dtype(np.uint64): "Q", np.dtype(np.float64): "d",
-}  # fmt: skip
-_local = threading.local()  # per thread: argument slots reused by every launch with as many arguments
+def kernel_arg(a):
+    """One kernel argument as a ctypes value holding the bytes the kernel parameter receives."""
+    if a is None:
+        return ctypes.c_void_p(0)
+    ptr = getattr(getattr(a, "data", None), "ptr", None)  # a cupy.ndarray: its device pointer
+    if ptr is not None:
+        return ctypes.c_void_p(ptr)
+    if isinstance(a, int):
+        a = np.int64(a)
+    elif isinstance(a, float):
+        a = np.float64(a)
+    if not isinstance(a, np.generic):
+        raise TypeError(f"kernel argument of type {type(a).__name__}: pass a CuPy array or a NumPy scalar")
+    return (ctypes.c_char * a.itemsize).from_buffer_copy(a.tobytes())
 
 
-def kernel_params(args) -> ctypes.Array:
-    """The void** array of cuLaunchKernelEx for args: one pointer to each argument's bytes, in slots of
-    this thread's buffer for len(args) arguments (valid until its next launch with as many; the driver
-    copies them during the call)."""
-    codes, values = [], []
-    for a in args:
-        ptr = getattr(getattr(a, "data", None), "ptr", None)  # a cupy.ndarray: its device pointer
-        if ptr is not None:
-            codes.append("Q")
-            values.append(ptr)
-        elif a is None:
-            codes.append("Q")
-            values.append(0)
-        elif isinstance(a, np.generic) and a.dtype in SCALAR_CODES:
-            codes.append(SCALAR_CODES[a.dtype])
-            values.append(a.item())
-        elif isinstance(a, int) and not isinstance(a, bool):
-            codes.append("q")
-            values.append(a)
-        elif isinstance(a, float):
-            codes.append("d")
-            values.append(a)
-        else:
-            raise TypeError(
-                f"kernel argument of type {type(a).__name__}: pass a CuPy array or a NumPy scalar "
-                f"({', '.join(str(d) for d in SCALAR_CODES)})"
-            )
-    slots = _local.__dict__.setdefault("slots", {})
-    if len(args) not in slots:
-        buf = ctypes.create_string_buffer(8 * max(1, len(args)))
-        base = ctypes.addressof(buf)
-        slots[len(args)] = buf, (ctypes.c_void_p * len(args))(*range(base, base + 8 * len(args), 8))
-    buf, params = slots[len(args)]
-    struct.pack_into("=" + "".join(codes), buf, 0, *values)
-    return params
+def kernel_params(values) -> ctypes.Array:
+    """The void** array of cuLaunchKernelEx: one pointer to each argument's bytes."""
+    return (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
 
 
 def _dims(d) -> tuple[int, int, int]:
@@ -140,8 +113,9 @@ def launch(kernel, grid, block, args, shared_mem: int = 0, pdl: bool = False) ->
     stream = cupy.cuda.get_current_stream().ptr
     attrs = ctypes.pointer(_pdl_attribute())
     config = LaunchConfig(*_dims(grid), *_dims(block), shared_mem, stream, attrs, 1)
+    values = [kernel_arg(a) for a in args]  # kept alive until the driver has copied them
     lib = _driver()
-    status = lib.cuLaunchKernelEx(ctypes.byref(config), kernel.kernel.ptr, kernel_params(args), None)
+    status = lib.cuLaunchKernelEx(ctypes.byref(config), kernel.kernel.ptr, kernel_params(values), None)
     _check(lib, status, "cuLaunchKernelEx")
 
 
