@@ -27,6 +27,9 @@ class ScriptedEncoder:
     def leave(self, slot: int) -> None:
         self.frames[slot] = None
 
+    def warm_up(self, rows: int) -> None:
+        pass
+
     def encode(self, items):
         out = []
         for slot, mel in items:
@@ -55,6 +58,9 @@ class ScriptedDecoder:
 
     def leave(self, slot: int) -> None:
         self.slots[slot] = None
+
+    def warm_up(self) -> None:
+        pass
 
     def append_audio(self, slot: int, embeds) -> None:
         self.slots[slot]["embeds"] += len(embeds)

@@ -89,6 +89,28 @@ def scripted_session(model, script, tokens, burst=4):
     return backend, session
 
 
+def test_a_live_session_behind_catches_up_in_the_same_tick(model):
+    """After a stall one session holds 3 positions to run and another 1: the tick steps both once together,
+    then the first twice more (not one position a tick, which left its text ticks behind)."""
+    backend = ScriptedBackend([1200] * 8, burst=4)
+    engine = Scheduler(backend, model.schedule, model.config.audio, capacity=2)
+    a, b = (Session(engine, model.tokenizer, model.config.audio, None, drive=False) for _ in range(2))
+    for s in (a, b):
+        s.feed(np.zeros(10 * SPT, np.float32))
+    while engine.tick():
+        pass
+    assert a._job.ready() == b._job.ready() == 0 and a.n_steps == b.n_steps > 0
+    before, calls = a.n_steps, len(backend.dec.calls)
+    a.feed(np.zeros(3 * SPT, np.float32))
+    b.feed(np.zeros(SPT, np.float32))
+    engine.tick()
+    assert backend.dec.calls[calls:] == [(2, 1), (1, 2)]
+    assert a.n_steps == before + 3 and b.n_steps == before + 1 and a._job.ready() == b._job.ready() == 0
+    a.feed(np.zeros(9 * SPT, np.float32))  # more than a burst: the rest waits for the next tick
+    engine.tick()
+    assert backend.dec.calls[calls + 2 :] == [(1, 4)] and a._job.ready() == 5
+
+
 def test_eos_stops_the_stream_and_drops_the_rest_of_its_burst(model):
     tokens: list = []
     backend, session = scripted_session(model, [1200, 33, 1201, 1202, 1203, 2, 1204, 1205], tokens)

@@ -9,6 +9,7 @@ device, 6 output not written, 7 live session, 130 Ctrl-C, 141 stdout closed by i
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -213,6 +214,8 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: b
     except KeyboardInterrupt:
         _stop_said("interrupted (Ctrl-C) while loading the model; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    gc.collect()  # what loading left behind, then everything loaded leaves the collector's full passes
+    gc.freeze()  # (~20–40 ms each, every few seconds of a run: they stop the engine thread)
     if not quiet:
         detail = f", {m.capacity} slots, delay {m.schedule.delay_ms} ms" if verbose else ""
         say(f"voxtral: loaded {m.checkpoint.directory} on {m.device} in {m.load_seconds:.1f} s{detail}")

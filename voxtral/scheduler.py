@@ -6,9 +6,10 @@ live stream and an offline file give the same tokens. Each tick of the scheduler
 
     admit  queued jobs into free encoder and decoder slots, first come first served;
     encode every job's new frames in one log-mel call and one encoder pass (offline: ≤ backend.lookahead
-           ahead);
+           ahead; an offline job's left padding waits for its first block, to share its pass);
     prefill each job whose prompt positions have audio (the rules are schedule.Schedule's);
-    step   every job with audio waiting, all in one batched decoder call;
+    step   every job with audio waiting, all in one batched decoder call (then live jobs still holding
+           positions again, up to the burst: a live job behind catches up within the tick);
     retire jobs at EOS, at their step limit, or at the end of their audio, freeing their slots.
 
 Transcriptions, batches, live sessions, servers and traces are request patterns for it (api.py,
@@ -45,6 +46,7 @@ from .schedule import Schedule
 IDLE_WAIT_S = 0.25  # longest a waiting thread sleeps before it looks again (idle-session expiry)
 QUEUED, ACTIVE, DONE = "queued", "active", "done"
 STAGES = ("audio", "mel", "encoder", "prefill", "decode")
+WARM_ROWS_PER_SLOT = 8  # live encoder rows per slot warm_up prepares: two 80 ms chunks of every session
 
 
 class Job:
@@ -266,11 +268,23 @@ class Scheduler:
             self._woken.notify_all()
 
     # --- the loop --------------------------------------------------------------------------------
-    def tick(self) -> bool:
-        """One round of admit → encode → prefill → step → retire; whether anything happened."""
+    def warm_up(self) -> None:
+        """Prepare now what the first ticks of each size would on first use (the GPU backend's CUDA graphs
+        of every decoder batch size and live encoder pass: ~0.1 s each), so that no request stalls the
+        others for it; a server calls this once before it takes requests."""
+        with self._lock:
+            self._make()
+            self._encoder.warm_up(WARM_ROWS_PER_SLOT * self.capacity)
+            self._decoder.warm_up()
+
+    def _make(self) -> None:
         if self._decoder is None:
             self._encoder = self.backend.encoder(self.capacity)
             self._decoder = self.backend.decoder(self.capacity)
+
+    def tick(self) -> bool:
+        """One round of admit → encode → prefill → step → retire; whether anything happened."""
+        self._make()
         worked = self._expire()
         worked |= self._admit()
         worked |= self._encode()
@@ -314,7 +328,7 @@ class Scheduler:
         """New samples → windows → one log-mel and one encoder pass over every job that has frames (live
         and offline alike) → the decoders."""
         todo = [j for j in self.active if j._enc is not None and not j._complete()]
-        todo = [j for j in todo if self._take_audio(j) and j._windows]
+        todo = [j for j in todo if self._take_audio(j) and j._windows and not self._padding_only(j)]
         if todo:
             t0 = self.backend.mark()
             mels = self.backend.log_mel([j._windows for j in todo])  # [M, T] each, the backend's arrays
@@ -336,6 +350,14 @@ class Scheduler:
                 self._encoder.leave(j._enc)
                 j._enc, left = None, True
         return bool(todo) or left
+
+    @staticmethod
+    def _padding_only(job: Job) -> bool:
+        """An offline job whose first block is still being read: its left padding's frames wait to go
+        through the encoder with that block, in one pass instead of two (a pass of 128 positions costs
+        the host nearly what one of 1000 does: the same few hundred launches, ~20–50 ms under a
+        server's load, which every live session of that tick waits for)."""
+        return not job.live and job.n_embeds == 0 and job._reading is not None
 
     def _take_audio(self, job: Job) -> bool:
         """Move a job's new samples into windows (pulling an offline source while its lookahead allows);
@@ -416,23 +438,41 @@ class Scheduler:
         return bool(jobs)
 
     def _step(self) -> bool:
-        """One batched decoder call for the jobs with audio waiting (teacher-forced jobs alone)."""
-        ready = [j for j in self.active if j.ready() > 0 and j.error is None and not j.closed]
+        """One batched decoder call for the jobs with audio waiting (teacher-forced jobs alone), then more
+        for the live jobs that still have positions waiting, up to the decoder's burst of steps a tick:
+        a call steps every job of it as often as the one with the fewest positions waiting allows, and
+        after a stall (a long tick) a live job may hold several, which one call a tick would leave
+        behind for as many ticks (its text that much later)."""
+        ready = [j for j in self.active if self._can_step(j)]
         groups = [[j] for j in ready if j.forced is not None] + [[j for j in ready if j.forced is None]]
+        burst = self._decoder.burst
         for group in (g for g in groups if g):
-            n = min(self._decoder.burst, *(j.ready() for j in group))
-            n = min([n] + [j.max_steps - j.n_steps for j in group if j.max_steps is not None])
-            inputs = None if group[0].forced is None else self._forced_inputs(group[0], n)
-            t0 = time.perf_counter()
-            tokens, logits = self._decoder.step(
-                [j._dec for j in group], n, inputs=inputs, logits=any(j.on_logits for j in group)
-            )
-            elapsed = time.perf_counter() - t0
-            self.stage_seconds["decode"] += elapsed
-            for r, job in enumerate(group):
-                self._take(job, tokens[r], None if logits is None else logits[r])
-                job.timings["decode"] += elapsed
+            steps = 0
+            while group and steps < burst:
+                steps += self._step_group(group, burst - steps)
+                group = [j for j in group if j.live and self._can_step(j)]
         return bool(ready)
+
+    @staticmethod
+    def _can_step(job: Job) -> bool:
+        return job.ready() > 0 and job.error is None and not job.closed
+
+    def _step_group(self, group: list[Job], most: int) -> int:
+        """Every job of the group stepped together, as often as all of them can (≤ most); returns how
+        often."""
+        n = min(most, *(j.ready() for j in group))
+        n = min([n] + [j.max_steps - j.n_steps for j in group if j.max_steps is not None])
+        inputs = None if group[0].forced is None else self._forced_inputs(group[0], n)
+        t0 = time.perf_counter()
+        tokens, logits = self._decoder.step(
+            [j._dec for j in group], n, inputs=inputs, logits=any(j.on_logits for j in group)
+        )
+        elapsed = time.perf_counter() - t0
+        self.stage_seconds["decode"] += elapsed
+        for r, job in enumerate(group):
+            self._take(job, tokens[r], None if logits is None else logits[r])
+            job.timings["decode"] += elapsed
+        return n
 
     def _forced_inputs(self, job: Job, n: int) -> np.ndarray:
         """[1, n] inputs of the next n steps of a teacher-forced job (its first input is the prompt's)."""

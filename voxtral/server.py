@@ -38,6 +38,7 @@ class StreamServer:
         if idle_timeout is not None and not idle_timeout > 0:
             raise OptionError(f"idle_timeout must be a positive number of seconds or None: {idle_timeout!r}")
         self.model, self.capacity, self.idle_timeout = model, capacity, idle_timeout
+        model.engine.warm_up()  # the GPU's graphs of every batch size now, not in the first sessions' ticks
         self._refs: list[weakref.ref] = []  # sessions opened and not yet done (weak: a dropped one closes)
 
     @property

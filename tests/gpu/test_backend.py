@@ -130,6 +130,29 @@ def test_spare_rows_of_a_bucket_leave_open_slots_alone(gpu, clip5):
     np.testing.assert_array_equal(l3, l4)
 
 
+def test_warm_up_captures_every_bucket_and_leaves_open_slots_alone(gpu, clip5, monkeypatch):
+    """Decoder.warm_up, called while a slot is mid-stream, captures a graph per bucket on spare rows only:
+    the slot's next steps are those of a decoder that captured lazily (the fused path pinned, so both
+    take the same numerics)."""
+    monkeypatch.setattr(decoder, "fastest", lambda stream, made, state, **kw: (made["fused"], {}))
+    tr = gpu.trace(clip5, 1)
+    audio = gpu.backend.encoder(1)
+    embeds = audio.encode([(audio.join(), tr.mel)])[0]
+    runs = []
+    for warm in (False, True):
+        dec = gpu.backend.decoder(5)
+        slot = dec.join(len(embeds))
+        dec.append_audio(slot, embeds)
+        dec.prefill([slot], gpu.schedule.prompt)
+        first = dec.step([slot], 10)[0]
+        if warm:
+            dec.warm_up()
+            assert set(dec._graphs) == set(dec.buckets) == {1, 2, 4, 5}
+        runs.append((first, *dec.step([slot], 20, logits=True)))
+    for lazy, warmed in zip(*runs, strict=True):
+        np.testing.assert_array_equal(lazy, warmed)
+
+
 class _Eager:
     """Stands in for a captured graph: runs the same step eagerly."""
 

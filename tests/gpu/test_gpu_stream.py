@@ -117,6 +117,26 @@ def test_encoder_pool_matches_the_offline_encoder(gpu, audio5):
         assert err < 1e-2
 
 
+def test_encoder_warm_up_captures_the_live_buckets_first(gpu, audio5):
+    """Encoder.warm_up(rows) captures every live bucket up to the one holding `rows`; live ticks after
+    it give the embeddings of a pool that captured on first use."""
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    outs = []
+    for warm in (False, True):
+        pool = b.encoder(3)
+        if warm:
+            pool.warm_up(20)
+            assert sorted(pool._graphs) == [4, 8, 16, 32]
+        slots = [pool.join(b.live_chunk) for _ in range(2)]
+        out = []
+        for start in range(0, mel.shape[1], 8):
+            items = [(slot, mel[:, start + k : start + k + 8]) for k, slot in enumerate(slots)]
+            out += [b.to_numpy(e) for e in pool.encode(items)]
+        outs.append(np.concatenate(out))
+    np.testing.assert_array_equal(*outs)
+
+
 def test_live_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
     """Live ticks of 3 slots (8 mel frames each: short runs only) replay the captured graph of their
     row bucket; the same ticks run eagerly (no graph) give the same embeddings."""

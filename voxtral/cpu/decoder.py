@@ -74,6 +74,9 @@ class Decoder:
     def free(self) -> int:
         return self.slots.count(None)
 
+    def warm_up(self) -> None:
+        """Nothing to prepare on the CPU."""
+
     def join(self, positions: int | None = None) -> int:
         """A free slot for a new stream; positions: how many it will likely run (sizes its KV ring)."""
         slot = self.slots.index(None)

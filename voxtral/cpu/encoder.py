@@ -134,6 +134,9 @@ class Encoder:
     def free(self) -> int:
         return self.slots.count(None)
 
+    def warm_up(self, rows: int) -> None:
+        """Nothing to prepare on the CPU."""
+
     def join(self, chunk: int | None = None) -> int:
         """A free slot for a new input; chunk: the most positions its layers run at once."""
         slot = self.slots.index(None)

@@ -238,11 +238,6 @@ class SlotState:
                 self.chunks.popleft()  # the ring will hold it
         return pieces
 
-    def feed(self, ring, upto: int) -> None:
-        """Copy the embeddings of positions [fed, upto) into ring [Ra, D], row p % Ra (stream-ordered)."""
-        for rows, row in self.take(upto):
-            copy(ring[row : row + len(rows)], rows)
-
 
 def buckets(capacity: int) -> tuple[int, ...]:
     return tuple(b for b in BUCKETS if b < capacity) + (capacity,)
@@ -296,6 +291,16 @@ class Decoder:
         self.slots[slot] = None
         self._layout = None
 
+    def warm_up(self) -> None:
+        """Capture (and time) every bucket's graph now, its rows all spare (scratch cache, position 0), so
+        that a server's first steps at each batch size do not stall its other streams for the capture."""
+        with self.cuda_stream:
+            for b in self.buckets:
+                if b not in self._graphs:
+                    self._lay_out([], b)
+                    self._graph(b)
+        self._layout = None
+
     def _ring_rows(self, positions: int) -> int:
         """A ring for `positions` positions: a multiple of RING_ALIGN, at most the window."""
         return min(self.cfg.sliding_window, max(RING_ALIGN, -(-positions // RING_ALIGN) * RING_ALIGN))
@@ -334,15 +339,13 @@ class Decoder:
                 self._fit(i, n + 1)
             for p0 in range(0, n, PREFILL_CHUNK):
                 part = tokens[p0 : min(p0 + PREFILL_CHUNK, n)]
-                for i, s in zip(slots, states, strict=True):
-                    s.feed(self.buf.audio[i], p0 + len(part) + 1)  # + the first step's position
+                self._feed(slots, states, p0 + len(part) + 1)  # + the first step's position
                 per_pass = max(1, PREFILL_ROWS // len(part))
                 for g in range(0, len(slots), per_pass):
                     prefill(self.weights, self.cfg, self.kv, self.buf, slots[g : g + per_pass], part, p0)
                 for s in states:
                     s.pos = p0 + len(part)
-            for i, s in zip(slots, states, strict=True):
-                s.feed(self.buf.audio[i], n + 1)
+            self._feed(slots, states, n + 1)
         for s in states:
             s.pos, s.token = n, int(tokens[-1])
         self._layout = None
@@ -399,6 +402,12 @@ class Decoder:
             s.token = last
         return out
 
+    def _feed(self, slots: list[int], states: list[SlotState], upto: int) -> None:
+        """Each slot's embeddings of positions below upto not yet in its ring → the ring (one launch)."""
+        self._fill_rings(
+            [(i, rows, row) for i, s in zip(slots, states, strict=True) for rows, row in s.take(upto)]
+        )
+
     def _fill_rings(self, pieces: list[tuple]) -> None:
         """(slot, rows [n, D] f32, first ring row) → the slots' audio rings: a copy for one piece, else one
         scatter_rows launch for all (a live tick of 128 sessions brings 128 pieces of a row each)."""
@@ -426,10 +435,11 @@ class Decoder:
             if s.pos + n > s.available:
                 raise ValueError(f"slot {i}: position {s.pos + n - 1} has no audio embedding yet")
 
-    def _lay_out(self, slots: list[int]) -> int:
-        """Rows 0 … k−1 serve `slots`, the rest of the bucket the scratch cache; returns the bucket B."""
+    def _lay_out(self, slots: list[int], b: int | None = None) -> int:
+        """Rows 0 … k−1 serve `slots`, the rest of bucket b (default: the smallest that holds them) the
+        scratch cache; returns the bucket B."""
 
-        b = next(b for b in self.buckets if b >= len(slots))
+        b = next(c for c in self.buckets if c >= len(slots)) if b is None else b
         spare = b - len(slots)
         layout = (list(slots), b, self.kv.version)
         if layout != self._layout:

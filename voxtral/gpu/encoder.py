@@ -199,6 +199,15 @@ class Encoder:
             self.kv.close(slot)
         self.slots[slot] = None
 
+    def warm_up(self, rows: int) -> None:
+        """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now (their rows
+        all serve the scratch slot), so that no live tick waits for a capture."""
+        with self.cuda_stream:
+            for b in LIVE_BUCKETS:
+                self._live_graph(b)
+                if b >= rows:
+                    break
+
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list:
         """(slot, its next mel frames [M, T], any T ≥ 0) → each slot's new audio embeddings [k, D] f32."""
         import cupy
