@@ -1,7 +1,7 @@
 """`voxtral serve` on 127.0.0.1 with a tiny checkpoint (issue #17): the official `openai` client in every
 response format and streaming, a realtime websocket client written as vLLM's example is (chunks of 20 ms
 to 1 s), each giving the offline text; auth, limits, malformed events, a vanished client, idle expiry,
-SIGTERM draining and the command's own errors."""
+SIGTERM draining (a second signal: at once) and the command's own errors."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import json
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
+import soundfile as sf
 import srt
 import webvtt
 from serve_helpers import KEY, Server, from_pcm16, pcm16, realtime, run
@@ -282,6 +285,44 @@ def test_sigterm_drains_open_sessions(tiny_dir, model, clip5):
     assert len(done) == 1 and done[0]["text"] == model.transcribe(from_pcm16(pcm), sample_rate=16000).text
     assert close_code == 1001 and code == 0, err
     assert "Traceback" not in err
+
+
+def test_a_second_signal_stops_at_once(tiny_dir, clip5, tmp_path):
+    """SIGTERM drains: a long upload keeps running; a second SIGTERM ends the process at once (143, one
+    line), not when the upload is done. The "serving" line comes once the port takes connections."""
+    import openai
+
+    s = Server(tiny_dir, "--max-audio-s", "7200")
+    long = tmp_path / "long.wav"
+    x = audio_io.load_audio(clip5)
+    sf.write(long, np.tile(x, int(40 * 60 * 16000 / len(x))), 16000, subtype="PCM_16")  # 40 minutes
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    result: list = []
+
+    def upload():
+        try:
+            with open(long, "rb") as f:
+                result.append(client.audio.transcriptions.create(model="voxtral", file=f).text)
+        except openai.APIError as e:
+            result.append(e)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    time.sleep(1.5)  # the upload is running
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert s.proc.poll() is None and s.get("/health")[0] == 503  # draining, the upload still running
+    t0 = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    code = s.proc.wait(timeout=60)
+    waited = time.monotonic() - t0
+    t.join(timeout=60)
+    err = s.proc.stderr.read()
+    lines = err.splitlines()
+    assert code == 143 and waited < 2.0, (code, waited, err)
+    assert lines[-1] == "voxtral: stopped at once (a second signal): open sessions and uploads were cut"
+    assert any(line.startswith("voxtral: serving ") for line in lines) and "Traceback" not in err
+    assert result and isinstance(result[0], openai.APIError), result  # cut, not answered
 
 
 def test_serve_command_errors(tiny_dir):

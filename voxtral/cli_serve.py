@@ -1,8 +1,8 @@
 """`voxtral serve`: the model behind OpenAI-compatible HTTP and a vLLM-compatible realtime websocket.
 
-Exit codes: 0 after SIGINT/SIGTERM (open sessions drained first), 2 for a bad option or a missing `serve`
-extra, the load's code (4 checkpoint, 5 device) when the model cannot be loaded, 8 when the address
-cannot be bound.
+Exit codes: 0 after SIGINT/SIGTERM (open sessions drained first), 128 + the signal's number after a second
+one (130 or 143: stopped at once, open work cut), 2 for a bad option or a missing `serve` extra, the
+load's code (4 checkpoint, 5 device) when the model cannot be loaded, 8 when the address cannot be bound.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .cli import (
     _exit_on,
     _load,
     _setup_logging,
+    _stop_said,
     app,
 )
 from .errors import OptionError, ServeError, VoxtralError
@@ -85,14 +86,13 @@ def serve(
 
     m = _load(model, device, delay_ms, quiet, verbose, batch_size=max_sessions)
     _prepare(m)
-    if not quiet:
-        say(
-            f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
-            f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms"
-            f"{', API key required' if api_key else ''})"
-        )
+    ready = (
+        f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
+        f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms{', API key required' if api_key else ''})"
+    )
     logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)
-    run(create_app(m, options), host, port, log_level="info" if verbose else "warning")
+    on_ready = None if quiet else lambda: say(ready)  # once it listens: a signal after the line drains
+    run(create_app(m, options), host, port, log_level="info" if verbose else "warning", on_ready=on_ready)
 
 
 def _prepare(m) -> None:
@@ -105,6 +105,7 @@ def _prepare(m) -> None:
     except VoxtralError as e:
         raise _exit_on(e) from None
     except KeyboardInterrupt:
+        _stop_said("interrupted (Ctrl-C) before the server started")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     gc.collect()
     gc.freeze()

@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import Route, WebSocketRoute
 
+from ..progress import say
 from . import http
 from .options import ServeOptions
 from .realtime import realtime
@@ -86,8 +90,12 @@ async def drain(state: ServerState, timeout: float = DRAIN_TIMEOUT_S) -> None:
         await asyncio.sleep(0.05)
 
 
-def run(app, host: str, port: int, log_level: str = "info") -> None:
-    """Serve `app` with uvicorn until SIGINT/SIGTERM; a signal first drains (see drain), then exits 0."""
+def run(
+    app, host: str, port: int, log_level: str = "info", on_ready: Callable[[], None] | None = None
+) -> None:
+    """Serve `app` with uvicorn until SIGINT/SIGTERM; a signal first drains (see drain), then exits 0; a
+    second one exits at once, 128 + its number, whatever runs (open sessions and uploads are cut).
+    on_ready: called once the port takes connections and the signals are ours."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -95,9 +103,17 @@ def run(app, host: str, port: int, log_level: str = "info") -> None:
 
         draining = False
 
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started and on_ready is not None:
+                on_ready()
+
         def handle_exit(self, sig, frame) -> None:  # a signal handler, in the event loop's thread
-            if self.draining or self.should_exit:
-                return super().handle_exit(sig, frame)
+            if self.draining or self.should_exit:  # now: uvicorn's own exit would wait for open connections
+                say("voxtral: stopped at once (a second signal): open sessions and uploads were cut")
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(128 + sig)
             self.draining = True
             loop = asyncio.get_event_loop()
 

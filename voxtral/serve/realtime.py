@@ -105,7 +105,9 @@ class Connection:
                 await self.state.admit_session()
             except Full as e:
                 await self.error(str(e), "server_busy")
-                await self.ws.close(TRY_AGAIN_LATER, "server full")
+                await self.ws.close(
+                    TRY_AGAIN_LATER, "server shutting down" if self.state.draining else "server full"
+                )
                 return False
             self.place = True
         loop = asyncio.get_running_loop()
