@@ -82,7 +82,20 @@ def test_openai_client_streams(client, model, clip5):
     deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
     done = [e for e in events if e.type == "transcript.text.done"]
     assert len(deltas) > 1 and len(done) == 1 and events[-1] is done[0]
-    assert "".join(deltas).strip() == done[0].text == ref.text
+    assert "".join(deltas) == done[0].text == ref.text  # the deltas join into exactly the final text
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [[" ", " hello", " world ", " ", "again", "  "], ["\n", " a"], ["  "], [], ["é", "\u00a0x ", "y"]],
+)
+def test_deltas_join_into_exactly_the_final_text(pieces):
+    from voxtral.serve.deltas import Deltas
+
+    d = Deltas()
+    sent = [x for p in pieces if (x := d.feed(p))]
+    assert "".join(sent) == d.final == "".join(pieces).strip()
+    assert all(sent) and (not sent or not sent[0][0].isspace())
 
 
 @pytest.mark.parametrize("chunk_ms", [20, 100, 1000])
@@ -90,7 +103,7 @@ def test_realtime_as_vllm_example_client(server, model, clip5, chunk_ms):
     pcm = pcm16(audio_io.load_audio(clip5))
     deltas, done = run(realtime(server.url, pcm, 2 * 16 * chunk_ms))
     assert done["text"] == model.transcribe(from_pcm16(pcm), sample_rate=16000).text
-    assert "".join(d["delta"] for d in deltas).strip() == done["text"]
+    assert "".join(d["delta"] for d in deltas) == done["text"]
     assert done["usage"]["completion_tokens"] > 0
 
 

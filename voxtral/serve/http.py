@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from .. import audio as audio_io
 from .. import formats
 from ..errors import VoxtralError
+from .deltas import Deltas
 from .state import Full, ServerState
 
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -209,7 +210,7 @@ async def _events(state: ServerState, path: Path, fields: dict):
     session = state.pump.open(
         lambda pieces, ended: loop.call_soon_threadsafe(queue.put_nowait, (pieces, ended))
     )
-    text, t0 = [], time.perf_counter()
+    text, t0 = Deltas(), time.perf_counter()
     try:
         failure = await asyncio.to_thread(_feed_file, state, session, path)
         if failure is not None:
@@ -218,14 +219,14 @@ async def _events(state: ServerState, path: Path, fields: dict):
         while True:
             pieces, ended = await queue.get()
             for p in pieces:
-                text.append(p.text)
-                yield _sse({"type": "transcript.text.delta", "delta": p.text})
+                if delta := text.feed(p.text):
+                    yield _sse({"type": "transcript.text.delta", "delta": delta})
             if ended:
                 break
         if session.error is not None:
             yield _sse({"type": "error", "error": str(session.error)})
             return
-        full = "".join(text).strip()
+        full = text.final
         state.metrics.upload_done(session.duration, time.perf_counter() - t0, session.n_steps)
         yield _sse({"type": "transcript.text.done", "text": full, "usage": _usage(session.duration)})
     finally:

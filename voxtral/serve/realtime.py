@@ -31,6 +31,7 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..errors import VoxtralError
+from .deltas import Deltas
 from .http import authorized
 from .options import MAX_BACKLOG_S
 from .state import Full, ServerState
@@ -48,7 +49,7 @@ class Connection:
         self.session = None  # the utterance being transcribed
         self.buffered: list[np.ndarray] = []  # audio appended before the first commit
         self.timestamps = self.confidence = False
-        self.text: list[str] = []
+        self.text = Deltas()  # the utterance's text as sent
         self.sender: asyncio.Task | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         self.place = False  # holds one of the server's places
@@ -113,7 +114,7 @@ class Connection:
         loop = asyncio.get_running_loop()
         deliver = lambda pieces, ended: loop.call_soon_threadsafe(self.queue.put_nowait, (pieces, ended))
         self.session = self.state.pump.open(deliver, confidence=self.confidence)
-        self.text, self.started = [], time.perf_counter()
+        self.text, self.started = Deltas(), time.perf_counter()
         self.sender = asyncio.create_task(self._send_pieces(self.session))
         buffered, self.buffered = self.buffered, []
         for x in buffered:
@@ -139,8 +140,10 @@ class Connection:
         while True:
             pieces, ended = await self.queue.get()
             for p in pieces:
-                self.text.append(p.text)
-                delta = {"type": "transcription.delta", "delta": p.text}
+                text = self.text.feed(p.text)
+                if not text:
+                    continue
+                delta = {"type": "transcription.delta", "delta": text}
                 if self.timestamps:
                     delta["start"] = p.time
                 if self.confidence and p.prob is not None:
@@ -158,7 +161,7 @@ class Connection:
             "completion_tokens": steps,
             "total_tokens": session.n_embeds + steps,
         }
-        await self.send({"type": "transcription.done", "text": "".join(self.text).strip(), "usage": usage})
+        await self.send({"type": "transcription.done", "text": self.text.final, "usage": usage})
         self.state.metrics.tokens.inc(steps)
         self.state.metrics.audio.inc(session.duration)
         self.session = None  # the next commit starts a new utterance
