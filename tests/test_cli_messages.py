@@ -62,6 +62,7 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["dev", "random-checkpoint", "x", "--size", "huge"], "--size"),
         (["dev", "random-checkpoint", "x", "--seed", "-1"], "--seed"),
         (["transcribe", "CLIP", "-o", ""], "--output-dir"),
+        (["transcribe", "CLIP", "-o", "-"], "leave it out to get the text on stdout"),
         (["transcribe", "CLIP", "-m", ""], "--model"),
         (["info", "-m", " "], "--model"),
         (["transcribe", ""], "empty"),

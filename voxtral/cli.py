@@ -59,6 +59,10 @@ def _not_empty(value: str | None) -> str | None:
 
 
 def _directory(value: str | None) -> Path | None:
+    if value == "-":  # not a directory named "-" made by surprise
+        raise typer.BadParameter(
+            "- is not standard output here: leave it out to get the text on stdout (./- names a directory -)"
+        )
     return None if _not_empty(value) is None else Path(value)
 
 
