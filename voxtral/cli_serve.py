@@ -8,7 +8,6 @@ load's code (4 checkpoint, 5 device) when the model cannot be loaded, 8 when the
 from __future__ import annotations
 
 import errno
-import gc
 import logging
 import socket
 from pathlib import Path
@@ -97,9 +96,8 @@ def serve(
 
 def _prepare(m) -> None:
     """Before the first request: every CUDA graph a request could need is captured (else the first live
-    tick of each batch size stalls every session ~0.1–0.2 s), then what that made joins what _load
-    moved out of the cyclic garbage collector's full passes (gc.freeze: under load they stopped the
-    engine ~40 ms every few seconds)."""
+    tick of each batch size stalls every session ~0.1–0.2 s). (_load has frozen what loading made out of
+    the garbage collector's full passes; the graphs add few objects.)"""
     try:
         m.engine.warm_up()
     except VoxtralError as e:
@@ -107,8 +105,6 @@ def _prepare(m) -> None:
     except KeyboardInterrupt:
         _stop_said("interrupted (Ctrl-C) before the server started")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    gc.collect()
-    gc.freeze()
 
 
 def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout):
