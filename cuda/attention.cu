@@ -17,7 +17,10 @@
 // query whose keys fit one split writes its output directly.
 // attention_tiled: flash-attention-2 for T consecutive queries of one slot (the encoder), bf16 tensor
 // cores through mma.sync m16n8k16, K/V tiles double-buffered with cp.async, only the key tiles inside
-// the block's window visited.
+// the block's window visited. With a tile table (tiles non-null) one launch serves the runs of many
+// slots: block x takes tile x = (first row, rows ≤ BM, slot, position of the first row) and finds the
+// slot's caches through cache [C, 2] / ring [C] like attention_split; a tile of 0 rows leaves at once,
+// so a captured graph replays one fixed grid for any mix of runs.
 #include "common.cuh"
 
 #define NEG_INF (-__int_as_float(0x7f800000))
@@ -259,13 +262,26 @@ __global__ void __launch_bounds__(NW * 32)
                     const bf16* __restrict__ k_cache,  // k_cache: [B, R, Hkv, DH] bf16
                     const bf16* __restrict__ v_cache,  // v_cache: [B, R, Hkv, DH] bf16
                     bf16* __restrict__ out,            // out: [T, H, DH] bf16
-                    int T, int H, int Hkv, int R, int W, int p0, int b) {
+                    int T, int H, int Hkv, int R, int W, int p0, int b,
+                    const int4* __restrict__ tiles,    // tiles: [gridDim.x] (first row, rows, slot, p), or null
+                    const unsigned long long* __restrict__ cache,  // cache: [C, 2] K, V [R_c, Hkv, DH] bf16
+                    const int* __restrict__ ring) {    // ring: [C] int32 R_c
     constexpr int BM = 16 * MT * NW, BN = DH == 64 ? 64 : 32, CH = DH / 8, NT = NW * 32;
     __shared__ __align__(128) bf16 sQ[BM * DH];
     __shared__ __align__(128) bf16 sK[2][BN * DH];
     __shared__ __align__(128) bf16 sV[2][BN * DH];
     const int h = blockIdx.y, hk = h / (H / Hkv), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int m0 = blockIdx.x * BM, last = min(T, m0 + BM) - 1;
+    int m0 = blockIdx.x * BM;
+    if (tiles) {  // this block's tile: rows first … first + rows − 1 of q, one slot's positions p …
+        const int4 tile = tiles[blockIdx.x];
+        if (tile.y <= 0) return;
+        q += (size_t)tile.x * H * DH;
+        out += (size_t)tile.x * H * DH;
+        T = tile.y, p0 = tile.w, R = ring[tile.z], b = 0, m0 = 0;
+        k_cache = reinterpret_cast<const bf16*>(cache[2 * tile.z]);
+        v_cache = reinterpret_cast<const bf16*>(cache[2 * tile.z + 1]);
+    }
+    const int last = min(T, m0 + BM) - 1;
     const int pfirst = p0 + m0, plast = p0 + last;  // positions of the block's first and last real query
     const int kstart = max(0, pfirst - W + 1), n_tiles = (plast - kstart) / BN + 1;
     const size_t kv_base = (size_t)b * R;

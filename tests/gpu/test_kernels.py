@@ -347,7 +347,8 @@ def test_attention_split_graph_replay(rng):
     (200, 1000, 750, 4, 4, 64, 1000, 64), (77, 0, 37, 3, 3, 64, 128, 64), (1, 5, 750, 2, 2, 64, 751, 64),
     (130, 3, 37, 4, 2, 128, 200, 64), (300, 40, 750, 2, 2, 64, 1100, 128), (65, 7000, 99, 2, 1, 128, 170, 64),
     (129, 2000, 750, 3, 3, 64, 900, 128), (77, 0, 37, 3, 3, 64, 128, 128), (1, 5, 750, 2, 2, 64, 751, 128),
-    (200, 1000, 750, 4, 2, 64, 1000, 128), (257, 260, 20, 2, 2, 64, 300, 128)])  # fmt: skip
+    (200, 1000, 750, 4, 2, 64, 1000, 128), (257, 260, 20, 2, 2, 64, 300, 128),
+    (33, 100, 750, 2, 2, 64, 800, 16), (5, 0, 37, 2, 1, 128, 64, 16)])  # fmt: skip
 def test_attention_tiled_vs_numpy(rng, t, p0, window, h, hkv, dh, r, rows):
     # Layer 1 of a slot's [L, R, Hkv, Dh] caches (as the encoder passes them): not at an allocation's start.
     span = {0: (max(0, p0 - window + 1), p0 + t - 1)}
@@ -357,6 +358,45 @@ def test_attention_tiled_vs_numpy(rng, t, p0, window, h, hkv, dh, r, rows):
     out = poison_bf16((t, h, dh))
     ops.attention_tiled(q_dev, k_dev[1], v_dev[1], window, p0, out=out, block_rows=rows)
     assert_bf16_close(out, attention_ref(q64, k64, v64, p0 + np.arange(t), window))
+
+
+# Runs of several slots in one launch: (slot, first position, rows) each, laid out one after another in
+# q; rings of different lengths (≥ window + rows − 1, wrapping), runs of 1 … 300 rows (partial tiles),
+# a slot with two runs, and spare tiles of 0 rows at the end of the table.
+@pytest.mark.parametrize("h,hkv,dh,window,rings,runs,rows", [
+    (4, 2, 64, 37, (100, 300, 64), [(0, 0, 64), (1, 1000, 257), (2, 5, 1), (0, 64, 30)], 128),
+    (4, 4, 64, 750, (1773, 1773), [(0, 0, 1024), (1, 2048, 952)], 128),
+    (2, 1, 64, 99, (200, 170), [(1, 7000, 65), (0, 3, 100)], 64),
+    (4, 2, 128, 37, (128, 200), [(0, 10, 77), (1, 3, 130)], 64),
+    # one-warp tiles of 16 rows (a live pass: a few positions per slot)
+    (4, 4, 64, 750, (813, 813, 813), [(0, 1000, 4), (1, 5, 4), (2, 3000, 8), (0, 1004, 20)], 16),
+    (4, 2, 128, 37, (60, 60), [(0, 50, 5), (1, 0, 17)], 16)])  # fmt: skip
+def test_attention_runs_vs_numpy_and_the_per_run_kernel(rng, h, hkv, dh, window, rings, runs, rows):
+    spans: dict[int, tuple[int, int]] = {}
+    for c, p, n in runs:
+        lo, hi = max(0, p - window + 1), p + n - 1
+        spans[c] = (min(lo, spans.get(c, (lo, hi))[0]), max(hi, spans.get(c, (lo, hi))[1]))
+    caches, host = make_rings(rng, hkv, dh, rings, spans)
+    table, ring = slot_table(caches)
+    t = sum(n for *_, n in runs)
+    q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
+    firsts = np.cumsum([0, *(n for *_, n in runs)])[:-1]
+    layout = [(int(f), n, c, p) for f, (c, p, n) in zip(firsts, runs, strict=True)]
+    tiles_host = ops.tiles_of(layout, rows, ops.tiles_needed(t, len(runs), rows) + 2)
+    assert (tiles_host[:, 1] <= rows).all() and tiles_host[:, 1].sum() == t
+    out = poison_bf16((t, h, dh))
+    ops.attention_runs(
+        q_dev, table, ring, cp.asarray(tiles_host), window, n_kv_heads=hkv, out=out, block_rows=rows
+    )
+    want = np.concatenate([
+        attention_ref(q64[f : f + n], *host[c], p + np.arange(n), window) for f, n, c, p in layout
+    ])  # fmt: skip
+    assert_bf16_close(out, want)
+    each = poison_bf16((t, h, dh))  # the per-run launches: the same tiles, so the same bits
+    for f, n, c, p in layout:
+        k, v = caches[c]
+        ops.attention_tiled(q_dev[f : f + n], k, v, window, p, out=each[f : f + n], block_rows=rows)
+    np.testing.assert_array_equal(cp.asnumpy(out), cp.asnumpy(each))
 
 
 @pytest.mark.parametrize("t,n,with_bias", [(1, 1280, True), (3, 37, True), (5, 1283, False), (2, 4, False)])

@@ -37,6 +37,16 @@ LIVE_CHUNK_POSITIONS = 64
 PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
 TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
 LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed as a CUDA graph
+# From this many rows a live pass's attention is attention_runs with one-warp tiles of LIVE_TILE_ROWS
+# rows (each slot's new positions read its window's keys once); below it, attention_split spreads a few
+# queries' keys over more blocks. H200, full size, 128 sessions: the split kernel read every key once
+# per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU time.
+LIVE_TILED_MIN_ROWS = 64
+LIVE_TILE_ROWS = 16
+# Rows of an offline pass (runs of ≥ TILED_MIN_ROWS positions only) replayed as a CUDA graph: ~330
+# launches become one, so the GPU no longer waits for the host between them (nor for reader threads
+# holding the GIL). A pass is padded to its bucket; the buckets share one set of buffers.
+OFFLINE_BUCKETS = (128, 256, 512, *range(1024, PASS_ROWS + 1, 1024))
 
 
 class Groups:
@@ -93,10 +103,11 @@ def group_rows(slots, waiting, pieces, base, keep: int, factor: int, n_rows: int
 
 
 class PassBuffers:
-    """Every activation of a live pass of T rows, allocated once per bucket: its CUDA graph reads its
-    inputs (h, pos, slot) from here and writes only here and to the KV rings."""
+    """Every activation of a captured pass of T rows: its CUDA graph reads its inputs (h, pos, slot, and
+    an offline pass's tile table) from here and writes only here and to the KV rings. `split`: with the
+    split-attention workspace (a live pass)."""
 
-    def __init__(self, c, t: int, scratch_slot: int):
+    def __init__(self, c, t: int, scratch_slot: int, split: bool = True):
         import cupy
 
         f32, bf16 = np.float32, np.uint16
@@ -106,23 +117,67 @@ class PassBuffers:
         self.x = cupy.empty((t, c.dim), bf16)
         self.qkv = cupy.empty((t, c.q_dim + 2 * c.kv_dim), f32)
         self.q = cupy.empty((t, c.n_heads, c.head_dim), bf16)
-        self.o = cupy.empty((t, c.n_heads, c.head_dim), bf16)
-        self.workspace = ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim)
+        self.o = cupy.zeros((t, c.n_heads, c.head_dim), bf16)
+        if split:
+            self.workspace = ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim)
         self.gu = cupy.empty((t, 2 * c.hidden_dim), f32)
         self.u = cupy.empty((t, c.hidden_dim), bf16)
         self.out = cupy.empty((t, c.dim), bf16)  # the final norm
 
+    def head(self, t: int) -> PassBuffers:
+        """The same buffers cut to their first t rows (views): passes of any size up to this one's share
+        one allocation (they run one after another on one stream)."""
+        view = object.__new__(PassBuffers)
+        view.__dict__.update({name: a[:t] for name, a in vars(self).items()})
+        return view
 
-def layer(
-    h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int,
-    buf: PassBuffers | None = None,
-):  # fmt: skip
+
+def split_attention(c, pos, slot, workspace=None):
+    """Every row through one attention_split launch (a live pass's short runs)."""
+
+    def attend(q, cache, ring, i, out):
+        w, hkv = c.sliding_window, c.n_kv_heads
+        return ops.attention_split(q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace)
+
+    return attend
+
+
+def tiled_attention(c, tiles, block_rows: int):
+    """Every row in one attention_runs launch over the device tile table `tiles` (an offline pass)."""
+
+    def attend(q, cache, ring, i, out):
+        w, hkv = c.sliding_window, c.n_kv_heads
+        return ops.attention_runs(q, cache, ring, tiles, w, n_kv_heads=hkv, out=out, block_rows=block_rows)
+
+    return attend
+
+
+def mixed_attention(c, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int):
+    """Rows [0, split) are short runs (one attention_split launch); each (start, end, slot, p0) of `runs`
+    is one slot's consecutive positions p0 … (attention_tiled). Eager only (host-side slices)."""
+
+    def attend(q, cache, ring, i, out):
+        import cupy
+
+        o = cupy.empty(q.shape, np.uint16) if out is None else out  # [T, H, Dh] bf16
+        if split:
+            w, hkv = c.sliding_window, c.n_kv_heads
+            ops.attention_split(
+                q[:split], cache, ring, pos[:split], slot[:split], w, n_kv_heads=hkv, out=o[:split]
+            )
+        for start, end, s, p0 in runs:
+            k, v = kv.arrays[s]
+            ops.attention_tiled(q[start:end], k[i], v[i], c.sliding_window, p0, out=o[start:end])
+        return o
+
+    return attend
+
+
+def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: PassBuffers | None = None):
     """Encoder layer i over rows h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns
-    this layer's w2 bias. Row t is position pos[t] of slot slot[t]. Rows [0, split) are short runs (split
-    attention); each (start, end, slot, p0) of `runs` is one slot's consecutive positions p0 … (tiled).
-    buf: write every activation there (a captured pass; no runs)."""
-    import cupy
-
+    this layer's w2 bias. Row t is position pos[t] of slot slot[t]; attend(q, cache, ring, i, out) is the
+    pass's attention (split_attention, tiled_attention, mixed_attention). buf: write every activation
+    there (a captured pass)."""
     t = h.shape[0]
     b = (lambda name: None) if buf is None else (lambda name: getattr(buf, name))  # noqa: E731
     x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"))  # [T, E] bf16
@@ -130,20 +185,7 @@ def layer(
     cache, ring = kv.layer(i)
     dims = {"n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim}
     q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias, out=b("q"))
-    if not runs:  # a live tick: every row through one split-attention launch
-        w, hkv = c.sliding_window, c.n_kv_heads
-        ws = b("workspace")
-        o = ops.attention_split(q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=b("o"), workspace=ws)
-    else:
-        o = cupy.empty(q.shape, np.uint16)  # [T, H, Dh] bf16
-    if runs and split:
-        w, hkv = c.sliding_window, c.n_kv_heads
-        ops.attention_split(
-            q[:split], cache, ring, pos[:split], slot[:split], w, n_kv_heads=hkv, out=o[:split]
-        )
-    for start, end, s, p0 in runs:
-        k, v = kv.arrays[s]
-        ops.attention_tiled(q[start:end], k[i], v[i], c.sliding_window, p0, out=o[start:end])
+    o = attend(q, cache, ring, i, b("o"))  # [T, H, Dh] bf16
     gemm(o.reshape(t, c.q_dim), lw.wo, out=h, beta=1.0)
     x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"))
     u = ops.silu_mul(gemm(x, lw.w13, out=b("gu")), out=b("u"))  # [T, F] bf16
@@ -165,6 +207,11 @@ class Encoder:
         self.w, self.cfg, self.cuda_stream, self.capacity, self.chunk = w, cfg, cuda_stream, capacity, chunk
         self._graphs: dict[int, object] = {}  # live pass bucket (rows) → its CUDA graph
         self._buffers: dict[int, PassBuffers] = {}
+        self._live_tiles: dict[int, object] = {}  # live pass bucket (rows) → its tile table, if tiled
+        self._offline: dict[int, tuple] = {}  # offline pass bucket (rows) → (graph, buffers, tile table)
+        self._offline_buffers: PassBuffers | None = None  # of the largest bucket, made on first use
+        self._tile_rows = next(iter(ops.TILED_ROWS[enc.head_dim]))  # query rows per attention block
+        self._tiles = None  # device tile table of the largest bucket
         self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
         with cuda_stream:  # one KV slot more than the pool: `capacity`, never opened, for graphs' spare rows
             self.kv = KVCaches(enc.n_layers, capacity + 1, enc.n_kv_heads, enc.head_dim)
@@ -200,13 +247,15 @@ class Encoder:
         self.slots[slot] = None
 
     def warm_up(self, rows: int) -> None:
-        """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now (their rows
-        all serve the scratch slot), so that no live tick waits for a capture."""
+        """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now and every
+        offline-pass graph (their rows all serve the scratch slot), so that no tick waits for a capture."""
         with self.cuda_stream:
             for b in LIVE_BUCKETS:
                 self._live_graph(b)
                 if b >= rows:
                     break
+            for b in OFFLINE_BUCKETS:
+                self._offline_graph(b)
 
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list:
         """(slot, its next mel frames [M, T], any T ≥ 0) → each slot's new audio embeddings [k, D] f32."""
@@ -253,49 +302,109 @@ class Encoder:
         lengths = np.array([len(z) for *_, z in parts], np.int64)
         pos = ranges(np.array([p0 for _, _, p0, _ in parts], np.int64), lengths)  # [T]
         slot = np.repeat(np.array([s for _, s, _, _ in parts], np.int64), lengths)  # [T]
-        runs, start, split = [], 0, 0
+        runs, start, split, starts = [], 0, 0, []
         for _, s, p0, z in parts:
+            starts.append(start)
             if len(z) >= TILED_MIN_ROWS:
                 runs.append((start, start + len(z), s, p0))
             else:
                 split = start + len(z)
             start += len(z)
         if not runs and len(pos) <= LIVE_BUCKETS[-1]:
-            return self._live_pass([z for *_, z in parts], pos, slot)
+            table = [(first, len(z), s, p0) for first, (_, s, p0, z) in zip(starts, parts, strict=True)]
+            return self._live_pass([z for *_, z in parts], pos, slot, table)
+        if runs and not split and len(pos) <= OFFLINE_BUCKETS[-1]:
+            return self._offline_pass([z for *_, z in parts], pos, slot, runs)
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
         pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
-        return self._run_layers(h, pos, slot, runs, split)
+        attend = mixed_attention(self.cfg.encoder, pos, slot, self.kv, runs, split)
+        return self._run_layers(h, pos, slot, attend)
 
-    def _run_layers(self, h, pos, slot, runs, split, buf: PassBuffers | None = None):
+    def _run_layers(self, h, pos, slot, attend, buf: PassBuffers | None = None):
         bias, enc = None, self.cfg.encoder
         for i, lw in enumerate(self.w.encoder_layers):
-            bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, runs, split, buf)
+            bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, attend, buf)
         out = None if buf is None else buf.out
         return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias, out=out)
 
-    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray):
-        """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
-        positions and slots go into the bucket's buffers; spare rows serve the scratch slot."""
-        t = len(pos)
-        b = next(b for b in LIVE_BUCKETS if b >= t)
-        buf = self._live_graph(b)
-        concat_rows(rows, out=buf.h[:t])
+    def _load(self, buf: PassBuffers, rows: list, pos: np.ndarray, slot: np.ndarray) -> int:
+        """A captured pass's inputs into its buffers: rows and their positions and slots, then spare rows
+        (zero, position 0 of the scratch slot). Returns the real rows T."""
+        t, b = len(pos), len(buf.pos)
+        if rows:
+            concat_rows(rows, out=buf.h[:t])
         zero(buf.h[t:])
-        scratch = np.full(b - t, self.capacity, np.int32)
         upload(buf.pos, np.concatenate([pos, np.zeros(b - t, np.int64)]).astype(np.int32))
-        upload(buf.slot, np.concatenate([slot, scratch]).astype(np.int32))
+        upload(buf.slot, np.concatenate([slot, np.full(b - t, self.capacity, np.int64)]).astype(np.int32))
+        return t
+
+    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list):
+        """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
+        positions and slots go into the bucket's buffers (spare rows serve the scratch slot), the runs
+        (first row, rows, slot, first position) into its tile table if it has one."""
+        b = next(b for b in LIVE_BUCKETS if b >= len(pos))
+        buf = self._live_graph(b)
+        t = self._load(buf, rows, pos, slot)
+        tiles = self._live_tiles.get(b)
+        if tiles is not None:
+            upload(tiles, ops.tiles_of(table, LIVE_TILE_ROWS, len(tiles)))
         launch_graph(self._graphs[b], self.cuda_stream)
         return clone(buf.out[:t])
 
     def _live_graph(self, b: int) -> PassBuffers:
-        """The buffers of bucket b, its graph captured on first use."""
+        """The buffers of bucket b, its graph captured on first use: attention_runs over a tile table
+        from LIVE_TILED_MIN_ROWS rows up, attention_split below."""
         if b not in self._graphs:
-            buf = self._buffers[b] = PassBuffers(self.cfg.encoder, b, self.capacity)
-            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, [], 0, buf)
+            enc = self.cfg.encoder
+            tiled = b >= LIVE_TILED_MIN_ROWS
+            buf = self._buffers[b] = PassBuffers(enc, b, self.capacity, split=not tiled)
+            if tiled:
+                most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
+                tiles = self._live_tiles[b] = device_array(np.zeros((most, 4), np.int32))
+                attend = tiled_attention(enc, tiles, LIVE_TILE_ROWS)
+            else:
+                attend = split_attention(enc, buf.pos, buf.slot, buf.workspace)
+            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
             self._graphs[b] = capture(self.cuda_stream, run, (buf.h,))
         return self._buffers[b]
 
+    def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, runs) -> object:
+        """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: rows,
+        positions and slots into the bucket's buffers, the runs' attention tiles into its tile table."""
+        b = next(b for b in OFFLINE_BUCKETS if b >= len(pos))
+        graph, buf, tiles = self._offline_graph(b)
+        t = self._load(buf, rows, pos, slot)
+        table = [(start, end - start, s, p0) for start, end, s, p0 in runs]
+        upload(tiles, ops.tiles_of(table, self._tile_rows, len(tiles)))
+        launch_graph(graph, self.cuda_stream)
+        return clone(buf.out[:t])
+
+    def _offline_graph(self, b: int) -> tuple:
+        """(graph, buffers, tile table) of offline bucket b, captured on first use. Its buffers are the
+        first b rows of the largest bucket's; before the capture they are reset (every row on the scratch
+        slot, no tile) so that the capture's eager run writes no open slot's ring."""
+        if b not in self._offline:
+            enc = self.cfg.encoder
+            if self._offline_buffers is None:
+                self._offline_buffers = PassBuffers(enc, OFFLINE_BUCKETS[-1], self.capacity, split=False)
+                most = ops.tiles_needed(OFFLINE_BUCKETS[-1], self.capacity, self._tile_rows)
+                self._tiles = device_array(np.zeros((most, 4), np.int32))
+            buf = self._offline_buffers.head(b)
+            runs = min(self.capacity, b // TILED_MIN_ROWS)  # each run holds ≥ TILED_MIN_ROWS rows
+            tiles = self._tiles[: ops.tiles_needed(b, runs, self._tile_rows)]
+            self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
+            zero(tiles)
+            attend = tiled_attention(enc, tiles, self._tile_rows)
+            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
+            self._offline[b] = (capture(self.cuda_stream, run, (buf.h,)), buf, tiles)
+        return self._offline[b]
+
     def nbytes(self) -> int:
-        """Device bytes of the KV rings and the live passes' buffers."""
-        held = (a for buf in self._buffers.values() for a in vars(buf).values())
-        return self.kv.nbytes() + sum(a.nbytes for a in held)
+        """Device bytes of the KV rings and the captured passes' buffers."""
+        bufs = [*self._buffers.values(), *([self._offline_buffers] if self._offline_buffers else [])]
+        held = [*(a for buf in bufs for a in vars(buf).values()), *self._live_tiles.values()]
+        return (
+            self.kv.nbytes()
+            + sum(a.nbytes for a in held)
+            + (self._tiles.nbytes if self._tiles is not None else 0)
+        )

@@ -37,10 +37,11 @@ SPLIT_MIN_KEYS = 64  # fewest keys given to one split: more splits merge, fewer 
 # kernel, B = 64: ctx 500 S = 1/2 ran 38.6/45.3 µs; ctx 5000 S = 1/4/8 ran 359/338/324 µs.
 SPLIT_WIDE = 8
 SPLIT_WIDE_MIN_KEYS = 1024
-TILED_WARPS = 4
-# attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → m-tiles per warp.
-# The first is the default: 128 rows (2 m-tiles per warp) share each K/V fragment read for Dh = 64.
-TILED_ROWS = {64: {128: 2, 64: 1}, 128: {64: 1}}
+# attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → (warps, m-tiles
+# per warp). The first is the default: 128 rows (4 warps of 2 m-tiles) share each K/V fragment read for
+# Dh = 64. 16 rows (one warp) serve runs of a few positions (a live pass: 4 per slot and 80 ms), which
+# then read each key of their slot's window once for all of them, not once per query as attention_split.
+TILED_ROWS = {64: {128: (4, 2), 64: (4, 1), 16: (1, 1)}, 128: {64: (4, 1), 16: (1, 1)}}
 
 
 def attention_splits(queries: int, n_kv_heads: int) -> int:
@@ -78,9 +79,9 @@ TEMPLATES = {
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [
-            f"attention_tiled<{dh}, {TILED_WARPS}, {mt}>"
+            f"attention_tiled<{dh}, {warps}, {mt}>"
             for dh, rows in TILED_ROWS.items()
-            for mt in rows.values()
+            for warps, mt in rows.values()
         ]
     ),
 }
@@ -244,9 +245,64 @@ def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, bloc
     assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
     grid = (-(-t // rows), h)
     args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
-    args += (np.int32(window), np.int32(p0), np.int32(0))
-    kernel = _fn("attention.cu", f"attention_tiled<{dh}, {TILED_WARPS}, {TILED_ROWS[dh][rows]}>")
-    launch(kernel, grid, (32 * TILED_WARPS,), args)
+    args += (np.int32(window), np.int32(p0), np.int32(0), np.uint64(0), np.uint64(0), np.uint64(0))
+    warps, mt = TILED_ROWS[dh][rows]
+    launch(_fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}>"), grid, (32 * warps,), args)
+    return out
+
+
+def tiles_of(runs, block_rows: int, capacity: int | None = None) -> np.ndarray:
+    """The tile table of attention_runs for runs (first row, rows, slot, position of the first row): each
+    run cut into tiles of ≤ block_rows rows from its first → int32 [n, 4] rows (first row, rows, slot,
+    position); capacity: padded with empty tiles (0 rows) to that many."""
+    table = [
+        (first + k, min(block_rows, rows - k), slot, p + k)
+        for first, rows, slot, p in runs
+        for k in range(0, rows, block_rows)
+    ]
+    n = len(table) if capacity is None else capacity
+    assert len(table) <= n, f"{len(table)} tiles for a table of {n}"
+    out = np.zeros((n, 4), np.int32)
+    out[: len(table)] = np.asarray(table, np.int32).reshape(-1, 4)
+    return out
+
+
+def tiles_needed(rows: int, runs: int, block_rows: int) -> int:
+    """Most tiles of runs of `runs` runs holding `rows` rows in all: one partial tile per run at most."""
+    return -(-rows // block_rows) + min(runs, rows)
+
+
+def attention_runs(
+    q, cache, ring, tiles, window: int, *, n_kv_heads: int, out=None, block_rows: int | None = None
+):  # fmt: skip
+    """attention_tiled for the runs of many slots in one launch: q bf16 [T, H, Dh] → bf16 [T, H, Dh].
+
+    tiles: device int32 [n, 4] (tiles_of: first row, rows ≤ block_rows, slot, position of the first
+    row): tile x's rows are consecutive positions of its slot, whose ring caches the table cache [C, 2]
+    / ring [C] points at (voxtral/gpu/kv.py; R_c ≥ window + rows of its run − 1). Tiles of 0 rows do
+    nothing, so a captured graph replays any runs that fit its table. Rows in no tile are not written.
+    """
+    _check_table(cache, ring)
+    _check(q, "q", BF16)
+    assert q.ndim == 3, f"q must be [T, H, Dh], got {q.shape}"
+    t, h, dh = q.shape
+    hkv = n_kv_heads
+    assert dh in TILED_ROWS, f"head dim {dh} not compiled {tuple(TILED_ROWS)}"
+    assert h % hkv == 0, f"{h} query heads are not a multiple of {hkv} kv heads"
+    assert window >= 1, f"window must be ≥ 1, got {window}"
+    _check(tiles, "tiles", np.int32, (None, 4))
+    rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
+    assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
+    out = _out(out, "out", BF16, (t, h, dh))
+    for name, a in (("q", q), ("out", out)):
+        assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
+    if not len(tiles) or t == 0:
+        return out
+    null = np.uint64(0)
+    args = (q, null, null, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(1))
+    args += (np.int32(window), np.int32(0), np.int32(0), tiles, cache, ring)
+    warps, mt = TILED_ROWS[dh][rows]
+    launch(_fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}>"), (len(tiles), h), (32 * warps,), args)
     return out
 
 
