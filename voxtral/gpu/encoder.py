@@ -39,9 +39,10 @@ TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the ti
 LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed as a CUDA graph
 # From this many rows a live pass's attention is attention_runs with one-warp tiles of LIVE_TILE_ROWS
 # rows (each slot's new positions read its window's keys once); below it, attention_split spreads a few
-# queries' keys over more blocks. H200, full size, 128 sessions: the split kernel read every key once
-# per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU time.
-LIVE_TILED_MIN_ROWS = 64
+# queries' keys over more blocks. H200, full size: at 128 sessions the split kernel read every key once
+# per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU time; tiles 228 µs. Tick median
+# split / tiled: 1 session 5.0 / 5.5 ms, 2: 5.8 / 6.1, 4: 6.1 / 6.1, 8: 7.5 / 6.5, 16: 7.8 / 7.2.
+LIVE_TILED_MIN_ROWS = 32
 LIVE_TILE_ROWS = 16
 # Rows of an offline pass (runs of ≥ TILED_MIN_ROWS positions only) replayed as a CUDA graph: ~330
 # launches become one, so the GPU no longer waits for the host between them (nor for reader threads
