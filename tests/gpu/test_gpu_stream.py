@@ -210,3 +210,33 @@ def test_offline_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
         err = float(np.linalg.norm(g - e) / np.linalg.norm(e))
         print(f"offline pass graph vs eager: rel L2 {err:.2e} over {len(e)} embeddings")
         assert err < 1e-3
+
+
+def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypatch):
+    """The offline passes' shared buffers are as large as the largest bucket used so far (a short input
+    does not hold a 64-file pass's memory); a larger pass grows them, and recaptures, with the same
+    embeddings as eager passes."""
+    from voxtral.gpu import encoder as gpu_encoder
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    mel = np.concatenate([mel, mel[:, ::-1], mel, mel[:, ::-1]], axis=1)
+    pieces = [mel[:, :300], mel[:, 300:]]  # ~150 positions (bucket 256), then ~1000 (bucket 1024)
+
+    def run(pool, sizes: list | None = None) -> np.ndarray:
+        slot, out = pool.join(), []
+        for piece in pieces:
+            out.append(b.to_numpy(pool.encode([(slot, piece)])[0]))
+            if sizes is not None:
+                sizes.append(len(pool._offline_buffers.pos))
+        return np.concatenate(out)
+
+    sizes: list[int] = []
+    graphed = run(b.encoder(2), sizes)
+    assert sizes == [256, 1024], sizes
+    monkeypatch.setattr(gpu_encoder, "OFFLINE_BUCKETS", (0,))  # no pass fits a bucket: all eager
+    eager = run(b.encoder(2))
+    assert graphed.shape == eager.shape and len(eager) > 200
+    err = float(np.linalg.norm(graphed - eager) / np.linalg.norm(eager))
+    print(f"offline passes on growing buffers vs eager: rel L2 {err:.2e}")
+    assert err < 1e-3

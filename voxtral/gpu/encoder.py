@@ -5,11 +5,14 @@ mel frames in pieces of any size. The conv stems of all slots run together (gpu/
 per stage for any number of slots); a slot keeps its encoder position, up to 3 outputs waiting for an
 adapter group, and its own ring KV caches of window + chunk − 1 rows per layer
 (voxtral/gpu/kv.py), so a pass may give it up to `chunk` new positions. Each pass runs the layers
-once over the new positions of every slot in it (rows of all slots in the same GEMMs); attention is
-the tiled tensor-core kernel for a slot's long run of consecutive positions and one split-kernel
-launch for all the short runs (a live tick's 4 positions per slot). A pass of short runs only (every
-live tick) is one replay of a CUDA graph captured per bucket of rows (LIVE_BUCKETS): its inputs are
-uploaded into the bucket's buffers and its spare rows serve a scratch slot that no input owns. Then one
+once over the new positions of every slot in it (rows of all slots in the same GEMMs). Two kinds of
+pass are replays of CUDA graphs captured per bucket of rows, their inputs uploaded into the bucket's
+buffers and their spare rows serving a scratch slot that no input owns: a pass of short runs only (every
+live tick, LIVE_BUCKETS; attention_split, or from LIVE_TILED_MIN_ROWS rows one-warp tiles of
+attention_runs) and a pass of long runs only (offline inputs, OFFLINE_BUCKETS; attention_runs with tiles
+of 128 rows). Their attention finds each run through a device tile table (first row, rows, slot, first
+position), so one graph serves any mix of slots. A pass mixing both (a server's live sessions beside an
+upload) runs eagerly: one split launch for the short runs, attention_tiled per long run. Then one
 adapter pass for all.
 Shapes: T mel frames, M mel bins, S positions, E encoder dim, D decoder dim, C slots.
 """
@@ -255,6 +258,7 @@ class Encoder:
                 self._live_graph(b)
                 if b >= rows:
                     break
+            self._offline_room(OFFLINE_BUCKETS[-1])
             for b in OFFLINE_BUCKETS:
                 self._offline_graph(b)
 
@@ -382,14 +386,11 @@ class Encoder:
 
     def _offline_graph(self, b: int) -> tuple:
         """(graph, buffers, tile table) of offline bucket b, captured on first use. Its buffers are the
-        first b rows of the largest bucket's; before the capture they are reset (every row on the scratch
-        slot, no tile) so that the capture's eager run writes no open slot's ring."""
+        first b rows of one shared set (_offline_room); before the capture they are reset (every row on
+        the scratch slot, no tile) so that the capture's eager run writes no open slot's ring."""
         if b not in self._offline:
             enc = self.cfg.encoder
-            if self._offline_buffers is None:
-                self._offline_buffers = PassBuffers(enc, OFFLINE_BUCKETS[-1], self.capacity, split=False)
-                most = ops.tiles_needed(OFFLINE_BUCKETS[-1], self.capacity, self._tile_rows)
-                self._tiles = device_array(np.zeros((most, 4), np.int32))
+            self._offline_room(b)
             buf = self._offline_buffers.head(b)
             runs = min(self.capacity, b // TILED_MIN_ROWS)  # each run holds ≥ TILED_MIN_ROWS rows
             tiles = self._tiles[: ops.tiles_needed(b, runs, self._tile_rows)]
@@ -399,6 +400,18 @@ class Encoder:
             run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
             self._offline[b] = (capture(self.cuda_stream, run, (buf.h,)), buf, tiles)
         return self._offline[b]
+
+    def _offline_room(self, b: int) -> None:
+        """Shared offline-pass buffers (and tile table) of at least b rows: they grow with the largest
+        bucket used (a 5 s file needs 128 rows, 64 files 8192: ~0.75 GB at full size); growing drops the
+        graphs captured on the smaller set (recaptured on their next use)."""
+        if self._offline_buffers is None or len(self._offline_buffers.pos) < b:
+            self.cuda_stream.synchronize()  # no replay of a dropped graph still running
+            self._offline.clear()
+            self._offline_buffers = None  # freed before the larger set is allocated
+            self._offline_buffers = PassBuffers(self.cfg.encoder, b, self.capacity, split=False)
+            most = ops.tiles_needed(b, self.capacity, self._tile_rows)
+            self._tiles = device_array(np.zeros((most, 4), np.int32))
 
     def nbytes(self) -> int:
         """Device bytes of the KV rings and the captured passes' buffers."""
