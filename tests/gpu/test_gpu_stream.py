@@ -127,7 +127,7 @@ def test_encoder_warm_up_captures_the_live_buckets_first(gpu, audio5):
         pool = b.encoder(3)
         if warm:
             pool.warm_up(20)
-            assert sorted(pool._graphs) == [4, 8, 16, 32]
+            assert sorted(pool._graphs) == [(4, False), (8, False), (16, False), (32, False), (32, True)]
         slots = [pool.join(b.live_chunk) for _ in range(2)]
         out = []
         for start in range(0, mel.shape[1], 8):
@@ -240,3 +240,20 @@ def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypa
     err = float(np.linalg.norm(graphed - eager) / np.linalg.norm(eager))
     print(f"offline passes on growing buffers vs eager: rel L2 {err:.2e}")
     assert err < 1e-3
+
+
+def test_offline_short_runs_keep_split_attention_in_any_pass(gpu, audio5, monkeypatch):
+    """A pass holding an offline input's short run (its last positions) replays the split-attention
+    graph of its bucket whatever its size, so that the input's numerics do not depend on what shares
+    its pass; a pass of live streams alone takes the tiled graph (here from any size)."""
+    from voxtral.gpu import encoder as gpu_encoder
+
+    monkeypatch.setattr(gpu_encoder, "LIVE_TILED_MIN_ROWS", 0)
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    pool = b.encoder(4)
+    offline, live = [pool.join() for _ in range(2)], [pool.join(b.live_chunk) for _ in range(2)]
+    pool.encode([(slot, mel[:, 8 * k : 8 * k + 8]) for k, slot in enumerate(offline + live)])
+    assert [tiled for _, tiled in pool._graphs] == [False]
+    pool.encode([(slot, mel[:, 64 + 8 * k : 72 + 8 * k]) for k, slot in enumerate(live)])
+    assert sorted(tiled for _, tiled in pool._graphs) == [False, True]

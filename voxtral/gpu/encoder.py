@@ -40,11 +40,13 @@ LIVE_CHUNK_POSITIONS = 64
 PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
 TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
 LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed as a CUDA graph
-# From this many rows a live pass's attention is attention_runs with one-warp tiles of LIVE_TILE_ROWS
-# rows (each slot's new positions read its window's keys once); below it, attention_split spreads a few
-# queries' keys over more blocks. H200, full size: at 128 sessions the split kernel read every key once
-# per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU time; tiles 228 µs. Tick median
-# split / tiled: 1 session 5.0 / 5.5 ms, 2: 5.8 / 6.1, 4: 6.1 / 6.1, 8: 7.5 / 6.5, 16: 7.8 / 7.2.
+# From this many rows a pass of live streams alone attends through attention_runs with one-warp tiles of
+# LIVE_TILE_ROWS rows (each slot's new positions read its window's keys once); below it, attention_split
+# spreads a few queries' keys over more blocks (and takes any pass holding an offline input's short run,
+# so that an input's numerics do not depend on its neighbours). H200, full size: at 128 sessions the
+# split kernel read every key once per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU
+# time; tiles 228 µs. Tick median split / tiled: 1 session 5.0 / 5.5 ms, 2: 5.8 / 6.1, 4: 6.1 / 6.1,
+# 8: 7.5 / 6.5, 16: 7.8 / 7.2.
 LIVE_TILED_MIN_ROWS = 32
 LIVE_TILE_ROWS = 16
 # Rows of an offline pass (runs of ≥ TILED_MIN_ROWS positions only) replayed as a CUDA graph: ~330
@@ -209,9 +211,9 @@ class Encoder:
     def __init__(self, w: GpuWeights, cfg: ModelConfig, cuda_stream, capacity: int, chunk: int):
         enc = cfg.encoder
         self.w, self.cfg, self.cuda_stream, self.capacity, self.chunk = w, cfg, cuda_stream, capacity, chunk
-        self._graphs: dict[int, object] = {}  # live pass bucket (rows) → its CUDA graph
-        self._buffers: dict[int, PassBuffers] = {}
-        self._live_tiles: dict[int, object] = {}  # live pass bucket (rows) → its tile table, if tiled
+        self._graphs: dict[tuple[int, bool], object] = {}  # live pass (bucket rows, tiled) → its CUDA graph
+        self._buffers: dict[int, PassBuffers] = {}  # live pass bucket → its buffers (both graphs)
+        self._live_tiles: dict[int, object] = {}  # live pass bucket → its tile table (the tiled graph)
         self._offline: dict[int, tuple] = {}  # offline pass bucket (rows) → (graph, buffers, tile table)
         self._offline_buffers: PassBuffers | None = None  # of the largest bucket, made on first use
         self._tile_rows = next(iter(ops.TILED_ROWS[enc.head_dim]))  # query rows per attention block
@@ -256,6 +258,8 @@ class Encoder:
         with self.cuda_stream:
             for b in LIVE_BUCKETS:
                 self._live_graph(b)
+                if b >= LIVE_TILED_MIN_ROWS:
+                    self._live_graph(b, tiled=True)
                 if b >= rows:
                     break
             self._offline_room(OFFLINE_BUCKETS[-1])
@@ -317,7 +321,8 @@ class Encoder:
             start += len(z)
         if not runs and len(pos) <= LIVE_BUCKETS[-1]:
             table = [(first, len(z), s, p0) for first, (_, s, p0, z) in zip(starts, parts, strict=True)]
-            return self._live_pass([z for *_, z in parts], pos, slot, table)
+            streams_only = all(self.slots[s] <= LIVE_CHUNK_POSITIONS for _, s, _, _ in parts)
+            return self._live_pass([z for *_, z in parts], pos, slot, table, streams_only)
         if runs and not split and len(pos) <= OFFLINE_BUCKETS[-1]:
             return self._offline_pass([z for *_, z in parts], pos, slot, runs)
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
@@ -343,26 +348,33 @@ class Encoder:
         upload(buf.slot, np.concatenate([slot, np.full(b - t, self.capacity, np.int64)]).astype(np.int32))
         return t
 
-    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list):
+    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, streams_only: bool):
         """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
         positions and slots go into the bucket's buffers (spare rows serve the scratch slot), the runs
-        (first row, rows, slot, first position) into its tile table if it has one."""
+        (first row, rows, slot, first position) into its tile table if it takes tiles: a pass of live
+        streams alone from LIVE_TILED_MIN_ROWS rows. A pass holding an offline input's short run (its
+        last positions) keeps attention_split, so that an input's numerics never depend on what shares
+        its pass (one-by-one runs and batches give the same tokens)."""
         b = next(b for b in LIVE_BUCKETS if b >= len(pos))
-        buf = self._live_graph(b)
+        tiled = streams_only and b >= LIVE_TILED_MIN_ROWS
+        buf = self._live_graph(b, tiled)
         t = self._load(buf, rows, pos, slot)
-        tiles = self._live_tiles.get(b)
-        if tiles is not None:
+        if tiled:
+            tiles = self._live_tiles[b]
             upload(tiles, ops.tiles_of(table, LIVE_TILE_ROWS, len(tiles)))
-        launch_graph(self._graphs[b], self.cuda_stream)
+        launch_graph(self._graphs[b, tiled], self.cuda_stream)
         return clone(buf.out[:t])
 
-    def _live_graph(self, b: int) -> PassBuffers:
-        """The buffers of bucket b, its graph captured on first use: attention_runs over a tile table
-        from LIVE_TILED_MIN_ROWS rows up, attention_split below."""
-        if b not in self._graphs:
-            enc = self.cfg.encoder
-            tiled = b >= LIVE_TILED_MIN_ROWS
-            buf = self._buffers[b] = PassBuffers(enc, b, self.capacity, split=not tiled)
+    def _live_graph(self, b: int, tiled: bool = False) -> PassBuffers:
+        """The buffers of bucket b, its graph of either attention (tiled: attention_runs over the
+        bucket's tile table; else attention_split) captured on first use. Before a capture the buffers
+        are reset (every row on the scratch slot, no tile): they may hold the last pass's inputs."""
+        enc = self.cfg.encoder
+        if b not in self._buffers:
+            self._buffers[b] = PassBuffers(enc, b, self.capacity)
+        buf = self._buffers[b]
+        if (b, tiled) not in self._graphs:
+            self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
             if tiled:
                 most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
                 tiles = self._live_tiles[b] = device_array(np.zeros((most, 4), np.int32))
@@ -370,8 +382,8 @@ class Encoder:
             else:
                 attend = split_attention(enc, buf.pos, buf.slot, buf.workspace)
             run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
-            self._graphs[b] = capture(self.cuda_stream, run, (buf.h,))
-        return self._buffers[b]
+            self._graphs[b, tiled] = capture(self.cuda_stream, run, (buf.h,))
+        return buf
 
     def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, runs) -> object:
         """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: rows,
