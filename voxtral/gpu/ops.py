@@ -473,7 +473,8 @@ def tiled_flops(t: int, p0: int, window: int, n_heads: int, head_dim: int) -> in
 
 
 __all__ = [
-    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_split", "attention_splits",
-    "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_rows", "rms_norm", "rope_qkv",
-    "silu_mul", "split_min_keys", "split_row", "tiled_flops", "widen_bf16",
+    "argmax_advance", "argmax_blocks", "argmax_workspace", "attention_runs", "attention_split",
+    "attention_splits", "attention_tiled", "attention_workspace", "bias_gelu", "embed", "im2col_rows",
+    "rms_norm", "rope_qkv", "silu_mul", "split_min_keys", "split_row", "tiled_flops", "tiles_needed",
+    "tiles_of", "widen_bf16",
 ]  # fmt: skip
