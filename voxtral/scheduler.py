@@ -270,8 +270,8 @@ class Scheduler:
     # --- the loop --------------------------------------------------------------------------------
     def warm_up(self) -> None:
         """Prepare now what the first ticks of each size would on first use (the GPU backend's CUDA graphs
-        of every decoder batch size and live encoder pass: ~0.1 s each), so that no request stalls the
-        others for it; a server calls this once before it takes requests."""
+        of every decoder batch size and live and offline encoder pass: ~0.1 s each), so that no request
+        stalls the others for it; a server calls this once before it takes requests."""
         with self._lock:
             self._make()
             self._encoder.warm_up(WARM_ROWS_PER_SLOT * self.capacity)
