@@ -270,3 +270,25 @@ def test_bench_audio_that_does_not_exist_is_bad_audio(tmp_path):
         "no such file",
         code=3,
     )
+
+
+@pytest.mark.parametrize("interrupted", [None, "the server did not start"])
+def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(monkeypatch, capsys, interrupted):
+    """Ctrl-C during load: one line saying what did not happen (transcribe/stream: nothing was written;
+    serve: the server did not start), exit 130, no traceback."""
+    import typer
+
+    import voxtral
+    from voxtral import cli
+
+    def load(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(voxtral, "load", load)
+    monkeypatch.setattr(cli, "_STOP_SAID", [])  # the process-wide record of stop lines, for this test only
+    extra = {} if interrupted is None else {"interrupted": interrupted}
+    with pytest.raises(typer.Exit) as e:
+        cli._load("some/model", "cpu", None, False, False, **extra)
+    assert e.value.exit_code == 130
+    tail = interrupted or "nothing was written"
+    assert capsys.readouterr().err == f"voxtral: interrupted (Ctrl-C) while loading the model; {tail}\n"

@@ -206,8 +206,12 @@ def _parse_formats(values: list[str] | None) -> list[str]:
     return names
 
 
-def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: bool, batch_size: int = 1):
-    """Load the model once; a VoxtralError exits with its one line."""
+def _load(
+    model: str, device: str, delay_ms: int | None, quiet: bool, verbose: bool, batch_size: int = 1,
+    interrupted: str = "nothing was written",
+):  # fmt: skip
+    """Load the model once; a VoxtralError exits with its one line, Ctrl-C with one line ending in
+    `interrupted` (what did not happen) and exit 130."""
     import voxtral
     from voxtral.api import DEFAULT_CAPACITY
 
@@ -216,7 +220,7 @@ def _load(model: str, device: str, delay_ms: int | None, quiet: bool, verbose: b
     except VoxtralError as e:
         raise _exit_on(e) from None
     except KeyboardInterrupt:
-        _stop_said("interrupted (Ctrl-C) while loading the model; nothing was written")
+        _stop_said(f"interrupted (Ctrl-C) while loading the model; {interrupted}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     gc.collect()  # what loading left behind, then everything loaded leaves the collector's full passes
     gc.freeze()  # (~20–40 ms each, every few seconds of a run: they stop the engine thread)

@@ -83,7 +83,7 @@ def serve(
         raise _exit_on(e) from None
     from .serve.app import create_app, run
 
-    m = _load(model, device, delay_ms, quiet, verbose, batch_size=max_sessions)
+    m = _load(model, device, delay_ms, quiet, verbose, max_sessions, interrupted="the server did not start")
     _prepare(m)
     ready = (
         f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
