@@ -109,9 +109,9 @@ def group_rows(slots, waiting, pieces, base, keep: int, factor: int, n_rows: int
 
 
 class PassBuffers:
-    """Every activation of a captured pass of T rows: its CUDA graph reads its inputs (h, pos, slot, and
-    an offline pass's tile table) from here and writes only here and to the KV rings. `split`: with the
-    split-attention workspace (a live pass)."""
+    """Every activation of a captured pass of T rows: its CUDA graph reads its inputs (h, pos, slot; a
+    tile table kept beside them) from here and writes only here and to the KV rings. `split`: with the
+    split-attention workspace (live passes; offline passes attend through tiles only)."""
 
     def __init__(self, c, t: int, scratch_slot: int, split: bool = True):
         import cupy
@@ -215,9 +215,9 @@ class Encoder:
         self._buffers: dict[int, PassBuffers] = {}  # live pass bucket → its buffers (both graphs)
         self._live_tiles: dict[int, object] = {}  # live pass bucket → its tile table (the tiled graph)
         self._offline: dict[int, tuple] = {}  # offline pass bucket (rows) → (graph, buffers, tile table)
-        self._offline_buffers: PassBuffers | None = None  # of the largest bucket, made on first use
+        self._offline_buffers: PassBuffers | None = None  # of the largest bucket used so far
         self._tile_rows = next(iter(ops.TILED_ROWS[enc.head_dim]))  # query rows per attention block
-        self._tiles = None  # device tile table of the largest bucket
+        self._tiles = None  # device tile table of the offline passes, sized with _offline_buffers
         self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
         with cuda_stream:  # one KV slot more than the pool: `capacity`, never opened, for graphs' spare rows
             self.kv = KVCaches(enc.n_layers, capacity + 1, enc.n_kv_heads, enc.head_dim)
