@@ -311,20 +311,15 @@ class Encoder:
         lengths = np.array([len(z) for *_, z in parts], np.int64)
         pos = ranges(np.array([p0 for _, _, p0, _ in parts], np.int64), lengths)  # [T]
         slot = np.repeat(np.array([s for _, s, _, _ in parts], np.int64), lengths)  # [T]
-        runs, start, split, starts = [], 0, 0, []
-        for _, s, p0, z in parts:
-            starts.append(start)
-            if len(z) >= TILED_MIN_ROWS:
-                runs.append((start, start + len(z), s, p0))
-            else:
-                split = start + len(z)
-            start += len(z)
+        firsts = np.cumsum([0, *lengths[:-1]])
+        spans = [(int(f), len(z), s, p0) for f, (_, s, p0, z) in zip(firsts, parts, strict=True)]
+        runs = [(f, f + n, s, p0) for f, n, s, p0 in spans if n >= TILED_MIN_ROWS]
+        split = sum(n for _, n, _, _ in spans if n < TILED_MIN_ROWS)  # short runs come first (_pass)
         if not runs and len(pos) <= LIVE_BUCKETS[-1]:
-            table = [(first, len(z), s, p0) for first, (_, s, p0, z) in zip(starts, parts, strict=True)]
             streams_only = all(self.slots[s] <= LIVE_CHUNK_POSITIONS for _, s, _, _ in parts)
-            return self._live_pass([z for *_, z in parts], pos, slot, table, streams_only)
+            return self._live_pass([z for *_, z in parts], pos, slot, spans, streams_only)
         if runs and not split and len(pos) <= OFFLINE_BUCKETS[-1]:
-            return self._offline_pass([z for *_, z in parts], pos, slot, runs)
+            return self._offline_pass([z for *_, z in parts], pos, slot, spans)
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
         pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
         attend = mixed_attention(self.cfg.encoder, pos, slot, self.kv, runs, split)
@@ -374,43 +369,46 @@ class Encoder:
             self._buffers[b] = PassBuffers(enc, b, self.capacity)
         buf = self._buffers[b]
         if (b, tiled) not in self._graphs:
-            self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
             if tiled:
                 most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
                 tiles = self._live_tiles[b] = device_array(np.zeros((most, 4), np.int32))
                 attend = tiled_attention(enc, tiles, LIVE_TILE_ROWS)
             else:
-                attend = split_attention(enc, buf.pos, buf.slot, buf.workspace)
-            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
-            self._graphs[b, tiled] = capture(self.cuda_stream, run, (buf.h,))
+                tiles, attend = None, split_attention(enc, buf.pos, buf.slot, buf.workspace)
+            self._graphs[b, tiled] = self._capture(buf, attend, tiles)
         return buf
 
-    def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, runs) -> object:
+    def _capture(self, buf: PassBuffers, attend, tiles=None):
+        """The CUDA graph of a pass over buf with this attention. Its inputs are reset first (every row on
+        the scratch slot, no tile): buf may hold the last pass's, and the capture's eager run must write
+        no open slot's ring."""
+        self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if tiles is not None:
+            zero(tiles)
+        run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
+        return capture(self.cuda_stream, run, (buf.h,))
+
+    def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list) -> object:
         """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: rows,
-        positions and slots into the bucket's buffers, the runs' attention tiles into its tile table."""
+        positions and slots into the bucket's buffers, the runs (first row, rows, slot, first position)
+        into its tile table."""
         b = next(b for b in OFFLINE_BUCKETS if b >= len(pos))
         graph, buf, tiles = self._offline_graph(b)
         t = self._load(buf, rows, pos, slot)
-        table = [(start, end - start, s, p0) for start, end, s, p0 in runs]
         upload(tiles, ops.tiles_of(table, self._tile_rows, len(tiles)))
         launch_graph(graph, self.cuda_stream)
         return clone(buf.out[:t])
 
     def _offline_graph(self, b: int) -> tuple:
-        """(graph, buffers, tile table) of offline bucket b, captured on first use. Its buffers are the
-        first b rows of one shared set (_offline_room); before the capture they are reset (every row on
-        the scratch slot, no tile) so that the capture's eager run writes no open slot's ring."""
+        """(graph, buffers, tile table) of offline bucket b, captured on first use; its buffers are the
+        first b rows of one shared set (_offline_room)."""
         if b not in self._offline:
-            enc = self.cfg.encoder
             self._offline_room(b)
             buf = self._offline_buffers.head(b)
             runs = min(self.capacity, b // TILED_MIN_ROWS)  # each run holds ≥ TILED_MIN_ROWS rows
             tiles = self._tiles[: ops.tiles_needed(b, runs, self._tile_rows)]
-            self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
-            zero(tiles)
-            attend = tiled_attention(enc, tiles, self._tile_rows)
-            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
-            self._offline[b] = (capture(self.cuda_stream, run, (buf.h,)), buf, tiles)
+            attend = tiled_attention(self.cfg.encoder, tiles, self._tile_rows)
+            self._offline[b] = (self._capture(buf, attend, tiles), buf, tiles)
         return self._offline[b]
 
     def _offline_room(self, b: int) -> None:

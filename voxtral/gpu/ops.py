@@ -241,14 +241,23 @@ def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, bloc
         return out
     assert p0 >= 0, "tiled attention needs the first position p0 ≥ 0"
     assert r >= window + t - 1, f"ring of {r} rows cannot hold window {window} + {t} new positions"
-    rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
-    assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
-    grid = (-(-t // rows), h)
+    rows = _tiled_rows(dh, block_rows)
     args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
     args += (np.int32(window), np.int32(p0), np.int32(0), np.uint64(0), np.uint64(0), np.uint64(0))
+    _launch_tiled(dh, rows, (-(-t // rows), h), args)
+    return out
+
+
+def _tiled_rows(dh: int, block_rows: int | None) -> int:
+    """The query rows per block of an attention_tiled launch: block_rows, or the head dim's default."""
+    rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
+    assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
+    return rows
+
+
+def _launch_tiled(dh: int, rows: int, grid: tuple, args: tuple) -> None:
     warps, mt = TILED_ROWS[dh][rows]
     launch(_fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}>"), grid, (32 * warps,), args)
-    return out
 
 
 def tiles_of(runs, block_rows: int, capacity: int | None = None) -> np.ndarray:
@@ -291,8 +300,7 @@ def attention_runs(
     assert h % hkv == 0, f"{h} query heads are not a multiple of {hkv} kv heads"
     assert window >= 1, f"window must be ≥ 1, got {window}"
     _check(tiles, "tiles", np.int32, (None, 4))
-    rows = next(iter(TILED_ROWS[dh])) if block_rows is None else block_rows
-    assert rows in TILED_ROWS[dh], f"block_rows={rows} not compiled for Dh={dh}: {list(TILED_ROWS[dh])}"
+    rows = _tiled_rows(dh, block_rows)
     out = _out(out, "out", BF16, (t, h, dh))
     for name, a in (("q", q), ("out", out)):
         assert a.data.ptr % 16 == 0, f"{name} must start on a 16-byte boundary (16-byte loads)"
@@ -301,8 +309,7 @@ def attention_runs(
     null = np.uint64(0)
     args = (q, null, null, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(1))
     args += (np.int32(window), np.int32(0), np.int32(0), tiles, cache, ring)
-    warps, mt = TILED_ROWS[dh][rows]
-    launch(_fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}>"), (len(tiles), h), (32 * warps,), args)
+    _launch_tiled(dh, rows, (len(tiles), h), args)
     return out
 
 
