@@ -8,11 +8,13 @@ adapter group, and its own ring KV caches of window + chunk − 1 rows per layer
 once over the new positions of every slot in it (rows of all slots in the same GEMMs). Two kinds of
 pass are replays of CUDA graphs captured per bucket of rows, their inputs uploaded into the bucket's
 buffers and their spare rows serving a scratch slot that no input owns: a pass of short runs only (every
-live tick, LIVE_BUCKETS; attention_split, or from LIVE_TILED_MIN_ROWS rows one-warp tiles of
-attention_runs) and a pass of long runs only (offline inputs, OFFLINE_BUCKETS; attention_runs with tiles
-of 128 rows). Their attention finds each run through a device tile table (first row, rows, slot, first
+live tick, LIVE_BUCKETS; attention_runs over one-warp tiles, or attention_split for a few live streams
+alone) and a pass of long runs only (offline inputs, OFFLINE_BUCKETS; attention_runs with tiles of 128
+rows). Their attention finds each run through a device tile table (first row, rows, slot, first
 position), so one graph serves any mix of slots. A pass mixing both (a server's live sessions beside an
-upload) runs eagerly: one split launch for the short runs, attention_tiled per long run. Then one
+upload) runs eagerly: attention_runs over one-warp tiles for the short runs, attention_tiled per long
+run. An offline input's run is attended by a kernel chosen by its length alone (≥ TILED_MIN_ROWS: tiles
+of 128 rows, else one-warp tiles), so its numerics never depend on what shares its pass. Then one
 adapter pass for all.
 Shapes: T mel frames, M mel bins, S positions, E encoder dim, D decoder dim, C slots.
 """
@@ -40,13 +42,14 @@ LIVE_CHUNK_POSITIONS = 64
 PASS_ROWS = 8192  # positions of all slots in one pass: bounds the pass's activations (~0.7 GB at full size)
 TILED_MIN_ROWS = 64  # a slot's run of at least this many positions takes the tiled attention kernel
 LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed as a CUDA graph
-# From this many rows a pass of live streams alone attends through attention_runs with one-warp tiles of
-# LIVE_TILE_ROWS rows (each slot's new positions read its window's keys once); below it, attention_split
-# spreads a few queries' keys over more blocks (and takes any pass holding an offline input's short run,
-# so that an input's numerics do not depend on its neighbours). H200, full size: at 128 sessions the
-# split kernel read every key once per query (4 a tick): 478 µs a layer, 15.3 of the tick's 22 ms of GPU
-# time; tiles 228 µs. Tick median split / tiled: 1 session 5.0 / 5.5 ms, 2: 5.8 / 6.1, 4: 6.1 / 6.1,
-# 8: 7.5 / 6.5, 16: 7.8 / 7.2.
+# A pass of short runs attends through attention_runs with one-warp tiles of LIVE_TILE_ROWS rows (each
+# slot's new positions read its window's keys once), except a pass of live streams alone of fewer than
+# LIVE_TILED_MIN_ROWS rows: there attention_split spreads a few queries' keys over more blocks. H200, full
+# size: at 128 sessions the split kernel read every key once per query (4 a tick): 478 µs a layer, 15.3
+# of the tick's 22 ms of GPU time; tiles 228 µs. Tick median split / tiled: 1 session 5.0 / 5.5 ms, 2:
+# 5.8 / 6.1, 4: 6.1 / 6.1, 8: 7.5 / 6.5, 16: 7.8 / 7.2. An offline input's short run (its last < 64
+# positions) always takes tiles: the same kernel in any pass (batch invariance), and a 60 s file's last
+# 40 positions no longer read the window once per query (split: 51 µs a layer, 1.6 ms of the file).
 LIVE_TILED_MIN_ROWS = 32
 LIVE_TILE_ROWS = 16
 # Rows of an offline pass (runs of ≥ TILED_MIN_ROWS positions only) replayed as a CUDA graph: ~330
@@ -111,7 +114,7 @@ def group_rows(slots, waiting, pieces, base, keep: int, factor: int, n_rows: int
 class PassBuffers:
     """Every activation of a captured pass of T rows: its CUDA graph reads its inputs (h, pos, slot; a
     tile table kept beside them) from here and writes only here and to the KV rings. `split`: with the
-    split-attention workspace (live passes; offline passes attend through tiles only)."""
+    split-attention workspace (live passes of few rows; the others attend through tiles only)."""
 
     def __init__(self, c, t: int, scratch_slot: int, split: bool = True):
         import cupy
@@ -158,19 +161,18 @@ def tiled_attention(c, tiles, block_rows: int):
     return attend
 
 
-def mixed_attention(c, pos, slot, kv: KVCaches, runs: list[tuple[int, int, int, int]], split: int):
-    """Rows [0, split) are short runs (one attention_split launch); each (start, end, slot, p0) of `runs`
-    is one slot's consecutive positions p0 … (attention_tiled). Eager only (host-side slices)."""
+def mixed_attention(c, short_tiles, kv: KVCaches, runs: list[tuple[int, int, int, int]]):
+    """The short runs through one attention_runs launch over the device table short_tiles (one-warp
+    tiles, or None: no short run); each (start, end, slot, p0) of `runs` is one slot's consecutive
+    positions p0 … (attention_tiled). Eager only (host-side slices)."""
 
     def attend(q, cache, ring, i, out):
         import cupy
 
         o = cupy.empty(q.shape, np.uint16) if out is None else out  # [T, H, Dh] bf16
-        if split:
-            w, hkv = c.sliding_window, c.n_kv_heads
-            ops.attention_split(
-                q[:split], cache, ring, pos[:split], slot[:split], w, n_kv_heads=hkv, out=o[:split]
-            )
+        if short_tiles is not None:
+            w, hkv, rows = c.sliding_window, c.n_kv_heads, LIVE_TILE_ROWS
+            ops.attention_runs(q, cache, ring, short_tiles, w, n_kv_heads=hkv, out=o, block_rows=rows)
         for start, end, s, p0 in runs:
             k, v = kv.arrays[s]
             ops.attention_tiled(q[start:end], k[i], v[i], c.sliding_window, p0, out=o[start:end])
@@ -253,13 +255,14 @@ class Encoder:
         self.slots[slot] = None
 
     def warm_up(self, rows: int) -> None:
-        """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now and every
-        offline-pass graph (their rows all serve the scratch slot), so that no tick waits for a capture."""
+        """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now (the tiled
+        one, and the split one below LIVE_TILED_MIN_ROWS) and every offline-pass graph (their rows all
+        serve the scratch slot), so that no tick waits for a capture."""
         with self.cuda_stream:
             for b in LIVE_BUCKETS:
-                self._live_graph(b)
-                if b >= LIVE_TILED_MIN_ROWS:
-                    self._live_graph(b, tiled=True)
+                if b < LIVE_TILED_MIN_ROWS:
+                    self._live_graph(b)
+                self._live_graph(b, tiled=True)
                 if b >= rows:
                     break
             self._offline_room(OFFLINE_BUCKETS[-1])
@@ -295,7 +298,7 @@ class Encoder:
 
     def _pass(self, items, conv, done) -> list[tuple[int, int, int, object]]:
         """The rows of the next pass: (item, slot, first position, conv rows [n, E]), ≤ the slot's chunk per
-        slot and ≤ PASS_ROWS in all; short runs first (they share one split-attention launch)."""
+        slot and ≤ PASS_ROWS in all; short runs first."""
         parts, total = [], 0
         for i, (first, z) in enumerate(conv):
             slot = items[i][0]
@@ -314,15 +317,16 @@ class Encoder:
         firsts = np.cumsum([0, *lengths[:-1]])
         spans = [(int(f), len(z), s, p0) for f, (_, s, p0, z) in zip(firsts, parts, strict=True)]
         runs = [(f, f + n, s, p0) for f, n, s, p0 in spans if n >= TILED_MIN_ROWS]
-        split = sum(n for _, n, _, _ in spans if n < TILED_MIN_ROWS)  # short runs come first (_pass)
+        short = [span for span in spans if span[1] < TILED_MIN_ROWS]
         if not runs and len(pos) <= LIVE_BUCKETS[-1]:
             streams_only = all(self.slots[s] <= LIVE_CHUNK_POSITIONS for _, s, _, _ in parts)
             return self._live_pass([z for *_, z in parts], pos, slot, spans, streams_only)
-        if runs and not split and len(pos) <= OFFLINE_BUCKETS[-1]:
+        if runs and not short and len(pos) <= OFFLINE_BUCKETS[-1]:
             return self._offline_pass([z for *_, z in parts], pos, slot, spans)
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
         pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
-        attend = mixed_attention(self.cfg.encoder, pos, slot, self.kv, runs, split)
+        tiles = device_array(ops.tiles_of(short, LIVE_TILE_ROWS)) if short else None
+        attend = mixed_attention(self.cfg.encoder, tiles, self.kv, runs)
         return self._run_layers(h, pos, slot, attend)
 
     def _run_layers(self, h, pos, slot, attend, buf: PassBuffers | None = None):
@@ -346,12 +350,12 @@ class Encoder:
     def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, streams_only: bool):
         """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
         positions and slots go into the bucket's buffers (spare rows serve the scratch slot), the runs
-        (first row, rows, slot, first position) into its tile table if it takes tiles: a pass of live
-        streams alone from LIVE_TILED_MIN_ROWS rows. A pass holding an offline input's short run (its
-        last positions) keeps attention_split, so that an input's numerics never depend on what shares
-        its pass (one-by-one runs and batches give the same tokens)."""
+        (first row, rows, slot, first position) into its tile table if it takes tiles: every pass but
+        one of live streams alone below LIVE_TILED_MIN_ROWS rows (attention_split). A pass holding an
+        offline input's short run (its last positions) takes tiles at any size, so that an input's
+        numerics never depend on what shares its pass (one-by-one runs and batches give the same tokens)."""
         b = next(b for b in LIVE_BUCKETS if b >= len(pos))
-        tiled = streams_only and b >= LIVE_TILED_MIN_ROWS
+        tiled = not streams_only or b >= LIVE_TILED_MIN_ROWS
         buf = self._live_graph(b, tiled)
         t = self._load(buf, rows, pos, slot)
         if tiled:
@@ -366,8 +370,10 @@ class Encoder:
         are reset (every row on the scratch slot, no tile): they may hold the last pass's inputs."""
         enc = self.cfg.encoder
         if b not in self._buffers:
-            self._buffers[b] = PassBuffers(enc, b, self.capacity)
+            self._buffers[b] = PassBuffers(enc, b, self.capacity, split=not tiled)
         buf = self._buffers[b]
+        if not tiled and not hasattr(buf, "workspace"):
+            buf.workspace = ops.attention_workspace(b, enc.n_heads, enc.n_kv_heads, enc.head_dim)
         if (b, tiled) not in self._graphs:
             if tiled:
                 most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
