@@ -129,8 +129,8 @@ def test_encoder_pool_matches_the_offline_encoder(gpu, audio5):
 
 def test_encoder_warm_up_captures_the_live_buckets_first(gpu, audio5):
     """Encoder.warm_up(rows) captures every live bucket up to the one holding `rows` (tiled, and split
-    below LIVE_TILED_MIN_ROWS = 32); live ticks after it give the embeddings of a pool that captured on
-    first use."""
+    below LIVE_TILED_MIN_ROWS = 32), each as a pass of the layers and as a tick (conv stem + layers);
+    live ticks after it give the embeddings of a pool that captured on first use."""
     b, s = gpu.backend, gpu.schedule
     mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
     outs = []
@@ -139,7 +139,7 @@ def test_encoder_warm_up_captures_the_live_buckets_first(gpu, audio5):
         if warm:
             pool.warm_up(20)
             split, tiled = [(n, False) for n in (4, 8, 16)], [(n, True) for n in (4, 8, 16, 32)]
-            assert sorted(pool._graphs) == sorted(split + tiled)
+            assert sorted(pool._graphs) == sorted(pool._ticks) == sorted(split + tiled)
         slots = [pool.join(b.live_chunk) for _ in range(2)]
         out = []
         for start in range(0, mel.shape[1], 8):
@@ -172,12 +172,12 @@ def test_live_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch, tiled):
 
     pool = b.encoder(4)
     graphed = ticks(pool)
-    assert pool._graphs, "the live ticks did not take the graph path"
+    assert pool._ticks, "the live ticks did not take the graph path"
     assert bool(pool._live_tiles) == tiled
     monkeypatch.setattr(gpu_encoder, "LIVE_BUCKETS", (0,))  # no pass fits a bucket: all eager
     pool = b.encoder(4)
     eager = ticks(pool)
-    assert not pool._graphs
+    assert not pool._graphs and not pool._ticks
     tol = 1e-3 if tiled else 1e-2  # split: another kernel's order of summation
     _assert_close(graphed, eager, f"live pass graph (tiled {tiled}) vs eager", tol, min_rows=10)
 
@@ -254,11 +254,11 @@ def test_offline_short_runs_take_tiles_in_any_pass(gpu, audio5):
     pool = b.encoder(4)
     offline, live = pool.join(), [pool.join(b.live_chunk) for _ in range(2)]
     got = pool.encode([(slot, mel[:, 8 * k : 8 * k + 8]) for k, slot in enumerate([offline, *live])])
-    assert list(pool._graphs) == [(16, True)]  # 8 frames → 4 positions a slot: 12 rows, bucket 16
+    assert list(pool._ticks) == [(16, True)]  # 8 frames → 4 positions a slot: 12 rows, bucket 16
     pool.encode([(slot, mel[:, 64 + 8 * k : 72 + 8 * k]) for k, slot in enumerate(live)])
-    assert sorted(pool._graphs) == [(8, False), (16, True)]  # the live streams alone: 8 rows, split
+    assert sorted(pool._ticks) == [(8, False), (16, True)]  # the live streams alone: 8 rows, split
     alone = b.encoder(1)
     ref = alone.encode([(alone.join(), mel[:, :8])])[0]
-    assert list(alone._graphs) == [(4, True)]
+    assert list(alone._ticks) == [(4, True)]
     what = "offline short run in a pass vs alone"
     _assert_close([b.to_numpy(got[0])], [b.to_numpy(ref)], what, 1e-3, min_rows=0)

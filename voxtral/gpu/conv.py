@@ -7,7 +7,8 @@ left padding) and conv1's unconsumed conv0 outputs (1 or 2 rows; one zero row at
 serves every stream that has frames with one launch per stage, whatever their number: the host lays
 out which input rows each output reads (`plan`, NumPy), one gather kernel builds the columns
 (ops.im2col_rows), one GEMM per conv; two gathers keep the carried rows. A live tick of 128 streams is
-~12 launches and one copy of its frames.
+~12 launches and one copy of its frames, or (StemBuffers, `into`) part of the captured graph of its
+encoder pass (voxtral/gpu/encoder.py), its inputs uploaded into fixed buffers.
 Shapes: M mel bins, T frames, E encoder dim, C slots, n conv stem outputs (positions).
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import ops
-from .copy import concat_rows, device_array, upload, zero
+from .copy import concat_rows, copy, device_array, upload, zero
 from .gemm import gemm
 
 KERNEL = 3
@@ -138,7 +139,7 @@ class ConvStem:
             x = concat_rows([self.frames, *new])  # [2C + ΣT, M] f32
             cols = ops.im2col_rows(x, rows[: 3 * n0].reshape(n0, 3))  # [ΣT, M·3] bf16
             carry0 = rows[3 * (n0 + n1) + 2 * cap :].reshape(2 * cap, 1)
-            self.frames = ops.widen_bf16(ops.im2col_rows(x, carry0))  # conv0 reads bf16: nothing lost
+            ops.widen_bf16(ops.im2col_rows(x, carry0), out=self.frames)  # conv0 reads bf16: nothing lost
             y = ops.bias_gelu(gemm(cols, w.conv0_weight), w.conv0_bias)  # [ΣT, E] bf16
             src = concat_rows([self.rows, y])  # [2C + ΣT, E] bf16
         else:
@@ -150,14 +151,84 @@ class ConvStem:
             z = cupy.zeros((0, self.rows.shape[1]), np.float32)
         if n0:  # n0 = 0: nothing carried changed
             carry = rows[3 * (n0 + n1) : 3 * (n0 + n1) + 2 * cap].reshape(2 * cap, 1)
-            self.rows = ops.im2col_rows(src, carry)  # [2C, E]
-        result, start = [], 0
+            ops.im2col_rows(src, carry, out=self.rows)  # [2C, E]; src is a copy
+        return [(first, z[start : start + n]) for first, start, n in self.advance(slots, p)]
+
+    def advance(self, slots: list[int], p: StemPlan) -> list[tuple[int, int, int]]:
+        """The host's side of a call planned as p: each item's (first position, first output row, outputs
+        n); the slots' positions and carried counts move on."""
+        out, start = [], 0
         for s, n, c in zip(slots, p.outputs, p.carried, strict=True):
-            result.append((self.pos[s], z[start : start + n]))
+            out.append((self.pos[s], start, n))
             self.pos[s] += n
             self.carried[s] = c
             start += n
-        return result
+        return out
+
+    def load(self, sb: StemBuffers, items: list, p: StemPlan) -> None:
+        """A call's inputs into the buffers of a captured stem (`into`): the items' new frames after the
+        carried ones, the plan's rows (spare rows read row 0; spare outputs are not used)."""
+        new = [_time_major(m) for _, m in items if m.shape[1]]
+        n0, n1 = len(p.rows0), len(p.rows1)
+        if new:
+            concat_rows(new, out=sb.x[2 * self.capacity : 2 * self.capacity + n0])
+        f, r = len(sb.cols0), len(sb.cols1)
+        idx = np.zeros(3 * (f + r) + 4 * self.capacity, np.int32)
+        idx[: 3 * n0] = p.rows0.ravel()
+        idx[3 * f : 3 * f + 3 * n1] = p.rows1.ravel()
+        idx[3 * (f + r) :] = np.concatenate([p.carry.ravel(), p.carry0.ravel()])
+        upload(sb.idx, idx)
+
+    def into(self, sb: StemBuffers, out) -> None:
+        """The stem over sb's inputs (load) → out [r, E] f32 (a pass's rows), the carried state updated
+        in place: fixed shapes and buffers only, so that a CUDA graph may capture it. With sb.reset() the
+        state stays as it is (every carry row its own)."""
+        w, cap = self.w, self.capacity
+        copy(sb.x[: 2 * cap], self.frames)
+        ops.im2col_rows(sb.x, sb.rows0, out=sb.cols0)
+        ops.widen_bf16(ops.im2col_rows(sb.x, sb.carry0, out=sb.frames_bf16), out=self.frames)
+        gemm(sb.cols0, w.conv0_weight, out=sb.y)
+        copy(sb.src[: 2 * cap], self.rows)
+        ops.bias_gelu(sb.y, w.conv0_bias, out=sb.src[2 * cap :])
+        ops.im2col_rows(sb.src, sb.rows1, out=sb.cols1)
+        gemm(sb.cols1, w.conv1_weight, out=sb.z)
+        ops.widen_bf16(ops.bias_gelu(sb.z, w.conv1_bias, out=sb.z_bf16), out=out)
+        ops.im2col_rows(sb.src, sb.carry, out=self.rows)
+
+
+class StemBuffers:
+    """The fixed inputs and activations of a captured stem call (ConvStem.load / into) of at most f new
+    frames and r outputs, for a pool of `capacity` slots; idx holds rows0 [f, 3] | rows1 [r, 3] | carry
+    [2C, 1] | carry0 [2C, 1] (int32)."""
+
+    def __init__(self, n_mel: int, dim: int, capacity: int, f: int, r: int):
+        import cupy
+
+        c2, bf16 = 2 * capacity, ops.BF16
+        self.x = cupy.zeros((c2 + f, n_mel), np.float32)  # carried frames | new frames
+        self.idx = cupy.zeros(3 * (f + r) + 2 * c2, np.int32)
+        self.rows0 = self.idx[: 3 * f].reshape(f, KERNEL)
+        self.rows1 = self.idx[3 * f : 3 * (f + r)].reshape(r, KERNEL)
+        self.carry = self.idx[3 * (f + r) : 3 * (f + r) + c2].reshape(c2, 1)
+        self.carry0 = self.idx[3 * (f + r) + c2 :].reshape(c2, 1)
+        self.cols0 = cupy.zeros((f, KERNEL * n_mel), bf16)
+        self.frames_bf16 = cupy.zeros((c2, n_mel), bf16)
+        self.y = cupy.zeros((f, dim), np.float32)
+        self.src = cupy.zeros((c2 + f, dim), bf16)  # carried rows | conv0 outputs
+        self.cols1 = cupy.zeros((r, KERNEL * dim), bf16)
+        self.z = cupy.zeros((r, dim), np.float32)
+        self.z_bf16 = cupy.zeros((r, dim), bf16)
+
+    def nbytes(self) -> int:
+        views = (self.rows0, self.rows1, self.carry, self.carry0)  # of idx
+        return sum(a.nbytes for a in vars(self).values() if not any(a is v for v in views))
+
+    def reset(self) -> None:
+        """Inputs that change nothing: every carry row its own, every conv row row 0."""
+        c2 = len(self.carry)
+        idx = np.zeros(len(self.idx), np.int32)
+        idx[-2 * c2 :] = np.tile(np.arange(c2, dtype=np.int32), 2)
+        upload(self.idx, idx)
 
 
 def _time_major(mel):

@@ -14,8 +14,9 @@ rows). Their attention finds each run through a device tile table (first row, ro
 position), so one graph serves any mix of slots. A pass mixing both (a server's live sessions beside an
 upload) runs eagerly: attention_runs over one-warp tiles for the short runs, attention_tiled per long
 run. An offline input's run is attended by a kernel chosen by its length alone (≥ TILED_MIN_ROWS: tiles
-of 128 rows, else one-warp tiles), so its numerics never depend on what shares its pass. Then one
-adapter pass for all.
+of 128 rows, else one-warp tiles), so its numerics never depend on what shares its pass. A call
+that is one pass of short runs (a live tick) replays a graph of its bucket that runs the conv stem
+before the layers (_tick). Then one adapter pass for all.
 Shapes: T mel frames, M mel bins, S positions, E encoder dim, D decoder dim, C slots.
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from . import ops
-from .conv import ConvStem, ranges
+from .conv import ConvStem, StemBuffers, plan, ranges
 from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
 from .graphs import capture
@@ -56,6 +57,11 @@ LIVE_TILE_ROWS = 16
 # launches become one, so the GPU no longer waits for the host between them (nor for reader threads
 # holding the GIL). A pass is padded to its bucket; the buckets share one set of buffers.
 OFFLINE_BUCKETS = (128, 256, 512, *range(1024, PASS_ROWS + 1, 1024))
+# A call whose rows all fit one pass of short runs (every live tick) replays one graph of its bucket that
+# runs the conv stem too (conv.StemBuffers): the ~15 launches of the stem cost the host ~0.5 ms a tick,
+# which the GPU waited for. Its new mel frames are at most TICK_FRAMES per row of the bucket (a slot's n
+# outputs come from ≤ 2n + 1 frames).
+TICK_FRAMES = 3
 
 
 class Groups:
@@ -218,6 +224,8 @@ class Encoder:
         self._live_tiles: dict[int, object] = {}  # live pass bucket → its tile table (the tiled graph)
         self._offline: dict[int, tuple] = {}  # offline pass bucket (rows) → (graph, buffers, tile table)
         self._offline_buffers: PassBuffers | None = None  # of the largest bucket used so far
+        self._ticks: dict[tuple[int, bool], object] = {}  # live bucket, tiled → graph of stem + layers
+        self._stem_buffers: dict[int, StemBuffers] = {}  # live bucket → the stem's fixed buffers
         self._tile_rows = next(iter(ops.TILED_ROWS[enc.head_dim]))  # query rows per attention block
         self._tiles = None  # device tile table of the offline passes, sized with _offline_buffers
         self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
@@ -260,9 +268,9 @@ class Encoder:
         serve the scratch slot), so that no tick waits for a capture."""
         with self.cuda_stream:
             for b in LIVE_BUCKETS:
-                if b < LIVE_TILED_MIN_ROWS:
-                    self._live_graph(b)
-                self._live_graph(b, tiled=True)
+                for tiled in (False, True) if b < LIVE_TILED_MIN_ROWS else (True,):
+                    self._live_graph(b, tiled)
+                    self._tick_graph(b, tiled)
                 if b >= rows:
                     break
             self._offline_room(OFFLINE_BUCKETS[-1])
@@ -274,19 +282,7 @@ class Encoder:
         import cupy
 
         with self.cuda_stream:
-            conv = self.stem.feed(items)  # per item (first position, [n, E] f32)
-            done = [0] * len(items)
-            pieces: list[list] = [[] for _ in items]  # per item: (pass, first row, rows) of its outputs
-            outputs = []  # per pass: encoder outputs [T, E] bf16
-            while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):
-                parts = self._pass(items, conv, done)
-                h = self._layers(parts)  # [T, E] bf16
-                start = 0
-                for i, _, _, z in parts:
-                    pieces[i].append((len(outputs), start, len(z)))
-                    start += len(z)
-                    done[i] += len(z)
-                outputs.append(h)
+            outputs, pieces = self._tick(items) or self._passes(items)
             grouped, counts = (
                 self.groups.regroup(outputs, pieces, [slot for slot, _ in items]) if outputs else (None, [])
             )
@@ -295,6 +291,74 @@ class Encoder:
             embeds = adapter(grouped, self.w, self.cfg)  # [Σk, D] f32, one adapter pass for all
         offsets = np.cumsum([0, *counts])
         return [embeds[offsets[i] : offsets[i + 1]] for i in range(len(items))]
+
+    def _passes(self, items) -> tuple[list, list[list]]:
+        """The conv stem for all items, then passes of the layers over its rows → (per pass: encoder
+        outputs [T, E] bf16; per item: (pass, first row, rows) of its outputs)."""
+        conv = self.stem.feed(items)  # per item (first position, [n, E] f32)
+        done = [0] * len(items)
+        pieces: list[list] = [[] for _ in items]
+        outputs = []
+        while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):
+            parts = self._pass(items, conv, done)
+            h = self._layers(parts)  # [T, E] bf16
+            start = 0
+            for i, _, _, z in parts:
+                pieces[i].append((len(outputs), start, len(z)))
+                start += len(z)
+                done[i] += len(z)
+            outputs.append(h)
+        return outputs, pieces
+
+    def _tick(self, items) -> tuple[list, list[list]] | None:
+        """A call whose rows fit one pass of short runs (a live tick) as one replay of its bucket's graph
+        of the conv stem and the layers → as _passes; None when it does not fit one (an offline input's
+        long piece, more rows than the largest bucket): then the stem and the passes run on their own.
+        The pass attends as _live_pass's does."""
+        slots = [s for s, _ in items]
+        p = plan(slots, [self.stem.carried[s] for s in slots], [m.shape[1] for _, m in items], self.capacity)
+        n, total = p.outputs, sum(p.outputs)
+        fits = 0 < total <= LIVE_BUCKETS[-1] and max(n) < TILED_MIN_ROWS
+        if not fits or any(k > self.slots[s] for s, k in zip(slots, n, strict=True)):
+            return None
+        b = next(b for b in LIVE_BUCKETS if b >= total)
+        if len(p.rows0) > TICK_FRAMES * b:
+            return None
+        streams_only = all(self.slots[s] <= LIVE_CHUNK_POSITIONS for s, k in zip(slots, n, strict=True) if k)
+        tiled = not streams_only or b >= LIVE_TILED_MIN_ROWS
+        graph, buf, sb = self._tick_graph(b, tiled)
+        self.stem.load(sb, items, p)
+        placed = self.stem.advance(slots, p)  # per item (first position, first row, rows)
+        spans = [(row, k, s, first) for s, (first, row, k) in zip(slots, placed, strict=True) if k]
+        lengths = np.array([k for _, k, _, _ in spans], np.int64)
+        pos = ranges(np.array([first for *_, first in spans], np.int64), lengths)
+        self._positions(buf, pos, np.repeat(np.array([s for _, _, s, _ in spans], np.int64), lengths))
+        if tiled:
+            tiles = self._live_tiles[b]
+            upload(tiles, ops.tiles_of(spans, LIVE_TILE_ROWS, len(tiles)))
+        launch_graph(graph, self.cuda_stream)
+        return [clone(buf.out[:total])], [[(0, row, k)] if k else [] for _, row, k in placed]
+
+    def _tick_graph(self, b: int, tiled: bool) -> tuple:
+        """(graph, pass buffers, stem buffers) of live bucket b's graph of the conv stem and the layers
+        (tiled: attention_runs over the bucket's tile table; else attention_split), captured on first
+        use; the buffers are the bucket's (_live_graph's)."""
+        buf = self._live_buffers(b, tiled)
+        if b not in self._stem_buffers:
+            c = self.cfg
+            args = (c.audio.num_mel_bins, c.encoder.dim, self.capacity, TICK_FRAMES * b, b)
+            self._stem_buffers[b] = StemBuffers(*args)
+        sb = self._stem_buffers[b]
+        if (b, tiled) not in self._ticks:
+            attend, tiles = self._live_attention(b, tiled, buf)
+            sb.reset()  # the capture's eager run leaves every slot's carried rows as they are
+
+            def run():
+                self.stem.into(sb, buf.h)
+                self._run_layers(buf.h, buf.pos, buf.slot, attend, buf)
+
+            self._ticks[b, tiled] = self._capture(buf, attend, tiles, run)
+        return self._ticks[b, tiled], buf, sb
 
     def _pass(self, items, conv, done) -> list[tuple[int, int, int, object]]:
         """The rows of the next pass: (item, slot, first position, conv rows [n, E]), ≤ the slot's chunk per
@@ -339,13 +403,19 @@ class Encoder:
     def _load(self, buf: PassBuffers, rows: list, pos: np.ndarray, slot: np.ndarray) -> int:
         """A captured pass's inputs into its buffers: rows and their positions and slots, then spare rows
         (zero, position 0 of the scratch slot). Returns the real rows T."""
-        t, b = len(pos), len(buf.pos)
+        t = len(pos)
         if rows:
             concat_rows(rows, out=buf.h[:t])
         zero(buf.h[t:])
+        self._positions(buf, pos, slot)
+        return t
+
+    def _positions(self, buf: PassBuffers, pos: np.ndarray, slot: np.ndarray) -> None:
+        """The rows' positions and slots into a captured pass's buffers, spare rows at position 0 of the
+        scratch slot."""
+        t, b = len(pos), len(buf.pos)
         upload(buf.pos, np.concatenate([pos, np.zeros(b - t, np.int64)]).astype(np.int32))
         upload(buf.slot, np.concatenate([slot, np.full(b - t, self.capacity, np.int64)]).astype(np.int32))
-        return t
 
     def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, streams_only: bool):
         """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
@@ -368,30 +438,44 @@ class Encoder:
         """The buffers of bucket b, its graph of either attention (tiled: attention_runs over the
         bucket's tile table; else attention_split) captured on first use. Before a capture the buffers
         are reset (every row on the scratch slot, no tile): they may hold the last pass's inputs."""
+        buf = self._live_buffers(b, tiled)
+        if (b, tiled) not in self._graphs:
+            attend, tiles = self._live_attention(b, tiled, buf)
+            self._graphs[b, tiled] = self._capture(buf, attend, tiles)
+        return buf
+
+    def _live_buffers(self, b: int, tiled: bool) -> PassBuffers:
+        """Live bucket b's pass buffers (with the split-attention workspace unless tiled, added when a
+        split graph first needs it)."""
         enc = self.cfg.encoder
         if b not in self._buffers:
             self._buffers[b] = PassBuffers(enc, b, self.capacity, split=not tiled)
         buf = self._buffers[b]
         if not tiled and not hasattr(buf, "workspace"):
             buf.workspace = ops.attention_workspace(b, enc.n_heads, enc.n_kv_heads, enc.head_dim)
-        if (b, tiled) not in self._graphs:
-            if tiled:
-                most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
-                tiles = self._live_tiles[b] = device_array(np.zeros((most, 4), np.int32))
-                attend = tiled_attention(enc, tiles, LIVE_TILE_ROWS)
-            else:
-                tiles, attend = None, split_attention(enc, buf.pos, buf.slot, buf.workspace)
-            self._graphs[b, tiled] = self._capture(buf, attend, tiles)
         return buf
 
-    def _capture(self, buf: PassBuffers, attend, tiles=None):
-        """The CUDA graph of a pass over buf with this attention. Its inputs are reset first (every row on
-        the scratch slot, no tile): buf may hold the last pass's, and the capture's eager run must write
-        no open slot's ring."""
+    def _live_attention(self, b: int, tiled: bool, buf: PassBuffers) -> tuple:
+        """(attention, tile table or None) of a live pass of bucket b: attention_runs over the bucket's
+        one-warp tile table (made on first use), or attention_split over buf's rows."""
+        enc = self.cfg.encoder
+        if not tiled:
+            return split_attention(enc, buf.pos, buf.slot, buf.workspace), None
+        if b not in self._live_tiles:
+            most = ops.tiles_needed(b, min(self.capacity, b), LIVE_TILE_ROWS)
+            self._live_tiles[b] = device_array(np.zeros((most, 4), np.int32))
+        tiles = self._live_tiles[b]
+        return tiled_attention(enc, tiles, LIVE_TILE_ROWS), tiles
+
+    def _capture(self, buf: PassBuffers, attend, tiles=None, run=None):
+        """The CUDA graph of a pass over buf with this attention (run: what to capture, by default the
+        layers over buf.h). Its inputs are reset first (every row on the scratch slot, no tile): buf may
+        hold the last pass's, and the capture's eager run must write no open slot's ring."""
         self._load(buf, [], np.zeros(0, np.int64), np.zeros(0, np.int64))
         if tiles is not None:
             zero(tiles)
-        run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
+        if run is None:
+            run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
         return capture(self.cuda_stream, run, (buf.h,))
 
     def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list) -> object:
@@ -437,4 +521,5 @@ class Encoder:
             self.kv.nbytes()
             + sum(a.nbytes for a in held)
             + (self._tiles.nbytes if self._tiles is not None else 0)
+            + sum(sb.nbytes() for sb in self._stem_buffers.values())
         )
