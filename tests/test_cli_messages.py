@@ -292,3 +292,102 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(monkeypatch, caps
     assert e.value.exit_code == 130
     tail = interrupted or "nothing was written"
     assert capsys.readouterr().err == f"voxtral: interrupted (Ctrl-C) while loading the model; {tail}\n"
+
+
+@pytest.mark.parametrize("interrupted", [None, "the server did not start"])
+def test_sigterm_while_the_model_loads_is_one_line_and_exit_143(monkeypatch, capsys, interrupted):
+    """SIGTERM during load (its default action ended the process without a word): one line saying what
+    did not happen, exit 143, no traceback; the handler is the old one again afterwards."""
+    import signal
+
+    import typer
+
+    import voxtral
+    from voxtral import cli
+
+    def load(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises first
+        raise AssertionError("SIGTERM did not stop the load")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(voxtral, "load", load)
+    monkeypatch.setattr(cli, "_STOP_SAID", [])
+    extra = {} if interrupted is None else {"interrupted": interrupted}
+    with pytest.raises(typer.Exit) as e:
+        cli._load("some/model", "cpu", None, False, False, **extra)
+    assert e.value.exit_code == 143
+    tail = interrupted or "nothing was written"
+    assert capsys.readouterr().err == f"voxtral: terminated (SIGTERM) while loading the model; {tail}\n"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize(
+    "sig,code,line",
+    [
+        ("SIGINT", 130, "voxtral: interrupted"),
+        ("SIGTERM", 143, "voxtral: terminated (SIGTERM)"),
+        ("SIGTERM", None, None),
+    ],
+)
+def test_a_stop_signal_while_importing_is_one_line_after_the_imports(monkeypatch, capsys, sig, code, line):
+    """Ctrl-C or SIGTERM while the command line is imported (seconds on a cold disk) is noted and acted
+    on once the imports are done: one line, exit 130 or 143, the command not run. A SIGTERM inherited as
+    ignored (code None here) stays ignored: the command runs."""
+    import signal
+
+    import typer.main
+
+    from voxtral import cli, entry
+
+    signum = getattr(signal, sig)
+    real = typer.main.get_command
+
+    def get_command(app):  # inside the imports' protected stretch
+        os.kill(os.getpid(), signum)
+        return real(app)
+
+    ran = []
+    monkeypatch.setattr(typer.main, "get_command", get_command)
+    monkeypatch.setattr(cli, "main", lambda command: ran.append(command))
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if code is None:
+        signal.signal(signum, signal.SIG_IGN)
+    try:
+        if code is None:
+            entry.main()
+            assert len(ran) == 1 and capsys.readouterr().err == ""
+        else:
+            with pytest.raises(SystemExit) as e:
+                entry.main()
+            assert e.value.code == code and not ran
+            assert capsys.readouterr().err == line + "\n"
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def test_sigterm_between_a_commands_steps_is_one_line_and_exit_143(monkeypatch, capsys, tmp_path):
+    """SIGTERM after the imports and before a run has begun (here while the inputs are listed): one line,
+    exit 143, nothing written (its default action ended the process without a word)."""
+    import signal
+
+    from voxtral import cli
+
+    real = cli.expand_inputs
+
+    def expand_inputs(inputs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(inputs)
+
+    monkeypatch.setattr(cli, "expand_inputs", expand_inputs)
+    monkeypatch.setattr(cli, "_STOP_SAID", [])
+    out = tmp_path / "out"
+    clip = os.path.join(os.path.dirname(__file__), "..", "audio", "night1968", "5s_dont_worry_about_him.wav")
+    monkeypatch.setattr(sys, "argv", ["voxtral", "transcribe", clip, "-o", str(out), "-d", "cpu"])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 143
+    assert capsys.readouterr().err == "voxtral: terminated (SIGTERM)\n"
+    assert not out.exists() and signal.getsignal(signal.SIGTERM) == before

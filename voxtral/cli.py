@@ -36,6 +36,7 @@ from .outputs import (
     Terminated,
     silence_stdout,
     stop_signals,
+    terminated_as,
 )
 from .progress import Progress, say
 
@@ -210,18 +211,23 @@ def _load(
     model: str, device: str, delay_ms: int | None, quiet: bool, verbose: bool, batch_size: int = 1,
     interrupted: str = "nothing was written",
 ):  # fmt: skip
-    """Load the model once; a VoxtralError exits with its one line, Ctrl-C with one line ending in
-    `interrupted` (what did not happen) and exit 130."""
+    """Load the model once; a VoxtralError exits with its one line, Ctrl-C or SIGTERM with one line
+    ending in `interrupted` (what did not happen) and exit 130 or 143."""
     import voxtral
     from voxtral.api import DEFAULT_CAPACITY
 
     try:
-        m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max(batch_size, DEFAULT_CAPACITY))
+        with terminated_as(Terminated):
+            capacity = max(batch_size, DEFAULT_CAPACITY)
+            m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=capacity)
     except VoxtralError as e:
         raise _exit_on(e) from None
     except KeyboardInterrupt:
         _stop_said(f"interrupted (Ctrl-C) while loading the model; {interrupted}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Terminated:
+        _stop_said(f"terminated (SIGTERM) while loading the model; {interrupted}")
+        raise typer.Exit(EXIT_TERMINATED) from None
     gc.collect()  # what loading left behind, then everything loaded leaves the collector's full passes
     gc.freeze()  # (~20–40 ms each, every few seconds of a run: they stop the engine thread)
     if not quiet:
@@ -587,10 +593,16 @@ def info(model: ModelOpt = DEFAULT_MODEL) -> None:
 
 def main(command=None) -> None:
     """Run the app (`command`: typer.main.get_command(app), made here if not given); usage errors
-    (unknown option, bad value, missing argument) become one line, exit 2."""
+    (unknown option, bad value, missing argument) become one line, exit 2; Ctrl-C or SIGTERM between a
+    command's steps (its runs say more themselves) one line, exit 130 or 143."""
     command = typer.main.get_command(app) if command is None else command
     try:
-        code = command.main(args=sys.argv[1:], prog_name="voxtral", standalone_mode=False)
+        with terminated_as(Terminated):  # SIGTERM's default action would end the process without a word
+            code = command.main(args=sys.argv[1:], prog_name="voxtral", standalone_mode=False)
+    except Terminated:  # between a command's steps (a run, a live stream or the server say their own)
+        code = EXIT_TERMINATED
+        if not _STOP_SAID:
+            _stop_said("terminated (SIGTERM)")
     except USAGE_ERROR as e:
         if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `voxtral`, `voxtral dev`: help
             Stdout().write(e.ctx.get_help() + "\n")

@@ -31,6 +31,7 @@ from .cli import (
     app,
 )
 from .errors import OptionError, ServeError, VoxtralError
+from .outputs import EXIT_TERMINATED, Terminated
 from .progress import say
 from .serve.options import IDLE_TIMEOUT_S, MAX_AUDIO_S, MAX_QUEUE, MAX_SESSIONS, MAX_UPLOAD_MB, ServeOptions
 
@@ -105,6 +106,9 @@ def _prepare(m) -> None:
     except KeyboardInterrupt:
         _stop_said("interrupted (Ctrl-C) before the server started")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Terminated:
+        _stop_said("terminated (SIGTERM) before the server started")
+        raise typer.Exit(EXIT_TERMINATED) from None
 
 
 def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout):

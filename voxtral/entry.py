@@ -1,10 +1,13 @@
-"""The `voxtral` command's entry point: Ctrl-C while the program is still loading exits 130 quietly.
+"""The `voxtral` command's entry point: Ctrl-C or SIGTERM while the program is still loading exits 130
+or 143 with one line.
 
 Importing the command line pulls in NumPy, SciPy, PyAV and the model code (a fraction of a second warm,
 seconds on a cold disk). A KeyboardInterrupt raised inside an import can surface as a traceback, as an
-ImportError from a half-initialised module, or be swallowed by the import machinery; so SIGINT is only
-noted while importing, and acted on once the imports are done; and ignored once the command has
-returned (its outputs written), so that it cannot turn a finished run into an interrupted one.
+ImportError from a half-initialised module, or be swallowed by the import machinery, and SIGTERM's
+default action ends the process without a word; so both are only noted while importing, and acted on
+once the imports are done (a signal this process inherited as ignored stays ignored). SIGINT is ignored
+once the command has returned (its outputs written), so that it cannot turn a finished run into an
+interrupted one.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import os
 import sys
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (= outputs.EXIT_INTERRUPTED, not imported: this module loads first)
-STOPPED = (EXIT_INTERRUPTED, 143)  # the exit codes of a run stopped by Ctrl-C or SIGTERM
+EXIT_TERMINATED = 143  # 128 + SIGTERM (= outputs.EXIT_TERMINATED)
+STOPPED = (EXIT_INTERRUPTED, EXIT_TERMINATED)  # the exit codes of a run stopped by Ctrl-C or SIGTERM
 
 
 def main() -> None:
-    interrupted: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    noted: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: noted.append(signum)) for s in stops}
     try:
         import typer.main
 
@@ -28,10 +33,15 @@ def main() -> None:
 
         command = typer.main.get_command(app)  # builds every command's options: also worth protecting
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if interrupted:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    noted = [s for s in noted if previous[s] != signal.SIG_IGN]  # an inherited ignore stays one
+    if signal.SIGINT in noted:
         sys.stderr.write("voxtral: interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    if signal.SIGTERM in noted:
+        sys.stderr.write("voxtral: terminated (SIGTERM)\n")
+        sys.exit(EXIT_TERMINATED)
     try:
         run(command)
     except SystemExit as e:

@@ -144,14 +144,18 @@ def stop_signals(signals=(signal.SIGINT, signal.SIGTERM)):
 @contextmanager
 def terminated_as(exc: type[BaseException] = Terminated):
     """SIGTERM raises exc in the main thread for the duration of the block (then the old handler): for
-    loops that block on input (a live stream), where a noted signal would wait for the next input."""
+    loops that block on input (a live stream), where a noted signal would wait for the next input, and
+    for loading the model. A SIGTERM this process inherited as ignored stays ignored."""
 
     def handler(signum, frame):
         raise exc()
 
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield
+        return
     try:
         old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:
+    except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
