@@ -315,8 +315,10 @@ class Encoder:
         of the conv stem and the layers → as _passes; None when it does not fit one (an offline input's
         long piece, more rows than the largest bucket): then the stem and the passes run on their own.
         The pass attends as _live_pass's does."""
-        slots = [s for s, _ in items]
-        p = plan(slots, [self.stem.carried[s] for s in slots], [m.shape[1] for _, m in items], self.capacity)
+        slots, lengths = [s for s, _ in items], [m.shape[1] for _, m in items]
+        if max(lengths, default=0) >= 2 * TILED_MIN_ROWS or sum(lengths) > TICK_FRAMES * LIVE_BUCKETS[-1]:
+            return None  # a run of ≥ T // 2 positions, or too many frames: no need to plan (64 files: ~25 ms)
+        p = plan(slots, [self.stem.carried[s] for s in slots], lengths, self.capacity)
         n, total = p.outputs, sum(p.outputs)
         fits = 0 < total <= LIVE_BUCKETS[-1] and max(n) < TILED_MIN_ROWS
         if not fits or any(k > self.slots[s] for s, k in zip(slots, n, strict=True)):
