@@ -273,52 +273,37 @@ def test_bench_audio_that_does_not_exist_is_bad_audio(tmp_path):
 
 
 @pytest.mark.parametrize("interrupted", [None, "the server did not start"])
-def test_ctrl_c_while_the_model_loads_is_one_line_and_exit_130(monkeypatch, capsys, interrupted):
-    """Ctrl-C during load: one line saying what did not happen (transcribe/stream: nothing was written;
-    serve: the server did not start), exit 130, no traceback."""
-    import typer
-
-    import voxtral
-    from voxtral import cli
-
-    def load(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(voxtral, "load", load)
-    monkeypatch.setattr(cli, "_STOP_SAID", [])  # the process-wide record of stop lines, for this test only
-    extra = {} if interrupted is None else {"interrupted": interrupted}
-    with pytest.raises(typer.Exit) as e:
-        cli._load("some/model", "cpu", None, False, False, **extra)
-    assert e.value.exit_code == 130
-    tail = interrupted or "nothing was written"
-    assert capsys.readouterr().err == f"voxtral: interrupted (Ctrl-C) while loading the model; {tail}\n"
-
-
-@pytest.mark.parametrize("interrupted", [None, "the server did not start"])
-def test_sigterm_while_the_model_loads_is_one_line_and_exit_143(monkeypatch, capsys, interrupted):
-    """SIGTERM during load (its default action ended the process without a word): one line saying what
-    did not happen, exit 143, no traceback; the handler is the old one again afterwards."""
+@pytest.mark.parametrize("stop", ["Ctrl-C", "SIGTERM"])
+def test_a_stop_while_the_model_loads_is_one_line_and_exit_130_or_143(monkeypatch, capsys, interrupted, stop):
+    """Ctrl-C or SIGTERM during load (SIGTERM raised as Terminated, as main() has every command take it;
+    its default action ended the process without a word): one line saying what did not happen
+    (transcribe/stream: nothing was written; serve: the server did not start), exit 130 or 143, no
+    traceback; SIGTERM's old handler is back afterwards."""
     import signal
 
     import typer
 
     import voxtral
     from voxtral import cli
+    from voxtral.outputs import Terminated, terminated_as
 
     def load(*args, **kwargs):
+        if stop == "Ctrl-C":
+            raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler raises first
         raise AssertionError("SIGTERM did not stop the load")
 
     before = signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(voxtral, "load", load)
-    monkeypatch.setattr(cli, "_STOP_SAID", [])
+    monkeypatch.setattr(cli, "_STOP_SAID", [])  # the process-wide record of stop lines, for this test only
     extra = {} if interrupted is None else {"interrupted": interrupted}
-    with pytest.raises(typer.Exit) as e:
+    with pytest.raises(typer.Exit) as e, terminated_as(Terminated):
         cli._load("some/model", "cpu", None, False, False, **extra)
-    assert e.value.exit_code == 143
+    code, said = (130, "interrupted (Ctrl-C)") if stop == "Ctrl-C" else (143, "terminated (SIGTERM)")
+    assert e.value.exit_code == code
     tail = interrupted or "nothing was written"
-    assert capsys.readouterr().err == f"voxtral: terminated (SIGTERM) while loading the model; {tail}\n"
+    assert capsys.readouterr().err == f"voxtral: {said} while loading the model; {tail}\n"
     assert signal.getsignal(signal.SIGTERM) == before
 
 

@@ -211,15 +211,14 @@ def _load(
     model: str, device: str, delay_ms: int | None, quiet: bool, verbose: bool, batch_size: int = 1,
     interrupted: str = "nothing was written",
 ):  # fmt: skip
-    """Load the model once; a VoxtralError exits with its one line, Ctrl-C or SIGTERM with one line
-    ending in `interrupted` (what did not happen) and exit 130 or 143."""
+    """Load the model once; a VoxtralError exits with its one line, Ctrl-C or SIGTERM (raised as
+    Terminated under main()) with one line ending in `interrupted` (what did not happen) and exit 130
+    or 143."""
     import voxtral
     from voxtral.api import DEFAULT_CAPACITY
 
     try:
-        with terminated_as(Terminated):
-            capacity = max(batch_size, DEFAULT_CAPACITY)
-            m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=capacity)
+        m = voxtral.load(model, device=device, delay_ms=delay_ms, capacity=max(batch_size, DEFAULT_CAPACITY))
     except VoxtralError as e:
         raise _exit_on(e) from None
     except KeyboardInterrupt:
