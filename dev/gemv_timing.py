@@ -36,7 +36,17 @@ from dev.kernel_timing import COPY_BYTES, copy_bandwidth_gbps, time_graph_us  # 
 from voxtral.config import ModelConfig  # noqa: E402
 from voxtral.gpu import decoder, ops  # noqa: E402
 from voxtral.gpu.gemm import gemm  # noqa: E402
-from voxtral.gpu.gemv import BULK_ONE_ROW, DEFAULT, ONE_ROW, Bulk, Config, gemv, shared_bytes, step_configs  # noqa: E402
+from voxtral.gpu.gemv import (  # noqa: E402
+    BULK_ONE_ROW,
+    DEFAULT,
+    ONE_ROW,
+    WO,
+    Bulk,
+    Config,
+    gemv,
+    shared_bytes,
+    step_configs,
+)
 from voxtral.gpu.graphs import capture  # noqa: E402
 from voxtral.gpu.kv import KVCaches  # noqa: E402
 from voxtral.gpu.weights import GpuLayer, GpuWeights  # noqa: E402
@@ -79,6 +89,21 @@ OTHERS = [
     Config(16, 6, 0, 1),
 ]
 SWEEP = VARIANTS + [(c, False, False) for c in OTHERS]
+ENC = ModelConfig.from_dict(params("full")).encoder  # the official encoder: a live tick's 4–8 rows
+# the encoder layer's projections: x is the bf16 rms_norm output (its pending bias rules out the prologue)
+ENCODER_SHAPES = [
+    ("enc qkv", ENC.q_dim + 2 * ENC.kv_dim, ENC.dim, True, False, "store"),
+    ("enc wo +=", ENC.dim, ENC.q_dim, True, False, "add"),
+    ("enc w13 swiglu", 2 * ENC.hidden_dim, ENC.dim, True, False, "swiglu"),
+    ("enc w2 +=", ENC.dim, ENC.hidden_dim, True, False, "add"),
+]
+ENCODER_BATCHES = (1, 4, 8)
+ENCODER_CONFIGS = (DEFAULT, WO, ONE_ROW, Config(8, 4, 256, 1), Config(8, 3, 256, 1), Config(4, 6, 256, 1),
+                   Config(16, 3, 256, 1))  # fmt: skip
+ENCODER_BULK = (BULK_ONE_ROW, Bulk(8, 4, 24), Bulk(16, 4, 32), Bulk(16, 3, 48, 2), Bulk(8, 3, 20, 2))
+ENCODER_VARIANTS = [(c, False, True) for c in ENCODER_CONFIGS[:3]] + [
+    (c, dyn, True) for c in ENCODER_BULK for dyn in (False, True)
+]
 
 
 def label(variant) -> str:
@@ -212,6 +237,20 @@ def sweep_table(bw: float, variants) -> list[str]:
                 flag = "" if diff < 1e-2 else "!"
                 cells.append(f"{us:8.2f} {100 * case.nbytes / us / 1e3 / bw:5.1f}%{flag}")
             lines.append(f"{name:<18} {b:>2} " + " ".join(f"{c:>17}" for c in cells))
+            del case
+    return lines
+
+
+def encoder_table(bw: float, variants) -> list[str]:
+    """µs per call (% of copy bandwidth) of the encoder's projections at a live tick's row counts, each
+    variant (+PDL) against cuBLAS in the same run (cuBLAS: the GEMM alone; w13's silu_mul comes on top)."""
+    lines = [f"{'shape':<16} {'B':>2} {'cuBLAS':>14} " + " ".join(f"{label(v):>17}" for v in variants)]
+    for name, n, k, x_bf16, norm, epi in ENCODER_SHAPES:
+        for b in ENCODER_BATCHES:
+            case = Case(n, k, x_bf16, norm, epi, b)
+            times = [case.time(case.cublas())] + [case.time(case.ours(v)) for v in variants]
+            cells = [f"{us:7.2f} {100 * case.nbytes / us / 1e3 / bw:5.1f}%" for us in times]
+            lines.append(f"{name:<16} {b:>2} {cells[0]:>14} " + " ".join(f"{c:>17}" for c in cells[1:]))
             del case
     return lines
 
@@ -441,11 +480,15 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", action="store_true", help="also time other kernel shapes")
+    ap.add_argument("--encoder", action="store_true", help="only the encoder's projections at 1–8 rows")
     args = ap.parse_args(argv)
     variants = SWEEP if args.sweep else VARIANTS
     bw = copy_bandwidth_gbps()
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     print(f"{props['name'].decode()}: copy bandwidth {bw:.0f} GB/s (read + write, {COPY_BYTES >> 20} MiB)")
+    if args.encoder:
+        print("\n".join(encoder_table(bw, ENCODER_VARIANTS)))
+        return
     for cfg in sorted({v[0] for v in variants}, key=str):
         print(kernel_resources(cfg))
     print(shared_memory())

@@ -57,3 +57,14 @@ def test_plan_gives_each_stream_its_one_shot_convs(seed):
 def test_a_slot_twice_in_one_call_is_refused():
     with pytest.raises(AssertionError):
         plan([1, 1], [1, 1], [2, 2], 4)
+
+
+def test_a_repeated_call_gets_the_same_read_only_plan():
+    """A live tick repeats its last call (slots, carried rows, frames): plan gives that call's plan again,
+    its tables read-only (shared by both calls); another call gets its own."""
+    p = plan([3, 0], [1, 2], [8, 8], 4)
+    assert plan([3, 0], [1, 2], [8, 8], 4) is p
+    assert plan([3, 0], [2, 2], [8, 8], 4) is not p
+    for table in (p.rows0, p.rows1, p.carry0, p.carry):
+        with pytest.raises(ValueError):
+            table[0] = 0

@@ -14,7 +14,8 @@ Shapes: M mel bins, T frames, E encoder dim, C slots, n conv stem outputs (posit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,9 +26,10 @@ from .gemm import gemm
 KERNEL = 3
 CONV0_KEEP = KERNEL - 1  # conv0 input frames carried to the next piece
 CONV_ROWS = 16384  # mel frames per launch group: bounds a call's activations (~0.1 GB at full size)
+PLANS_KEPT = 32  # recent calls' plans kept (plan): a live tick repeats its last one; ≤ ~0.5 MB each
 
 
-@dataclass
+@dataclass(eq=False)
 class StemPlan:
     """Row indices of one batched call (all int32). conv0's input rows number [carried frames of all
     slots (2 per slot) | the items' new frames, item after item]; conv1's [carried rows of all slots (2
@@ -37,8 +39,9 @@ class StemPlan:
     rows1: np.ndarray  # [Σn, 3] conv1 input rows of each conv1 output
     carry0: np.ndarray  # [2C, 1] each slot's carried conv0 input rows (frames) after the call
     carry: np.ndarray  # [2C, 1] each slot's carried conv1 rows after the call (unused rows: any)
-    carried: list[int]  # carried conv1 rows per item after the call (1 or 2)
-    outputs: list[int]  # conv1 outputs per item
+    carried: tuple[int, ...]  # carried conv1 rows per item after the call (1 or 2)
+    outputs: tuple[int, ...]  # conv1 outputs per item
+    tables: dict = field(default_factory=dict)  # (frames, rows) of a StemBuffers → its index table (load)
 
 
 def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int) -> StemPlan:
@@ -47,7 +50,13 @@ def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int
     A stream's conv0 input is x = its 2 carried frames then its T new ones; output t reads x[t … t+2],
     and x[-2:] is carried on. Its conv1 input is y = its carried rows then its T conv0 outputs; output j
     reads y[2j … 2j+2], so n = (len(y) − 1) // 2 outputs and y[2n:] (1 or 2 rows) is carried on. Slots
-    not in the call keep their rows."""
+    not in the call keep their rows. A call like a recent one (every live tick: the same slots, carried
+    rows and frames) gets that call's plan again, read-only, without the ~30 NumPy calls."""
+    return _plan(tuple(slots), tuple(carried), tuple(lengths), capacity)
+
+
+@functools.lru_cache(maxsize=PLANS_KEPT)
+def _plan(slots: tuple, carried: tuple, lengths: tuple, capacity: int) -> StemPlan:
     assert len(set(slots)) == len(slots), "a slot appears twice in one call"
     s, c, t = (np.asarray(v, np.int64).reshape(-1) for v in (slots, carried, lengths))
     assert ((c == 1) | (c == 2)).all() and (t >= 0).all(), (carried, lengths)  # np.isin: 70 µs
@@ -66,9 +75,11 @@ def plan(slots: list[int], carried: list[int], lengths: list[int], capacity: int
     carry[2 * s] = y[first]
     two = rest == 2
     carry[2 * s[two] + 1] = y[first[two] + 1]
-    return StemPlan(rows0.astype(np.int32).reshape(-1, KERNEL), rows1.astype(np.int32).reshape(-1, KERNEL),
-                    carry0.astype(np.int32)[:, None], carry.astype(np.int32)[:, None], rest.tolist(),
-                    n.tolist())  # fmt: skip
+    tables = (rows0.astype(np.int32).reshape(-1, KERNEL), rows1.astype(np.int32).reshape(-1, KERNEL),
+              carry0.astype(np.int32)[:, None], carry.astype(np.int32)[:, None])  # fmt: skip
+    for a in tables:
+        a.flags.writeable = False  # shared by every call that gets this plan
+    return StemPlan(*tables, tuple(rest.tolist()), tuple(n.tolist()))
 
 
 def _sequences(s: np.ndarray, c: np.ndarray, t: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,10 +184,13 @@ class ConvStem:
         if new:
             concat_rows(new, out=sb.x[2 * self.capacity : 2 * self.capacity + n0])
         f, r = len(sb.cols0), len(sb.cols1)
-        idx = np.zeros(3 * (f + r) + 4 * self.capacity, np.int32)
-        idx[: 3 * n0] = p.rows0.ravel()
-        idx[3 * f : 3 * f + 3 * n1] = p.rows1.ravel()
-        idx[3 * (f + r) :] = np.concatenate([p.carry.ravel(), p.carry0.ravel()])
+        idx = p.tables.get((f, r))
+        if idx is None:
+            idx = np.zeros(3 * (f + r) + 4 * self.capacity, np.int32)
+            idx[: 3 * n0] = p.rows0.ravel()
+            idx[3 * f : 3 * f + 3 * n1] = p.rows1.ravel()
+            idx[3 * (f + r) :] = np.concatenate([p.carry.ravel(), p.carry0.ravel()])
+            p.tables[f, r] = idx
         upload(sb.idx, idx)
 
     def into(self, sb: StemBuffers, out) -> None:
