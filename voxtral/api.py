@@ -198,6 +198,7 @@ class Model:
                 f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
                 f"{delay_ms} ms load it with voxtral.load(..., delay_ms={delay_ms})"
             )
+        self.engine.warm_up(streams=1)  # the graphs of a stream's ticks: captured once per model
         return Session(
             self.engine, self.tokenizer, self.config.audio, on_tokens, idle_timeout,
             confidence=confidence, alternatives=alternatives,

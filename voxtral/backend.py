@@ -29,9 +29,10 @@ class Encoder(Protocol):
     def leave(self, slot: int) -> None:
         """Free the slot and its memory."""
 
-    def warm_up(self, rows: int) -> None:
+    def warm_up(self, rows: int, streams_only: bool = False) -> None:
         """Do now what the first live passes of up to `rows` rows would do on first use (on the GPU:
-        capture their CUDA graphs), so that no request waits for it; nothing on the CPU."""
+        capture their CUDA graphs; streams_only: only those of live streams alone), and the offline
+        passes, so that no request waits for it; nothing on the CPU."""
 
     def encode(self, items: list[tuple[int, Any]]) -> list[Any]:
         """(slot, its next mel frames [M, T], any T ≥ 0: host, or the backend's log_mel) per slot → its
@@ -60,9 +61,10 @@ class Decoder(Protocol):
     def leave(self, slot: int) -> None:
         """Free the slot and its KV cache."""
 
-    def warm_up(self) -> None:
-        """Do now what the first step of each batch size would do on first use (on the GPU: capture and
-        time each bucket's CUDA graph), so that no request waits for it; nothing on the CPU."""
+    def warm_up(self, rows: int | None = None) -> None:
+        """Do now what the first step of each batch size (up to the one of `rows` rows; None: every one)
+        would do on first use (on the GPU: capture and time each bucket's CUDA graph), so that no
+        request waits for it; nothing on the CPU."""
 
     def append_audio(self, slot: int, embeds: Any) -> None:
         """Audio embeddings [k, D] (from Encoder.encode) for the slot's next positions."""

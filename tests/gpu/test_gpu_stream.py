@@ -51,6 +51,49 @@ def test_live_encoder_slot_matches_an_offline_one(gpu, audio5):
     assert err < 1e-2
 
 
+def test_a_stream_captures_its_graphs_when_it_opens(tiny_dir, audio5):
+    """model.stream() captures what a live stream's feeds replay (the encoder's tick and pass graphs of
+    4 and 8 rows with split attention, the offline bucket of its left padding, the decoder's bucket of
+    one row): its 80 ms feeds capture nothing (a first session's feeds stalled 40–360 ms)."""
+    model = voxtral.load(tiny_dir, device="cuda")
+    session = model.stream()
+    enc, dec = model.engine._encoder, model.engine._decoder
+
+    def graphs():
+        return set(enc._ticks), set(enc._graphs), set(enc._offline), set(dec._graphs)
+
+    opened = graphs()
+    assert opened[:2] == ({(4, False), (8, False)},) * 2 and opened[2:] == ({128}, {1}), opened
+    for start in range(0, len(audio5), SPT):
+        session.feed(audio5[start : start + SPT])
+    assert graphs() == opened
+    model.stream()  # another session: nothing more to capture
+    assert graphs() == opened
+
+
+def test_an_offline_inputs_short_tail_joins_its_last_pass(gpu, audio5, monkeypatch):
+    """1 024 + 200 positions of one offline slot in one call run as one pass of 1 224 rows (bucket 1 280),
+    not 1 024 then 200 (< TAIL_ROWS); the embeddings are those of the same frames fed as 2 048 + 400."""
+    from voxtral.gpu import encoder
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    mel = np.tile(mel, (1, -(-2448 // mel.shape[1])))[:, :2448]  # 1 224 positions
+    passes = []
+    offline_pass = encoder.Encoder._offline_pass
+
+    def spy(self, rows, pos, slot, table):
+        passes.append(len(pos))
+        return offline_pass(self, rows, pos, slot, table)
+
+    monkeypatch.setattr(encoder.Encoder, "_offline_pass", spy)
+    whole = _encoder_slot(b, mel, [2448])
+    assert passes == [1224]
+    pieces = _encoder_slot(b, mel, [2048, 400])
+    assert passes == [1224, 1024, 200]
+    _assert_close([whole], [pieces], "tail in the last pass vs a tail pass", 1e-2, 200)
+
+
 @pytest.mark.parametrize("chunk", [1, 37, 160, 1280, 12345, "random"])
 def test_any_chunking_gives_the_offline_tokens(gpu, audio5, chunk):
     offline = gpu.transcribe(audio5, sample_rate=16000)

@@ -74,7 +74,7 @@ class Decoder:
     def free(self) -> int:
         return self.slots.count(None)
 
-    def warm_up(self) -> None:
+    def warm_up(self, rows: int | None = None) -> None:
         """Nothing to prepare on the CPU."""
 
     def join(self, positions: int | None = None) -> int:

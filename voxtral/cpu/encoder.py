@@ -134,7 +134,7 @@ class Encoder:
     def free(self) -> int:
         return self.slots.count(None)
 
-    def warm_up(self, rows: int) -> None:
+    def warm_up(self, rows: int, streams_only: bool = False) -> None:
         """Nothing to prepare on the CPU."""
 
     def join(self, chunk: int | None = None) -> int:

@@ -291,14 +291,17 @@ class Decoder:
         self.slots[slot] = None
         self._layout = None
 
-    def warm_up(self) -> None:
-        """Capture (and time) every bucket's graph now, its rows all spare (scratch cache, position 0), so
-        that a server's first steps at each batch size do not stall its other streams for the capture."""
+    def warm_up(self, rows: int | None = None) -> None:
+        """Capture (and time) every bucket's graph now (rows: those up to the one holding `rows`), its rows
+        all spare (scratch cache, position 0), so that a server's first steps at each batch size do not
+        stall its other streams for the capture."""
         with self.cuda_stream:
             for b in self.buckets:
                 if b not in self._graphs:
                     self._lay_out([], b)
                     self._graph(b)
+                if rows is not None and b >= rows:
+                    break
         self._layout = None
 
     def _ring_rows(self, positions: int) -> int:

@@ -54,10 +54,17 @@ LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed
 # 40 positions no longer read the window once per query (split: 51 µs a layer, 1.6 ms of the file).
 LIVE_TILED_MIN_ROWS = 32
 LIVE_TILE_ROWS = 16
+# An offline slot's pass also takes the last positions of the call when fewer than TAIL_ROWS would be
+# left after its chunk: a 60 s file's 3 184 positions ran as 3 × 1 024 + a pass of 112 (every layer's
+# weights read again and ~330 kernels for 112 rows); now 1 024, 1 024, 1 136. Its ring holds
+# TAIL_ROWS − 1 rows more (window + chunk + TAIL_ROWS − 2: +14 % at full size); live slots' stay.
+TAIL_ROWS = 256
 # Rows of an offline pass (runs of ≥ TILED_MIN_ROWS positions only) replayed as a CUDA graph: ~330
 # launches become one, so the GPU no longer waits for the host between them (nor for reader threads
-# holding the GIL). A pass is padded to its bucket; the buckets share one set of buffers.
-OFFLINE_BUCKETS = (128, 256, 512, *range(1024, PASS_ROWS + 1, 1024))
+# holding the GIL). A pass is padded to its bucket; the buckets share one set of buffers. Those between
+# 1 024 and 1 280 hold a chunk and its tail (a file's last pass, alone) with ≤ 63 rows of padding.
+TAILED = range(CHUNK_POSITIONS, CHUNK_POSITIONS + TAIL_ROWS + 1, 64)
+OFFLINE_BUCKETS = (128, 256, 512, *TAILED, *range(2048, PASS_ROWS + 1, 1024))
 # A call whose rows all fit one pass of short runs (every live tick) replays one graph of its bucket that
 # runs the conv stem too (conv.StemBuffers): the ~15 launches of the stem cost the host ~0.5 ms a tick,
 # which the GPU waited for. Its new mel frames are at most TICK_FRAMES per row of the bucket (a slot's n
@@ -281,7 +288,7 @@ class Encoder:
         slot = self.slots.index(None)
         try:
             with self.cuda_stream:
-                self.kv.open(slot, self.cfg.encoder.sliding_window + chunk - 1)
+                self.kv.open(slot, self.cfg.encoder.sliding_window + self._reach(chunk) - 1)
                 self.stem.reset(slot)
                 self.groups.reset(slot)
                 self.slots[slot] = chunk
@@ -293,24 +300,35 @@ class Encoder:
             ) from None
         return slot
 
+    @staticmethod
+    def _reach(chunk: int) -> int:
+        """The most positions a pass gives a slot of this chunk: an offline slot's chunk and a last tail
+        shorter than TAIL_ROWS (_pass); a live slot's chunk."""
+        return chunk + TAIL_ROWS - 1 if chunk > LIVE_CHUNK_POSITIONS else chunk
+
     def leave(self, slot: int) -> None:
         with self.cuda_stream:
             self.kv.close(slot)
         self.slots[slot] = None
 
-    def warm_up(self, rows: int) -> None:
+    def warm_up(self, rows: int, streams_only: bool = False) -> None:
         """Capture the live-pass graphs of every bucket up to the one holding `rows` rows now (the tiled
         one, and the split one below LIVE_TILED_MIN_ROWS) and every offline-pass graph (their rows all
-        serve the scratch slot), so that no tick waits for a capture."""
+        serve the scratch slot), so that no tick waits for a capture. streams_only: only what live
+        streams alone take (split below LIVE_TILED_MIN_ROWS, and the offline bucket of a stream's left
+        padding, which runs in passes of its chunk)."""
         with self.cuda_stream:
             for b in LIVE_BUCKETS:
                 for tiled in (False, True) if b < LIVE_TILED_MIN_ROWS else (True,):
-                    self._live_graph(b, tiled)
-                    self._tick_graph(b, tiled)
+                    if not (streams_only and tiled and b < LIVE_TILED_MIN_ROWS):
+                        self._live_graph(b, tiled)
+                        self._tick_graph(b, tiled)
                 if b >= rows:
                     break
-            self._offline_room(OFFLINE_BUCKETS[-1])
-            for b in OFFLINE_BUCKETS:
+            last = next(i for i, b in enumerate(OFFLINE_BUCKETS) if b >= LIVE_CHUNK_POSITIONS)
+            buckets = OFFLINE_BUCKETS[: last + 1] if streams_only else OFFLINE_BUCKETS
+            self._offline_room(buckets[-1])
+            for b in buckets:
                 self._offline_graph(b)
 
     def encode(self, items: list[tuple[int, np.ndarray]]) -> list:
@@ -400,11 +418,15 @@ class Encoder:
 
     def _pass(self, items, conv, done) -> list[tuple[int, int, int, object]]:
         """The rows of the next pass: (item, slot, first position, conv rows [n, E]), ≤ the slot's chunk per
-        slot and ≤ PASS_ROWS in all; short runs first."""
+        slot (an offline slot's last rows of the call too when fewer than TAIL_ROWS would be left: no
+        pass of a short tail) and ≤ PASS_ROWS in all; short runs first."""
         parts, total = [], 0
         for i, (first, z) in enumerate(conv):
-            slot = items[i][0]
-            n = min(len(z) - done[i], self.slots[slot], PASS_ROWS - total)
+            slot, left = items[i][0], len(z) - done[i]
+            n = min(left, self.slots[slot], PASS_ROWS - total)
+            room = min(self._reach(self.slots[slot]), PASS_ROWS - total)
+            if n < left < n + TAIL_ROWS and left <= room:  # a short tail would be left: take it too
+                n = left
             if n > 0:
                 parts.append((i, slot, first + done[i], z[done[i] : done[i] + n]))
                 total += n
