@@ -261,9 +261,9 @@ def test_offline_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
 
 
 def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypatch):
-    """The offline passes' shared buffers are as large as the largest bucket used so far (a short input
-    does not hold a 64-file pass's memory); a larger pass grows them, and recaptures, with the same
-    embeddings as eager passes."""
+    """The offline passes' shared buffers are as large as the largest bucket used so far, and at least
+    OFFLINE_MIN_ROWS (a short input does not hold a 64-file pass's memory, a file's own passes never grow
+    them); a larger pass grows them, and recaptures, with the same embeddings as eager passes."""
     from voxtral.gpu import encoder as gpu_encoder
 
     b, s = gpu.backend, gpu.schedule
@@ -281,10 +281,15 @@ def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypa
 
     sizes: list[int] = []
     graphed = run(b.encoder(2), sizes)
+    assert sizes == [gpu_encoder.OFFLINE_MIN_ROWS] * 2, sizes  # 1 280: both pieces' buckets fit
+    monkeypatch.setattr(gpu_encoder, "OFFLINE_MIN_ROWS", 0)
+    sizes = []
+    grown = run(b.encoder(2), sizes)
     assert sizes == [256, 1024], sizes
     monkeypatch.setattr(gpu_encoder, "OFFLINE_BUCKETS", (0,))  # no pass fits a bucket: all eager
     eager = run(b.encoder(2))
-    _assert_close([graphed], [eager], "offline passes on growing buffers vs eager", 1e-3, min_rows=200)
+    what = "offline passes on fixed and on growing buffers vs eager"
+    _assert_close([graphed, grown], [eager, eager], what, 1e-3, min_rows=200)
 
 
 def test_offline_short_runs_take_tiles_in_any_pass(gpu, audio5):

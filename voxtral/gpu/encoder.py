@@ -65,6 +65,9 @@ TAIL_ROWS = 256
 # 1 024 and 1 280 hold a chunk and its tail (a file's last pass, alone) with ≤ 63 rows of padding.
 TAILED = range(CHUNK_POSITIONS, CHUNK_POSITIONS + TAIL_ROWS + 1, 64)
 OFFLINE_BUCKETS = (128, 256, 512, *TAILED, *range(2048, PASS_ROWS + 1, 1024))
+# The offline buffers hold at least a chunk and its tail from the start (~0.12 GB at full size), so that
+# a file's passes never grow them: a 60 s file after a shorter first pass recaptured its graphs (~50 ms).
+OFFLINE_MIN_ROWS = TAILED[-1]
 # A call whose rows all fit one pass of short runs (every live tick) replays one graph of its bucket that
 # runs the conv stem too (conv.StemBuffers): the ~15 launches of the stem cost the host ~0.5 ms a tick,
 # which the GPU waited for. Its new mel frames are at most TICK_FRAMES per row of the bucket (a slot's n
@@ -562,10 +565,11 @@ class Encoder:
         return self._offline[b]
 
     def _offline_room(self, b: int) -> None:
-        """Shared offline-pass buffers (and tile table) of at least b rows: they grow with the largest
-        bucket used (a 5 s file needs 128 rows, 64 files 8192: ~0.75 GB at full size); growing drops the
+        """Shared offline-pass buffers (and tile table) of at least b rows and OFFLINE_MIN_ROWS: they grow
+        with the largest bucket used (64 files: 8192 rows, ~0.75 GB at full size); growing drops the
         graphs captured on the smaller set (recaptured on their next use)."""
         if self._offline_buffers is None or len(self._offline_buffers.pos) < b:
+            b = max(b, OFFLINE_MIN_ROWS)
             self.cuda_stream.synchronize()  # no replay of a dropped graph still running
             self._offline.clear()
             self._offline_buffers = None  # freed before the larger set is allocated
