@@ -250,6 +250,30 @@ def test_an_output_dir_under_a_file_or_a_broken_link_is_an_option_error(clip5, t
     one_error(run("transcribe", clip5, "-o", tmp_path / "gone"), "a broken link")
 
 
+def test_an_output_dir_made_for_a_run_that_never_started_is_taken_back(clip5, tmp_path, monkeypatch):
+    """--output-dir is made before the model loads; a model that does not load (exit 4) or a stop during
+    the load (exit 130) leaves no empty directories behind it, and one that was there stays."""
+    from typer.testing import CliRunner
+
+    import voxtral
+    from voxtral import cli
+
+    r = run("transcribe", clip5, "-m", tmp_path / "no-model", "-o", tmp_path / "new" / "out")
+    one_error(r, "model directory not found", code=4)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    one_error(run("transcribe", clip5, "-m", tmp_path / "no-model", "-o", tmp_path / "kept"), "model", code=4)
+    assert (tmp_path / "kept").is_dir()
+
+    def load(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(voxtral, "load", load)
+    monkeypatch.setattr(cli, "_STOP_SAID", [])
+    r = CliRunner().invoke(cli.app, ["transcribe", str(clip5), "-d", "cpu", "-o", str(tmp_path / "a" / "b")])
+    assert r.exit_code == 130 and not (tmp_path / "a").exists(), r.output
+
+
 def test_bench_report_path_that_cannot_be_created_fails_before_the_bench(tmp_path):
     """--json where no file can be created even though the directory's permission bits say yes (root, or
     a pseudo file system): an option error up front, and nothing left behind where it can be created."""

@@ -24,7 +24,15 @@ from . import __version__
 from .checkpoint import DEFAULT_MODEL
 from .errors import DeviceError, OptionError, VoxtralError
 from .formats import WRITERS, json_document, one_line
-from .inputs import InputError, audio_seconds, expand_inputs, plan_outputs, prepare_output_dir, write_together
+from .inputs import (
+    InputError,
+    audio_seconds,
+    expand_inputs,
+    plan_outputs,
+    prepare_output_dir,
+    remove_empty,
+    write_together,
+)
 from .outputs import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -488,9 +496,10 @@ def transcribe(
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
     n_inputs = len(paths) + len(failed)
+    created: list[Path] = []
     if output_dir is not None and paths:
         try:
-            prepare_output_dir(output_dir)
+            created = prepare_output_dir(output_dir)
         except VoxtralError as e:
             raise _exit_on(e) from None
         plan, taken = plan_outputs(paths, output_dir, formats, overwrite)
@@ -510,7 +519,11 @@ def transcribe(
     elif output_dir is None:
         run.held_back = held_back
     if paths:
-        m = _load(model, device, delay_ms, quiet, verbose, batch_size)
+        try:
+            m = _load(model, device, delay_ms, quiet, verbose, batch_size)
+        except BaseException:  # the model did not load, or a stop: nothing was written
+            remove_empty(created)
+            raise
         run.go(m, emit, batch_size, options)
     raise typer.Exit(run.exit_code(failed, n_inputs))
 

@@ -178,12 +178,14 @@ def audio_seconds(path: Path) -> float:
     return header_seconds(path) or 0.0
 
 
-def prepare_output_dir(output_dir: Path) -> None:
+def prepare_output_dir(output_dir: Path) -> list[Path]:
     """Create the output directory (and its parents) if needed; OptionError if it names a file,
-    OutputError if it cannot be created or written in (all before any model loads)."""
+    OutputError if it cannot be created or written in (all before any model loads). Returns the
+    directories it created, deepest first (remove_empty takes them back if the run never starts)."""
     try:
         is_file = output_dir.exists() and not output_dir.is_dir()
         above = next((p for p in output_dir.parents if p.exists() and not p.is_dir()), None)
+        new = [p for p in (output_dir, *output_dir.parents) if not (p.exists() or p.is_symlink())]
     except OSError as e:  # a directory above it that this process may not enter
         raise OutputError(f"--output-dir {output_dir}: cannot look at it ({e.strerror})") from None
     if is_file:
@@ -200,7 +202,19 @@ def prepare_output_dir(output_dir: Path) -> None:
     except OSError as e:
         raise OutputError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
+        remove_empty(new)
         raise OutputError(f"--output-dir {output_dir}: cannot write there (permission denied)")
+    return new
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove these directories, deepest first, while they are empty (what prepare_output_dir created
+    for a run that then wrote nothing: a model that did not load, a stop during the load)."""
+    for d in directories:
+        try:
+            d.rmdir()
+        except OSError:  # not empty (something else wrote there), or gone
+            return
 
 
 def output_paths(path: Path, output_dir: Path, formats: list[str]) -> list[Path]:
