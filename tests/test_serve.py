@@ -300,6 +300,45 @@ def test_sigterm_drains_open_sessions(tiny_dir, model, clip5):
     assert "Traceback" not in err
 
 
+def test_an_upload_still_sending_its_body_at_the_signal_is_answered(tiny_dir, model, clip5):
+    """SIGTERM while an upload's body is still arriving: its request came before the drain, so it is
+    received and answered (200, its transcript; it used to get 503 once the rest came), while a request
+    that arrives during the drain gets 503 at once; then the one signal ends the server, exit 0."""
+    import http.client
+
+    s = Server(tiny_dir)
+    boundary = "voxtral-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nvoxtral\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    body = head + open(clip5, "rb").read() + f"\r\n--{boundary}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+    conn.putrequest("POST", "/v1/audio/transcriptions")
+    conn.putheader("Authorization", f"Bearer {KEY}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[: len(body) // 2])
+    time.sleep(0.5)  # the server has the headers and half the body
+    s.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert s.proc.poll() is None and s.get("/health")[0] == 503  # draining, waiting for the body
+    late = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    late.request("POST", "/v1/audio/transcriptions", body=body, headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={boundary}",
+    })  # fmt: skip
+    refused = late.getresponse()
+    assert refused.status == 503 and json.loads(refused.read())["error"]["code"] == "server_busy"
+    conn.send(body[len(body) // 2 :])
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["text"] == model.transcribe(clip5).text
+    code = s.proc.wait(timeout=60)  # the one SIGTERM ends it once the upload is answered
+    err = s.proc.stderr.read()
+    assert code == 0 and "Traceback" not in err, err
+
+
 def test_a_second_signal_stops_at_once(tiny_dir, clip5, tmp_path):
     """SIGTERM drains: a long upload keeps running; a second SIGTERM ends the process at once (143, one
     line), not when the upload is done. The "serving" line comes once the port takes connections."""

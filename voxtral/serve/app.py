@@ -80,13 +80,14 @@ _ROUTES = {"/v1/audio/transcriptions", "/v1/models", "/health", "/metrics"}
 
 
 async def drain(state: ServerState, timeout: float = DRAIN_TIMEOUT_S) -> None:
-    """Refuse new work, end every realtime utterance (its text and done are sent), wait for uploads."""
+    """Refuse new work, end every realtime utterance (its text and done are sent), wait for uploads
+    (those still sending their bodies too)."""
     state.draining = True
     conns = list(state.connections)
     if conns:
         await asyncio.wait([asyncio.ensure_future(c.drain()) for c in conns], timeout=timeout)
     t0 = time.monotonic()
-    while state.uploads and time.monotonic() - t0 < timeout:
+    while (state.uploads or state.receiving) and time.monotonic() - t0 < timeout:
         await asyncio.sleep(0.05)
 
 

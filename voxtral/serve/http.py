@@ -77,6 +77,17 @@ async def metrics(request: Request) -> Response:
 
 async def transcriptions(request: Request) -> Response:
     state: ServerState = request.app.state.voxtral
+    if state.draining:  # new work is refused; an upload whose body was still coming is answered
+        return error(503, "the server is shutting down", code="server_busy")
+    state.receiving += 1
+    try:
+        return await _received(state, request)
+    finally:
+        state.receiving -= 1
+
+
+async def _received(state: ServerState, request: Request) -> Response:
+    """The upload's form checked and saved, then transcribed (_transcribe)."""
     limit = int(state.options.max_upload_mb * (1 << 20))
     length = request.headers.get("content-length")
     if length is None:

@@ -2,7 +2,8 @@
 
 Admission: an upload and a realtime session each hold one of `max_sessions` places (the model is loaded
 with that many decoder slots) while they run. An upload that finds every place taken waits, up to
-`max_queue` uploads at once; beyond that, or while the server drains, the answer is 503 at once. A
+`max_queue` uploads at once; beyond that, or when it arrives while the server drains, the answer is 503 at
+once (an upload whose request came before the drain is still received and answered). A
 realtime connection that finds no free place is told so (an `error` event) and closed (1013, try again
 later): a live stream cannot wait.
 """
@@ -66,6 +67,7 @@ class ServerState:
         self._waiting = 0
         self.connections: set = set()  # realtime connections open (drained at shutdown)
         self.uploads = 0
+        self.receiving = 0  # upload requests reading their bodies (a drain waits for them too)
 
     def _semaphore(self) -> asyncio.Semaphore:
         if self._places is None:
@@ -73,9 +75,9 @@ class ServerState:
         return self._places
 
     async def admit_upload(self) -> None:
-        """Wait for a place (raises Full when draining or when max_queue uploads already wait)."""
-        if self.draining:
-            raise Full("the server is shutting down")
+        """Wait for a place (raises Full when max_queue uploads already wait). A request that arrives
+        while the server drains is refused before its body is read (http.transcriptions); one that came
+        before is admitted as usual."""
         places = self._semaphore()
         if places.locked() and self._waiting >= self.options.max_queue:
             raise Full(f"the server is busy ({self.options.max_queue} uploads waiting); retry later")
