@@ -61,6 +61,22 @@ def test_a_pipe_gives_the_tokens_of_the_file(tiny_dir, inputs, name):
     assert tokens(from_file) == tokens(from_pipe) == tokens(from_dev_stdin)
 
 
+def test_standard_input_is_named_as_given(tiny_dir, inputs):
+    """`-` is named `-` wherever an input is named (it was /dev/stdin, what it is read as): the summary
+    line, the `==> - <==` header, the JSON Lines "input", the failed-inputs line, an error line."""
+    flac = inputs / "a.flac"
+    common = ["-m", tiny_dir, "-d", "cpu"]
+    code, out, err = run(["transcribe", "-", flac, *common, "-f", "json"], stdin=flac.read_bytes())
+    assert code == 0, err
+    assert [json.loads(line)["input"] for line in out.splitlines()] == ["-", str(flac)]
+    assert any(line.startswith("voxtral: -: 18.0 s audio") for line in err.splitlines()), err
+    code, out, err = run(["transcribe", "-", flac, *common], stdin=flac.read_bytes())
+    assert code == 0 and out.startswith("==> - <==\n") and f"\n==> {flac} <==\n" in out, err
+    code, out, err = run(["transcribe", "-", flac, *common], stdin=b"not audio")
+    assert code == 3 and one_error_line(err).startswith("voxtral: error: -: cannot decode audio"), err
+    assert "voxtral: 1 of 2 inputs failed: -\n" in err and "/dev/stdin" not in err
+
+
 def test_a_fifo_gives_the_tokens_of_the_file(tiny_dir, inputs, tmp_path):
     fifo = tmp_path / "audio.flac"
     os.mkfifo(fifo)

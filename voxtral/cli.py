@@ -25,12 +25,15 @@ from .checkpoint import DEFAULT_MODEL
 from .errors import DeviceError, OptionError, VoxtralError
 from .formats import WRITERS, json_document, one_line
 from .inputs import (
+    STDIN,
     InputError,
     audio_seconds,
     expand_inputs,
     plan_outputs,
     prepare_output_dir,
     remove_empty,
+    shown,
+    shown_message,
     write_together,
 )
 from .outputs import (
@@ -169,9 +172,6 @@ def _check_input_names(inputs: list[str]) -> None:
             raise OptionError(f"an input is empty ({name!r}); give audio files, directories or patterns")
 
 
-STDIN = "/dev/stdin"
-
-
 def _stdin_as_file(inputs: list[str]) -> list[str]:
     """`-` → /dev/stdin (read once); OptionError when stdin is a terminal or closed, for `-` and for
     `/dev/stdin` named as such. A file named `-` is `./-`."""
@@ -302,12 +302,12 @@ class Run:
         except StdoutError:
             raise
         except VoxtralError as e:
-            progress.log(f"voxtral: error: {e}")
-            self.failed[i] = InputError(str(path), e)
+            progress.log(f"voxtral: error: {shown_message(str(e), path)}")
+            self.failed[i] = InputError(shown(path), e)
             return
         self.done.append(i)
         if not self.quiet:
-            progress.log("voxtral: " + _summary(str(path), t, self.verbose))
+            progress.log("voxtral: " + _summary(shown(path), t, self.verbose))
 
     def _stopped(self, progress: Progress, why: str, code: int) -> None:
         written = {i for i in self.done if not self.held_back(i)}
@@ -319,7 +319,9 @@ class Run:
             return " (partly printed)" if self.partly_printed(i) else ""
 
         left = [
-            str(p) + why_not(i) for i, p in enumerate(self.paths) if i not in written and str(p) not in failed
+            shown(p) + why_not(i)
+            for i, p in enumerate(self.paths)
+            if i not in written and shown(p) not in failed
         ]
         names = ", ".join(left[:MAX_NAMES_IN_SUMMARY]) + (" …" if len(left) > MAX_NAMES_IN_SUMMARY else "")
         progress.log(
@@ -351,7 +353,7 @@ def _to_files(plan: dict[Path, list[Path]], formats: list[str], overwrite: bool)
         if t is None:
             return
         files = {out: WRITERS[fmt](t) for out, fmt in zip(plan[path], formats, strict=True)}
-        write_together(files, overwrite=overwrite, owner=str(path))
+        write_together(files, overwrite=overwrite, owner=shown(path))
 
     return emit
 
@@ -366,11 +368,11 @@ def _to_stdout(out: Stdout, fmt: str, several: bool) -> tuple[Emit, Callable[[in
         if t is None:
             return
         if fmt == "json" and several:
-            text = json.dumps({"input": str(path), **json_document(t)}, ensure_ascii=False) + "\n"
+            text = json.dumps({"input": shown(path), **json_document(t)}, ensure_ascii=False) + "\n"
         else:
             text = WRITERS[fmt](t)
             if several:
-                text = f"==> {path} <==\n{text}"
+                text = f"==> {shown(path)} <==\n{text}"
         out.write(text)  # StdoutError stops the run: every later input would fail the same way
 
     order = InOrder(write)
@@ -393,7 +395,7 @@ class _LiveText:
         if i not in self.printed:
             self.printed[i] = ""
             if self.several:
-                self.out.write(f"==> {self.paths[i]} <==\n")
+                self.out.write(f"==> {shown(self.paths[i])} <==\n")
 
     def segment(self, i: int, seg) -> None:
         line = one_line(seg.text)

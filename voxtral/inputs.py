@@ -41,6 +41,19 @@ class InputError:
     error: VoxtralError
 
 
+STDIN = "/dev/stdin"  # what `-` is read as (once, front to back)
+
+
+def shown(path) -> str:
+    """An input's name as the user knows it: `-` for standard input (read as /dev/stdin), else the path."""
+    return "-" if str(path) == STDIN else str(path)
+
+
+def shown_message(message: str, path) -> str:
+    """A message about an input with the input named as shown() names it."""
+    return message.replace(STDIN, "-", 1) if str(path) == STDIN else message
+
+
 def is_audio(path: Path) -> bool:
     """True for a file name with an audio suffix (case-insensitive)."""
     return path.suffix.lower() in AUDIO_SUFFIXES
@@ -231,23 +244,24 @@ def plan_outputs(
     owner: dict[Path, Path] = {}
     most = _name_max(output_dir)
     for path in paths:
-        outs = output_paths(path, output_dir, formats)
+        outs, who = output_paths(path, output_dir, formats), shown(path)
         long = next((o for o in outs if len(_stage_name(o).encode("utf-8", "surrogateescape")) > most), None)
         if long is not None:
             name, why = repr(long.name), f"at most {most} bytes with the temporary name it is written through"
-            msg = f"{path}: its output name {name} is too long for the file system ({why}); rename the input"
-            errors.append(InputError(str(path), OutputError(msg)))
+            msg = f"{who}: its output name {name} is too long for the file system ({why}); rename the input"
+            errors.append(InputError(who, OutputError(msg)))
             continue
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
         if existing is not None and existing.is_dir():
-            msg = f"{path}: its output {existing} is a directory; move it or use another --output-dir"
-            errors.append(InputError(str(path), OutputError(msg)))
+            msg = f"{who}: its output {existing} is a directory; move it or use another --output-dir"
+            errors.append(InputError(who, OutputError(msg)))
         elif taken is not None:
-            msg = f"{path}: its output {taken} would also be written for {owner[taken]}; run them separately"
-            errors.append(InputError(str(path), OutputError(msg)))
+            other = shown(owner[taken])
+            msg = f"{who}: its output {taken} would also be written for {other}; run them separately"
+            errors.append(InputError(who, OutputError(msg)))
         elif existing is not None and not overwrite:
-            errors.append(InputError(str(path), OutputError(f"{path}: {exists_message(existing)}")))
+            errors.append(InputError(who, OutputError(f"{who}: {exists_message(existing)}")))
         else:
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
