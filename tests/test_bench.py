@@ -40,3 +40,14 @@ def test_live_capacity_is_the_most_sessions_whose_p99_tick_keeps_up():
 def test_real_time_factors_below_10_keep_two_digits():
     got = [times(x) for x in (0.163, 0.0042, 3.456, 31.4, 1366.2)]
     assert got == ["0.16x", "0.0042x", "3.5x", "31x", "1366x"]
+
+
+def test_the_report_names_its_host():
+    """The report says which CPU ran it and how fast it runs Python (host-bound figures depend on it)."""
+    from voxtral.bench.host import host_info, host_line
+
+    host = host_info()
+    assert host["cpu"] and host["cores"] >= 1 and 1 < host["python_loop_ns"] < 10_000, host
+    line = host_line(host)
+    assert line.startswith(f"host: {host['cpu']}, {host['cores']} cores, Python loop ")
+    assert line.endswith("ns/iteration (host-bound figures scale with it)")

@@ -22,6 +22,7 @@ from ..config import ModelConfig
 from ..errors import OutputError
 from ..scheduler import Job
 from .files import files_lines, files_report
+from .host import host_info, host_line
 from .streams import (
     batch_lines,
     batch_report,
@@ -320,6 +321,7 @@ def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
     result = {
         "audio": str(opts.audio or default_audio()),
         "audio_s": len(samples) / sr,
+        "host": host_info(),
         "devices": [asdict(r) for r in reports],
     }
     if len(reports) == 2:
@@ -332,7 +334,7 @@ def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
 
 def table(result: dict) -> str:
     """A short human-readable table of the report."""
-    lines = [f"audio {result['audio_s']:.1f} s"]
+    lines = [f"audio {result['audio_s']:.1f} s", host_line(result["host"])]
     for r in result["devices"]:
         s = r["stages_ms"]
         lines.append(
