@@ -77,6 +77,20 @@ def test_standard_input_is_named_as_given(tiny_dir, inputs):
     assert "voxtral: 1 of 2 inputs failed: -\n" in err and "/dev/stdin" not in err
 
 
+def test_a_caf_pipe_is_read_whole_by_transcribe_and_named_to_stream(tiny_dir):
+    """FFmpeg opens a CAF only where it can seek: `transcribe -` (which holds a pipe's bytes first) gives
+    the file's tokens; `stream --stdin` (decoding as bytes arrive) says it is a CAF and how to convert it
+    on the way (it said "for headerless PCM pass --format"), exit 3."""
+    caf = encode_sf("CAF", "PCM_16", 16000, signal(16000, 1, 3.0))
+    common = ["-m", tiny_dir, "-d", "cpu", "-q", "-f", "json"]
+    code, out, err = run(["transcribe", "-", *common], stdin=caf)
+    assert code == 0 and abs(json.loads(out)["duration"] - 3.0) < 0.01, err
+    code, out, err = run(["stream", "--stdin", "-m", tiny_dir, "-d", "cpu", "-q"], stdin=caf)
+    assert code == 3 and out == ""
+    line = one_error_line(err)
+    assert "a CAF file cannot be read from a pipe" in line and "ffmpeg -i IN.caf -f wav -" in line, line
+
+
 def test_a_fifo_gives_the_tokens_of_the_file(tiny_dir, inputs, tmp_path):
     fifo = tmp_path / "audio.flac"
     os.mkfifo(fifo)

@@ -44,6 +44,10 @@ MOOV_HINT = (
     "an MP4/M4A with its index (moov) at the end cannot be read from a pipe: pass the file itself, or "
     "remux it with `ffmpeg -i IN -c copy -movflags +faststart OUT.m4a`"
 )
+CAF_HINT = (
+    "a CAF file cannot be read from a pipe as it arrives (FFmpeg's CAF reader seeks): convert it on the "
+    "way, e.g. `ffmpeg -i IN.caf -f wav - | voxtral stream --stdin`"
+)
 EMPTY = "{name}: the audio is empty (0 samples); pass a recording with sound in it"  # in every mode
 NON_FINITE = (
     "{name}: the audio has non-finite samples (NaN, Inf, or beyond float32's range); fix or re-export it"
@@ -191,7 +195,9 @@ def read_stream(
     AudioError after every good sample before the fault has been yielded."""
     reader = _Reader(stream, 1 if raw is None else raw.frame_bytes)
     if raw is None:
-        frames = _ffmpeg_frames(reader, name, hint, demuxer=_wav_length(reader.peek(WAV_HEAD)))
+        head = reader.peek(WAV_HEAD)
+        hint = CAF_HINT if head[:4] == b"caff" else hint  # FFmpeg opens a CAF only where it can seek
+        frames = _ffmpeg_frames(reader, name, hint, demuxer=_wav_length(head))
     else:
         layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels} channels")
         options = {"sample_rate": str(raw.rate), "ch_layout": layout}
