@@ -55,9 +55,13 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["bench", "--random-weights", "tiny", "-d", "tpu"], "--device"),
         (["bench", "--random-weights", "tiny", "-d", "cpu,cpu"], "each once"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--audio", "."], "a directory"),
-        (["bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json"], "--json"),
         (["bench", "-d", "cpu"], "--model or --random-weights"),
         (["bench", "--random-weights", "tiny", "--steps", "x"], "--steps"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--cpu-steps", "9" * 20], "--cpu-steps"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--positions", "99999999999"], "--positions"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--server", "1,5000"], "--server"),
+        (["transcribe", "CLIP", "-b", "99999999999999999999"], "--batch-size must be from 1 to 4096"),
+        (["transcribe", "CLIP", "-b", "0"], "--batch-size"),
         (["dev", "random-checkpoint", "CLIP"], "is a file"),
         (["dev", "random-checkpoint", "x", "--size", "huge"], "--size"),
         (["dev", "random-checkpoint", "x", "--seed", "-1"], "--seed"),
@@ -78,6 +82,7 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["transcribe", "CLIP", "--confidence", "--alternatives", "0.2", "-f", "srt"], "--alternatives"),
         (["transcribe", "CLIP", "--alternatives", "0.1", "-f", "vtt"], "json or txt"),
         (["eval", "CLIP", "-d", "tpu"], "--device"),
+        (["eval", "-"], "`-` (standard input) has none"),
         (["transcribe"], "Missing argument"),
         (["stream", "--stdin", "--mic"], "exactly one"),
         (["stream", "--stdin", "--confidence"], "--jsonl"),
@@ -278,9 +283,10 @@ def test_bench_report_path_that_cannot_be_created_fails_before_the_bench(tmp_pat
     """--json where no file can be created even though the directory's permission bits say yes (root, or
     a pseudo file system): an option error up front, and nothing left behind where it can be created."""
     if os.path.isdir("/proc") and not os.path.exists("/proc/voxtral-x.json"):
-        one_error(
-            run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/proc/voxtral-x.json"), "--json"
-        )
+        r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/proc/voxtral-x.json")
+        one_error(r, "--json", code=6)  # output not written, as for transcribe -o
+    r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json")
+    one_error(r, "--json", code=6)
     report = tmp_path / "report.json"
     r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", report, "--positions", "foo")
     one_error(r, "--positions")  # found after the --json check

@@ -19,6 +19,7 @@ from engine_checks import (
 )
 
 import voxtral
+from voxtral.config import MAX_CAPACITY
 from voxtral.errors import OptionError, SessionError
 from voxtral.server import StreamServer
 
@@ -67,6 +68,9 @@ def test_capacities_are_option_errors(model, tiny_dir):
             StreamServer(model, capacity=bad)
         with pytest.raises(OptionError, match="capacity"):
             voxtral.load(tiny_dir, device="cpu", capacity=bad)
+    for huge in (MAX_CAPACITY + 1, 10**20):  # a traceback before (OverflowError, MemoryError)
+        with pytest.raises(OptionError, match=f"capacity must be a whole number from 1 to {MAX_CAPACITY}"):
+            voxtral.load(tiny_dir, device="cpu", capacity=huge)
     with pytest.raises(OptionError, match="load it with"):
         StreamServer(model, capacity=model.capacity + 1)
     with pytest.raises(OptionError, match="idle_timeout"):
@@ -131,7 +135,7 @@ def test_bad_input_among_good(model, clip5, tmp_path):
 
 
 def test_bad_batch_size(model, clip5):
-    for bad in (0, -1, 2.5, True):
+    for bad in (0, -1, 2.5, True, MAX_CAPACITY + 1, 10**20):
         with pytest.raises(OptionError, match="batch_size"):
             model.transcribe_batch([clip5], batch_size=bad)
 

@@ -75,6 +75,8 @@ def test_standard_input_is_named_as_given(tiny_dir, inputs):
     code, out, err = run(["transcribe", "-", flac, *common], stdin=b"not audio")
     assert code == 3 and one_error_line(err).startswith("voxtral: error: -: cannot decode audio"), err
     assert "voxtral: 1 of 2 inputs failed: -\n" in err and "/dev/stdin" not in err
+    code, out, err = run(["transcribe", "-", "-", *common], stdin=flac.read_bytes())
+    assert code == 0 and "voxtral: -: named more than once; transcribed once" in err, err
 
 
 def test_a_caf_pipe_is_read_whole_by_transcribe_and_named_to_stream(tiny_dir):

@@ -115,6 +115,23 @@ def test_realtime_extensions_times_and_confidence(server, model, clip5):
     assert starts == sorted(starts)
 
 
+def test_no_route_and_a_wrong_method_are_openai_errors(server):
+    """404 and 405 come in OpenAI's error shape like every other status (they were Starlette's plain
+    text); 405 keeps its Allow header."""
+    import urllib.request
+
+    status, body = server.get("/nope")
+    assert status == 404 and json.loads(body)["error"]["message"] == "no route /nope"
+    status, body = server.get("/v1/audio/transcriptions")
+    error = json.loads(body)["error"]
+    assert status == 405 and error["message"] == "GET is not served at /v1/audio/transcriptions"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    req = urllib.request.Request(server.url + "/v1/models", method="DELETE", headers=auth)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 405 and "GET" in e.value.headers["Allow"] and json.loads(e.value.read())["error"]
+
+
 def test_auth(server, clip5):
     import openai
     import websockets
@@ -377,16 +394,37 @@ def test_a_second_signal_stops_at_once(tiny_dir, clip5, tmp_path):
     assert result and isinstance(result[0], openai.APIError), result  # cut, not answered
 
 
+def test_port_0_names_the_port_it_got(tiny_dir):
+    """--port 0 lets the system pick: the serving line names that port (it said :0), and it answers."""
+    import re
+    import urllib.request
+
+    cmd = [sys.executable, "-m", "voxtral", "serve", "-m", str(tiny_dir), "-d", "cpu", "--port", "0"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = next(ln for ln in p.stderr if ln.startswith("voxtral: serving "))
+        port = int(re.search(r"at http://127\.0\.0\.1:(\d+) ", line)[1])
+        assert port > 0, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+    assert p.returncode == 0
+
+
 def test_serve_command_errors(tiny_dir):
     def serve(*args):
         cmd = [sys.executable, "-m", "voxtral", "serve", "--model", str(tiny_dir), "--device", "cpu", *args]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     for args, needle, code in [
-        (["--max-sessions", "0"], "--max-sessions must be ≥ 1", 2),
+        (["--max-sessions", "0"], "--max-sessions must be from 1 to 4096", 2),
+        (["--max-sessions", "99999999999999999999"], "--max-sessions must be from 1 to 4096", 2),
         (["--idle-timeout", "0"], "--idle-timeout must be a positive number", 2),
         (["--port", "70000"], "--port must be in", 2),
         (["--api-key", " "], "--api-key must not be empty", 2),
+        (["--host", "203.0.113.5", "--port", "0"], "pass an address of this machine with --host", 8),
     ]:
         r = serve(*args)
         errors = [line for line in r.stderr.splitlines() if line.startswith("voxtral: error:")]

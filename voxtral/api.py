@@ -20,7 +20,7 @@ import numpy as np
 from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import score
-from .config import FRAME_MS
+from .config import FRAME_MS, MAX_CAPACITY
 from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
@@ -111,8 +111,9 @@ class Model:
         on_progress(index, seconds) gets the audio seconds of each running input decoded so far, and
         on_segment(index, segment) each segment of its transcript as soon as it is final (the same
         segments, in order, as the Transcript's), as the engine goes (in the thread that iterates)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise OptionError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+        whole = isinstance(batch_size, int) and not isinstance(batch_size, bool)
+        if not whole or not 1 <= batch_size <= MAX_CAPACITY:
+            raise OptionError(f"batch_size must be a whole number, 1 to {MAX_CAPACITY}; got {batch_size!r}")
         if isinstance(inputs, str | bytes | Path) or (isinstance(inputs, np.ndarray) and inputs.ndim < 2):
             raise OptionError(
                 "inputs must be a list of paths or arrays (one input: use transcribe), got "
@@ -333,8 +334,8 @@ def load(
     t0 = time.perf_counter()
     if dtype not in ("float32", "float64"):
         raise OptionError(f"dtype must be float32 or float64, got {dtype!r}")
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise OptionError(f"capacity must be a whole number ≥ 1, got {capacity!r}")
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
+        raise OptionError(f"capacity must be a whole number from 1 to {MAX_CAPACITY}, got {capacity!r}")
     checkpoint = load_checkpoint(model)
     schedule = Schedule.create(checkpoint.tokenizer, delay_ms)
     backend = _backend(device, checkpoint, schedule.n_delay, np.dtype(dtype))

@@ -335,7 +335,9 @@ def _ffmpeg_frames(
                 try:
                     frames = _decoded(packet, stream.codec_context)
                 except av.FFmpegError:
-                    skipped += 1
+                    # an empty packet (the decoder's flush at the end, sent again after a stop signal
+                    # ended the read) carries no audio: nothing is missing
+                    skipped += packet.size > 0
                     continue
                 for frame in frames:
                     raw = _raw_samples(frame)

@@ -22,6 +22,7 @@ import typer
 
 from . import __version__
 from .checkpoint import DEFAULT_MODEL
+from .config import MAX_CAPACITY
 from .errors import DeviceError, OptionError, VoxtralError
 from .formats import WRITERS, json_document, one_line
 from .inputs import (
@@ -486,8 +487,8 @@ def transcribe(
             raise OptionError("--alternatives shows in the json and txt formats; add --format json or txt")
         if confidence and alternatives is None and "json" not in formats:
             raise OptionError("--confidence shows in the json format (tokens[].prob); add --format json")
-        if batch_size < 1:
-            raise OptionError(f"--batch-size must be a whole number ≥ 1, got {batch_size}")
+        if not 1 <= batch_size <= MAX_CAPACITY:
+            raise OptionError(f"--batch-size must be from 1 to {MAX_CAPACITY}, got {batch_size}")
         _check_input_names(inputs)
         inputs = _stdin_as_file(inputs)
         _check_device_and_delay(device, delay_ms)
@@ -561,6 +562,9 @@ def eval_(
     scores, out = [], Stdout()
     try:
         _check_input_names(inputs)
+        if "-" in inputs:  # a file named `-` is `./-`, as for transcribe
+            raise OptionError("eval scores clips against a reference FILE.txt beside each; `-` (standard "
+                              "input) has none: pass the clips, their directory or a list file")  # fmt: skip
         _check_device_and_delay(device, delay_ms)
         out.check()
     except VoxtralError as e:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from .cli import FLAG, _directory, _exit_on, _setup_logging, app
+from .config import MAX_CAPACITY, MAX_POSITION, MAX_STEPS
 from .errors import AudioError, DeviceError, OptionError, OutputError, VoxtralError
 from .outputs import Stdout
 
@@ -18,37 +19,38 @@ app.add_typer(dev_app, name="dev")
 DEVICES = ("cpu", "cuda")
 
 
-def _counts(value: str | None, option: str) -> tuple[int, ...]:
-    """`1,8,32` → (1, 8, 32); OptionError naming the option unless every item is a whole number ≥ 1."""
+def _counts(value: str | None, option: str, most: int) -> tuple[int, ...]:
+    """`1,8,32` → (1, 8, 32); OptionError naming the option unless every item is a whole number from 1 to
+    most."""
     if not value:
         return ()
     try:
         items = tuple(int(v) for v in value.split(","))
     except ValueError:
         items = ()
-    if not items or min(items) < 1:
+    if not items or min(items) < 1 or max(items) > most:
         raise OptionError(
-            f"{option} takes whole numbers ≥ 1 separated by commas (e.g. 1,8,32), got {value!r}"
+            f"{option} takes whole numbers from 1 to {most} separated by commas (e.g. 1,8,32), got {value!r}"
         )
     return items
 
 
 def _check_json_path(path: Path) -> None:
-    """OptionError now (not after the benchmark) when the report could not be written to path: a new
-    file is created and removed again (the only test that holds where permission bits do not tell, e.g.
-    for root, or in /proc); an existing one must be a writable non-directory."""
+    """OutputError (exit 6) now, not after the benchmark, when the report could not be written to path: a
+    new file is created and removed again (the only test that holds where permission bits do not tell,
+    e.g. for root, or in /proc); an existing one must be a writable non-directory."""
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise OptionError(f"--json {path}: cannot write there (no such directory, or not writable)")
+        raise OutputError(f"--json {path}: cannot write there (no such directory, or not writable)")
     if os.path.lexists(path):
         if not os.access(path, os.W_OK):
-            raise OptionError(f"--json {path}: cannot write there (not writable)")
+            raise OutputError(f"--json {path}: cannot write there (not writable)")
         return
     try:
         with open(path, "x"):
             pass
     except OSError as e:
-        raise OptionError(f"--json {path}: cannot write there ({e.strerror or e})") from None
+        raise OutputError(f"--json {path}: cannot write there ({e.strerror or e})") from None
     path.unlink(missing_ok=True)
 
 
@@ -133,8 +135,8 @@ def bench(
             raise OptionError(f"--device takes cpu, cuda or cpu,cuda (each once), got {device!r}")
         if devices == ("cuda",) and (reason := unavailable_reason()):
             raise DeviceError(f"cannot benchmark the GPU: {reason}")
-        if steps < 1 or cpu_steps < 1:
-            raise OptionError("--steps and --cpu-steps must be ≥ 1")
+        if not (1 <= steps <= MAX_STEPS and 1 <= cpu_steps <= MAX_STEPS):
+            raise OptionError(f"--steps and --cpu-steps must be from 1 to {MAX_STEPS}")
         if audio is not None and audio.is_dir():
             raise OptionError(f"--audio {audio}: a directory; give an audio file")
         if audio is not None and not audio.is_file():  # bad audio, as for transcribe: exit 3
@@ -143,9 +145,10 @@ def bench(
             _check_json_path(json_out)
         opts = bench_mod.BenchOptions(
             model=model, random_weights=random_weights, devices=devices,
-            positions=_counts(positions, "--positions"), steps=steps, cpu_steps=cpu_steps, stream=stream,
-            batch=_counts(batch, "--batch"), server=_counts(server, "--server"), audio=audio,
-            files=_counts(files, "--files"), cold_start=cold_start,
+            positions=_counts(positions, "--positions", MAX_POSITION), steps=steps, cpu_steps=cpu_steps,
+            stream=stream, batch=_counts(batch, "--batch", MAX_CAPACITY),
+            server=_counts(server, "--server", MAX_CAPACITY), audio=audio,
+            files=_counts(files, "--files", MAX_CAPACITY), cold_start=cold_start,
         )  # fmt: skip
         result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
         if json_out is not None:

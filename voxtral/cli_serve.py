@@ -30,6 +30,7 @@ from .cli import (
     _stop_said,
     app,
 )
+from .config import MAX_CAPACITY
 from .errors import OptionError, ServeError, VoxtralError
 from .outputs import EXIT_TERMINATED, Terminated
 from .progress import say
@@ -86,12 +87,17 @@ def serve(
 
     m = _load(model, device, delay_ms, quiet, verbose, max_sessions, interrupted="the server did not start")
     _prepare(m)
-    ready = (
-        f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{host}:{port} "
-        f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms{', API key required' if api_key else ''})"
-    )
+    where = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL
+
+    def ready(bound: int) -> None:  # once it listens (port 0: the one it got); a signal after it drains
+        key = ", API key required" if api_key else ""
+        say(
+            f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{where}:{bound} "
+            f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms{key})"
+        )
+
     logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)
-    on_ready = None if quiet else lambda: say(ready)  # once it listens: a signal after the line drains
+    on_ready = None if quiet else ready
     run(create_app(m, options), host, port, log_level="info" if verbose else "warning", on_ready=on_ready)
 
 
@@ -116,8 +122,8 @@ def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s
         from .serve import app as _  # noqa: F401  (Starlette, uvicorn, … are there)
     except ImportError as e:
         raise OptionError(f"{SERVE_HINT} ({e.name} is missing)") from None
-    if max_sessions < 1:
-        raise OptionError(f"--max-sessions must be ≥ 1, got {max_sessions}")
+    if not 1 <= max_sessions <= MAX_CAPACITY:
+        raise OptionError(f"--max-sessions must be from 1 to {MAX_CAPACITY}, got {max_sessions}")
     if max_queue < 0:
         raise OptionError(f"--max-queue must be ≥ 0, got {max_queue}")
     for name, value in (
@@ -151,4 +157,7 @@ def _check_port(host: str, port: int) -> None:
             s.bind(addr)
         except OSError as e:
             why = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
-            raise ServeError(f"{host}:{port} {why}; pick another with --port") from None
+            fix = "pick another with --port"
+            if e.errno == errno.EADDRNOTAVAIL:  # not an address of this machine: the host is wrong
+                fix = "pass an address of this machine with --host"
+            raise ServeError(f"{host}:{port} {why}; {fix}") from None

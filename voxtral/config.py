@@ -16,6 +16,9 @@ from .errors import ConfigError
 
 FRAME_MS = 80  # one decoder (text) position per 80 ms of audio
 MAX_DELAY_MS = 2400  # our cap on the transcription delay (SPEC §6)
+MAX_CAPACITY = 4096  # the most slots one engine may have (a batch size, a server's sessions, a bench size)
+MAX_STEPS = 100_000  # the most timed decode steps a bench may ask for
+MAX_POSITION = 65_536  # the furthest decode position a bench profiles (its audio: 5 KB a position)
 ENCODER_PATH = ("multimodal", "whisper_model_args", "encoder_args")
 AUDIO_PATH = ENCODER_PATH + ("audio_encoding_args",)
 DOWNSAMPLE_PATH = ("multimodal", "whisper_model_args", "downsample_args")

@@ -143,7 +143,7 @@ def expand_inputs(args: list[str]) -> tuple[list[Path], list[InputError]]:
         for p in found:
             key = os.path.abspath(p)
             if key in seen:
-                log.warning("%s: named more than once; transcribed once", p)
+                log.warning("%s: named more than once; transcribed once", shown(p))
                 continue
             seen.add(key)
             try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.routing import Route, WebSocketRoute
 
 from ..progress import say
@@ -41,7 +42,15 @@ def create_app(model, options: ServeOptions) -> Starlette:
         Route("/metrics", http.metrics, methods=["GET"]),
         WebSocketRoute("/v1/realtime", realtime),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+
+    async def routing_error(request, exc: HTTPException):  # no such route (404), a wrong method (405)
+        path = request.url.path
+        what = {404: f"no route {path}", 405: f"{request.method} is not served at {path}"}
+        response = http.error(exc.status_code, what.get(exc.status_code, exc.detail))
+        response.headers.update(exc.headers or {})  # 405's Allow
+        return response
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: routing_error})
     app.state.voxtral = state
     return _with_auth_and_log(app, state)
 
@@ -92,11 +101,12 @@ async def drain(state: ServerState, timeout: float = DRAIN_TIMEOUT_S) -> None:
 
 
 def run(
-    app, host: str, port: int, log_level: str = "info", on_ready: Callable[[], None] | None = None
+    app, host: str, port: int, log_level: str = "info", on_ready: Callable[[int], None] | None = None
 ) -> None:
     """Serve `app` with uvicorn until SIGINT/SIGTERM; a signal first drains (see drain), then exits 0; a
     second one exits at once, 128 + its number, whatever runs (open sessions and uploads are cut).
-    on_ready: called once the port takes connections and the signals are ours."""
+    on_ready: called with the port it listens on (port 0: the one the system gave) once it takes
+    connections and the signals are ours."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -107,7 +117,8 @@ def run(
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if self.started and on_ready is not None:
-                on_ready()
+                bound = [s.getsockname()[1] for server in self.servers for s in server.sockets]
+                on_ready(bound[0] if bound else port)
 
         def handle_exit(self, sig, frame) -> None:  # a signal handler, in the event loop's thread
             if self.draining or self.should_exit:  # now: uvicorn's own exit would wait for open connections
