@@ -439,6 +439,8 @@ __device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tp
 // sched[0] until none is left, so a block that started late (the previous kernel held its SM) or was
 // slowed takes fewer; the last block to finish resets both counters (sched[1] counts finished blocks).
 // EPI = GEMV_ROPE: w is the fused wq | wk | wv, out unused; pos … theta as GemvRope (N = (H + 2·Hkv)·Dh).
+// next / next_bytes (16-byte aligned): once a block's producer has issued its last copy it pulls the
+// block's share of the first next_bytes of next (the next launch's weights) into L2 (0: none).
 template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES>
 __global__ void __launch_bounds__((WARPS + 1) * 32)
     gemv_bulk(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
@@ -451,7 +453,9 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
               int* __restrict__ sched,     // sched: [2] int32 or null (see above)
               const int* __restrict__ pos, const int* __restrict__ slot, bf16* __restrict__ q_out,
               const unsigned long long* __restrict__ cache, const int* __restrict__ ring, int H, int Hkv,
-              int Dh, float theta) {  // ROPE only (GemvRope), else unused
+              int Dh, float theta,  // ROPE only (GemvRope), else unused
+              const bf16* __restrict__ next,  // next: any device buffer of ≥ next_bytes bytes, or unused
+              unsigned long long next_bytes) {
     static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
     static_assert(EPI != GEMV_ROPE || (!X_BF16), "the ROPE epilogue follows the qkv projection of f32 h");
     static_assert(STAGES >= 2 && STAGES <= 8, "the shared-memory header holds 8 stages");
@@ -519,6 +523,14 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
                     for (int i = 0; i < GEMV_TILE; ++i)
                         if (rows[i] >= 0) bulk_copy(dst + i * (2 * kc + 64), w + (size_t)rows[i] * K + k0, bytes, bar);
                 }
+            }
+            if (next_bytes) {  // its loads are out: warm this block's share of the next launch's weights
+                const unsigned long long per = (next_bytes / gridDim.x + 15) & ~15ull;
+                const unsigned long long lo = per * blockIdx.x, hi = min(next_bytes & ~15ull, lo + per);
+                for (unsigned long long b = lo; b < hi; b += 65536)
+                    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n"
+                                 ::"l"(reinterpret_cast<const char*>(next) + b), "r"((unsigned)min(65536ull, hi - b))
+                                 : "memory");
             }
             if (sched && atomicAdd(sched + 1, 1) == (int)gridDim.x - 1) {  // no block takes from sched[0] now
                 atomicExch(sched, 0);

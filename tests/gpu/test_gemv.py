@@ -14,7 +14,7 @@ import pytest
 
 from voxtral.cpu import ops as ref
 from voxtral.gpu import ops
-from voxtral.gpu.gemv import Bulk, Config, gemv
+from voxtral.gpu.gemv import BULK_ONE_ROW, Bulk, Config, gemv
 from voxtral.gpu.kv import KVCaches
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
@@ -254,15 +254,17 @@ def test_gemv_bulk_equals_the_plain_kernel_bitwise(rng):
     np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(c))
 
 
-@pytest.mark.parametrize("config", [Config(), BARRIER], ids=str)
+@pytest.mark.parametrize("config", [Config(), BARRIER, BULK_ONE_ROW], ids=str)
 def test_gemv_prefetch_next(rng, config):
-    """Warming the next weights in L2 changes nothing in the result."""
+    """Warming the next weights in L2 changes nothing in the result: the same bits as without."""
     b, n, k = 2, 1000, 3072
     x, x_ref, w, w_ref, g, g_ref = make_inputs(rng, b, n, k, False, True)
     nxt = cp.zeros((5000, 3072), np.uint16)  # 30 MB: more than the NEXT_BYTES it reads
-    out = cp.full((b, n), np.nan, np.float32)
-    gemv(x, w, out, norm_weight=g, eps=EPS, prefetch=nxt, config=config)
+    out, plain = cp.full((b, n), np.nan, np.float32), cp.full((b, n), np.nan, np.float32)
+    gemv(x, w, out, norm_weight=g, eps=EPS, prefetch=nxt, config=config, schedule=cp.zeros(2, np.int32))
     assert_close(cp.asnumpy(out).astype(np.float64), reference_y(x_ref, w_ref, g_ref), 5e-3, 1e-2)
+    gemv(x, w, plain, norm_weight=g, eps=EPS, config=config)  # (a Bulk schedule: which block, not sums)
+    np.testing.assert_array_equal(cp.asnumpy(out), cp.asnumpy(plain))
 
 
 def test_gemv_f32_precision(rng):
@@ -338,7 +340,7 @@ class MiniStep:
             ops.rope_qkv(self.qkv, self.pos, self.slot, cache, ring, 1e6, **dims, head_dim=self.DH,
                          out=self.q, pdl=pdl)  # fmt: skip
             ops.attention_split(self.q, cache, ring, self.pos, self.slot, self.R, **dims, out=self.o,
-                                workspace=self.ws, pdl=pdl)  # fmt: skip
+                                workspace=self.ws, pdl=pdl, early=pdl)  # fmt: skip
             gemv(self.o.reshape(self.B, -1), lw["wo"], self.h, epilogue="add", pdl=pdl)
             ops.rms_norm(self.h, lw["g2"], EPS, out=self.x, pdl=pdl)
             gemv(self.x, lw["w13"], self.u, epilogue="swiglu", pdl=pdl)

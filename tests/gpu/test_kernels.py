@@ -220,6 +220,12 @@ def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, split
                             out=out, workspace=ws, splits=splits)  # fmt: skip
         assert_bf16_close(out, split_ref(q64, host, pos, slot, window))
         assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
+        # early (the decoder step's loads before the PDL wait) reorders loads only: the same bits
+        early = poison_bf16((t, h, dh))
+        ops.attention_split(q_dev, table, ring, cp.asarray(pos), cp.asarray(slot), window, n_kv_heads=hkv,
+                            out=early, workspace=ws, splits=splits, early=True)  # fmt: skip
+        np.testing.assert_array_equal(cp.asnumpy(early), cp.asnumpy(out))
+        assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
 
 
 def test_decoder_layer_on_kv_caches(rng):

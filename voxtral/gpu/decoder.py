@@ -29,7 +29,7 @@ from . import ops
 from .conv import ranges
 from .copy import copy, device_array, upload
 from .gemm import gemm
-from .gemv import MAX_BATCH, Rope, fuses_rope, gemv, step_configs
+from .gemv import MAX_BATCH, Bulk, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
 from .launch import launch_graph
@@ -112,12 +112,19 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     sched = getattr(scratch, "schedule", None)  # [4·layers + 1, 2] tile counters (DecoderBuffers)
     site = (lambda i, j: sched[4 * i + j]) if sched is not None else (lambda i, j: None)
     dims = {"n_kv_heads": cfg.n_kv_heads}
-    for i, lw in enumerate(w.decoder_layers):
+    step = pdl and slot is None  # a step: each row one slot at one position, written before but its own
+    ws = w.decoder_layers
+    for i, lw in enumerate(ws):
         cache, ring = kv.layer(i)
+        # the weights read next, warmed in L2 as a bulk GEMV of a step runs out of copies to issue
+        after = ws[i + 1].wqkv if i + 1 < len(ws) else w.tok_embeddings
+        warm = {n: (a if step and isinstance(cfgs[n], Bulk) else None)
+                for n, a in (("qkv", lw.wo), ("wo", lw.w13), ("w13", lw.w2), ("w2", after))}  # fmt: skip
         if fused and fuses_rope(h, lw.wqkv, cfgs["qkv"]):  # q, k, v turned and stored by the GEMV itself
             rope = Rope(pos, slot, cache, ring, cfg.rope_theta, cfg.n_kv_heads, cfg.head_dim)
             q = gemv(h, lw.wqkv, scratch.q, norm_weight=lw.attention_norm, eps=eps, epilogue="rope",
-                     rope=rope, pdl=pdl, config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
+                     rope=rope, pdl=pdl, config=cfgs["qkv"], schedule=site(i, 0),
+                     prefetch=warm["qkv"])  # fmt: skip
         else:
             if fused:
                 qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl,
@@ -128,11 +135,11 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
                              out=scratch.q, pdl=pdl)  # fmt: skip
         o = ops.attention_split(
             q, cache, ring, pos, slot, cfg.sliding_window, **dims, out=scratch.o,
-            workspace=scratch.workspace, pdl=pdl,
+            workspace=scratch.workspace, pdl=pdl, early=step,
         )  # fmt: skip
         if fused:
             gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=cfgs["wo"],
-                 schedule=site(i, 1))  # fmt: skip
+                 schedule=site(i, 1), prefetch=warm["wo"])  # fmt: skip
             gemv(
                 h,
                 lw.w13,
@@ -143,8 +150,10 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
                 pdl=pdl,
                 config=cfgs["w13"],
                 schedule=site(i, 2),
+                prefetch=warm["w13"],
             )
-            gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl, config=cfgs["w2"], schedule=site(i, 3))
+            gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl, config=cfgs["w2"], schedule=site(i, 3),
+                 prefetch=warm["w2"])  # fmt: skip
         else:
             gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
             x = ops.rms_norm(h, lw.ffn_norm, eps, out=scratch.x)
@@ -170,6 +179,7 @@ def step(
             pdl=pdl,
             config=out,
             schedule=buf.schedule[-1],
+            prefetch=w.decoder_layers[0].wqkv if pdl and isinstance(out, Bulk) else None,  # the next step's
         )
     else:
         gemm(ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x), w.tok_embeddings, out=buf.logits)

@@ -28,6 +28,9 @@ TILE_ROWS = 8  # weight rows per tile (SWIGLU: 4 gate + 4 up rows)
 SMEM_RESERVED = 1024  # shared memory the driver keeps per block
 BULK_HEADER = 256  # gemv_bulk's shared memory before its partial sums: mbarriers, then stage work slots
 NEXT_BYTES = 12 << 20  # of the next launch's weights warmed in L2 as a launch runs out of loads (L2: 50 MB)
+# The same for gemv_bulk, once a block's producer has issued its last copy: whole B = 1 step on an H200
+# (2026-12-01, interleaved replays) −5 … −16 µs at position 500, −9 … −13 at 5000; 16 MB was slower.
+BULK_NEXT_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, order=True)
@@ -251,8 +254,9 @@ def gemv(
 ):  # fmt: skip
     """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
 
-    prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it are pulled into
-    L2 as this launch runs out of its own loads, so the next one starts from L2. pdl: launch it as a
+    prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it (a Bulk config:
+    BULK_NEXT_BYTES) are pulled into L2 as this launch runs out of its own loads, so the next one starts
+    from L2. pdl: launch it as a
     programmatic dependent launch (the kernels before and after it on the stream may overlap it).
     schedule: an int32 [2] device array of zeros (left zero) that a Bulk config's blocks take their tiles
     from as they go (a block that starts late takes fewer); one array per launch site of a stream, as
@@ -304,11 +308,12 @@ def gemv(
         return out
     device = cupy.cuda.Device().id
     sms, smem_sm, smem_block = device_limits(device)
+    if prefetch is not None:
+        assert isinstance(prefetch, cupy.ndarray), "prefetch must be a cupy.ndarray (the next weights)"
     if isinstance(config, Bulk):
-        assert prefetch is None, "the bulk-copy kernel warms nothing: its producer starts before pdl_wait"
         smem = _bulk_shared_bytes(b, x_bf16, w, config)
         if smem is not None:
-            return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope)
+            return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope, prefetch)
         config = ONE_ROW if b == 1 else DEFAULT  # an older GPU, an odd K or a misaligned view
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
@@ -320,8 +325,6 @@ def gemv(
     per_sm = max(1, min(16 // config.warps, smem_sm // (smem + SMEM_RESERVED)))
     grid = min(tiles, sms * per_sm)
     g = norm_weight if norm else np.uint64(0)
-    if prefetch is not None:
-        assert isinstance(prefetch, cupy.ndarray), "prefetch must be a cupy.ndarray (the next weights)"
     next_bytes = 0 if prefetch is None else min(NEXT_BYTES, prefetch.nbytes) // 128 * 128
     nxt = np.uint64(0) if prefetch is None else prefetch
     args = (x, g, w, out, np.int32(b), np.int32(n), np.int32(k), np.float32(eps), nxt, np.uint64(next_bytes))
@@ -329,7 +332,9 @@ def gemv(
     return out
 
 
-def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int, pdl: bool, schedule, rope):
+def _bulk(
+    x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int, pdl: bool, schedule, rope, prefetch
+):  # fmt: skip
     import cupy
 
     n, k = w.shape
@@ -355,6 +360,8 @@ def _bulk(x, w, out, norm_weight, eps, epi, config: Bulk, tiles: int, smem: int,
         slot = np.uint64(0) if rope.slot is None else rope.slot
         args += (rope.pos, slot, out, rope.cache, rope.ring, np.int32(n // dh - 2 * hkv), np.int32(hkv),
                  np.int32(dh), np.float32(rope.theta))  # fmt: skip
+    next_bytes = 0 if prefetch is None else min(BULK_NEXT_BYTES, prefetch.nbytes) // 128 * 128
+    args += (np.uint64(0) if prefetch is None else prefetch, np.uint64(next_bytes))
     launch(fn, (grid,), (32 * (config.warps + 1),), args, shared_mem=smem, pdl=pdl)
     return out
 

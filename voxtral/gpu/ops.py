@@ -190,7 +190,7 @@ def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head
 
 def attention_split(
     q, cache, ring, pos, slot, window: int, *, n_kv_heads: int, out=None, workspace=None,
-    splits: int | None = None, pdl: bool = False,
+    splits: int | None = None, pdl: bool = False, early: bool = False,
 ):  # fmt: skip
     """Sliding-window GQA attention of few queries (the decoder step) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
@@ -199,6 +199,8 @@ def attention_split(
     (slot t), which spares the kernels a dependent load. workspace is attention_workspace(T, H, Hkv,
     Dh, splits), zeroed once and reusable by any later launch of the same shape (allocated if not
     given); splits defaults to attention_splits(T, Hkv). pdl: a programmatic dependent launch.
+    early: pos and every key but each query's own position were written before the previous kernel on
+    the stream (the decoder step), so the first keys load before the PDL wait (same result).
     """
     n_slots = _check_table(cache, ring)
     _check(q, "q", BF16)
@@ -223,7 +225,7 @@ def attention_split(
         workspace = attention_workspace(t, h, hkv, dh, splits)
     _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
     args = (q, cache, ring, pos, _null_or(slot), workspace, out, np.int32(hkv), np.int32(window))
-    args += (np.int32(split_min_keys(t, hkv)),)
+    args += (np.int32(split_min_keys(t, hkv)), np.int32(early))
     kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
     launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
     return out
