@@ -136,8 +136,8 @@ def server_sessions(model, audios, capacity: int) -> list[tuple[list[int], str]]
 
 def check_mixed_threads(model, audios) -> None:
     """8 threads transcribing at once, a live stream fed during them, and a server session beside a
-    transcribe_batch: every result is the one it gives alone (the GPU's stream: or differs first at a
-    near-tie, its passes sharing rows with other threads' inputs)."""
+    transcribe_batch: every result is the one it gives alone (on the GPU: or differs first at a near-tie,
+    its steps sharing buckets with other threads' rows)."""
     want_t = alone(model, audios)
     want = [t.tokens for t in want_t]
     results: dict[str, list[int]] = {}
@@ -168,11 +168,16 @@ def check_mixed_threads(model, audios) -> None:
         t.join(timeout=600)
     assert not errors, errors
     assert all(not t.is_alive() for t in threads)
-    for k in range(8):
-        assert results[f"transcribe{k}"] == want[k % 4], f"thread {k}"
+    for k in range(8):  # the GPU: a thread's steps run in buckets shared with other threads' rows, whose
+        # kernels differ by bucket (fused GEMVs at 1, plain at 2–4, cuBLAS at 8: rounding)
+        if results[f"transcribe{k}"] != want[k % 4]:
+            assert_near_tie(model, audios[k % 4], results[f"transcribe{k}"], want[k % 4], f"thread {k}")
+    for i, got in enumerate(results["batch"]):
+        if got != want[i]:  # the same
+            assert_near_tie(model, audios[i], got, want[i], f"mixed threads: batch input {i}")
+    assert len(results["batch"]) == 3
     if results["stream"] != want[1]:  # the GPU: its passes batched with other threads' rows (rounding)
         assert_near_tie(model, audios[1], results["stream"], want[1], "mixed threads: the stream")
-    assert results["batch"] == want[:3]
     # the server's text comes only from step()/pump(), while other threads run the engine too; on the
     # GPU its rows share steps with other threads' rows (rounding), as the stream's do
     tokens, text = results["server"]
