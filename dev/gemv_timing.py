@@ -100,6 +100,8 @@ ENCODER_SHAPES = [
 ENCODER_BATCHES = (1, 4, 8)
 # the plain kernels (other warp/unroll shapes did no better: 8w u4 qkv 8.7, 4w u6 9.9 µs at B = 4), then
 # bulk-copy shapes with fixed shares and with tiles from a counter
+# Bulk(8, 3, 20, 2) ran the encoder's projections of passes of ≤ 4 rows from 6dd3489 until a whole tick graph
+# with it measured slower than with cuBLAS (voxtral/gpu/encoder.py, CHAIN_ROWS)
 ENCODER_BULK = (BULK_ONE_ROW, Bulk(8, 4, 24), Bulk(16, 4, 32), Bulk(16, 3, 48, 2), Bulk(8, 3, 20, 2))
 ENCODER_VARIANTS = [(c, False, True) for c in (DEFAULT, WO, ONE_ROW)] + [
     (c, dyn, True) for c in ENCODER_BULK for dyn in (False, True)

@@ -204,28 +204,6 @@ def test_gemv_bulk_vs_numpy(rng, config, b, n, k, epilogue, x_bf16, norm, dynami
             assert cp.asnumpy(sched).tolist() == [0, 0]
 
 
-@pytest.mark.parametrize("t", [1, 3, 4])
-def test_encoder_projections_of_few_rows_vs_numpy(rng, t):
-    """The encoder layer's projections at a live tick's few rows (encoder.linear / swiglu: the bulk gemv
-    on sm_90+) at the real encoder shapes (E = 1280, 2048, F = 5120) against float64: store, residual
-    add, SwiGLU to bf16. Past GEMV_ROWS rows they are cuBLAS GEMMs."""
-    from voxtral.gpu import encoder
-
-    for n, k in ((6144, 1280), (1280, 2048), (1280, 5120)):
-        x, x_ref, w, w_ref, _, _ = make_inputs(rng, t, n, k, True, False)
-        assert encoder.few_rows(x, w) == (int(cp.cuda.Device().compute_capability) >= 90)
-        y = ref.linear(x_ref, w_ref)
-        assert_close(cp.asnumpy(encoder.linear(x, w)).astype(np.float64), y, 5e-3, 1e-2)
-        h = rng.standard_normal((t, n)).astype(np.float32)
-        out = cp.asarray(h)
-        assert encoder.linear(x, w, out=out, add=True) is out
-        assert_close(cp.asnumpy(out).astype(np.float64) - h, y, 5e-3, 1e-2)
-    x, x_ref, w, w_ref, _, _ = make_inputs(rng, t, 10240, 1280, True, False)
-    y = ref.linear(x_ref, w_ref)
-    assert_close(widen(encoder.swiglu(x, w)), ref.silu(y[:, :5120]) * y[:, 5120:], 1e-2, 2e-2)
-    assert not encoder.few_rows(cp.zeros((encoder.GEMV_ROWS + 1, 1280), np.uint16), w)
-
-
 def test_gemv_bulk_dynamic_in_a_graph_replays(rng):
     """Captured with its tile counter, the launch replays to the same bits every time (counter reset)."""
     x, _, w, _, g, _ = make_inputs(rng, 1, 6000, 3072, False, True)

@@ -31,7 +31,6 @@ from . import ops
 from .conv import ConvStem, StemBuffers, plan, ranges
 from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
-from .gemv import BULK_FEW_ROWS, gemv, runs_bulk
 from .graphs import capture
 from .kv import KVCaches
 from .launch import launch_graph
@@ -73,10 +72,13 @@ OFFLINE_MIN_ROWS = TAILED[-1]
 # which the GPU waited for. Its new mel frames are at most TICK_FRAMES per row of the bucket (a slot's n
 # outputs come from ≤ 2n + 1 frames).
 TICK_FRAMES = 3
-# A pass of at most GEMV_ROWS rows (a live tick of one stream) projects through the bulk-copy gemv kernel
-# (gemv.BULK_FEW_ROWS: weights streamed by the TMA unit, w13's SwiGLU in its epilogue); cuBLAS took
-# ~31 µs a layer there (+ silu_mul) for ~15 µs of weight bytes; at 8 rows it wins qkv and w2 again.
-GEMV_ROWS = 4
+# Passes of at most CHAIN_ROWS rows (a live tick of one or two streams) launch rms_norm, rope_qkv and
+# attention_split as programmatic dependent launches (PDL: each starts while the one before ends). H200,
+# tick graph of one stream (bucket 4) in one process, 2026-12-01: 1382 µs unchained, 1338 chained. The
+# same run timed the bulk-copy gemv (TMA-fed, SwiGLU epilogue) for the projections of passes of ≤ 4 rows,
+# which 6dd3489 had chosen on each GEMV's time alone (qkv 6.3 vs cuBLAS 6.9 µs): 1408 µs chained, so
+# the projections are cuBLAS GEMMs at every row count again.
+CHAIN_ROWS = 8
 
 
 class Groups:
@@ -166,8 +168,10 @@ def split_attention(c, pos, slot, workspace=None):
     """Every row through one attention_split launch (a live pass's short runs)."""
 
     def attend(q, cache, ring, i, out):
-        w, hkv = c.sliding_window, c.n_kv_heads
-        return ops.attention_split(q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace)
+        w, hkv, pdl = c.sliding_window, c.n_kv_heads, q.shape[0] <= CHAIN_ROWS  # chained as layer() does
+        return ops.attention_split(
+            q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace, pdl=pdl
+        )
 
     return attend
 
@@ -209,48 +213,30 @@ def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: Pas
     there (a captured pass)."""
     t = h.shape[0]
     b = (lambda name: None) if buf is None else (lambda name: getattr(buf, name))  # noqa: E731
-    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"))  # [T, E] bf16
+    pdl = t <= CHAIN_ROWS  # a live tick: every launch of the layer chained
+    x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"), pdl=pdl)  # [T, E] bf16
     qkv = linear(x, lw.wqkv, out=b("qkv"))  # [T, (H + 2Hkv)·Dh] f32
     cache, ring = kv.layer(i)
     dims = {"n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim}
-    q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias, out=b("q"))
+    q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias, out=b("q"), pdl=pdl)
     o = attend(q, cache, ring, i, b("o"))  # [T, H, Dh] bf16
     linear(o.reshape(t, c.q_dim), lw.wo, out=h, add=True)
-    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"))
+    x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"), pdl=pdl)
     u = swiglu(x, lw.w13, gu=b("gu"), out=b("u"))  # [T, F] bf16
     linear(u, lw.w2, out=h, add=True)
     return lw.w2_bias
 
 
-def few_rows(x, w) -> bool:
-    """Whether x [T, K] bf16 · wᵀ runs as a gemv of the bulk-copy kernel (GEMV_ROWS rows at most, sm_90+)
-    rather than a cuBLAS GEMM."""
-    return 1 <= x.shape[0] <= GEMV_ROWS and runs_bulk(x, w, BULK_FEW_ROWS)
-
-
 def linear(x, w, out=None, add: bool = False):
     """out (=, or += with add) x · wᵀ for x [T, K] bf16, w [N, K] bf16, out [T, N] f32 (made when None):
-    a gemv launch where few_rows, else a cuBLAS GEMM."""
-    if not few_rows(x, w):
-        return gemm(x, w, out=out, beta=1.0 if add else 0.0)
-    if out is None:
-        import cupy
-
-        out = cupy.empty((x.shape[0], w.shape[0]), np.float32)
-    return gemv(x, w, out, epilogue="add" if add else "store", config=BULK_FEW_ROWS, pdl=True)
+    a cuBLAS GEMM."""
+    return gemm(x, w, out=out, beta=1.0 if add else 0.0)
 
 
 def swiglu(x, w13, gu=None, out=None):
-    """silu(x · w1ᵀ) ⊙ (x · w3ᵀ) as bf16 [T, F] for x [T, E] bf16, w13 = [w1; w3] [2F, E] bf16 (out: made
-    when None): one gemv launch with the SwiGLU epilogue where few_rows, else a cuBLAS GEMM into gu
-    [T, 2F] f32 (made when None) and silu_mul."""
-    if not few_rows(x, w13):
-        return ops.silu_mul(gemm(x, w13, out=gu), out=out)
-    if out is None:
-        import cupy
-
-        out = cupy.empty((x.shape[0], w13.shape[0] // 2), np.uint16)
-    return gemv(x, w13, out, epilogue="swiglu", config=BULK_FEW_ROWS, pdl=True)
+    """silu(x · w1ᵀ) ⊙ (x · w3ᵀ) as bf16 [T, F] for x [T, E] bf16, w13 = [w1; w3] [2F, E] bf16: a cuBLAS
+    GEMM into gu [T, 2F] f32 (made when None), then silu_mul into out (made when None)."""
+    return ops.silu_mul(gemm(x, w13, out=gu), out=out)
 
 
 def adapter(x, w: GpuWeights, cfg: ModelConfig):

@@ -105,18 +105,11 @@ class Bulk:
 # 191/199; the step's GEMVs 1960 µs (ONE_ROW 2298), the decoder step 2207 µs (2448). At B = 8 it loses
 # to the 16-warp plain kernel and to cuBLAS (x is read from shared memory by every lane).
 BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
-# The encoder layer's projections at a live tick of one stream (4 rows of bf16 x, K = 1280, 2048, 5120;
-# voxtral/gpu/encoder.py): 8 consumer warps, 3 stages of ~20 KiB (one 8-row tile at K = 1280), two blocks
-# per SM. dev/gemv_timing.py --encoder on an H200 (2026-12-01), B = 4, µs vs cuBLAS in the same run: qkv
-# 6.3/6.9, wo 5.0/6.1, w13 with SwiGLU 9.8/9.1 + silu_mul, w2 7.4/8.8. At B = 8 cuBLAS wins qkv and w2;
-# the plain kernels lose at every encoder shape (K = 1280 is 40 k steps: little work per tile).
-BULK_FEW_ROWS = Bulk(warps=8, stages=3, stage_kb=20, per_sm=2)
 SHIPPED = (
     DEFAULT,
     WO,
     ONE_ROW,
     BULK_ONE_ROW,
-    BULK_FEW_ROWS,
 )  # the configs the decoder and the encoder use: prebuilt (cuda/bin), compiled together otherwise
 
 
@@ -159,13 +152,6 @@ class Rope:
     theta: float
     n_kv_heads: int
     head_dim: int
-
-
-def runs_bulk(x, w, config) -> bool:
-    """Whether gemv(x, w, …, config=config) runs the bulk-copy kernel of this Bulk config on this device
-    (sm_90+, K a multiple of 8, w 16-byte aligned, the shared memory within a block's)."""
-    ok_x = x.dtype in (np.dtype(np.float32), np.dtype(BF16)) and 1 <= x.shape[0] <= MAX_BATCH
-    return ok_x and _bulk_shared_bytes(x.shape[0], x.dtype == np.dtype(BF16), w, config) is not None
 
 
 def fuses_rope(x, w, config) -> bool:
@@ -370,10 +356,8 @@ __all__ = [
     "Bulk",
     "Rope",
     "fuses_rope",
-    "runs_bulk",
     "DEFAULT",
     "EPILOGUES",
-    "BULK_FEW_ROWS",
     "BULK_ONE_ROW",
     "ONE_ROW",
     "SHIPPED",
