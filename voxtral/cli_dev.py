@@ -114,6 +114,12 @@ def bench(
             help="GPU: also time load → first token in new processes, caches empty then warm.",
         ),
     ] = True,
+    gemv: Annotated[
+        bool,
+        typer.Option(
+            "--gemv", help="GPU: also time each decode GEMV and their whole chain against cuBLAS.", **FLAG
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", metavar="FILE", help="Write the full report as JSON here.")
     ] = None,
@@ -148,7 +154,7 @@ def bench(
             positions=_counts(positions, "--positions", MAX_POSITION), steps=steps, cpu_steps=cpu_steps,
             stream=stream, batch=_counts(batch, "--batch", MAX_CAPACITY),
             server=_counts(server, "--server", MAX_CAPACITY), audio=audio,
-            files=_counts(files, "--files", MAX_CAPACITY), cold_start=cold_start,
+            files=_counts(files, "--files", MAX_CAPACITY), cold_start=cold_start, gemv=gemv,
         )  # fmt: skip
         result = bench_mod.run(opts, progress=lambda msg: typer.echo(f"voxtral: {msg}", err=True))
         if json_out is not None:

@@ -179,3 +179,17 @@ def test_confidence_matches_cpu(cpu, gpu, clip5):
     g = gpu.transcribe(clip5, alternatives=0.2)
     assert g.tokens == c.tokens
     np.testing.assert_allclose([s.prob for s in g.scores], [s.prob for s in c.scores], atol=2e-2)
+
+
+def test_bench_gemv_report_times_every_shape_against_cublas(gpu):
+    """`voxtral bench --gemv`: each decode GEMV at 1 and 8 rows, ours and cuBLAS, and the B = 1 chain."""
+    from voxtral.bench.gemvs import BATCHES, SHAPES, gemv_lines, gemv_report
+
+    report = gemv_report(gpu)
+    rows = report["shapes"]
+    assert [(r["shape"], r["batch"]) for r in rows] == [(s, b) for b in BATCHES for s in SHAPES]
+    for r in rows:
+        assert 0 < r["ours_us"] < 1e5 and 0 < r["cublas_us"] < 1e5, r
+    assert set(report["chain_us"]) == {"ours", "cublas"} and all(v > 0 for v in report["chain_us"].values())
+    lines = gemv_lines(report)
+    assert len(lines) == 2 + len(BATCHES) and "cuBLAS" in lines[-1]

@@ -22,6 +22,7 @@ from ..config import ModelConfig
 from ..errors import OutputError
 from ..scheduler import Job
 from .files import files_lines, files_report
+from .gemvs import gemv_lines, gemv_report
 from .host import host_info, host_line
 from .streams import (
     batch_lines,
@@ -61,6 +62,7 @@ class BenchOptions:
     server_ticks: int = 50
     files: tuple[int, ...] = ()  # also run this many files end to end through the CLI's path (files.py)
     cold_start: bool = True  # GPU: load → first token in fresh processes, empty then warm caches
+    gemv: bool = False  # GPU: the decode GEMVs per shape and as a chain against cuBLAS (gemvs.py)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class DeviceReport:
     batch: list[dict] = field(default_factory=list)  # streams.batch_report
     server: list[dict] = field(default_factory=list)  # streams.server_report
     files: list[dict] = field(default_factory=list)  # files.files_report
+    gemv: dict = field(default_factory=dict)  # gemvs.gemv_report
 
 
 def default_audio() -> Path:
@@ -260,6 +263,8 @@ def bench_device(
         report.extra = _gpu_ceilings() | memory
         if cold:
             report.extra["cold_start"] = cold
+        if opts.gemv:
+            report.gemv = gemv_report(model)
     else:
         report.decode_profile = _profile(model, samples, (len(model.schedule.prompt),), opts.cpu_steps)
         report.extra = _cpu_ceilings(model.config)
@@ -362,6 +367,8 @@ def table(result: dict) -> str:
                 f"({x.get('encoder_flop_limit_ms', 0):.1f} ms), "
                 f"device memory {x['pool_total'] / 1e9:.2f} GB (one stream, {r['audio_s']:.0f} s audio)"
             )
+        if r.get("gemv"):
+            lines += gemv_lines(r["gemv"])
         if "cold_start" in x:
             c, w = x["cold_start"]["cold"], x["cold_start"]["warm"]
             lines.append(

@@ -310,9 +310,9 @@ class Decoder:
                 if b not in self._graphs:
                     self._lay_out([], b)
                     self._graph(b)
+                    self._layout = None  # the rows served the scratch cache: the next step lays them out
                 if rows is not None and b >= rows:
                     break
-        self._layout = None
 
     def _ring_rows(self, positions: int) -> int:
         """A ring for `positions` positions: a multiple of RING_ALIGN, at most the window."""
