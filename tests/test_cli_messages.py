@@ -60,6 +60,7 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--cpu-steps", "9" * 20], "--cpu-steps"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--positions", "99999999999"], "--positions"),
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--server", "1,5000"], "--server"),
+        (["bench", "--random-weights", "tiny", "-d", "cpu", "--gemv"], "--gemv"),
         (["transcribe", "CLIP", "-b", "99999999999999999999"], "--batch-size must be from 1 to 4096"),
         (["transcribe", "CLIP", "-b", "0"], "--batch-size"),
         (["dev", "random-checkpoint", "CLIP"], "is a file"),

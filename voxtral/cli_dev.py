@@ -139,6 +139,8 @@ def bench(
         devices = tuple(d.strip().lower() for d in device.split(",") if d.strip())
         if not devices or any(d not in DEVICES for d in devices) or len(set(devices)) < len(devices):
             raise OptionError(f"--device takes cpu, cuda or cpu,cuda (each once), got {device!r}")
+        if gemv and "cuda" not in devices:
+            raise OptionError("--gemv times the GPU's decode kernels: give -d cuda or cpu,cuda")
         if devices == ("cuda",) and (reason := unavailable_reason()):
             raise DeviceError(f"cannot benchmark the GPU: {reason}")
         if not (1 <= steps <= MAX_STEPS and 1 <= cpu_steps <= MAX_STEPS):
