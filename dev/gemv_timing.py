@@ -152,7 +152,7 @@ class Case:
     def ours(self, variant=VARIANTS[0]):
         (cfg, warm, pdl), x, ws, out, g, epi = variant, self.x, self.ws, self.out, self.g, self.epilogue
         bulk = isinstance(cfg, Bulk)
-        nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm and not bulk else (lambda i: None)
+        nxt = (lambda i: ws[(i + 1) % len(ws)]) if warm else (lambda i: None)
         sched = (lambda i: schedules(len(ws))[i]) if warm and bulk else (lambda i: None)
         return lambda i: gemv(
             x, ws[i], out, norm_weight=g, eps=EPS, epilogue=epi, prefetch=nxt(i), config=cfg, pdl=pdl,
@@ -322,11 +322,11 @@ def schedules(n: int):
 
 def step_gemv(calls: list[tuple], variant) -> None:
     """Every launch warms the next one's weights (the last: the next step's first) when asked to
-    (a Bulk config: takes its tiles from a counter instead)."""
+    (a Bulk config also takes its tiles from a counter, as the step does)."""
     cfg, warm, pdl = variant
     bulk = isinstance(cfg, Bulk)
     for i, (x, wt, out, kw) in enumerate(calls):
-        nxt = calls[(i + 1) % len(calls)][1] if warm and not bulk else None
+        nxt = calls[(i + 1) % len(calls)][1] if warm else None
         sched = schedules(len(calls))[i] if warm and bulk else None
         gemv(x, wt, out, eps=EPS, prefetch=nxt, config=cfg, pdl=pdl, schedule=sched, **kw)
 

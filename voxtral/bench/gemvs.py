@@ -1,8 +1,10 @@
 """`voxtral bench --gemv` (GPU): the decode step's GEMVs against cuBLAS in the same run (issue #14).
 
 Per decode GEMV (qkv with the RMSNorm prologue, wo +=, w13 with the SwiGLU epilogue, w2 +=, the output
-head with the final norm) at B = 1 and 8 rows of x: µs per launch of the fused kernel the step runs at
-that B (gemv.step_configs; tile counters, PDL and L2 warming as in the step) and of a cuBLAS GEMM
+head with the final norm) at B = 1 and 8 rows of x: µs per launch of our fused kernel in the config the
+step's fused path takes at that B (gemv.step_configs; tile counters, PDL and L2 warming as in the step;
+qkv stores f32 here where the B = 1 step turns and stores q, k, v in the same kernel; at B = 8 the
+decoder keeps whichever of its fused and cuBLAS paths is faster: graphs.fastest) and of a cuBLAS GEMM
 (gemm.gemm: bf16 x, f32 out, += where the step adds; cuBLAS does neither the norm nor the SwiGLU, so its
 figures leave them out), over the model's own weights: one CUDA graph of one launch per layer (the
 output head: OUTPUT_LAUNCHES launches of its one matrix), inputs random, the median of REPLAYS replays.

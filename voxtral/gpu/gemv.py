@@ -110,7 +110,7 @@ SHIPPED = (
     WO,
     ONE_ROW,
     BULK_ONE_ROW,
-)  # the configs the decoder and the encoder use: prebuilt (cuda/bin), compiled together otherwise
+)  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
 
 
 def step_configs(rows: int) -> dict:
@@ -240,10 +240,11 @@ def gemv(
 ):  # fmt: skip
     """out (=, +=, swiglu) [rms_norm](x) · wᵀ for x [B ≤ 8, K] f32/bf16, w [N, K] bf16; returns out.
 
-    prefetch: the next launch's weights (any device array); the first NEXT_BYTES of it (a Bulk config:
-    BULK_NEXT_BYTES) are pulled into L2 as this launch runs out of its own loads, so the next one starts
-    from L2. pdl: launch it as a
-    programmatic dependent launch (the kernels before and after it on the stream may overlap it).
+    prefetch: the next launch's weights (a device array starting on a 16-byte boundary); the first
+    NEXT_BYTES of it (a Bulk config: BULK_NEXT_BYTES; none where a Bulk config falls back to the plain
+    kernel) are pulled into L2 as this launch runs out of its own loads, so the next one starts from L2.
+    pdl: launch it as a programmatic dependent launch (the kernels before and after it on the stream may
+    overlap it).
     schedule: an int32 [2] device array of zeros (left zero) that a Bulk config's blocks take their tiles
     from as they go (a block that starts late takes fewer); one array per launch site of a stream, as
     launches may overlap. None: each block streams a fixed contiguous share.
@@ -296,11 +297,13 @@ def gemv(
     sms, smem_sm, smem_block = device_limits(device)
     if prefetch is not None:
         assert isinstance(prefetch, cupy.ndarray), "prefetch must be a cupy.ndarray (the next weights)"
+        assert prefetch.data.ptr % 16 == 0, "prefetch must start on a 16-byte boundary (bulk prefetch)"
     if isinstance(config, Bulk):
         smem = _bulk_shared_bytes(b, x_bf16, w, config)
         if smem is not None:
             return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope, prefetch)
         config = ONE_ROW if b == 1 else DEFAULT  # an older GPU, an odd K or a misaligned view
+        prefetch = None  # the plain kernel's warming (NEXT_BYTES) was never timed in place of the bulk one's
     smem = shared_bytes(b, k, x_bf16, config)
     assert smem <= smem_block, (
         f"x [{b}, {k}] {'bf16' if x_bf16 else 'f32'} needs {smem} B of shared memory, over the "
