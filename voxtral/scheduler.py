@@ -295,8 +295,8 @@ class Scheduler:
         worked |= self._admit()
         worked |= self._encode()
         worked |= self._prefill()
+        self._settle_timings()  # while the device runs this tick's encoder: the host would wait after it
         worked |= self._step()
-        self._settle_timings()
         return self._retire() or worked
 
     def _expire(self) -> bool:

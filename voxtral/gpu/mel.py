@@ -140,10 +140,11 @@ class GpuMel:
         runtime.memcpyAsync(windows.data.ptr, stage.ctypes.data, total * self.n_fft * 4, H2D, stream.ptr)
         self._fixed[1] = event = cupy.cuda.Event(disable_timing=True)
         event.record(stream)
-        b = next(r for r in GRAPH_ROWS if r >= total)
-        if b not in self._graphs:  # rows past total hold earlier (finite) frames or zeros: never read
-            self._graphs[b] = capture(stream, lambda: self._rows(windows[:b], out[:b], (x[:b], p[:b])))
-        launch_graph(self._graphs[b], stream)
+        if not self._graphs:  # every bucket at once (~2 ms each), so that no later tick waits for one
+            for r in GRAPH_ROWS:  # rows past total hold earlier (finite) frames or zeros: never read
+                run = lambda r=r: self._rows(windows[:r], out[:r], (x[:r], p[:r]))  # noqa: E731
+                self._graphs[r] = capture(stream, run)
+        launch_graph(self._graphs[next(r for r in GRAPH_ROWS if r >= total)], stream)
         return out[:total]
 
     def _rows(self, windows, out, scratch=(None, None)) -> None:
