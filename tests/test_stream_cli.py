@@ -123,10 +123,12 @@ NOISE = (
 )
 
 
-@pytest.mark.parametrize("delay", [2.0, 2.9, 3.7])
+@pytest.mark.parametrize("delay", [0.0, 0.9, 1.7])
 def test_ctrl_c_mid_stream_flushes_the_text(tiny_dir, delay):
     """Ctrl-C (SIGINT) while the model works (../shared/cases/rel-46-sigint-stream.py): the engine lets it
-    surface only between ticks, so the session finishes: exit 0, the text so far, no traceback."""
+    surface only between ticks, so the session finishes: exit 0, the text so far, no traceback. The delay
+    counts from the first text printed (a signal during the load is exit 130, documented in cli.py: a
+    fixed delay from the start hit the load on a busy 2-core CI runner)."""
     import signal
     import time
 
@@ -137,13 +139,16 @@ def test_ctrl_c_mid_stream_flushes_the_text(tiny_dir, delay):
         stdin=producer.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     producer.stdout.close()
+    loaded = p.stderr.readline()  # "voxtral: loaded …"
+    first = p.stdout.read(1)  # the stream has begun: the model is at work
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     producer.kill()
     producer.wait()
-    assert "Traceback" not in err.decode(), err.decode()
-    assert p.returncode == 0 and out.decode().strip()
+    err = (loaded + err).decode()
+    assert first and "Traceback" not in err, err
+    assert p.returncode == 0 and (first + out).decode().strip(), (p.returncode, err)
 
 
 def test_ctrl_c_before_any_audio_ends_quietly(tiny_dir):
