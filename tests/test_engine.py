@@ -1,6 +1,7 @@
 """One engine behind every request pattern, on the CPU (tests/engine_checks.py; the GPU runs the same
 checks in tests/gpu/test_gpu_engine.py): identical tokens and text to the single offline run."""
 
+import contextlib
 import time
 
 import numpy as np
@@ -149,3 +150,70 @@ def test_one_input_where_a_list_is_expected(model, clip5):
 def test_an_empty_path_is_named_as_such(model):
     with pytest.raises(voxtral.AudioError, match="audio path is empty"):
         model.transcribe("")
+
+
+def _signal_after_claim(engine, monkeypatch) -> None:
+    """Ctrl-C (a real SIGINT to this process) the moment the engine's next claim to drive succeeds: its
+    KeyboardInterrupt surfaces as the claim returns, before the caller can note that it holds it
+    (../shared/cases/rel-46-sigint-stream.py hung 1 time in 43 there)."""
+    import os
+    import signal
+
+    claim, shots = engine._claim, [1]
+
+    def claim_then_signal() -> bool:
+        got = claim()
+        if got and shots.pop():
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before this call returns
+        return got
+
+    monkeypatch.setattr(engine, "_claim", claim_then_signal)
+
+
+@pytest.mark.parametrize("driver", ["feed", "server"])
+def test_ctrl_c_as_a_thread_claims_the_engine_leaves_it_drivable(tiny_dir, audios, driver, monkeypatch):
+    """Ctrl-C the instant a thread claims the engine (a session's feed, a server's step) surfaces as
+    KeyboardInterrupt, and the session still finishes with the text it gives uninterrupted: a lock left
+    taken there made finish() wait forever for a driver that was gone."""
+    m = voxtral.load(tiny_dir, device="cpu")
+    engine, x = m.engine, audios[0]
+    h = len(x) // 2
+    server = StreamServer(m, capacity=1) if driver == "server" else None
+
+    def texts(interrupt: bool) -> str:
+        session = server.open() if server else m.stream()
+        out = [session.feed(x[:h])]
+        if server:
+            out.append(server.pump().get(session, []))
+            session.feed(x[h:])
+        if interrupt:
+            _signal_after_claim(engine, monkeypatch)
+        with pytest.raises(KeyboardInterrupt) if interrupt else contextlib.nullcontext():
+            out.append(server.step().get(session, []) if server else session.feed(x[h:]))
+        monkeypatch.undo()
+        assert engine._claim()  # this thread can drive (else finish() below would wait forever)
+        engine._unclaim()
+        out.append(session.finish())
+        if server:
+            while not session.done:
+                out.append(server.step().get(session, []))
+        return "".join(p.text for pieces in out for p in pieces)
+
+    clean = texts(False)
+    assert clean and texts(True) == clean
+
+
+def test_a_stand_in_handler_left_behind_passes_the_signal_on():
+    """A signal that cuts the restore of the handlers after a tick leaves the engine's stand-in installed:
+    from then on it raises as the real handler would, never swallows Ctrl-C."""
+    import signal
+
+    from voxtral.scheduler import _deferred_interrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with _deferred_interrupt():
+            stand_in = signal.getsignal(signal.SIGINT)
+            stand_in(signal.SIGINT, None)  # held: raised as the block ends
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with pytest.raises(KeyboardInterrupt):
+        stand_in(signal.SIGINT, None)

@@ -166,7 +166,7 @@ class Scheduler:
         # reader threads, mel, encoder and prefill on the device's clock, decode as the host waits for it
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self._lock = threading.RLock()  # job lists and device state: a tick, submit, push, end, close
-        self._driving = threading.Lock()  # one thread ticks at a time
+        self._driver: threading.Thread | None = None  # the one thread that ticks now (_claim)
         self._woken = threading.Condition()
         self._generation = 0  # ticks and inputs so far: waiting threads wake when it moves
 
@@ -222,17 +222,13 @@ class Scheduler:
                 seen = self._generation
             if done():
                 return
-            if self._driving.acquire(blocking=False):
+            if self._claim():
                 try:
                     while not done() and self._tick_once():
                         pass
-                except BaseException:
-                    self._driving.release()
-                    self._wake()
-                    raise
-                self._driving.release()
+                finally:
+                    self._unclaim()  # another thread may drive now
                 if done():
-                    self._wake()  # another thread may drive now
                     return
             # Nothing to run: sleep until an input, a reader thread or another request moves the
             # generation (a tick without work moves nothing, so an idle engine does not spin)
@@ -244,16 +240,35 @@ class Scheduler:
         """One tick's worth of progress: a tick, or, while another thread drives, its next tick."""
         with self._woken:
             seen = self._generation
-        if self._driving.acquire(blocking=False):
+        if self._claim():
             try:
                 self._tick_once()
             finally:
-                self._driving.release()
-                self._wake()
+                self._unclaim()
             return
         with self._woken:
             if self._generation == seen:
                 self._woken.wait(IDLE_WAIT_S)
+
+    def _claim(self) -> bool:
+        """Become the thread that drives the engine, unless another live thread is. A claim this thread
+        still holds is taken again: Ctrl-C or SIGTERM surfacing as the claim returns, before the caller's
+        try, leaves it behind (a lock left taken so made every later run_until() wait forever for a driver
+        that was gone: 1 Ctrl-C in ~40 hung `voxtral stream`); so does a thread that ended holding one."""
+        me = threading.current_thread()
+        with self._woken:
+            driver = self._driver
+            if driver is None or driver is me or not driver.is_alive():
+                self._driver = me
+                return True
+            return False
+
+    def _unclaim(self) -> None:
+        """Give the engine up and wake the threads waiting to drive it or for its progress."""
+        with self._woken:
+            self._driver = None
+            self._generation += 1
+            self._woken.notify_all()
 
     def _tick_once(self) -> bool:
         with self._lock, _deferred_interrupt():
@@ -613,11 +628,20 @@ def _deferred_interrupt():
         return
     caught: list[int] = []
     held = {s: h for s in HELD_SIGNALS if callable(h := signal.getsignal(s))}
-    for s in held:
-        signal.signal(s, lambda signum, frame: caught.append(signum))
+    holding = [True]
+
+    def hold(signum, frame) -> None:  # a stand-in left installed (a signal cut the restore) passes on
+        if holding[0]:
+            caught.append(signum)
+        else:
+            held[signum](signum, frame)
+
     try:
+        for s in held:
+            signal.signal(s, hold)
         yield
     finally:
+        holding[0] = False
         for s, h in held.items():
             signal.signal(s, h)
         if caught:
