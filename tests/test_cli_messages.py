@@ -407,3 +407,20 @@ def test_sigterm_between_a_commands_steps_is_one_line_and_exit_143(monkeypatch, 
     assert e.value.code == 143
     assert capsys.readouterr().err == "voxtral: terminated (SIGTERM)\n"
     assert not out.exists() and signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.parametrize("rate, n", [(10_000_000, 182), (1_000_000, 5)])
+def test_audio_too_short_to_resample_is_one_line_and_nothing_more(tiny_dir, tmp_path, rate, n):
+    """A recording at a high rate too short to give one 16 kHz sample is exit 3 with one error line and
+    nothing after it (the resampler its traceback held made nanobind print ~20 "leaked" lines at exit)."""
+    import numpy as np
+    import soundfile as sf
+
+    wav = tmp_path / "short.wav"
+    sf.write(wav, np.full(n, 0.1), rate, subtype="PCM_16")
+    r = run("transcribe", wav, "-m", tiny_dir, "-d", "cpu", "-q")
+    assert r.returncode == 3 and r.stdout == "", r
+    assert r.stderr.splitlines() == [
+        f"voxtral: error: {wav}: the audio is too short ({n} samples at {rate} Hz make none at 16000 Hz); "
+        "pass a longer recording"
+    ], r.stderr

@@ -236,28 +236,31 @@ def _resampled_runs(blocks, target_rate: int, name: str) -> Iterator[np.ndarray]
     on its own, as FFmpeg's own resampling does."""
     resampler, rate, n_in, n_out = None, None, 0, 0
     end = object()
-    for block in itertools.chain(blocks, [(end, None)]):
-        x, r = block
-        if x is not end and not np.isfinite(x).all():
-            raise AudioError(NON_FINITE.format(name=name))
-        if r != rate and resampler is not None:  # a new rate, or the end: the old run's tail
-            y = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
-            n_out += len(y)
-            if len(y):
-                yield y
-        if x is end:
-            break
-        if r != rate:
-            rate = r
-            resampler = None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
-        n_in += len(x)
-        # the caller gets the only reference (popped from out): held here while waiting at the yield, a
-        # block would stay until the input's next pull (0.64 MB a 10 s block at 16 kHz, + 1.9 MB at 48 kHz)
-        out = [x if resampler is None else resampler.resample_chunk(x)]
-        block = x = None
-        n_out += len(out[0])
-        if len(out[0]):
-            yield out.pop()
+    try:
+        for block in itertools.chain(blocks, [(end, None)]):
+            x, r = block
+            if x is not end and not np.isfinite(x).all():
+                raise AudioError(NON_FINITE.format(name=name))
+            if r != rate and resampler is not None:  # a new rate, or the end: the old run's tail
+                y = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+                n_out += len(y)
+                if len(y):
+                    yield y
+            if x is end:
+                break
+            if r != rate:
+                rate = r
+                resampler = None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
+            n_in += len(x)
+            # the caller gets the only reference (popped from out): held here while waiting at the yield, a
+            # block would stay until the input's next pull (0.64 MB a 10 s block at 16 kHz, + 1.9 MB at 48 kHz)
+            out = [x if resampler is None else resampler.resample_chunk(x)]
+            block = x = None
+            n_out += len(out[0])
+            if len(out[0]):
+                yield out.pop()
+    finally:  # an error's traceback holds this frame: a resampler alive at exit made nanobind print
+        resampler = None  # 20 lines of "leaked instances" after the error line (a 10 MHz WAV too short)
     if n_out == 0 and n_in > 0:
         what = f"{n_in} sample{'s' if n_in > 1 else ''} at {rate} Hz make none at {target_rate} Hz"
         raise AudioError(f"{name}: the audio is too short ({what}); pass a longer recording")
