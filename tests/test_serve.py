@@ -180,11 +180,12 @@ def test_malformed_events_answered_and_connection_kept(server):
     got = run(_events(server.url, [
         "{not json", b"\x00\x01", {"type": "nope"}, {"type": "input_audio_buffer.append", "audio": "%%%"},
         {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1\2\3").decode()},
-        {"type": "session.update", "delay_ms": 2400},
+        {"type": "session.update", "delay_ms": 2400}, {"type": "session.update", "timestamps": "yes"},
         _append(np.zeros(8000, np.float32)),
-        {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": True},
-    ], 7))  # fmt: skip
-    codes = [e.get("code") for e in got[:6]]
+        {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": "no"},
+        {"type": "input_audio_buffer.commit", "final": True},
+    ], 9))  # fmt: skip
+    codes = [e.get("code") for e in got[:8]]
     assert codes == [
         "invalid_json",
         "invalid_event",
@@ -192,8 +193,58 @@ def test_malformed_events_answered_and_connection_kept(server):
         "invalid_audio",
         "invalid_audio",
         "invalid_delay",
+        "invalid_event",  # timestamps "yes": not a boolean
+        "invalid_event",  # final "no": not a boolean (was taken as true)
     ]
-    assert got[6]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
+    assert got[8]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
+
+
+async def _utterances(url: str, events: list, n_done: int) -> list[dict]:
+    """Send the events, return every server event after created up to the n_done-th transcription.done."""
+    import websockets
+
+    async with websockets.connect(
+        url.replace("http", "ws") + "/v1/realtime", additional_headers={"Authorization": f"Bearer {KEY}"}
+    ) as ws:
+        await ws.recv()
+        for e in events:
+            await ws.send(json.dumps(e))
+        got: list[dict] = []
+        while sum(e["type"] == "transcription.done" for e in got) < n_done:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        return got
+
+
+COMMIT, FINAL = {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": True}
+
+
+def test_an_utterance_without_audio_is_done_empty_and_the_connection_stays(server, model, clip5):
+    """Recording started and stopped without a sound (commit, final commit): transcription.done with empty
+    text, and the next utterance on the same connection is transcribed (it used to be an error and the
+    connection closed)."""
+    x = audio_io.load_audio(clip5)
+    got = run(_utterances(server.url, [COMMIT, FINAL, COMMIT, _append(x), FINAL], 2))
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert got[0] == {"type": "transcription.done", "text": "", "usage": usage}, got
+    assert [e["type"] for e in got[1:-1]] == ["transcription.delta"] * (len(got) - 2)
+    assert got[-1]["text"] == model.transcribe(x, sample_rate=16000).text.strip()
+
+
+def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5):
+    """--max-audio-s: the append that passes it gets one error event; the utterance's later appends are
+    dropped quietly (each used to repeat the error); the utterance is done with the audio before, and the
+    next one starts afresh."""
+    x = audio_io.load_audio(clip5)
+    s = Server(tiny_dir, "--max-audio-s", "1")
+    try:
+        chunks = [_append(x[i : i + 1600]) for i in range(0, 48000, 1600)]  # 3 s in 0.1 s appends
+        got = run(_utterances(s.url, [COMMIT, *chunks, FINAL, COMMIT, chunks[0], FINAL], 2))
+    finally:
+        s.stop()
+    errors = [e for e in got if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["audio_too_long"], errors
+    done = [e for e in got if e["type"] == "transcription.done"]
+    assert done[0]["usage"]["prompt_tokens"] > 0 and done[1]["usage"]["prompt_tokens"] > 0
 
 
 def test_limits_full_server_and_vanished_client(tiny_dir, clip5, tmp_path):

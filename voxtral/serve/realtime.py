@@ -11,6 +11,9 @@ Server → client:
     {"type": "transcription.done", "text", "usage"}            after the final commit; a new commit starts
                                                                the next utterance on the same connection
     {"type": "error", "error", "code"}                         a bad event or a failed session
+A final commit with no audio since the utterance began is done with empty text (a client that started and
+stopped recording without a sound keeps its connection). Audio beyond --max-audio-s in one utterance is
+refused with one error event; its further appends are dropped quietly until the next utterance.
 Extensions (ignored by vLLM clients, never required): session.update may carry `"timestamps": true`
 (each delta gets `start`, seconds into the utterance) and `"confidence": true` (each delta gets `prob`,
 the probability of the token that completed it); `"delay_ms"` must equal the server's (--delay-ms: the
@@ -46,12 +49,14 @@ class Connection:
 
     def __init__(self, ws: WebSocket, state: ServerState):
         self.ws, self.state = ws, state
-        self.session = None  # the utterance being transcribed
+        self.session = None  # the utterance taking audio now (None after its final commit)
         self.buffered: list[np.ndarray] = []  # audio appended before the first commit
         self.timestamps = self.confidence = False
-        self.text = Deltas()  # the utterance's text as sent
-        self.sender: asyncio.Task | None = None
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.queue: asyncio.Queue | None = None  # the current utterance's (pieces, ended) from the engine
+        self.over = False  # the current utterance passed --max-audio-s (said once)
+        self.ending: set = set()  # utterances after their final commit whose text is still being sent
+        self.sender: asyncio.Task | None = None  # sends the newest utterance's events (after the ones before)
+        self.senders: set[asyncio.Task] = set()
         self.place = False  # holds one of the server's places
 
     # --- client events ---------------------------------------------------------------------------
@@ -62,7 +67,11 @@ class Connection:
         elif kind == "input_audio_buffer.append":
             await self._append(event)
         elif kind == "input_audio_buffer.commit":
-            await self._commit(bool(event.get("final", False)))
+            final = event.get("final", False)
+            if not isinstance(final, bool):
+                message = f"input_audio_buffer.commit: final must be true or false, got {final!r}"
+                return await self.error(message, "invalid_event")
+            await self._commit(final)
         else:
             await self.error(f"unknown event type {kind!r}", "unknown_event")
 
@@ -73,8 +82,13 @@ class Connection:
                 f"delay_ms {delay} differs from this server's {self.state.model.schedule.delay_ms} "
                 "(start it with --delay-ms)", "invalid_delay"
             )  # fmt: skip
-        self.timestamps = bool(event.get("timestamps", self.timestamps))
-        self.confidence = bool(event.get("confidence", self.confidence))
+        for name in ("timestamps", "confidence"):
+            value = event.get(name, getattr(self, name))
+            if not isinstance(value, bool):
+                message = f"session.update: {name} must be true or false, got {value!r}"
+                return await self.error(message, "invalid_event")
+        self.timestamps = event.get("timestamps", self.timestamps)
+        self.confidence = event.get("confidence", self.confidence)
 
     async def _append(self, event: dict) -> None:
         try:
@@ -96,7 +110,18 @@ class Connection:
         if self.session is None and not await self._start():
             return
         if final:
-            await asyncio.to_thread(self.state.pump.finish, self.session)
+            await self._end()
+
+    async def _end(self) -> None:
+        """The current utterance's audio is complete: its text and done follow (an utterance without audio:
+        done with empty text, the connection stays). Events from now on belong to the next utterance."""
+        s, self.session = self.session, None
+        self.ending.add(s)
+        if s.n_samples == 0:
+            self.state.pump.close(s)
+            self.queue.put_nowait(([], True))
+        else:
+            await asyncio.to_thread(self.state.pump.finish, s)
 
     # --- the utterance ---------------------------------------------------------------------------
     async def _start(self) -> bool:
@@ -111,11 +136,13 @@ class Connection:
                 )
                 return False
             self.place = True
-        loop = asyncio.get_running_loop()
-        deliver = lambda pieces, ended: loop.call_soon_threadsafe(self.queue.put_nowait, (pieces, ended))
+        loop, queue = asyncio.get_running_loop(), asyncio.Queue()
+        deliver = lambda pieces, ended: loop.call_soon_threadsafe(queue.put_nowait, (pieces, ended))
         self.session = self.state.pump.open(deliver, confidence=self.confidence)
-        self.text, self.started = Deltas(), time.perf_counter()
-        self.sender = asyncio.create_task(self._send_pieces(self.session))
+        self.queue, self.over = queue, False
+        self.sender = asyncio.create_task(self._send_pieces(self.session, queue, self.sender))
+        self.senders.add(self.sender)
+        self.sender.add_done_callback(self.senders.discard)
         buffered, self.buffered = self.buffered, []
         for x in buffered:
             await self._feed(x)
@@ -124,10 +151,11 @@ class Connection:
     async def _feed(self, x: np.ndarray) -> None:
         s = self.session
         limit = self.state.options.max_audio_s
-        if s.duration + len(x) / s.cfg.sampling_rate > limit:
-            return await self.error(
-                f"the session passed {limit:g} s of audio (--max-audio-s)", "audio_too_long"
-            )
+        if self.over or s.duration + len(x) / s.cfg.sampling_rate > limit:
+            if not self.over:  # said once; the rest of the utterance's audio is dropped
+                self.over = True
+                await self.error(f"the session passed {limit:g} s of audio (--max-audio-s)", "audio_too_long")
+            return
         while s.backlog > MAX_BACKLOG_S and s.error is None:  # backpressure: stop reading this client
             await asyncio.sleep(0.02)
         try:
@@ -135,15 +163,19 @@ class Connection:
         except VoxtralError as e:
             await self.error(str(e), "session_error")
 
-    async def _send_pieces(self, session) -> None:
-        """Deltas as the engine decides them; transcription.done when the utterance has run through."""
+    async def _send_pieces(self, session, queue: asyncio.Queue, before: asyncio.Task | None) -> None:
+        """Deltas as the engine decides them; transcription.done when the utterance has run through. The
+        utterance before (a client may start the next one before its done came) is sent whole first."""
+        if before is not None:
+            await asyncio.wait([before])  # (a wait never cancels it)
+        text = Deltas()  # the utterance's text as sent
         while True:
-            pieces, ended = await self.queue.get()
+            pieces, ended = await queue.get()
             for p in pieces:
-                text = self.text.feed(p.text)
-                if not text:
+                delta_text = text.feed(p.text)
+                if not delta_text:
                     continue
-                delta = {"type": "transcription.delta", "delta": text}
+                delta = {"type": "transcription.delta", "delta": delta_text}
                 if self.timestamps:
                     delta["start"] = p.time
                 if self.confidence and p.prob is not None:
@@ -155,16 +187,13 @@ class Connection:
             await self.error(str(session.error), "session_error")
             await self.ws.close(GOING_AWAY, "session ended")
             return
-        steps = session.n_steps
-        usage = {
-            "prompt_tokens": session.n_embeds,
-            "completion_tokens": steps,
-            "total_tokens": session.n_embeds + steps,
-        }
-        await self.send({"type": "transcription.done", "text": self.text.final, "usage": usage})
+        heard = session.n_samples > 0
+        steps, prompt = (session.n_steps, session.n_embeds) if heard else (0, 0)
+        usage = {"prompt_tokens": prompt, "completion_tokens": steps, "total_tokens": prompt + steps}
+        await self.send({"type": "transcription.done", "text": text.final, "usage": usage})
+        self.ending.discard(session)
         self.state.metrics.tokens.inc(steps)
         self.state.metrics.audio.inc(session.duration)
-        self.session = None  # the next commit starts a new utterance
 
     # --- output ----------------------------------------------------------------------------------
     async def send(self, event: dict) -> None:
@@ -176,17 +205,18 @@ class Connection:
 
     async def drain(self) -> None:
         """Shutdown: end the utterance (its remaining text and done are sent), then close."""
-        if self.session is not None and not self.session.finished:
-            await asyncio.to_thread(self.state.pump.finish, self.session)
-        if self.sender is not None:
+        if self.session is not None:
+            await self._end()
+        if self.sender is not None:  # it sends after every utterance before it
             await asyncio.wait([self.sender], timeout=30)
         await self.ws.close(GOING_AWAY, "server shutting down")
 
     async def cleanup(self) -> None:
-        if self.session is not None and not self.session.done:
-            self.state.pump.close(self.session)
-        if self.sender is not None and not self.sender.done():
-            self.sender.cancel()
+        for s in [self.session, *self.ending]:
+            if s is not None and not s.done:
+                self.state.pump.close(s)
+        for task in list(self.senders):
+            task.cancel()
         if self.place:
             self.state.release()
 
