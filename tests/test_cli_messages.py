@@ -424,3 +424,11 @@ def test_audio_too_short_to_resample_is_one_line_and_nothing_more(tiny_dir, tmp_
         f"voxtral: error: {wav}: the audio is too short ({n} samples at {rate} Hz make none at 16000 Hz); "
         "pass a longer recording"
     ], r.stderr
+
+
+def test_quiet_keeps_warnings(tiny_dir, clip5):
+    """-q drops progress and timings, not warnings (an input named twice here; audio skipped in a damaged
+    file is the same kind of line): a quiet script still learns what was not transcribed."""
+    r = run("transcribe", clip5, clip5, "-m", tiny_dir, "-d", "cpu", "-q")
+    assert r.returncode == 0 and r.stdout, r
+    assert r.stderr.splitlines() == [f"voxtral: {clip5}: named more than once; transcribed once"], r.stderr

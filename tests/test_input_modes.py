@@ -77,6 +77,9 @@ def test_standard_input_is_named_as_given(tiny_dir, inputs):
     assert "voxtral: 1 of 2 inputs failed: -\n" in err and "/dev/stdin" not in err
     code, out, err = run(["transcribe", "-", "-", *common], stdin=flac.read_bytes())
     assert code == 0 and "voxtral: -: named more than once; transcribed once" in err, err
+    assert out.startswith("==> - <==\n"), out  # two inputs named: the shape of several, transcribed once
+    code, out, err = run(["transcribe", flac, flac, *common, "-f", "json"])
+    assert code == 0 and [json.loads(line)["input"] for line in out.splitlines()] == [str(flac)], out
 
 
 def test_a_caf_pipe_is_read_whole_by_transcribe_and_named_to_stream(tiny_dir):

@@ -100,7 +100,12 @@ DelayOpt = Annotated[
     int | None,
     typer.Option("--delay-ms", metavar="MS", help="Transcription delay, 80–2400 ms in steps of 80."),
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or timings on stderr.", **FLAG)]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress or timings on stderr (warnings and errors stay).", **FLAG
+    ),
+]
 VerboseOpt = Annotated[
     bool, typer.Option("--verbose", "-v", help="Also the model, device and each stage's time.", **FLAG)
 ]
@@ -147,7 +152,9 @@ def _exit_on(e: VoxtralError) -> typer.Exit:
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     if verbose and quiet:
         raise _exit_on(OptionError("--verbose and --quiet contradict each other; pass one of them"))
-    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    # --quiet drops progress and timings (printed only without it), never a warning: audio skipped in a
+    # damaged file, a fallback to the CPU, an input named twice
+    level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="voxtral: %(message)s", stream=sys.stderr, force=True)
     logging.raiseExceptions = False  # a closed or full stderr loses log lines, not the run
 
@@ -499,6 +506,7 @@ def transcribe(
         raise _exit_on(e) from None
     paths, failed = expand_inputs(inputs)
     n_inputs = len(paths) + len(failed)
+    several = n_inputs > 1 or len(inputs) > 1  # the shape follows what was named (a.wav a.wav: JSON Lines)
     created: list[Path] = []
     if output_dir is not None and paths:
         try:
@@ -510,10 +518,10 @@ def transcribe(
         emit = _to_files(plan, formats, overwrite)
     options: dict = {"confidence": confidence, "alternatives": alternatives}
     if output_dir is None and formats == ["txt"] and batch_size == 1 and alternatives is None:
-        live = _LiveText(out, paths, several=n_inputs > 1)  # text as it is decided
+        live = _LiveText(out, paths, several=several)  # text as it is decided
         emit, options["on_segment"] = live.emit, live.segment
     elif output_dir is None:
-        emit, held_back = _to_stdout(out, formats[0], several=n_inputs > 1)
+        emit, held_back = _to_stdout(out, formats[0], several=several)
     for f in failed:
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
