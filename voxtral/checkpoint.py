@@ -13,7 +13,6 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy before safetensors is used)
 import numpy as np
 
 from .config import ModelConfig
@@ -240,6 +239,10 @@ def _validate_with_safetensors(path: Path) -> None:
 
 def open_weights(path: Path, cfg: ModelConfig) -> Weights:
     """Check every tensor against the config, then memory-map them as BF16 arrays."""
+    # imported here, not with the module: ml_dtypes 0.7 takes ~0.8 s to import, which every `voxtral`
+    # command paid before it could print its help or an option's error
+    import ml_dtypes  # also registers bfloat16 with NumPy before safetensors is used
+
     header, data_start = read_header(path)
     expected = expected_tensors(cfg)
     _check_tensors(path, header, data_start, expected)
