@@ -26,6 +26,12 @@ def test_sample_runs(name, tiny_dir, clip5):
     assert r.stdout.strip()
 
 
+def test_transcribe_file_names_a_bad_file_without_a_traceback(tiny_dir, tmp_path):
+    r = run_sample("transcribe_file.py", tmp_path / "missing.wav", "--model", tiny_dir, "--device", "cpu")
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"transcribe_file: {tmp_path / 'missing.wav'}: file not found; check the path"
+
+
 def test_folder_to_srt(tiny_dir, clip5, tmp_path):
     shutil.copy(clip5, tmp_path / "good.wav")
     (tmp_path / "broken.flac").write_bytes(b"not audio")
