@@ -217,3 +217,46 @@ def test_a_stand_in_handler_left_behind_passes_the_signal_on():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with pytest.raises(KeyboardInterrupt):
         stand_in(signal.SIGINT, None)
+
+
+def test_an_idle_drive_sleeps(model):
+    """A thread driving an engine with nothing to run sleeps until something moves (an idle server's
+    engine thread, a feed waiting on another thread's drive), instead of ticking in a loop."""
+    import threading
+
+    engine, ticks, stop = model.engine, [0], threading.Event()
+    tick = engine.tick
+
+    def counted() -> bool:
+        ticks[0] += 1
+        return tick()
+
+    engine.tick = counted
+    try:
+        threading.Timer(1.0, stop.set).start()
+        engine.run_until(stop.is_set)
+    finally:
+        del engine.tick
+    assert ticks[0] <= 10, ticks  # one tick per idle wait (0.25 s) at most, and the wake-up's
+
+
+def test_a_request_from_a_callback_of_the_drive_runs(model, audios):
+    """A transcription asked for from inside another's on_segment callback (the thread that drives the
+    engine) runs between the outer drive's ticks; it used to wait forever for the drive it was called from."""
+    import threading
+
+    inner: list = []
+
+    def on_segment(i, segment) -> None:
+        if not inner:
+            inner.append(model.transcribe(audios[0], sample_rate=16000).text)
+
+    def outer() -> None:
+        inner.append(list(model.transcribe_each([audios[1]], sample_rate=16000, on_segment=on_segment)))
+
+    t = threading.Thread(target=outer, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the nested request never finished"
+    assert inner[0] == alone(model, audios[:1])[0].text
+    assert inner[1][0][1].text == alone(model, audios[1:2])[0].text

@@ -250,10 +250,13 @@ def _resampled_runs(blocks, target_rate: int, name: str) -> Iterator[np.ndarray]
                 break
             if r != rate:
                 rate = r
-                resampler = None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
+                resampler = (
+                    None if r == target_rate else soxr.ResampleStream(r, target_rate, 1, "float32", "HQ")
+                )
             n_in += len(x)
-            # the caller gets the only reference (popped from out): held here while waiting at the yield, a
-            # block would stay until the input's next pull (0.64 MB a 10 s block at 16 kHz, + 1.9 MB at 48 kHz)
+            # the caller gets the only reference (popped from out): held here while waiting at the yield,
+            # a block would stay until the input's next pull (0.64 MB a 10 s block at 16 kHz, + 1.9 MB at
+            # 48 kHz)
             out = [x if resampler is None else resampler.resample_chunk(x)]
             block = x = None
             n_out += len(out[0])

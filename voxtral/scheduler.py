@@ -167,6 +167,7 @@ class Scheduler:
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self._lock = threading.RLock()  # job lists and device state: a tick, submit, push, end, close
         self._driver: threading.Thread | None = None  # the one thread that ticks now (_claim)
+        self._claims = 0  # the claims it holds (nested drives)
         self._woken = threading.Condition()
         self._generation = 0  # ticks and inputs so far: waiting threads wake when it moves
 
@@ -222,53 +223,67 @@ class Scheduler:
                 seen = self._generation
             if done():
                 return
-            if self._claim():
-                try:
-                    while not done() and self._tick_once():
-                        pass
-                finally:
-                    self._unclaim()  # another thread may drive now
-                if done():
-                    return
+            claimed = False
+            try:
+                with _deferred_interrupt():  # a signal waits until `claimed` says what to give back
+                    claimed = self._claim()
+                while claimed and not done() and self._tick_once():
+                    pass
+            finally:
+                if claimed:
+                    self._unclaim()
+            if claimed and done():
+                self._wake()  # another thread may drive now
+                return
             # Nothing to run: sleep until an input, a reader thread or another request moves the
-            # generation (a tick without work moves nothing, so an idle engine does not spin)
+            # generation (a tick without work moves nothing, so an idle engine does not spin), or until
+            # the thread that drives lets go
             with self._woken:
-                if self._generation == seen:
+                if self._generation == seen and (claimed or self._driver is not None):
                     self._woken.wait(IDLE_WAIT_S)
 
     def advance(self) -> None:
         """One tick's worth of progress: a tick, or, while another thread drives, its next tick."""
         with self._woken:
             seen = self._generation
-        if self._claim():
-            try:
+        claimed = False
+        try:
+            with _deferred_interrupt():
+                claimed = self._claim()
+            if claimed:
                 self._tick_once()
-            finally:
+        finally:
+            if claimed:
                 self._unclaim()
+        if claimed:
+            self._wake()
             return
         with self._woken:
-            if self._generation == seen:
+            if self._generation == seen and self._driver is not None:
                 self._woken.wait(IDLE_WAIT_S)
 
     def _claim(self) -> bool:
-        """Become the thread that drives the engine, unless another live thread is. A claim this thread
-        still holds is taken again: Ctrl-C or SIGTERM surfacing as the claim returns, before the caller's
-        try, leaves it behind (a lock left taken so made every later run_until() wait forever for a driver
-        that was gone: 1 Ctrl-C in ~40 hung `voxtral stream`); so does a thread that ended holding one."""
+        """Become the thread that drives the engine, unless another live thread does; again if this one
+        does (a request made from a callback of the drive: it ticks between the outer drive's ticks, where
+        it used to wait forever for itself). Callers take it with signals held and give it back in a
+        finally: Ctrl-C surfacing between a claim and its try left the engine claimed with nobody to let
+        go (a Lock then: 1 Ctrl-C in ~40 hung `voxtral stream` in finish()). A thread that ended holding
+        a claim loses it."""
         me = threading.current_thread()
         with self._woken:
-            driver = self._driver
-            if driver is None or driver is me or not driver.is_alive():
-                self._driver = me
-                return True
-            return False
+            if self._driver is not None and self._driver is not me and self._driver.is_alive():
+                return False
+            self._claims = self._claims + 1 if self._driver is me else 1
+            self._driver = me
+            return True
 
     def _unclaim(self) -> None:
-        """Give the engine up and wake the threads waiting to drive it or for its progress."""
+        """Give one claim back; the last wakes the threads waiting to drive."""
         with self._woken:
-            self._driver = None
-            self._generation += 1
-            self._woken.notify_all()
+            self._claims -= 1
+            if self._claims == 0:
+                self._driver = None
+                self._woken.notify_all()
 
     def _tick_once(self) -> bool:
         with self._lock, _deferred_interrupt():
