@@ -230,6 +230,25 @@ def test_an_utterance_without_audio_is_done_empty_and_the_connection_stays(serve
     assert got[-1]["text"] == model.transcribe(x, sample_rate=16000).text.strip()
 
 
+def test_utterances_sent_ahead_are_done_in_order(server, model, clip5):
+    """A client that sends several utterances without waiting for their done events gets each one's
+    deltas and done in order, each equal to its audio transcribed alone (the connection runs one engine
+    job at a time: its place is one of the server's)."""
+    x = audio_io.load_audio(clip5)
+    parts = [x[: len(x) // 2], x[len(x) // 2 :], x]
+    events = [e for p in parts for e in (COMMIT, _append(p), FINAL)]
+    got = run(_utterances(server.url, events, len(parts)))
+    texts, current = [], ""
+    for e in got:
+        if e["type"] == "transcription.delta":
+            current += e["delta"]
+        else:
+            assert e["type"] == "transcription.done" and e["text"] == current.strip(), (e, current)
+            texts.append(e["text"])
+            current = ""
+    assert texts == [model.transcribe(p, sample_rate=16000).text.strip() for p in parts]
+
+
 def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5):
     """--max-audio-s: the append that passes it gets one error event; the utterance's later appends are
     dropped quietly (each used to repeat the error); the utterance is done with the audio before, and the

@@ -58,6 +58,7 @@ class Connection:
         self.sender: asyncio.Task | None = None  # sends the newest utterance's events (after the ones before)
         self.senders: set[asyncio.Task] = set()
         self.place = False  # holds one of the server's places
+        self.closed = False  # the server closed the websocket
 
     # --- client events ---------------------------------------------------------------------------
     async def handle(self, event: dict) -> None:
@@ -104,12 +105,12 @@ class Connection:
         if self.session is None:
             self.buffered.append(x)
             return
-        await self._feed(x)
+        await self._feed(self.session, x)
 
     async def _commit(self, final: bool) -> None:
         if self.session is None and not await self._start():
             return
-        if final:
+        if final and self.session is not None:  # (a drain may have ended it while its audio went in)
             await self._end()
 
     async def _end(self) -> None:
@@ -125,15 +126,20 @@ class Connection:
 
     # --- the utterance ---------------------------------------------------------------------------
     async def _start(self) -> bool:
-        """Open a session for the next utterance (False, and the connection closed, when full)."""
-        if not self.place:
+        """Open a session for the next utterance once the one before is sent whole: a connection runs
+        one engine job at a time, whatever its client sends ahead (this waits, so its events wait unread).
+        False, and the connection closed, when the server is full or shutting down."""
+        if self.sender is not None and not self.sender.done():
+            await asyncio.wait([self.sender])
+        if self.closed:
+            return False
+        if self.state.draining or not self.place:
             try:
-                await self.state.admit_session()
+                await self.state.admit_session()  # raises Full while draining, even holding a place
             except Full as e:
                 await self.error(str(e), "server_busy")
-                await self.ws.close(
-                    TRY_AGAIN_LATER, "server shutting down" if self.state.draining else "server full"
-                )
+                reason = "server shutting down" if self.state.draining else "server full"
+                await self.close(TRY_AGAIN_LATER, reason)
                 return False
             self.place = True
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
@@ -143,13 +149,13 @@ class Connection:
         self.sender = asyncio.create_task(self._send_pieces(self.session, queue, self.sender))
         self.senders.add(self.sender)
         self.sender.add_done_callback(self.senders.discard)
-        buffered, self.buffered = self.buffered, []
+        buffered, self.buffered, s = self.buffered, [], self.session
         for x in buffered:
-            await self._feed(x)
+            await self._feed(s, x)
         return True
 
-    async def _feed(self, x: np.ndarray) -> None:
-        s = self.session
+    async def _feed(self, s, x: np.ndarray) -> None:
+        """Queue x [S] for utterance s, unless s has ended (a drain while this waited)."""
         limit = self.state.options.max_audio_s
         if self.over or s.duration + len(x) / s.cfg.sampling_rate > limit:
             if not self.over:  # said once; the rest of the utterance's audio is dropped
@@ -158,6 +164,8 @@ class Connection:
             return
         while s.backlog > MAX_BACKLOG_S and s.error is None:  # backpressure: stop reading this client
             await asyncio.sleep(0.02)
+        if self.session is not s:
+            return
         try:
             self.state.pump.feed(s, x)  # queues the samples without waiting for the engine (Scheduler.push)
         except VoxtralError as e:
@@ -185,7 +193,7 @@ class Connection:
                 break
         if session.error is not None:
             await self.error(str(session.error), "session_error")
-            await self.ws.close(GOING_AWAY, "session ended")
+            await self.close(GOING_AWAY, "session ended")
             return
         heard = session.n_samples > 0
         steps, prompt = (session.n_steps, session.n_embeds) if heard else (0, 0)
@@ -199,6 +207,12 @@ class Connection:
     async def send(self, event: dict) -> None:
         await self.ws.send_text(json.dumps(event))
 
+    async def close(self, code: int, reason: str) -> None:
+        """Close the websocket once (a drain and a failed utterance may both try)."""
+        if not self.closed:
+            self.closed = True
+            await self.ws.close(code, reason)
+
     async def error(self, message: str, code: str) -> None:
         self.state.metrics.errors.labels(code).inc()
         await self.send({"type": "error", "error": message, "code": code})
@@ -209,7 +223,7 @@ class Connection:
             await self._end()
         if self.sender is not None:  # it sends after every utterance before it
             await asyncio.wait([self.sender], timeout=30)
-        await self.ws.close(GOING_AWAY, "server shutting down")
+        await self.close(GOING_AWAY, "server shutting down")
 
     async def cleanup(self) -> None:
         for s in [self.session, *self.ending]:
