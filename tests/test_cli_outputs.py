@@ -123,10 +123,14 @@ def test_full_disk_under_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
         assert ("--output-dir" in r.stderr) == (args[0] == "transcribe")
 
 
-def test_a_reader_that_goes_away_stops_it_quietly(tiny_dir, clips):
+def test_a_reader_that_goes_away_stops_it_quietly(tiny_dir, clips, tmp_path):
     """`voxtral transcribe … | head -c 1`: exit 141 (SIGPIPE's code), no message, no traceback."""
+    inputs = []  # nine inputs (links: named three times, a clip would be a warning even with -q)
+    for k, clip in enumerate(clips * 3):
+        inputs.append(tmp_path / f"{k}{clip.suffix}")
+        inputs[-1].symlink_to(clip)
     p = subprocess.Popen(
-        [sys.executable, "-m", "voxtral", "transcribe", *map(str, clips * 3), "-m", str(tiny_dir), "-q"],
+        [sys.executable, "-m", "voxtral", "transcribe", *map(str, inputs), "-m", str(tiny_dir), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     p.stdout.read(1)
