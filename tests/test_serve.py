@@ -163,8 +163,9 @@ def _append(samples: np.ndarray) -> dict:
     return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm16(samples)).decode()}
 
 
-async def _events(url: str, events: list, wait_for: int) -> list[dict]:
-    """Send raw frames (str: as is; dict: JSON), return the first `wait_for` server events after created."""
+async def _events(url: str, events: list, wait_for: int = 0, dones: int = 0) -> list[dict]:
+    """Send raw frames (str: as is; dict: JSON); return the server events after created: the first
+    `wait_for`, or every one up to the `dones`-th transcription.done."""
     import websockets
 
     async with websockets.connect(
@@ -173,7 +174,10 @@ async def _events(url: str, events: list, wait_for: int) -> list[dict]:
         await ws.recv()
         for e in events:
             await ws.send(e if isinstance(e, str | bytes) else json.dumps(e))
-        return [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(wait_for)]
+        got: list[dict] = []
+        while len(got) < wait_for or sum(e["type"] == "transcription.done" for e in got) < dones:
+            got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+        return got
 
 
 def test_malformed_events_answered_and_connection_kept(server):
@@ -199,22 +203,6 @@ def test_malformed_events_answered_and_connection_kept(server):
     assert got[8]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
 
 
-async def _utterances(url: str, events: list, n_done: int) -> list[dict]:
-    """Send the events, return every server event after created up to the n_done-th transcription.done."""
-    import websockets
-
-    async with websockets.connect(
-        url.replace("http", "ws") + "/v1/realtime", additional_headers={"Authorization": f"Bearer {KEY}"}
-    ) as ws:
-        await ws.recv()
-        for e in events:
-            await ws.send(json.dumps(e))
-        got: list[dict] = []
-        while sum(e["type"] == "transcription.done" for e in got) < n_done:
-            got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
-        return got
-
-
 COMMIT, FINAL = {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": True}
 
 
@@ -223,7 +211,7 @@ def test_an_utterance_without_audio_is_done_empty_and_the_connection_stays(serve
     text, and the next utterance on the same connection is transcribed (it used to be an error and the
     connection closed)."""
     x = audio_io.load_audio(clip5)
-    got = run(_utterances(server.url, [COMMIT, FINAL, COMMIT, _append(x), FINAL], 2))
+    got = run(_events(server.url, [COMMIT, FINAL, COMMIT, _append(x), FINAL], dones=2))
     usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert got[0] == {"type": "transcription.done", "text": "", "usage": usage}, got
     assert [e["type"] for e in got[1:-1]] == ["transcription.delta"] * (len(got) - 2)
@@ -237,7 +225,7 @@ def test_utterances_sent_ahead_are_done_in_order(server, model, clip5):
     x = audio_io.load_audio(clip5)
     parts = [x[: len(x) // 2], x[len(x) // 2 :], x]
     events = [e for p in parts for e in (COMMIT, _append(p), FINAL)]
-    got = run(_utterances(server.url, events, len(parts)))
+    got = run(_events(server.url, events, dones=len(parts)))
     texts, current = [], ""
     for e in got:
         if e["type"] == "transcription.delta":
@@ -257,7 +245,7 @@ def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5):
     s = Server(tiny_dir, "--max-audio-s", "1")
     try:
         chunks = [_append(x[i : i + 1600]) for i in range(0, 48000, 1600)]  # 3 s in 0.1 s appends
-        got = run(_utterances(s.url, [COMMIT, *chunks, FINAL, COMMIT, chunks[0], FINAL], 2))
+        got = run(_events(s.url, [COMMIT, *chunks, FINAL, COMMIT, chunks[0], FINAL], dones=2))
     finally:
         s.stop()
     errors = [e for e in got if e["type"] == "error"]

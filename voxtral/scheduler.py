@@ -223,15 +223,9 @@ class Scheduler:
                 seen = self._generation
             if done():
                 return
-            claimed = False
-            try:
-                with _deferred_interrupt():  # a signal waits until `claimed` says what to give back
-                    claimed = self._claim()
+            with self._driving() as claimed:
                 while claimed and not done() and self._tick_once():
                     pass
-            finally:
-                if claimed:
-                    self._unclaim()
             if claimed and done():
                 self._wake()  # another thread may drive now
                 return
@@ -246,15 +240,9 @@ class Scheduler:
         """One tick's worth of progress: a tick, or, while another thread drives, its next tick."""
         with self._woken:
             seen = self._generation
-        claimed = False
-        try:
-            with _deferred_interrupt():
-                claimed = self._claim()
+        with self._driving() as claimed:
             if claimed:
                 self._tick_once()
-        finally:
-            if claimed:
-                self._unclaim()
         if claimed:
             self._wake()
             return
@@ -262,13 +250,26 @@ class Scheduler:
             if self._generation == seen and self._driver is not None:
                 self._woken.wait(IDLE_WAIT_S)
 
+    @contextmanager
+    def _driving(self) -> Iterator[bool]:
+        """Whether this thread drives the engine for the block (_claim); a claim is given back however
+        the block ends. Signals are held until the claim's answer is stored, so one surfacing there
+        still finds it given back."""
+        claimed = False
+        try:
+            with _deferred_interrupt():
+                claimed = self._claim()
+            yield claimed
+        finally:
+            if claimed:
+                self._unclaim()
+
     def _claim(self) -> bool:
         """Become the thread that drives the engine, unless another live thread does; again if this one
         does (a request made from a callback of the drive: it ticks between the outer drive's ticks, where
-        it used to wait forever for itself). Callers take it with signals held and give it back in a
-        finally: Ctrl-C surfacing between a claim and its try left the engine claimed with nobody to let
-        go (a Lock then: 1 Ctrl-C in ~40 hung `voxtral stream` in finish()). A thread that ended holding
-        a claim loses it."""
+        it used to wait forever for itself). Taken through _driving: Ctrl-C surfacing between a claim and
+        its try left the engine claimed with nobody to let go (a Lock then: 1 Ctrl-C in ~40 hung `voxtral
+        stream` in finish()). A thread that ended holding a claim loses it."""
         me = threading.current_thread()
         with self._woken:
             if self._driver is not None and self._driver is not me and self._driver.is_alive():

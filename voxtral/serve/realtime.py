@@ -54,9 +54,8 @@ class Connection:
         self.timestamps = self.confidence = False
         self.queue: asyncio.Queue | None = None  # the current utterance's (pieces, ended) from the engine
         self.over = False  # the current utterance passed --max-audio-s (said once)
-        self.ending: set = set()  # utterances after their final commit whose text is still being sent
-        self.sender: asyncio.Task | None = None  # sends the newest utterance's events (after the ones before)
-        self.senders: set[asyncio.Task] = set()
+        self.ending = None  # the utterance after its final commit whose text is still being sent
+        self.sender: asyncio.Task | None = None  # sends the current or ending utterance's events
         self.place = False  # holds one of the server's places
         self.closed = False  # the server closed the websocket
 
@@ -117,7 +116,7 @@ class Connection:
         """The current utterance's audio is complete: its text and done follow (an utterance without audio:
         done with empty text, the connection stays). Events from now on belong to the next utterance."""
         s, self.session = self.session, None
-        self.ending.add(s)
+        self.ending = s
         if s.n_samples == 0:
             self.state.pump.close(s)
             self.queue.put_nowait(([], True))
@@ -146,9 +145,7 @@ class Connection:
         deliver = lambda pieces, ended: loop.call_soon_threadsafe(queue.put_nowait, (pieces, ended))
         self.session = self.state.pump.open(deliver, confidence=self.confidence)
         self.queue, self.over = queue, False
-        self.sender = asyncio.create_task(self._send_pieces(self.session, queue, self.sender))
-        self.senders.add(self.sender)
-        self.sender.add_done_callback(self.senders.discard)
+        self.sender = asyncio.create_task(self._send_pieces(self.session, queue))
         buffered, self.buffered, s = self.buffered, [], self.session
         for x in buffered:
             await self._feed(s, x)
@@ -171,11 +168,9 @@ class Connection:
         except VoxtralError as e:
             await self.error(str(e), "session_error")
 
-    async def _send_pieces(self, session, queue: asyncio.Queue, before: asyncio.Task | None) -> None:
-        """Deltas as the engine decides them; transcription.done when the utterance has run through. The
-        utterance before (a client may start the next one before its done came) is sent whole first."""
-        if before is not None:
-            await asyncio.wait([before])  # (a wait never cancels it)
+    async def _send_pieces(self, session, queue: asyncio.Queue) -> None:
+        """Deltas as the engine decides them; transcription.done when the utterance has run through (the
+        one before has been sent whole: _start waits for it)."""
         text = Deltas()  # the utterance's text as sent
         while True:
             pieces, ended = await queue.get()
@@ -199,7 +194,7 @@ class Connection:
         steps, prompt = (session.n_steps, session.n_embeds) if heard else (0, 0)
         usage = {"prompt_tokens": prompt, "completion_tokens": steps, "total_tokens": prompt + steps}
         await self.send({"type": "transcription.done", "text": text.final, "usage": usage})
-        self.ending.discard(session)
+        self.ending = None
         self.state.metrics.tokens.inc(steps)
         self.state.metrics.audio.inc(session.duration)
 
@@ -221,16 +216,16 @@ class Connection:
         """Shutdown: end the utterance (its remaining text and done are sent), then close."""
         if self.session is not None:
             await self._end()
-        if self.sender is not None:  # it sends after every utterance before it
+        if self.sender is not None:  # the utterances before it are sent (_start)
             await asyncio.wait([self.sender], timeout=30)
         await self.close(GOING_AWAY, "server shutting down")
 
     async def cleanup(self) -> None:
-        for s in [self.session, *self.ending]:
+        for s in (self.session, self.ending):
             if s is not None and not s.done:
                 self.state.pump.close(s)
-        for task in list(self.senders):
-            task.cancel()
+        if self.sender is not None:
+            self.sender.cancel()
         if self.place:
             self.state.release()
 
