@@ -279,7 +279,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
 
 
 // ---- attention_tiled ----
-// Block: NW warps of MT·16 query rows each (BM = 16·MT·NW rows) × one head; key tiles of BN rows. Each
+// Block: NW warps of MT·16 query rows each (BM = 16·MT·NW rows) × one head; key tiles of BN rows; MINB
+// blocks per SM asked of the register allocator (cuda/README.md: the shapes timed on the H200). Each
 // K/V fragment read from shared memory feeds MT row tiles, which halves shared-memory traffic per
 // FLOP at MT = 2 (the limit at MT = 1). Shared-memory rows are DH bf16 = DH/8 chunks of 16 bytes;
 // chunk c of row r is stored at chunk c ^ (r & 7) so that the 8 row addresses of an ldmatrix hit 8
@@ -289,8 +290,8 @@ __device__ __forceinline__ int swz(int row, int c) {
     return row * DH + ((c ^ (row & 7)) << 3);
 }
 
-template <int DH, int NW, int MT>
-__global__ void __launch_bounds__(NW * 32)
+template <int DH, int NW, int MT, int BN, int MINB>
+__global__ void __launch_bounds__(NW * 32, MINB)
     attention_tiled(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, queries at positions p0 … p0+T−1
                     const bf16* __restrict__ k_cache,  // k_cache: [B, R, Hkv, DH] bf16
                     const bf16* __restrict__ v_cache,  // v_cache: [B, R, Hkv, DH] bf16
@@ -299,7 +300,7 @@ __global__ void __launch_bounds__(NW * 32)
                     const int4* __restrict__ tiles,    // tiles: [gridDim.x] (first row, rows, slot, p), or null
                     const unsigned long long* __restrict__ cache,  // cache: [C, 2] K, V [R_c, Hkv, DH] bf16
                     const int* __restrict__ ring) {    // ring: [C] int32 R_c
-    constexpr int BM = 16 * MT * NW, BN = DH == 64 ? 64 : 32, CH = DH / 8, NT = NW * 32;
+    constexpr int BM = 16 * MT * NW, CH = DH / 8, NT = NW * 32;
     __shared__ __align__(128) bf16 sQ[BM * DH];
     __shared__ __align__(128) bf16 sK[2][BN * DH];
     __shared__ __align__(128) bf16 sV[2][BN * DH];

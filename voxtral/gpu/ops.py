@@ -39,10 +39,14 @@ SPLIT_MIN_KEYS = 64  # fewest keys given to one split: more splits merge, fewer 
 SPLIT_WIDE = 8
 SPLIT_WIDE_MIN_KEYS = 1024
 # attention_tiled variants by head dim: query rows per block (16 per warp and m-tile) → (warps, m-tiles
-# per warp). The first is the default: 128 rows (4 warps of 2 m-tiles) share each K/V fragment read for
-# Dh = 64. 16 rows (one warp) serve runs of a few positions (a live pass: 4 per slot and 80 ms), which
-# then read each key of their slot's window once for all of them, not once per query as attention_split.
-TILED_ROWS = {64: {128: (4, 2), 64: (4, 1), 16: (1, 1)}, 128: {64: (4, 1), 16: (1, 1)}}
+# per warp, keys per tile, least blocks per SM: __launch_bounds__). The first is the default: 128 rows (4
+# warps of 2 m-tiles) share each K/V fragment read for Dh = 64 (cuda/README.md: the shapes timed). 16
+# rows (one warp) serve runs of a few positions (a live pass: 4 per slot and 80 ms), which then read each
+# key of their slot's window once for all of them, not once per query as attention_split.
+TILED_ROWS = {
+    64: {128: (4, 2, 64, 1), 64: (4, 1, 64, 1), 16: (1, 1, 64, 1)},
+    128: {64: (4, 1, 32, 1), 16: (1, 1, 32, 1)},
+}
 
 
 def attention_splits(queries: int, n_kv_heads: int) -> int:
@@ -80,9 +84,9 @@ TEMPLATES = {
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [
-            f"attention_tiled<{dh}, {warps}, {mt}>"
+            f"attention_tiled<{dh}, {warps}, {mt}, {bn}, {minb}>"
             for dh, rows in TILED_ROWS.items()
-            for warps, mt in rows.values()
+            for warps, mt, bn, minb in rows.values()
         ]
     ),
 }
@@ -270,8 +274,9 @@ def _tiled_rows(dh: int, block_rows: int | None) -> int:
 
 
 def _launch_tiled(dh: int, rows: int, grid: tuple, args: tuple) -> None:
-    warps, mt = TILED_ROWS[dh][rows]
-    launch(_fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}>"), grid, (32 * warps,), args)
+    warps, mt, bn, minb = TILED_ROWS[dh][rows]
+    kernel = _fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}, {bn}, {minb}>")
+    launch(kernel, grid, (32 * warps,), args)
 
 
 def tiles_of(runs, block_rows: int, capacity: int | None = None) -> np.ndarray:
