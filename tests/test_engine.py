@@ -260,3 +260,59 @@ def test_a_request_from_a_callback_of_the_drive_runs(model, audios):
     assert not t.is_alive(), "the nested request never finished"
     assert inner[0] == alone(model, audios[:1])[0].text
     assert inner[1][0][1].text == alone(model, audios[1:2])[0].text
+
+
+def _cohort_run(engine, audios, first_block_delay: float) -> tuple[list[int], list[list[int]]]:
+    """audios as offline jobs submitted together, the first one's source holding its first block back for
+    first_block_delay seconds → (the jobs stepped by each decoder call, each job's tokens)."""
+    from voxtral.scheduler import Job
+
+    def slow(x):
+        time.sleep(first_block_delay)
+        yield x
+
+    jobs = [Job(slow(audios[0]))] + [Job(iter([a])) for a in audios[1:]]
+    groups: list[int] = []
+    step_group = engine._step_group
+
+    def counted(group, most):
+        groups.append(len(group))
+        return step_group(group, most)
+
+    engine._step_group = counted
+    try:
+        with engine._lock:  # admitted in one tick: one cohort
+            for job in jobs:
+                engine.submit(job)
+        engine.run_until(lambda: all(j.finished for j in jobs))
+    finally:
+        del engine._step_group
+    return groups, [list(j.tokens) for j in jobs]
+
+
+def test_a_batch_takes_its_first_step_together(model, audios, monkeypatch):
+    """Offline jobs admitted together wait for the last one's first audio, then step as one batch from
+    their first step (the first files read no longer run ahead at a smaller batch size); tokens as alone.
+    (The late input's read counts as a slow one only after SLOW_READ_S, here longer than it takes.)"""
+    from voxtral import scheduler
+
+    monkeypatch.setattr(scheduler, "SLOW_READ_S", 5.0)
+    groups, tokens = _cohort_run(model.engine, audios[:3], first_block_delay=0.5)
+    assert groups[0] == 3, groups
+    from voxtral.scheduler import Job
+
+    assert tokens == [list(model.engine.run(Job(iter([a]))).tokens) for a in audios[:3]]
+
+
+@pytest.mark.parametrize("slow_read_s, cohort_wait_s", [(None, 60.0), (60.0, 0.3)])
+def test_a_slow_input_holds_its_batch_only_briefly(model, audios, monkeypatch, slow_read_s, cohort_wait_s):
+    """A batch does not wait for an input whose first read runs long (SLOW_READ_S: a pipe, a slow mount),
+    nor longer than COHORT_WAIT_S for any: the others step without it, with the tokens they give alone."""
+    from voxtral import scheduler
+
+    if slow_read_s is not None:
+        monkeypatch.setattr(scheduler, "SLOW_READ_S", slow_read_s)
+    monkeypatch.setattr(scheduler, "COHORT_WAIT_S", cohort_wait_s)
+    groups, tokens = _cohort_run(model.engine, audios[:3], first_block_delay=1.5)
+    assert groups[0] == 2, groups
+    assert tokens[1:] == [t.tokens for t in alone(model, audios[1:3])]
