@@ -9,17 +9,21 @@ GPU's busy share over the run (NVML's utilization: the share of time a kernel wa
 likewise): flat in N means the host holds a bounded amount per running input, not per file. And the
 seconds each stage took in the run (Scheduler.stage_seconds: audio decoding in the reader threads, which
 run in parallel; mel, encoder and prefill on the device's own clock; decode as the host waits for it):
-against the wall time they show where it goes.
+against the wall time they show where it goes. The timeline holds the same samples over the run (every
+SAMPLE_S: the GPU's busy share and each stage's seconds so far, device stages booked once their work has
+run): where the GPU waits for the host (the start of a batch, while its files are read and encoded).
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,7 @@ import numpy as np
 from .streams import times
 
 SAMPLE_S = 0.1
+BUSY_LINE_S = 0.5  # the text report's GPU busy line: one mean per this many seconds
 
 
 def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dict]:
@@ -53,7 +58,8 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
             plan = {p: [out / (p.stem + ".txt")] for p in paths}
             run = Run(paths, quiet=True, verbose=False)
             before = dict(model.engine.stage_seconds)
-            with Sampler(model.backend.name == "cuda") as sampled:
+            progress = functools.partial(_stages_since, model.engine, before)
+            with Sampler(model.backend.name == "cuda", progress) as sampled:
                 t0 = time.perf_counter()
                 run.go(model, _to_files(plan, ["txt"], overwrite=True), batch_size=n)
                 wall = time.perf_counter() - t0
@@ -71,9 +77,21 @@ def files_report(model, samples: np.ndarray, sizes, sr: int = 16000) -> list[dic
                 "gpu_busy_pct": sampled.gpu_busy_pct,
                 "host_rss_growth_bytes": sampled.rss_growth,
                 "stage_s": stages,
+                "timeline": _timeline(sampled.timeline()),
             }
         )
     return rows
+
+
+def _stages_since(engine, before: dict) -> dict:
+    """Seconds per stage the engine has booked since `before` (its stage_seconds then)."""
+    return {k: round(v - before[k], 4) for k, v in engine.stage_seconds.items()}
+
+
+def _timeline(samples: dict) -> dict:
+    """Sampler.timeline() of a files run → {"sample_s", "t_s", "gpu_busy_pct", "stage_s": {stage: [...]}}."""
+    return {"sample_s": SAMPLE_S, "t_s": samples["t_s"], "gpu_busy_pct": samples["gpu_busy_pct"],
+            "stage_s": samples["probe"]}  # fmt: skip
 
 
 def files_lines(rows: list[dict]) -> list[str]:
@@ -88,22 +106,32 @@ def files_lines(rows: list[dict]) -> list[str]:
             f"{busy}{rss}; {r['written']} written, {r['failed']} failed"
         )
         lines.append("         stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
+        busy = [b for b in r["timeline"]["gpu_busy_pct"] if b is not None]
+        if busy:
+            per = max(1, round(BUSY_LINE_S / SAMPLE_S))
+            means = [np.mean(busy[i : i + per]) for i in range(0, len(busy), per)]
+            lines.append(f"         GPU busy % per {BUSY_LINE_S:g} s: " + " ".join(f"{m:.0f}" for m in means))
     return lines
 
 
 class Sampler:
-    """A thread sampling, every SAMPLE_S, the GPU's utilization (NVML, when gpu) and this process's
-    resident memory (Linux /proc); the results are None where they cannot be read."""
+    """A thread sampling, every SAMPLE_S, the GPU's utilization (NVML, when gpu), this process's resident
+    memory (Linux /proc) and probe() (a dict of numbers, when given); the results are None where they
+    cannot be read."""
 
-    def __init__(self, gpu: bool):
+    def __init__(self, gpu: bool, probe: Callable[[], dict] | None = None):
         self._nvml = _Nvml.open() if gpu else None
+        self._probe = probe
         self._busy: list[int] = []
+        self._samples: list[tuple[float, int | None, dict]] = []  # (seconds since start, busy, probe())
+        self._t0 = time.perf_counter()
         self._rss0 = _rss_bytes()
         self._rss_peak = self._rss0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="voxtral-bench-sampler", daemon=True)
 
     def __enter__(self):
+        self._t0 = time.perf_counter()
         self._thread.start()
         return self
 
@@ -113,10 +141,11 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_S):
-            if self._nvml is not None:
-                busy = self._nvml.utilization()
-                if busy is not None:
-                    self._busy.append(busy)
+            busy = None if self._nvml is None else self._nvml.utilization()
+            if busy is not None:
+                self._busy.append(busy)
+            probed = {} if self._probe is None else self._probe()
+            self._samples.append((time.perf_counter() - self._t0, busy, probed))
             rss = _rss_bytes()
             if rss is not None and self._rss_peak is not None:
                 self._rss_peak = max(self._rss_peak, rss)
@@ -124,6 +153,15 @@ class Sampler:
     @property
     def gpu_busy_pct(self) -> float | None:
         return float(np.mean(self._busy)) if self._busy else None
+
+    def timeline(self) -> dict:
+        """The samples: {"t_s": [...], "gpu_busy_pct": [... or None], "probe": {key: [...]}}."""
+        keys = self._samples[0][2].keys() if self._samples else ()
+        return {
+            "t_s": [round(t, 3) for t, _, _ in self._samples],
+            "gpu_busy_pct": [b for _, b, _ in self._samples],
+            "probe": {k: [p[k] for _, _, p in self._samples] for k in keys},
+        }
 
     @property
     def rss_growth(self) -> int | None:
