@@ -27,16 +27,18 @@ def test_files_run_end_to_end_and_are_written(tiny_dir, clip5, monkeypatch):
         assert set(stages) == {"audio", "mel", "encoder", "prefill", "decode"}
         assert all(v > 0 for v in stages.values()), stages
         assert stages["encoder"] + stages["prefill"] + stages["decode"] < r["wall_s"]
-        line = r["timeline"]  # samples every 0.1 s over the run: times rising, stages' seconds so far
+        line = r["timeline"]  # samples every 0.1 s from start to end: stages' seconds so far
         t, booked = line["t_s"], line["stage_s"]
-        assert line["sample_s"] == 0.1 and len(t) >= r["wall_s"] / 0.1 - 3 and t == sorted(t)
-        assert t[-1] <= r["wall_s"] + 0.2 and line["gpu_busy_pct"] == [None] * len(t)
+        assert line["sample_s"] == 0.1 and t[0] < 0.05 and t == sorted(t) and len(t) >= 2
+        assert r["wall_s"] - 0.05 < t[-1] < r["wall_s"] + 0.1 and line["gpu_busy_pct"] == [None] * len(t)
         assert set(booked) == set(stages) and all(len(v) == len(t) for v in booked.values())
-        assert all(v == sorted(v) and v[-1] <= stages[k] + 1e-3 for k, v in booked.items()), booked
-        assert booked["decode"][-1] > 0
+        assert all(v == sorted(v) for v in booked.values()), booked
+        assert {k: v[-1] for k, v in booked.items()} == pytest.approx(stages, abs=1e-3)
     assert files_lines(rows[:1])[-1].startswith("         stages (s):")  # no GPU: no busy line
-    gpu = {**rows[0], "timeline": {**rows[0]["timeline"], "gpu_busy_pct": [10, 20, 30, 40, 50, 60, 100]}}
-    assert files_lines([gpu])[-1] == "         GPU busy % per 0.5 s: 30 80"
+    t = [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.1, 1.2]  # NVML's None skipped; 0.5 s bins by time
+    busy = {"t_s": t, "gpu_busy_pct": [10, 20, 30, 40, 50, 60, None, 5, 7]}
+    gpu = {**rows[0], "timeline": {**rows[0]["timeline"], **busy}}
+    assert files_lines([gpu])[-1] == "         GPU busy % per 0.5 s: 30 60 6"
 
 
 def test_live_capacity_is_the_most_sessions_whose_p99_tick_keeps_up():

@@ -262,16 +262,16 @@ def test_a_request_from_a_callback_of_the_drive_runs(model, audios):
     assert inner[1][0][1].text == alone(model, audios[1:2])[0].text
 
 
-def _cohort_run(engine, audios, first_block_delay: float) -> tuple[list[int], list[list[int]]]:
-    """audios as offline jobs submitted together, the first one's source holding its first block back for
-    first_block_delay seconds → (the jobs stepped by each decoder call, each job's tokens)."""
+def _cohort_run(engine, audios, first_block_delay: float, slow: int = 1) -> tuple[list[int], list[list[int]]]:
+    """audios as offline jobs submitted together, the first `slow` ones' sources holding their first block
+    back for first_block_delay seconds → (the jobs stepped by each decoder call, each job's tokens)."""
     from voxtral.scheduler import Job
 
-    def slow(x):
+    def late(x):
         time.sleep(first_block_delay)
         yield x
 
-    jobs = [Job(slow(audios[0]))] + [Job(iter([a])) for a in audios[1:]]
+    jobs = [Job(late(a)) for a in audios[:slow]] + [Job(iter([a])) for a in audios[slow:]]
     groups: list[int] = []
     step_group = engine._step_group
 
@@ -304,15 +304,21 @@ def test_a_batch_takes_its_first_step_together(model, audios, monkeypatch):
     assert tokens == [list(model.engine.run(Job(iter([a]))).tokens) for a in audios[:3]]
 
 
-@pytest.mark.parametrize("slow_read_s, cohort_wait_s", [(None, 60.0), (60.0, 0.3)])
-def test_a_slow_input_holds_its_batch_only_briefly(model, audios, monkeypatch, slow_read_s, cohort_wait_s):
-    """A batch does not wait for an input whose first read runs long (SLOW_READ_S: a pipe, a slow mount),
-    nor longer than COHORT_WAIT_S for any: the others step without it, with the tokens they give alone."""
+@pytest.mark.parametrize(
+    "slow, slow_read_s, cohort_wait_s", [(1, None, 60.0), (1, 60.0, 0.3), (3, None, 60.0)]
+)
+def test_a_slow_input_holds_its_batch_only_briefly(
+    model, audios, monkeypatch, slow, slow_read_s, cohort_wait_s
+):
+    """A batch does not wait for inputs whose first read runs long (SLOW_READ_S: a pipe, a slow mount; more
+    of them than reads at once, scheduler.READERS, too), nor longer than COHORT_WAIT_S for any: the others
+    step without them, with the tokens they give alone."""
     from voxtral import scheduler
 
     if slow_read_s is not None:
         monkeypatch.setattr(scheduler, "SLOW_READ_S", slow_read_s)
     monkeypatch.setattr(scheduler, "COHORT_WAIT_S", cohort_wait_s)
-    groups, tokens = _cohort_run(model.engine, audios[:3], first_block_delay=1.5)
-    assert groups[0] == 2, groups
-    assert tokens[1:] == [t.tokens for t in alone(model, audios[1:3])]
+    n = 3 if slow == 1 else 4
+    groups, tokens = _cohort_run(model.engine, audios[:n], first_block_delay=1.5, slow=slow)
+    assert groups[0] == n - slow, groups
+    assert tokens[slow:] == [t.tokens for t in alone(model, audios[slow:n])]

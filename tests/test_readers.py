@@ -50,6 +50,23 @@ def test_a_slow_source_holds_up_no_other_job(model, audio5):
     assert slow.error is None and np.isclose(slow.timings["audio"], 2.0, atol=0.5)
 
 
+def test_more_slow_sources_than_reads_at_once_hold_up_no_other_job(model, audio5):
+    """Sources that block (a FIFO or pipe waiting for its writer), more of them than reads run at once
+    (scheduler.READERS), beside an array: each blocked read holds only its own thread, so the array's job
+    finishes while they still wait, with the tokens it gives alone."""
+    from voxtral import scheduler
+
+    want = model.transcribe(audio5, sample_rate=RATE).tokens
+    blocked = [Job(blocks_of(audio5, 5.0, pause=4.0)) for _ in range(scheduler.READERS + 1)]
+    stuck = [model.engine.submit(j) for j in blocked]
+    t0 = time.perf_counter()
+    fast = model.engine.run(Job(blocks_of(audio5, 5.0)))
+    fast_s = time.perf_counter() - t0
+    assert not any(j.finished for j in stuck) and fast_s < 3.0, f"{fast_s:.2f} s beside blocked sources"
+    model.engine.run_until(lambda: all(j.finished for j in stuck))
+    assert fast.take_tokens() == want and all(j.take_tokens() == want for j in stuck)
+
+
 def test_a_file_within_the_lookahead_is_read_in_one_go(model, audio5, monkeypatch):
     """A reader takes every block the job's lookahead has room for in one task: 5 s in 1 s blocks, within
     the CPU backend's 10 s, are one read and one encoder pass of the file's frames, the left padding's

@@ -111,7 +111,7 @@ class Job:
         self._last_fed = time.monotonic()
         self._cohort = 0  # the admission (Scheduler._admit call) that made it active
         self._admitted = 0.0  # when (time.monotonic())
-        self._read_started: float | None = None  # when a reader thread began its latest read
+        self._first_read_began: float | None = None  # when a reader thread began its first read
 
     # --- what the outside reads ------------------------------------------------------------------
     @property
@@ -498,7 +498,7 @@ class Scheduler:
         after a stall (a long tick) a live job may hold several, which one call a tick would leave
         behind for as many ticks (its text that much later)."""
         held = self._held_cohorts()
-        ready = [j for j in self.active if self._can_step(j) and (j.live or j._cohort not in held)]
+        ready = [j for j in self.active if self._can_step(j) and not (_batched(j) and j._cohort in held)]
         groups = [[j] for j in ready if j.forced is not None] + [[j for j in ready if j.forced is None]]
         burst = self._decoder.burst
         for group in (g for g in groups if g):
@@ -509,15 +509,15 @@ class Scheduler:
         return bool(ready)
 
     def _held_cohorts(self) -> set[int]:
-        """Cohorts (admitted less than COHORT_WAIT_S ago) with an offline job still waiting for its first
-        audio whose read has not yet run for SLOW_READ_S: their jobs do not step yet."""
+        """Cohorts (admitted less than COHORT_WAIT_S ago) with a batched job (_batched) still waiting for
+        its first audio whose first read has not yet run for SLOW_READ_S: their jobs do not step yet."""
         now = time.monotonic()
         return {
             j._cohort
             for j in self.active
-            if not j.live and j.n_embeds == 0 and j.error is None and not j.closed
+            if _batched(j) and j.n_embeds == 0 and j.error is None and not j.closed
             and now - j._admitted < COHORT_WAIT_S
-            and (j._read_started is None or now - j._read_started < SLOW_READ_S)
+            and (j._first_read_began is None or now - j._first_read_began < SLOW_READ_S)
         }  # fmt: skip
 
     @staticmethod
@@ -617,10 +617,32 @@ def readers_busy() -> bool:
     return _busy[0] > 0
 
 
+def _batched(job: Job) -> bool:
+    """An offline job that steps with its cohort (not a live one, nor a trace or teacher-forced run)."""
+    return not job.live and not job.record and job.forced is None
+
+
 def _read_for(job: Job, source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
-    """In a reader thread: _read_block for the job, the time it starts noted (_held_cohorts)."""
-    job._read_started = time.monotonic()
-    return _read_block(source, front, room)
+    """In a reader thread: _read_block for the job once one of the READERS turns is free, giving the turn
+    back when done or after SLOW_READ_S (a read that slow waits on its source, not on the GIL); the time
+    it begins noted for _held_cohorts."""
+    _turns.acquire()
+    given = threading.Lock()
+
+    def give_back() -> None:
+        if given.acquire(blocking=False):  # once, whichever comes first
+            _turns.release()
+
+    timer = threading.Timer(SLOW_READ_S, give_back)
+    timer.daemon = True
+    timer.start()
+    try:
+        if job._first_read_began is None:
+            job._first_read_began = time.monotonic()
+        return _read_block(source, front, room)
+    finally:
+        timer.cancel()
+        give_back()
 
 
 def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
@@ -657,20 +679,25 @@ def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> t
     return [w for w in parts if len(w)], decode_s, mel_s, None
 
 
-# Threads reading offline audio. Decoding a WAV is mostly Python-level work that holds the GIL (PyAV's
-# packet loop, NumPy on 64 KB blocks): with one thread per core (16 on the H200's host) the readers kept
-# the engine thread from the GIL and each other. 64 files of 60 s end to end, one process, 2026-12-02:
-# 16 threads 766× real time (a read took 255 ms for 12 ms of CPU), 4: 836×, 2: 873×, 1: 848×.
-# Compressed audio decodes with the GIL released (FFmpeg) and resamples in soxr; a 60 s file took
-# MP3 23 ms, FLAC 18, Opus at 48 kHz 80: two threads still bring more files a second than the GPU takes.
+# Reads of offline audio running at once, not counting those past SLOW_READ_S (a pipe or FIFO waiting
+# for its writer, a slow mount: each holds only its own thread, so it holds up no other input). Decoding
+# a WAV is mostly Python-level work that holds the GIL (PyAV's packet loop, NumPy on 64 KB blocks): with
+# one read per core at once (16 on the H200's host) the readers kept the engine thread from the GIL and
+# each other. 64 files of 60 s end to end, one process, 2026-12-02: 16 at once 766× real time (a read
+# took 255 ms for 12 ms of CPU), 4: 836×, 2: 873×, 1: 848×. Compressed audio decodes with the GIL
+# released (FFmpeg) and resamples in soxr; a 60 s file took MP3 23 ms, FLAC 18, Opus at 48 kHz 80: two
+# at once still bring more files a second than the GPU takes.
 READERS = 2
+_turns = threading.Semaphore(READERS)  # _read_for
 
 
 @functools.cache
 def _readers() -> ThreadPoolExecutor:
-    """The threads that decode offline audio and cut its frames' windows ahead of the engine (READERS):
-    the engine thread does not wait for a file once the first has come."""
-    return ThreadPoolExecutor(READERS, thread_name_prefix="voxtral-reader")
+    """The threads that decode offline audio and cut its frames' windows ahead of the engine: one per read
+    in flight (made as needed), at most READERS of them reading at a time unless slow (_read_for)."""
+    from .config import MAX_CAPACITY
+
+    return ThreadPoolExecutor(MAX_CAPACITY, thread_name_prefix="voxtral-reader")
 
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)

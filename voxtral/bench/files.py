@@ -106,11 +106,14 @@ def files_lines(rows: list[dict]) -> list[str]:
             f"{busy}{rss}; {r['written']} written, {r['failed']} failed"
         )
         lines.append("         stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_s"].items()))
-        busy = [b for b in r["timeline"]["gpu_busy_pct"] if b is not None]
-        if busy:
-            per = max(1, round(BUSY_LINE_S / SAMPLE_S))
-            means = [np.mean(busy[i : i + per]) for i in range(0, len(busy), per)]
-            lines.append(f"         GPU busy % per {BUSY_LINE_S:g} s: " + " ".join(f"{m:.0f}" for m in means))
+        line = r["timeline"]
+        if any(b is not None for b in line["gpu_busy_pct"]):  # one mean per BUSY_LINE_S of the run
+            bins: dict[int, list] = {}
+            for t, b in zip(line["t_s"], line["gpu_busy_pct"], strict=True):
+                bins.setdefault(int(t / BUSY_LINE_S + 1e-6), []).append(b)
+            means = [[b for b in bins.get(i, []) if b is not None] for i in range(max(bins) + 1)]
+            text = " ".join(f"{np.mean(m):.0f}" if m else "-" for m in means)
+            lines.append(f"         GPU busy % per {BUSY_LINE_S:g} s: {text}")
     return lines
 
 
@@ -132,23 +135,30 @@ class Sampler:
 
     def __enter__(self):
         self._t0 = time.perf_counter()
+        self._sample()  # at 0: a run shorter than SAMPLE_S still has its first and last samples
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
     def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S):
-            busy = None if self._nvml is None else self._nvml.utilization()
-            if busy is not None:
-                self._busy.append(busy)
-            probed = {} if self._probe is None else self._probe()
-            self._samples.append((time.perf_counter() - self._t0, busy, probed))
-            rss = _rss_bytes()
-            if rss is not None and self._rss_peak is not None:
-                self._rss_peak = max(self._rss_peak, rss)
+        k = 1
+        while not self._stop.wait(max(0.0, self._t0 + k * SAMPLE_S - time.perf_counter())):
+            self._sample()  # on the grid k · SAMPLE_S from the start (a late sample does not shift the rest)
+            k = max(k + 1, int((time.perf_counter() - self._t0) / SAMPLE_S) + 1)
+
+    def _sample(self) -> None:
+        busy = None if self._nvml is None else self._nvml.utilization()
+        if busy is not None:
+            self._busy.append(busy)
+        probed = {} if self._probe is None else self._probe()
+        self._samples.append((time.perf_counter() - self._t0, busy, probed))
+        rss = _rss_bytes()
+        if rss is not None and self._rss_peak is not None:
+            self._rss_peak = max(self._rss_peak, rss)
 
     @property
     def gpu_busy_pct(self) -> float | None:
