@@ -607,14 +607,47 @@ class Scheduler:
         return {"decoder": self._decoder.nbytes(), "encoder": self._encoder.nbytes()}
 
 
-_busy = [0]  # blocks the reader threads are reading now (readers_busy)
+_busy = [0]  # reads begun or waiting for their turn (readers_busy)
 _busy_lock = threading.Lock()
 
 
 def readers_busy() -> bool:
-    """Whether a reader thread is inside a source now (a pipe or FIFO may keep it there until its writer
-    is done: a process stopped by a signal exits without waiting for it, see entry.main)."""
+    """Whether a reader thread has a read to do: inside a source now (a pipe or FIFO may keep it there until
+    its writer is done: a process stopped by a signal exits without waiting for it, see entry.main) or
+    waiting for its turn to begin one."""
     return _busy[0] > 0
+
+
+class _Turns:
+    """READERS reads at a time, not counting one whose source has kept it waiting for a block SLOW_READ_S:
+    that one waits on its source, not on the GIL, and holds up nobody. Waiting readers look again when a
+    read ends and every SLOW_READ_S / 2 (no thread of its own)."""
+
+    def __init__(self):
+        self._changed = threading.Condition()
+        self._block_began: dict[int, float | None] = {}  # reading thread → its block's start, or None
+
+    def _fresh(self, now: float) -> int:
+        return sum(1 for t in list(self._block_began.values()) if t is None or now - t < SLOW_READ_S)
+
+    def take(self) -> None:
+        with self._changed:
+            while self._fresh(time.monotonic()) >= READERS:
+                self._changed.wait(SLOW_READ_S / 2)
+            self._block_began[threading.get_ident()] = None
+
+    def give(self) -> None:
+        with self._changed:
+            self._block_began.pop(threading.get_ident(), None)
+            self._changed.notify()
+
+    def block(self, began: float | None) -> None:
+        """The calling reader waits on its source from `began` on (time.monotonic()), or no more (None)."""
+        if threading.get_ident() in self._block_began:  # a read that took its turn (not a test's own call)
+            self._block_began[threading.get_ident()] = began
+
+
+_turns = _Turns()
 
 
 def _batched(job: Job) -> bool:
@@ -623,36 +656,27 @@ def _batched(job: Job) -> bool:
 
 
 def _read_for(job: Job, source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
-    """In a reader thread: _read_block for the job once one of the READERS turns is free, giving the turn
-    back when done or after SLOW_READ_S (a read that slow waits on its source, not on the GIL); the time
-    it begins noted for _held_cohorts."""
-    _turns.acquire()
-    given = threading.Lock()
-
-    def give_back() -> None:
-        if given.acquire(blocking=False):  # once, whichever comes first
-            _turns.release()
-
-    timer = threading.Timer(SLOW_READ_S, give_back)
-    timer.daemon = True
-    timer.start()
-    try:
-        if job._first_read_began is None:
-            job._first_read_began = time.monotonic()
-        return _read_block(source, front, room)
-    finally:
-        timer.cancel()
-        give_back()
-
-
-def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
+    """In a reader thread: _read_block for the job in its turn (_Turns), the time it begins noted for
+    _held_cohorts; nothing for a job that has left meanwhile (closed, or done)."""
     with _busy_lock:
         _busy[0] += 1
     try:
-        return _read_blocks(source, front, room)
+        _turns.take()
+        try:
+            if job.closed or job.state == DONE:
+                return [], 0.0, 0.0, None
+            if job._first_read_began is None:
+                job._first_read_began = time.monotonic()
+            return _read_block(source, front, room)
+        finally:
+            _turns.give()
     finally:
         with _busy_lock:
             _busy[0] -= 1
+
+
+def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
+    return _read_blocks(source, front, room)
 
 
 def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
@@ -665,7 +689,11 @@ def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> t
     try:
         while True:
             t0 = time.perf_counter()
-            block = next(source, None)
+            _turns.block(time.monotonic())
+            try:
+                block = next(source, None)
+            finally:
+                _turns.block(None)
             t1 = time.perf_counter()
             parts.append(front.finish_windows() if block is None else front.windows(block))
             decode_s, mel_s = decode_s + t1 - t0, mel_s + time.perf_counter() - t1
@@ -688,16 +716,14 @@ def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> t
 # released (FFmpeg) and resamples in soxr; a 60 s file took MP3 23 ms, FLAC 18, Opus at 48 kHz 80: two
 # at once still bring more files a second than the GPU takes.
 READERS = 2
-_turns = threading.Semaphore(READERS)  # _read_for
+READER_THREADS = 32  # threads for reads in flight: as many sources may block (FIFOs) before others wait
 
 
 @functools.cache
 def _readers() -> ThreadPoolExecutor:
-    """The threads that decode offline audio and cut its frames' windows ahead of the engine: one per read
-    in flight (made as needed), at most READERS of them reading at a time unless slow (_read_for)."""
-    from .config import MAX_CAPACITY
-
-    return ThreadPoolExecutor(MAX_CAPACITY, thread_name_prefix="voxtral-reader")
+    """The threads that decode offline audio and cut its frames' windows ahead of the engine (made as
+    needed), READERS of them reading at a time (_Turns)."""
+    return ThreadPoolExecutor(READER_THREADS, thread_name_prefix="voxtral-reader")
 
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
