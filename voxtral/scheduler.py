@@ -676,10 +676,6 @@ def _read_for(job: Job, source: Iterator[np.ndarray], front: PaddedMel, room: in
 
 
 def _read_block(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
-    return _read_blocks(source, front, room)
-
-
-def _read_blocks(source: Iterator[np.ndarray], front: PaddedMel, room: int) -> tuple:
     """In a reader thread: the next blocks of an offline source, up to `room` samples (at least one
     block) → (their frames' windows: pieces [T', n_fft], seconds decoding, seconds cutting windows, the
     source's VoxtralError or None); the end of the source → the last windows. Everything the lookahead
