@@ -99,6 +99,27 @@ __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {
     return r;
 }
 
+// ---- mbarriers (sm_90+ for expect_tx): a stage's "full" / "empty" handshake in shared memory ----
+__device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
+    unsigned done = 0;
+    do {
+        asm volatile(
+            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
+            : "=r"(done)
+            : "r"(bar), "r"(parity)
+            : "memory");
+    } while (!done);
+}
+__device__ __forceinline__ void mbar_arrive(unsigned bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
 // ---- programmatic dependent launch (sm_90+; launched with pdl=True, voxtral/gpu/launch.py) ----
 // A PDL launch may start while the previous kernel on the stream still runs: until pdl_wait() it may
 // only read what no earlier kernel of the chain writes (weights). pdl_wait() returns once the previous

@@ -41,9 +41,19 @@ def translation_unit(filename: str, names: tuple[str, ...]) -> str:
     return text
 
 
-def gencode() -> list[str]:
+# Modules with a path for an arch-specific target (sm_90a: wgmma): their Hopper SASS is built for it, and
+# the PTX (Blackwell and later) stays plain compute_90, whose code takes the portable path.
+ARCH_SPECIFIC = {"skinny.cu": "90a"}
+
+
+def gencode(filename: str = "") -> list[str]:
     codes = [f"-gencode=arch=compute_{t},code=sm_{t}" for t in TARGETS[:-1]]
-    return [*codes, f"-gencode=arch=compute_{TARGETS[-1]},code=[sm_{TARGETS[-1]},compute_{TARGETS[-1]}]"]
+    last = TARGETS[-1]
+    special = ARCH_SPECIFIC.get(filename)
+    if special:
+        return [*codes, f"-gencode=arch=compute_{special},code=sm_{special}",
+                f"-gencode=arch=compute_{last},code=compute_{last}"]  # fmt: skip
+    return [*codes, f"-gencode=arch=compute_{last},code=[sm_{last},compute_{last}]"]
 
 
 def expression(demangled: str) -> str:
@@ -78,7 +88,7 @@ def build(filename: str, out_dir: Path, verbose: bool) -> dict:
         tu.write_text(translation_unit(filename, names))
         common = ["nvcc", *kernels.NVRTC_OPTIONS, "--threads", "0"]
         fatbin = out_dir / f"{stem}.fatbin"
-        run = [*common, "-fatbin", "--compress-mode=size", *gencode(), "-o", str(fatbin), str(tu)]
+        run = [*common, "-fatbin", "--compress-mode=size", *gencode(filename), "-o", str(fatbin), str(tu)]
         ptx = Path(tmp) / f"{stem}.ptx"
         listing = [*common, "-ptx", f"-arch=compute_{TARGETS[-1]}", "-o", str(ptx), str(tu)]
         for cmd in (run, listing):
@@ -86,7 +96,8 @@ def build(filename: str, out_dir: Path, verbose: bool) -> dict:
             if done.returncode:
                 raise SystemExit(f"build_kernels: {' '.join(cmd)}\n{done.stderr}")
         if verbose:
-            check = [*common, f"-arch=sm_{TARGETS[-1]}", "-Xptxas", "-v", "-c", "-o", "/dev/null", str(tu)]
+            arch = ARCH_SPECIFIC.get(filename, TARGETS[-1])
+            check = [*common, f"-arch=sm_{arch}", "-Xptxas", "-v", "-c", "-o", "/dev/null", str(tu)]
             print(subprocess.run(check, capture_output=True, text=True).stderr, end="")
         return {
             "fingerprint": kernels.fingerprint(filename),

@@ -367,20 +367,20 @@ def step_table(bw: float, variants, w: GpuWeights) -> tuple[list[str], dict]:
     return lines, totals
 
 
-def decoder_state(b: int, w: GpuWeights):
-    """DecoderBuffers and KVCaches of b slots, every row serving its own open slot at position CTX
-    (rings of RING rows, random keys), random tokens and audio embeddings: the state of a live step."""
+def decoder_state(b: int, w: GpuWeights, ctx: int = CTX, rows: int = RING):
+    """DecoderBuffers and KVCaches of b slots, every row serving its own open slot at position ctx
+    (rings of `rows` rows, random keys), random tokens and audio embeddings: the state of a live step."""
     import cupy as cp
 
     buf = decoder.DecoderBuffers(CFG, b)
     kv = KVCaches(CFG.n_layers, b, CFG.n_kv_heads, CFG.head_dim)
     for c in range(b):
-        kv.open(c, RING)
+        kv.open(c, rows)
         for a in kv.arrays[c]:
             a[...] = rand_bf16(a.shape)
     buf.audio[...] = cp.random.standard_normal(buf.audio.shape, dtype=np.float32)
     buf.tokens[...] = cp.random.randint(0, CFG.vocab_size, b).astype(np.int32)
-    buf.pos.fill(CTX)
+    buf.pos.fill(ctx)
     table, ring = kv.per_row(list(range(b)))  # row r serves slot r: the tables laid out per row
     buf.cache[:, :b] = cp.asarray(table)
     buf.ring[:b] = cp.asarray(ring)

@@ -5,6 +5,9 @@ import pytest
 
 import voxtral
 from voxtral.gpu import decoder
+from voxtral.gpu.skinny import available as skinny_available
+
+cupy = pytest.importorskip("cupy", reason="CuPy is not importable")
 
 N_STEPS = 24
 MARGIN = 0.05  # top-1 − top-2 logit gap the CPU run must keep for token identity to be meaningful
@@ -156,19 +159,24 @@ def test_warm_up_captures_every_bucket_and_leaves_open_slots_alone(gpu, clip5, m
 class _Eager:
     """Stands in for a captured graph: runs the same step eagerly."""
 
-    def __init__(self, dec, b):
-        self.dec, self.view = dec, dec.buf.rows(b)
+    def __init__(self, dec, b, path="fused"):
+        self.dec, self.view, self.path = dec, dec.buf.rows(b), path
 
     def launch(self, stream):
-        decoder.step(self.dec.weights, self.dec.cfg, self.view)
+        skinny = decoder.SKINNY_PATHS.get(self.path, frozenset())
+        decoder.step(self.dec.weights, self.dec.cfg, self.view, fused=self.path == "fused", skinny=skinny)
 
 
-def test_graph_replay_equals_eager(gpu, clip5, monkeypatch):
-    """The fused path's graph (PDL, tile counters, the rope epilogue) replays what the same launches do
-    one by one. The fused path is pinned: the timing may give a tiny model's bucket the cuBLAS path."""
-    monkeypatch.setattr(decoder, "fastest", lambda stream, made, state, **kw: (made["fused"], {}))
+@pytest.mark.parametrize("path", ["fused", "skinny"])
+def test_graph_replay_equals_eager(gpu, clip5, monkeypatch, path):
+    """A step path's graph (fused: PDL, tile counters, the rope epilogue; skinny: PDL, thread-block
+    clusters, tensor maps as kernel arguments) replays what the same launches do one by one. The path
+    is pinned: the timing may give a tiny model's bucket another."""
+    if path == "skinny" and not skinny_available(cupy.cuda.Device().id):
+        pytest.skip("skinny_gemm runs on compute capability 9.0 (Hopper) only")
+    monkeypatch.setattr(decoder, "fastest", lambda stream, made, state, **kw: (made[path], {}))
     graphed = voxtral.load(gpu.checkpoint.directory, device="cuda").trace(clip5, 40)
-    monkeypatch.setattr(decoder.Decoder, "_graph", lambda self, b: _Eager(self, b))
+    monkeypatch.setattr(decoder.Decoder, "_graph", lambda self, b: _Eager(self, b, path))
     eager = voxtral.load(gpu.checkpoint.directory, device="cuda").trace(clip5, 40)
     np.testing.assert_array_equal(graphed.tokens, eager.tokens)
     np.testing.assert_array_equal(graphed.logits, eager.logits)

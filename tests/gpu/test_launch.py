@@ -52,6 +52,30 @@ def test_launch_pdl_passes_what_cupy_passes():
     np.testing.assert_array_equal(got[1, 2, 8:], [2, 1])
 
 
+CLUSTER = r"""
+extern "C" __global__ void ranks(int* out) {  // out: [grid, 2] cluster rank, cluster size
+    unsigned r = 0, n = 1;
+#if __CUDA_ARCH__ >= 900
+    asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    asm("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+#endif
+    if (threadIdx.x == 0) out[2 * blockIdx.x] = r, out[2 * blockIdx.x + 1] = n;
+}
+"""
+
+
+@pytest.mark.parametrize("pdl", [False, True])
+@pytest.mark.parametrize("cluster", [1, 2, 4, 8])
+def test_launch_in_clusters(cluster, pdl):
+    if int(cp.cuda.Device().compute_capability) < 90 and cluster > 1:
+        pytest.skip("thread-block clusters need sm_90")
+    kernel = cp.RawKernel(CLUSTER, "ranks")
+    out = cp.full((16, 2), -1, np.int32)
+    launch(kernel, (16,), (32,), (out,), pdl=pdl, cluster=cluster)
+    want = np.stack([np.arange(16) % cluster, np.full(16, cluster)], axis=1)
+    np.testing.assert_array_equal(cp.asnumpy(out), want)
+
+
 def test_launch_rejects_bad_arguments():
     kernel = cp.RawKernel(ECHO, "echo")
     out = cp.zeros((GRID[1], GRID[0], 10))

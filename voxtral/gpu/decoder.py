@@ -33,6 +33,9 @@ from .gemv import MAX_BATCH, Bulk, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
 from .launch import launch_graph
+from .skinny import MAX_ROWS as SKINNY_ROWS
+from .skinny import available as skinny_available
+from .skinny import skinny_gemm
 from .weights import GpuWeights
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ HISTORY = 64  # token history rows per slot: the steps of one round
 PREFILL_CHUNK = AUDIO_RING // 2  # positions of a slot per prefill pass: their audio fits the ring
 PREFILL_ROWS = 4096  # rows (slots × positions) of one prefill pass: its scratch is ~75 KB a row
 BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch sizes with a graph; the capacity itself is the last
+# Steps a bucket of ≤ 64 rows may take with skinny_gemm (timed against the fused GEMVs and cuBLAS): every
+# projection, or only w13 (its SwiGLU fused: the one shape where it beats cuBLAS at 64 rows on an H200,
+# 35.4 µs against 34.5 + silu_mul's 2.6; qkv 14.2 / 12.9, wo 14.5 / 10.1, w2 26.8 / 21.5: cuda/README.md).
+SKINNY_PATHS = {
+    "skinny": frozenset({"qkv", "wo", "w13", "w2", "output"}),
+    "skinny-w13": frozenset({"w13"}),
+}
 RING_ALIGN = 64  # KV ring lengths are multiples of this (or the window)
 LIVE_RING = 1024  # first KV ring of a slot whose length is unknown; it doubles up to the window
 ROW_ARRAYS = ("tokens", "pos", "slot", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
@@ -94,7 +104,9 @@ class DecoderBuffers:
         return view
 
 
-def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=False, fused=True) -> None:
+def layers(
+    w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=False, fused=True, skinny=frozenset()
+) -> None:
     """All decoder layers over h [T, D] f32 (in place) at positions pos [T] of slots slot [T].
 
     kv.layer(i) gives layer i's cache tables: KVCaches' per slot, or DecoderBuffers' laid out per row
@@ -104,10 +116,21 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
     gemv.MAX_BATCH positions (a step) the fused GEMVs carry each RMSNorm, the SwiGLU and the residual
     adds; more (prefill, big batches) take cuBLAS GEMMs. pdl chains the step's launches with
     programmatic dependent launch, so each kernel streams its weights while the previous one ends.
-    fused=False takes the cuBLAS path at any T (which is faster depends on the GPU: Decoder times both).
+    fused=False takes the cuBLAS path at any T (which is faster depends on the GPU: Decoder times both);
+    skinny names the projections ("qkv", "wo", "w13", "w2") that take skinny_gemm instead, up to
+    skinny.MAX_ROWS positions: w13's SwiGLU in its epilogue, each launch chained by PDL.
     """
     t, eps = h.shape[0], cfg.norm_eps
     fused = fused and t <= MAX_BATCH
+    skinny = frozenset() if fused or t > SKINNY_ROWS else frozenset(skinny)
+
+    def project(x, wt, out, epilogue, name):
+        if name in skinny:
+            return skinny_gemm(x, wt, out, epilogue=epilogue, pdl=pdl)
+        if epilogue == "swiglu":
+            return ops.silu_mul(gemm(x, wt, out=scratch.gu), out=out)
+        return gemm(x, wt, out=out, beta=1.0 if epilogue == "add" else 0.0)
+
     cfgs = step_configs(t)
     sched = getattr(scratch, "schedule", None)  # [4·layers + 1, 2] tile counters (DecoderBuffers)
     site = (lambda i, j: sched[4 * i + j]) if sched is not None else (lambda i, j: None)
@@ -130,7 +153,8 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
                 qkv = gemv(h, lw.wqkv, scratch.qkv, norm_weight=lw.attention_norm, eps=eps, pdl=pdl,
                            config=cfgs["qkv"], schedule=site(i, 0))  # fmt: skip
             else:
-                qkv = gemm(ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x), lw.wqkv, out=scratch.qkv)
+                x = ops.rms_norm(h, lw.attention_norm, eps, out=scratch.x, pdl=pdl and "qkv" in skinny)
+                qkv = project(x, lw.wqkv, scratch.qkv, "store", "qkv")
             q = ops.rope_qkv(qkv, pos, slot, cache, ring, cfg.rope_theta, **dims, head_dim=cfg.head_dim,
                              out=scratch.q, pdl=pdl)  # fmt: skip
         o = ops.attention_split(
@@ -155,19 +179,31 @@ def layers(w: GpuWeights, cfg: DecoderConfig, kv, h, pos, slot, scratch, pdl=Fal
             gemv(scratch.u, lw.w2, h, epilogue="add", pdl=pdl, config=cfgs["w2"], schedule=site(i, 3),
                  prefetch=warm["w2"])  # fmt: skip
         else:
-            gemm(o.reshape(t, cfg.q_dim), lw.wo, out=h, beta=1.0)
-            x = ops.rms_norm(h, lw.ffn_norm, eps, out=scratch.x)
-            ops.silu_mul(gemm(x, lw.w13, out=scratch.gu), out=scratch.u)
-            gemm(scratch.u, lw.w2, out=h, beta=1.0)
+            project(o.reshape(t, cfg.q_dim), lw.wo, h, "add", "wo")
+            x = ops.rms_norm(h, lw.ffn_norm, eps, out=scratch.x, pdl=pdl and "w13" in skinny)
+            project(x, lw.w13, scratch.u, "swiglu", "w13")
+            project(scratch.u, lw.w2, h, "add", "w2")
+
+
+def skinny_fits(cfg: DecoderConfig) -> bool:
+    """Whether skinny_gemm takes the decoder's projections: every K (dim, q_dim, hidden_dim) a multiple
+    of its 16-byte copies."""
+    return cfg.dim % 8 == 0 and cfg.q_dim % 8 == 0 and cfg.hidden_dim % 8 == 0
 
 
 def step(
-    w: GpuWeights, cfg: DecoderConfig, buf: DecoderBuffers, pdl: bool = True, fused: bool = True
+    w: GpuWeights,
+    cfg: DecoderConfig,
+    buf: DecoderBuffers,
+    pdl: bool = True,
+    fused: bool = True,
+    skinny: frozenset = frozenset(),
 ) -> None:
     """One greedy step of every row; only device buffers in and out (capturable). fused: the fused
-    GEMVs up to MAX_BATCH rows (else cuBLAS GEMMs with separate norm and SwiGLU kernels)."""
+    GEMVs up to MAX_BATCH rows (else GEMMs with separate norm kernels: cuBLAS, or skinny_gemm up to
+    SKINNY_ROWS rows for the projections named in skinny: "qkv", "wo", "w13", "w2", "output")."""
     ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
-    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused)
+    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused, skinny=skinny)
     if fused and buf.batch <= MAX_BATCH:
         out = step_configs(buf.batch)["output"]
         gemv(
@@ -181,6 +217,9 @@ def step(
             schedule=buf.schedule[-1],
             prefetch=w.decoder_layers[0].wqkv if pdl and isinstance(out, Bulk) else None,  # the next step's
         )
+    elif "output" in skinny and buf.batch <= SKINNY_ROWS:
+        x = ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x, pdl=pdl)
+        skinny_gemm(x, w.tok_embeddings, buf.logits, pdl=pdl)
     else:
         gemm(ops.rms_norm(buf.h, w.norm, cfg.norm_eps, out=buf.x), w.tok_embeddings, out=buf.logits)
     ops.argmax_advance(buf.logits, buf.tokens, buf.pos, buf.history, pdl=pdl)
@@ -469,22 +508,34 @@ class Decoder:
         return b
 
     def _graph(self, b: int):
-        """The step of bucket b as a CUDA graph. Up to MAX_BATCH rows the step can take the fused GEMVs
-        or cuBLAS GEMMs: both are captured, timed on the rows' real state, and the faster kept (on an
-        H200 the fused GEMVs win at B = 1 and lose at B = 8: which wins depends on the GPU and B); the
-        fused path (f32 activations into the GEMVs) unless cuBLAS is more than 5 % faster."""
+        """The step of bucket b as a CUDA graph. Up to MAX_BATCH rows the step can take the fused GEMVs,
+        up to SKINNY_ROWS skinny_gemm, at any size cuBLAS GEMMs: each is captured, timed on the rows'
+        real state, and the fastest kept (on an H200 the fused GEMVs win at B = 1 and lose at B = 8:
+        which wins depends on the GPU and B); the fused path (f32 activations into the GEMVs), else
+        cuBLAS, unless another is more than 5 % faster."""
         if b not in self._graphs:
             view = self._views[b] = self.buf.rows(b)
             state = (view.tokens, view.pos, view.history)
-            paths = ("fused", "cuBLAS") if b <= MAX_BATCH else ("cuBLAS",)
+            paths = {"fused": frozenset()} if b <= MAX_BATCH else {}
+            if b <= SKINNY_ROWS and self._skinny():
+                paths |= SKINNY_PATHS
+            paths["cuBLAS"] = frozenset()
             runs = {
-                p: functools.partial(step, self.weights, self.cfg, view, fused=p == "fused") for p in paths
+                p: functools.partial(step, self.weights, self.cfg, view, fused=p == "fused", skinny=names)
+                for p, names in paths.items()
             }
             made = {p: capture(self.cuda_stream, run, state) for p, run in runs.items()}
-            self._graphs[b], self.path_ms[b] = fastest(self.cuda_stream, made, state, prefer="fused")
+            prefer = "fused" if "fused" in made else "cuBLAS"
+            self._graphs[b], self.path_ms[b] = fastest(self.cuda_stream, made, state, prefer=prefer)
             self.paths[b] = next(p for p, g in made.items() if g is self._graphs[b])
             log.info("decoder bucket %d: %s path %s", b, self.paths[b], self.path_ms[b] or "")
         return self._graphs[b]
+
+    def _skinny(self) -> bool:
+        """Whether a step may take skinny_gemm: a Hopper GPU that runs it, and the model's K fit."""
+        import cupy
+
+        return skinny_fits(self.cfg) and skinny_available(cupy.cuda.Device().id)
 
     def nbytes(self) -> int:
         """Device bytes of the step buffers and every open slot's KV cache."""

@@ -27,12 +27,21 @@ import functools
 
 import numpy as np
 
-CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6  # cuda.h, CUlaunchAttributeID
+CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4  # cuda.h, CUlaunchAttributeID
+CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
 PDL_MIN_CAPABILITY = 90  # compute capability (10·major + minor) with griddepcontrol
 
 
+class Dim3(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_uint), ("y", ctypes.c_uint), ("z", ctypes.c_uint)]
+
+
 class LaunchAttributeValue(ctypes.Union):
-    _fields_ = [("programmatic_stream_serialization_allowed", ctypes.c_int), ("pad", ctypes.c_char * 64)]
+    _fields_ = [
+        ("programmatic_stream_serialization_allowed", ctypes.c_int),
+        ("cluster_dim", Dim3),
+        ("pad", ctypes.c_char * 64),
+    ]
 
 
 class LaunchAttribute(ctypes.Structure):  # CUlaunchAttribute: id, 4 bytes of padding, 64-byte value
@@ -103,16 +112,28 @@ def _dims(d) -> tuple[int, int, int]:
     return tuple(max(1, int(v)) for v in d)  # type: ignore[return-value]
 
 
-def launch(kernel, grid, block, args, shared_mem: int = 0, pdl: bool = False) -> None:
-    """kernel<<<grid, block, shared_mem, current stream>>>(*args), as a PDL launch when pdl is set."""
+def launch(
+    kernel, grid, block, args, shared_mem: int = 0, pdl: bool = False, cluster: int = 1, driver: bool = False
+) -> None:
+    """kernel<<<grid, block, shared_mem, current stream>>>(*args), as a PDL launch when pdl is set, in
+    thread-block clusters of `cluster` blocks along x when it is > 1 (sm_90+: the caller checks; grid x
+    a multiple of it). driver: through cuLaunchKernelEx even when neither is asked for (arguments CuPy
+    cannot pass: a NumPy void scalar is passed as its bytes, e.g. a 128-byte CUtensorMap)."""
     import cupy
 
-    if not (pdl and pdl_supported(cupy.cuda.Device().id)):
+    pdl = pdl and pdl_supported(cupy.cuda.Device().id)
+    if not (pdl or driver) and cluster == 1:
         kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
         return
     stream = cupy.cuda.get_current_stream().ptr
-    attrs = ctypes.pointer(_pdl_attribute())
-    config = LaunchConfig(*_dims(grid), *_dims(block), shared_mem, stream, attrs, 1)
+    chosen = [_pdl_attribute()] if pdl else []
+    if cluster > 1:
+        attr = LaunchAttribute(id=CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
+        attr.value.cluster_dim = Dim3(cluster, 1, 1)
+        chosen.append(attr)
+    attrs = (LaunchAttribute * len(chosen))(*chosen)
+    first = ctypes.cast(attrs, ctypes.POINTER(LaunchAttribute))  # attrs stays alive until the launch
+    config = LaunchConfig(*_dims(grid), *_dims(block), shared_mem, stream, first, len(chosen))
     values = [kernel_arg(a) for a in args]  # kept alive until the driver has copied them
     lib = _driver()
     status = lib.cuLaunchKernelEx(ctypes.byref(config), kernel.kernel.ptr, kernel_params(values), None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxtral.gpu import gemv, kernels
+from voxtral.gpu import gemv, kernels, skinny
 from voxtral.gpu.launch import launch
 
 BF16 = np.uint16  # BF16 storage dtype on the device (raw bit patterns)
@@ -81,6 +81,7 @@ def attention_workspace(
 # NVRTC compiles together when it has to (extern "C" kernels need no entry).
 TEMPLATES = {
     **gemv.TEMPLATES,
+    **skinny.TEMPLATES,
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [

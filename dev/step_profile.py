@@ -1,0 +1,146 @@
+"""Where the decoder step's time goes, kernel by kernel (SPEC §5, §8), at batch sizes and positions.
+
+The shipped step (voxtral.gpu.decoder.step on DecoderBuffers + KVCaches, random full-size weights as in
+dev/gemv_timing.py) is captured as one graph per batch size B, the path the engine would keep for that
+B (fused GEMVs up to gemv.MAX_BATCH rows, else cuBLAS), and replayed under a CUPTI kernel trace. torch's
+profiler is the CUPTI front end here, so this script needs torch on the GPU machine (a measuring tool,
+not a dependency of voxtral). Reports per B and position: the step's wall time (first kernel start →
+last kernel end, median over the traced replays), each kernel family's µs per step beside the bytes it
+must move at the copy rate (weights, KV rows, logits), and, for one middle layer, each kernel's start
+and end after the layer's first kernel starts (PDL kernels start early and wait: read the ends).
+
+    python dev/step_profile.py [--batch 1,64] [--ctx 500] [--reps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from dev.gemv_timing import CFG, decoder_state, random_weights, replay_us, weight_bytes  # noqa: E402
+from dev.kernel_timing import copy_bandwidth_gbps  # noqa: E402
+from voxtral.gpu import decoder  # noqa: E402
+from voxtral.gpu.gemv import MAX_BATCH  # noqa: E402
+from voxtral.gpu.graphs import capture  # noqa: E402
+
+
+def state(b: int, ctx: int, reps: int, w):
+    """decoder_state of b slots at position ctx, rings of ctx + reps + 64 rows rounded up to 64 (an
+    offline input's: no wrap while the replays advance)."""
+    return decoder_state(b, w, ctx, -(-(ctx + reps + 64) // 64) * 64)
+
+
+def family(name: str) -> str:
+    """A kernel's family: its function name without template arguments or parameters (cuBLAS: 'gemm')."""
+    if "skinny_gemm" in name:
+        return "skinny_gemm"
+    if any(s in name for s in ("gemm", "Kernel2", "cutlass", "sm90_", "gemv2", "splitK")):
+        return "cuBLAS gemm" if "splitKreduce" not in name else "cuBLAS split-K reduce"
+    base = name.split("(")[0].split("<")[0]
+    return base.replace("void ", "").strip()
+
+
+def trace(graph, stream, reps: int) -> list[list[tuple[str, float, float]]]:
+    """reps replays under CUPTI → per replay [(kernel name, start µs, end µs)] in start order."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.init()
+    graph.launch(stream)
+    stream.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            graph.launch(stream)
+            stream.synchronize()
+    kernels = [
+        (e.name, e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type.name == "CUDA" and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()
+    ]
+    kernels.sort(key=lambda k: k[1])
+    per = len(kernels) // reps
+    return [kernels[i * per : (i + 1) * per] for i in range(reps)]
+
+
+def report(b: int, ctx: int, steps: list, bw: float, w, graph_us: float) -> list[str]:
+    import cupy as cp  # noqa: F401
+
+    walls = [s[-1][2] - s[0][1] for s in steps]
+    fam: dict[str, list[float]] = collections.defaultdict(list)
+    counts: dict[str, int] = collections.Counter()
+    for s in steps:
+        per: dict[str, float] = collections.defaultdict(float)
+        for name, t0, t1 in s:
+            per[family(name)] += t1 - t0
+        for k, v in per.items():
+            fam[k].append(v)
+    for name, _, _ in steps[0]:
+        counts[family(name)] += 1
+    kv_bytes = 2 * CFG.n_layers * b * (ctx + 1) * CFG.n_kv_heads * CFG.head_dim * 2
+    wb = weight_bytes(w)
+    floor = (wb + kv_bytes) / bw / 1e3
+    lines = [
+        f"B={b} ctx={ctx}: graph replay {graph_us:.1f} µs (CUDA events), traced wall"
+        f" {np.median(walls):.1f} µs;"
+        f" floor {floor:.1f} µs (weights {wb / 1e9:.2f} GB + KV {kv_bytes / 1e9:.2f} GB at {bw:.0f} GB/s);"
+        f" {len(steps[0])} kernels",
+    ]
+    for k in sorted(fam, key=lambda k: -np.median(fam[k])):
+        t = float(np.median(fam[k]))
+        lines.append(f"  {k:<28} {counts[k]:>4} launches {t:9.1f} µs/step  {t / counts[k]:7.2f} µs each")
+    # one middle layer: kernels from the 13th qkv-family kernel on, as many as a layer has
+    s = steps[len(steps) // 2]
+    per_layer = (len(s) - 3) // CFG.n_layers
+    first = 1 + per_layer * (CFG.n_layers // 2)
+    base = s[first][1]
+    lines.append(f"  layer {CFG.n_layers // 2} (µs after its first kernel starts: start → end, duration):")
+    for name, t0, t1 in s[first : first + per_layer + 1]:
+        lines.append(f"    {family(name)[:40]:<40} {t0 - base:8.2f} → {t1 - base:8.2f}  {t1 - t0:7.2f}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    import cupy as cp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", default="1,64", help="batch sizes, comma-separated")
+    ap.add_argument("--ctx", default="500", help="positions, comma-separated")
+    ap.add_argument("--reps", type=int, default=10)
+    paths = "fused, cuBLAS, skinny, skinny-w13 (comma-separated); auto: fused up to 8 rows, else the others"
+    ap.add_argument("--path", default="auto", help=paths)
+    args = ap.parse_args(argv)
+    bw = copy_bandwidth_gbps()
+    w = random_weights()
+    for b in [int(x) for x in args.batch.split(",")]:
+        for ctx in [int(x) for x in args.ctx.split(",")]:
+            buf, kv = state(b, ctx, 6 * args.reps + 90, w)
+            stream = cp.cuda.Stream(non_blocking=True)
+            cp.cuda.Device().synchronize()
+            paths = args.path.split(",") if args.path != "auto" else (
+                ["fused"] if b <= MAX_BATCH else ["cuBLAS", *decoder.SKINNY_PATHS])  # fmt: skip
+            for path in paths:
+                names = decoder.SKINNY_PATHS.get(path, frozenset())
+                run = functools.partial(decoder.step, w, CFG, buf, pdl=True, fused=path == "fused",
+                                        skinny=names)  # fmt: skip
+                with stream:
+                    graph = capture(stream, run, (buf.tokens, buf.pos, buf.history))
+                stream.synchronize()
+                us = replay_us(graph, stream, 10)
+                steps = trace(graph, stream, args.reps)
+                print(f"[{path}] " + "\n".join(report(b, ctx, steps, bw, w, us)), flush=True)
+                del graph
+            del buf, kv
+            cp.get_default_memory_pool().free_all_blocks()
+
+
+if __name__ == "__main__":
+    main()
