@@ -87,10 +87,16 @@ def test_skinny_is_deterministic_and_replays_in_a_graph(rng):
     assert cp.array_equal((a + a).view(np.uint32), c.view(np.uint32))
 
 
-@pytest.mark.parametrize("bad", ["rows", "k", "dtype", "out"])
+@pytest.mark.parametrize("bad", ["rows", "k", "k0", "dtype", "out"])
 def test_skinny_rejects_bad_shapes(bad):
-    x = cp.zeros((65 if bad == "rows" else 8, 12 if bad == "k" else 16), np.uint16)
+    x = cp.zeros((65 if bad == "rows" else 8, {"k": 12, "k0": 0}.get(bad, 16)), np.uint16)
     w = cp.zeros((4, x.shape[1]), np.float32 if bad == "dtype" else np.uint16)
     out = cp.zeros((x.shape[0], 5 if bad == "out" else 4), np.float32)
     with pytest.raises(AssertionError):
         skinny_gemm(x, w, out)
+
+
+def test_skinny_rejects_a_shape_over_the_shared_memory():
+    x, w = cp.zeros((8, 64), np.uint16), cp.zeros((48, 64), np.uint16)
+    with pytest.raises(AssertionError, match="shared memory"):
+        skinny_gemm(x, w, cp.zeros((8, 48), np.float32), shape=(240, 1, 8))  # 305 KB of stages

@@ -524,7 +524,14 @@ class Decoder:
                 p: functools.partial(step, self.weights, self.cfg, view, fused=p == "fused", skinny=names)
                 for p, names in paths.items()
             }
-            made = {p: capture(self.cuda_stream, run, state) for p, run in runs.items()}
+            made = {}
+            for p, run in runs.items():
+                try:
+                    made[p] = capture(self.cuda_stream, run, state)
+                except RuntimeError as e:  # a cluster launch refused (MPS, a partitioned GPU): skip the path
+                    if p not in SKINNY_PATHS:
+                        raise
+                    log.warning("decoder bucket %d: %s path not captured (%s)", b, p, e)
             prefer = "fused" if "fused" in made else "cuBLAS"
             self._graphs[b], self.path_ms[b] = fastest(self.cuda_stream, made, state, prefer=prefer)
             self.paths[b] = next(p for p, g in made.items() if g is self._graphs[b])

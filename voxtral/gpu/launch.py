@@ -125,6 +125,7 @@ def launch(
     if not (pdl or driver) and cluster == 1:
         kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
         return
+    assert _dims(grid)[0] % cluster == 0, f"grid {grid} is not a whole number of clusters of {cluster}"
     stream = cupy.cuda.get_current_stream().ptr
     chosen = [_pdl_attribute()] if pdl else []
     if cluster > 1:

@@ -172,8 +172,8 @@ def skinny_gemm(x, w, out, epilogue: str = "store", pdl: bool = False, shape: tu
     _check(w, "w", BF16, (n, k))
     _check(x, "x", BF16, (m, k))
     assert 1 <= m <= MAX_ROWS, f"x must have 1 … {MAX_ROWS} rows, got {m}"
-    assert k % 8 == 0 and x.data.ptr % 16 == 0 and w.data.ptr % 16 == 0, (
-        "K must be a multiple of 8 and x, w 16-byte aligned (tensor maps)"
+    assert k > 0 and k % 8 == 0 and x.data.ptr % 16 == 0 and w.data.ptr % 16 == 0, (
+        "K must be a positive multiple of 8 and x, w 16-byte aligned (tensor maps)"
     )
     if epilogue == "swiglu":
         assert n % 2 == 0, f"swiglu needs w = [w1; w3] with an even number of rows, got {n}"
@@ -183,10 +183,11 @@ def skinny_gemm(x, w, out, epilogue: str = "store", pdl: bool = False, shape: tu
     if n == 0:
         return out
     device = cupy.cuda.Device().id
-    sms = _limits(device)[0]
+    sms, smem_limit, _ = _limits(device)
     nb, s, *rest = shape or plan(n, k, epilogue, sms, True)
     n_stages = rest[0] if rest else stages(nb, s)
     assert nb in BOX_ROWS and s in CLUSTERS and 2 <= n_stages <= 8, f"no instance for shape {shape}"
+    assert shared_bytes(nb, n_stages) <= smem_limit, f"shape {shape}: its stages need more shared memory"
     fn = _kernel(f"skinny_gemm<{nb}, {EPILOGUES[epilogue]}>", device)
     w_box = nb // 2 if epilogue == "swiglu" else nb
     wmap = _tensor_map(w.data.ptr, n, k, w_box)
