@@ -24,32 +24,7 @@
 // slots: block x takes tile x = (first row, rows ≤ BM, slot, position of the first row) and finds the
 // slot's caches through cache [C, 2] / ring [C] like attention_split; a tile of 0 rows leaves at once,
 // so a captured graph replays one fixed grid for any mix of runs.
-#include "common.cuh"
-
-#define NEG_INF (-__int_as_float(0x7f800000))
-
-constexpr int SPLIT_THREADS = 128;
-
-// ld.global.cg: read through L2 only, for partials that other blocks of this launch wrote.
-__device__ __forceinline__ float4 ld_cg4(const float* p) {
-    float4 v;
-    asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];\n" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
-    return v;
-}
-__device__ __forceinline__ float2 ld_cg2(const float* p) {
-    float2 v;
-    asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "l"(p));
-    return v;
-}
-// Transpose of an 8×8 b16 matrix held one 32-bit pair per lane (row lane/4, columns 2·(lane%4) + 0, 1).
-__device__ __forceinline__ unsigned movmatrix_trans(unsigned a) {
-    unsigned d;
-    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;\n" : "=r"(d) : "r"(a));
-    return d;
-}
-__device__ __forceinline__ unsigned word(const uint4& v, int j) {
-    return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
-}
+#include "attention.cuh"
 
 // One split of one (query, kv head): keys lo + k0 … lo + k1 − 1. Each warp takes steps of 16 keys
 // (warp w: steps w, w + NWARP, …) and runs its own online softmax; the warps are merged in shared
@@ -75,8 +50,8 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                     int Hkv, int window, int min_keys,
                     int early) {                       // early: only key p is new (see above)
     static_assert(G <= 8 && DH % 32 == 0, "heads per kv head ≤ 8, head dim a multiple of 32");
-    constexpr int NWARP = SPLIT_THREADS / 32, NU = DH / 32, STEP = 16, STRIDE = STEP * NWARP;
-    constexpr int D4 = DH / 4;  // float4 columns of one head's output
+    using Warp = SplitWarp<DH, G>;
+    constexpr int NWARP = SPLIT_THREADS / 32, NU = Warp::NU, STEP = Warp::STEP, STRIDE = STEP * NWARP;
     const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, S = gridDim.x;
     const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
     // slot, cache and ring are written by the host between launches, never by a kernel: read them first.
@@ -94,31 +69,13 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         k0 = split * per, k1 = min(n, k0 + per);
         row0 = lo % R;
     };
-    // Rows of keys kb + gi and kb + 8 + gi below kmax (zero past it), chunks 4u + tq.
-    auto load = [&](uint4(&kf)[2][NU], uint4(&vf)[2][NU], int kb, int kmax) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int key = kb + 8 * h + gi;
-            int r = row0 + key;  // key < n ≤ W ≤ R: one wrap at most
-            r -= r >= R ? R : 0;
-            const size_t off = ((size_t)r * Hkv + hk) * DH + tq * 8;
-#pragma unroll
-            for (int u = 0; u < NU; ++u) {
-                kf[h][u] = vf[h][u] = make_uint4(0, 0, 0, 0);
-                if (key < kmax) {
-                    kf[h][u] = ld_nc16(k_cache + off + 32 * u);
-                    vf[h][u] = ld_nc16(v_cache + off + 32 * u);
-                }
-            }
-        }
-    };
-    uint4 ka[2][NU], va[2][NU], kc[2][NU], vc[2][NU];
+    uint4 ka[2][NU], va[2][NU];
     int kb = 0;
     if (early) {
         bounds();
         if (split >= n_act) return;
         kb = k0 + STEP * warp;
-        if (kb < k1) load(ka, va, kb, min(k1, n - 1));
+        if (kb < k1) Warp::template load<false>(ka, va, k_cache, v_cache, kb, min(k1, n - 1), row0, R, Hkv, hk);
     }
     pdl_wait();  // q (and pos and the newest key unless early) come from the kernels before this one
     pdl_launch_dependents();
@@ -132,7 +89,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         bounds();
         if (split >= n_act) return;
         kb = k0 + STEP * warp;
-        if (kb < k1) load(ka, va, kb, k1);
+        if (kb < k1) Warp::template load<false>(ka, va, k_cache, v_cache, kb, k1, row0, R, Hkv, hk);
     } else if (kb <= n - 1 && n - 1 < min(k1, kb + STEP)) {  // the newest key is in the first step
         const int key = n - 1;
         int r = row0 + key;
@@ -154,100 +111,19 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     for (int u = 0; u < NU; ++u)
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) o[u][hh][0] = o[u][hh][1] = o[u][hh][2] = o[u][hh][3] = 0.f;
-    auto step = [&](const uint4(&kf)[2][NU], const uint4(&vf)[2][NU], int kb) {
-        float c[2][4], mt = m;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            c[h][0] = c[h][1] = c[h][2] = c[h][3] = 0.f;
-#pragma unroll
-            for (int u = 0; u < NU; ++u) {
-                const unsigned a0[4] = {qa[u].x, 0u, qa[u].y, 0u}, a1[4] = {qa[u].z, 0u, qa[u].w, 0u};
-                mma_bf16_16816(c[h], a0, kf[h][u].x, kf[h][u].y);
-                mma_bf16_16816(c[h], a1, kf[h][u].z, kf[h][u].w);
-            }
-#pragma unroll
-            for (int x = 0; x < 2; ++x) {
-                c[h][x] = kb + 8 * h + 2 * tq + x < k1 ? c[h][x] * scale : NEG_INF;
-                mt = fmaxf(mt, c[h][x]);
-            }
-        }
-        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-        mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 2));
-        const float mu = mt == NEG_INF ? 0.f : mt;  // no visible key yet for this head
-        const float alpha = fast_exp2(m - mu);
-        m = mt;
-        float ps = 0.f;
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int x = 0; x < 2; ++x) c[h][x] = fast_exp2(c[h][x] - mu), ps += c[h][x];
-        l = fmaf(l, alpha, ps);  // this lane's keys; the quad is summed at the end
-        const float a_lo = __shfl_sync(0xffffffffu, alpha, 8 * tq), a_hi = __shfl_sync(0xffffffffu, alpha, 8 * tq + 4);
-        const unsigned b0 = cvt_bf16x2(c[0][0], c[0][1]), b1 = cvt_bf16x2(c[1][0], c[1][1]);
-#pragma unroll
-        for (int u = 0; u < NU; ++u)
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                float* acc = o[u][hh];
-                acc[0] *= a_lo, acc[1] *= a_hi, acc[2] *= a_lo, acc[3] *= a_hi;
-                const unsigned a[4] = {
-                    movmatrix_trans(word(vf[0][u], 2 * hh)), movmatrix_trans(word(vf[0][u], 2 * hh + 1)),
-                    movmatrix_trans(word(vf[1][u], 2 * hh)), movmatrix_trans(word(vf[1][u], 2 * hh + 1))};
-                mma_bf16_16816(o[u][hh], a, b0, b1);
-            }
-    };
-    while (kb < k1) {  // two register sets: the next keys load while these are used
-        int kn = kb + STRIDE;
-        if (kn < k1) load(kc, vc, kn, k1);
-        step(ka, va, kb);
-        if (kn >= k1) break;
-        kb = kn + STRIDE;
-        if (kb < k1) load(ka, va, kb, k1);
-        step(kc, vc, kn);
-    }
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    Warp::template sweep<false, STRIDE>(m, l, o, qa, ka, va, k_cache, v_cache, kb, k1, row0, R, Hkv, hk, scale);
     // Merge the warps: each leaves (max, sum, acc) per head in shared memory.
     __shared__ float sm[NWARP][G], sl[NWARP][G];
     __shared__ __align__(16) float sacc[NWARP][G][DH];
     __shared__ bool last;
-    if (tq == 0 && gi < G) sm[warp][gi] = m, sl[warp][gi] = l;
-#pragma unroll
-    for (int u = 0; u < NU; ++u)
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int d = 32 * u + 8 * (gi >> 1) + 4 * hh + (gi & 1);  // dims d (c0, c1) and d + 2 (c2, c3)
-            if (2 * tq < G) sacc[warp][2 * tq][d] = o[u][hh][0], sacc[warp][2 * tq][d + 2] = o[u][hh][2];
-            if (2 * tq + 1 < G) sacc[warp][2 * tq + 1][d] = o[u][hh][1], sacc[warp][2 * tq + 1][d + 2] = o[u][hh][3];
-        }
+    Warp::to_shared(m, l, o, &sm[warp][0], &sl[warp][0], &sacc[warp][0][0]);
     __syncthreads();
     // Partials of (t, hk): acc [S][G][DH] | (max, sum) [S][G] | arrival counter.
     float* row = ws + ((size_t)t * Hkv + hk) * ((S * G * (DH + 2) + 4) & ~3);
     float* pml = row + (size_t)S * G * DH;
     unsigned* counter = reinterpret_cast<unsigned*>(pml + 2 * S * G);
-    for (int idx = threadIdx.x; idx < G * D4; idx += SPLIT_THREADS) {
-        const int g = idx / D4, d4 = idx % D4;
-        float mb = sm[0][g];
-#pragma unroll
-        for (int w = 1; w < NWARP; ++w) mb = fmaxf(mb, sm[w][g]);  // finite: the split has a key
-        float lb = 0.f;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll
-        for (int w = 0; w < NWARP; ++w) {
-            const float c = fast_exp2(sm[w][g] - mb);
-            const float4 x = reinterpret_cast<const float4*>(sacc[w][g])[d4];
-            lb = fmaf(c, sl[w][g], lb);
-            a = make_float4(fmaf(c, x.x, a.x), fmaf(c, x.y, a.y), fmaf(c, x.z, a.z), fmaf(c, x.w, a.w));
-        }
-        if (n_act == 1) {  // the whole window in one split: no partials
-            const float inv = 1.f / lb;
-            *reinterpret_cast<uint2*>(out + ((size_t)t * H + hk * G + g) * DH + 4 * d4) =
-                make_uint2(pack_bf16x2(a.x * inv, a.y * inv), pack_bf16x2(a.z * inv, a.w * inv));
-        } else {
-            reinterpret_cast<float4*>(row + ((size_t)split * G + g) * DH)[d4] = a;
-            if (d4 == 0) reinterpret_cast<float2*>(pml)[split * G + g] = make_float2(mb, lb);
-        }
-    }
+    bf16* o_t = out + ((size_t)t * H + hk * G) * DH;
+    Warp::template combine<NWARP, SPLIT_THREADS>(&sm[0][0], &sl[0][0], &sacc[0][0][0], n_act, split, row, pml, o_t);
     if (n_act == 1) return;
     __threadfence();  // this block's partials are visible before the count says so
     __syncthreads();
@@ -255,25 +131,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     __syncthreads();
     if (!last) return;
     __threadfence();
-    // The last split of (t, hk) to arrive merges all n_act partials and resets the counter.
-    for (int idx = threadIdx.x; idx < G * D4; idx += SPLIT_THREADS) {
-        const int g = idx / D4, d4 = idx % D4;
-        float mr = NEG_INF, lr = 0.f;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-        for (int s = 0; s < n_act; ++s) {
-            const float2 ml = ld_cg2(pml + 2 * (s * G + g));
-            const float4 x = ld_cg4(row + ((size_t)s * G + g) * DH + 4 * d4);
-            const float mn = fmaxf(mr, ml.x), ca = fast_exp2(mr - mn), cb = fast_exp2(ml.x - mn);
-            mr = mn;
-            lr = lr * ca + ml.y * cb;
-            a = make_float4(fmaf(a.x, ca, x.x * cb), fmaf(a.y, ca, x.y * cb), fmaf(a.z, ca, x.z * cb),
-                            fmaf(a.w, ca, x.w * cb));
-        }
-        const float inv = 1.f / lr;
-        *reinterpret_cast<uint2*>(out + ((size_t)t * H + hk * G + g) * DH + 4 * d4) =
-            make_uint2(pack_bf16x2(a.x * inv, a.y * inv), pack_bf16x2(a.z * inv, a.w * inv));
-    }
+    Warp::template merge<SPLIT_THREADS>(row, pml, n_act, o_t);
     if (threadIdx.x == 0) *counter = 0u;  // ready for the next launch or graph replay
 }
 

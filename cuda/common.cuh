@@ -103,14 +103,25 @@ __device__ __forceinline__ unsigned cvt_bf16x2(float lo, float hi) {
 __device__ __forceinline__ void mbar_init(unsigned bar, unsigned count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
 }
+// Wait for the phase of the given parity. SLEEP: with a suspend-time hint, so the thread sleeps until the
+// phase completes (or ~10 ms pass) instead of spinning, leaving its scheduler's issue slots to others.
+template <bool SLEEP = false>
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
     unsigned done = 0;
     do {
-        asm volatile(
-            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
+        if constexpr (SLEEP)
+            asm volatile(
+                "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2, 10000000; selp.u32 %0, 1, 0, "
+                "p; }\n"
+                : "=r"(done)
+                : "r"(bar), "r"(parity)
+                : "memory");
+        else
+            asm volatile(
+                "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }\n"
+                : "=r"(done)
+                : "r"(bar), "r"(parity)
+                : "memory");
     } while (!done);
 }
 __device__ __forceinline__ void mbar_arrive(unsigned bar) {
@@ -119,6 +130,11 @@ __device__ __forceinline__ void mbar_arrive(unsigned bar) {
 __device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
+
+// ---- TMA (sm_90+): tensor maps made on the host by cuTensorMapEncodeTiled ----
+struct alignas(64) TensorMap {  // CUtensorMap: 128 opaque bytes
+    unsigned long long opaque[16];
+};
 
 // ---- programmatic dependent launch (sm_90+; launched with pdl=True, voxtral/gpu/launch.py) ----
 // A PDL launch may start while the previous kernel on the stream still runs: until pdl_wait() it may

@@ -28,9 +28,6 @@ enum { SKINNY_STORE = 0, SKINNY_ADD = 1, SKINNY_SWIGLU = 2 };
 #define SKINNY_SM90A 1
 #endif
 
-struct alignas(64) TensorMap {  // CUtensorMap: 128 opaque bytes made by cuTensorMapEncodeTiled
-    unsigned long long opaque[16];
-};
 
 __device__ __forceinline__ float skinny_silu(float v) { return v / (1.0f + __expf(-v)); }
 

@@ -34,9 +34,9 @@ STORE, ADD, SWIGLU_BF16 = 0, 1, 3
 
 
 def source() -> str:
-    common = (ROOT / "cuda/common.cuh").read_text()
-    gemv = (ROOT / "cuda/gemv.cu").read_text().replace('#include "common.cuh"', "")
-    return common + gemv + (ROOT / "dev/gemv_chain.cu").read_text()
+    from voxtral.gpu import kernels
+
+    return kernels.source("gemv.cu") + (ROOT / "dev/gemv_chain.cu").read_text()
 
 
 def main(argv=None) -> None:

@@ -31,6 +31,7 @@ from dev.kernel_timing import copy_bandwidth_gbps  # noqa: E402
 from voxtral.gpu import decoder  # noqa: E402
 from voxtral.gpu.gemv import MAX_BATCH  # noqa: E402
 from voxtral.gpu.graphs import capture  # noqa: E402
+from voxtral.gpu.layers import Tables  # noqa: E402
 
 
 def state(b: int, ctx: int, reps: int, w):
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", default="1,64", help="batch sizes, comma-separated")
     ap.add_argument("--ctx", default="500", help="positions, comma-separated")
     ap.add_argument("--reps", type=int, default=10)
-    paths = "fused, cuBLAS, skinny, skinny-w13 (comma-separated); auto: fused up to 8 rows, else the others"
+    paths = "fused, persistent, cuBLAS, skinny, skinny-w13 (comma-separated); auto: fused up to 8 rows, else "
+    paths += "the others"
     ap.add_argument("--path", default="auto", help=paths)
     args = ap.parse_args(argv)
     bw = copy_bandwidth_gbps()
@@ -129,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
                 ["fused"] if b <= MAX_BATCH else ["cuBLAS", *decoder.SKINNY_PATHS])  # fmt: skip
             for path in paths:
                 names = decoder.SKINNY_PATHS.get(path, frozenset())
-                run = functools.partial(decoder.step, w, CFG, buf, pdl=True, fused=path == "fused",
-                                        skinny=names)  # fmt: skip
+                tables = Tables(w, CFG) if path == "persistent" else None
+                run = functools.partial(decoder.step, w, CFG, buf, pdl=True,
+                                        fused=path in ("fused", "persistent"), skinny=names,
+                                        persistent=tables)  # fmt: skip
                 with stream:
                     graph = capture(stream, run, (buf.tokens, buf.pos, buf.history))
                 stream.synchronize()

@@ -35,9 +35,33 @@ def rel_l2(a: np.ndarray, b: np.ndarray, axis=None) -> np.ndarray:
     return np.linalg.norm(a - b, axis=axis) / np.linalg.norm(b, axis=axis)
 
 
-def test_full_size_gpu_matches_the_cpu(full_dir, clip5):
+@pytest.fixture(scope="module")
+def cpu_traces(full_dir, clip5):
+    """CPU traces teacher-forced with given GPU tokens, by those tokens (made once per token sequence)."""
+    cpu, made = voxtral.load(full_dir, device="cpu"), {}
+
+    def get(tokens):
+        key = tuple(tokens)
+        if key not in made:
+            made[key] = cpu.trace(clip5, N_STEPS, forced_tokens=tokens)
+        return made[key]
+
+    return get
+
+
+@pytest.mark.parametrize("path", ["fused", "persistent"])
+def test_full_size_gpu_matches_the_cpu(full_dir, clip5, cpu_traces, monkeypatch, path):
+    """The batch-1 step on the fused GEMV chain and on the persistent decoder step (cuda/layers.cu)."""
+    import cupy
+
+    from voxtral.gpu import decoder
+    from voxtral.gpu.layers import available
+
+    if path == "persistent" and not available(cupy.cuda.Device().id):
+        pytest.skip("decoder_layers needs compute capability 9.0 or later (TMA)")
+    monkeypatch.setattr(decoder, "fastest", lambda stream, made, state, **kw: (made[path], {}))
     gpu = voxtral.load(full_dir, device="cuda").trace(clip5, N_STEPS)
-    cpu = voxtral.load(full_dir, device="cpu").trace(clip5, N_STEPS, forced_tokens=gpu.tokens)
+    cpu = cpu_traces(gpu.tokens)
     assert gpu.audio_embeds.shape == cpu.audio_embeds.shape and gpu.logits.shape == (N_STEPS, 131072)
     audio = rel_l2(gpu.audio_embeds, cpu.audio_embeds)
     audio_rows = rel_l2(gpu.audio_embeds, cpu.audio_embeds, axis=1)
@@ -48,10 +72,10 @@ def test_full_size_gpu_matches_the_cpu(full_dir, clip5):
     clear = margin >= MARGIN * np.abs(gpu.logits - cpu.logits).max(axis=1)
     same = gpu.tokens == cpu.logits.argmax(axis=1)
     print(
-        f"\nfull size, {N_STEPS} teacher-forced steps: audio embeddings rel L2 {audio:.2e} (worst row "
-        f"{audio_rows.max():.2e}); logits rel L2 {logits:.2e} (rows median {np.median(rows):.2e}, worst "
-        f"{rows.max():.2e}); greedy tokens equal at {same.sum()}/{N_STEPS} steps, {clear.sum()} with a clear "
-        f"margin"
+        f"\nfull size, {path} path, {N_STEPS} teacher-forced steps: audio embeddings rel L2 {audio:.2e} "
+        f"(worst row {audio_rows.max():.2e}); logits rel L2 {logits:.2e} (rows median "
+        f"{np.median(rows):.2e}, worst {rows.max():.2e}); greedy tokens equal at {same.sum()}/{N_STEPS} "
+        f"steps, {clear.sum()} with a clear margin"
     )
     assert audio <= AUDIO_TOL
     assert logits <= LOGITS_TOL and rows.max() <= LOGITS_ROW_TOL

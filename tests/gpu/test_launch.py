@@ -110,9 +110,9 @@ def test_launches_keep_the_gil():
     """The driver and cuBLAS are called holding the GIL (ctypes.PyDLL): a launch only queues work, and
     giving the GIL away at each one let reader threads stall the engine thread (launch.py's doc)."""
     from voxtral.gpu import gemm
-    from voxtral.gpu.launch import _driver
+    from voxtral.gpu.launch import libcuda
 
-    assert isinstance(_driver(), ctypes.PyDLL)
+    assert isinstance(libcuda(), ctypes.PyDLL)
     assert isinstance(gemm._cublas().lib, ctypes.PyDLL)
 
 

@@ -33,6 +33,9 @@ from .gemv import MAX_BATCH, Bulk, Rope, fuses_rope, gemv, step_configs
 from .graphs import capture, fastest
 from .kv import KVCaches
 from .launch import launch_graph
+from .layers import Tables, decoder_layers
+from .layers import available as layers_available
+from .layers import fits as layers_fit
 from .skinny import MAX_ROWS as SKINNY_ROWS
 from .skinny import available as skinny_available
 from .skinny import skinny_gemm
@@ -81,6 +84,7 @@ class DecoderBuffers:
         self.cache = cupy.zeros((cfg.n_layers, c, 2), np.uint64)  # [L, B, 2] K, V addresses per row
         self.ring = device_array(np.ones(c, np.int32))  # [B] KV ring length per row
         self.schedule = cupy.zeros((4 * cfg.n_layers + 1, 2), np.int32)  # tile counters per GEMV launch site
+        self.barrier = cupy.zeros(2, np.uint32)  # decoder_layers' grid-barrier counts (left zero)
 
     def layer(self, i: int) -> tuple:
         """(cache [B, 2], ring [B]) of layer i, laid out per row (the kernels' tables, slot=None)."""
@@ -101,6 +105,7 @@ class DecoderBuffers:
         n_heads, dh = self.q.shape[1], self.q.shape[2]
         view.workspace = ops.attention_workspace(b, n_heads, self.workspace.shape[1], dh)
         view.schedule = cupy.zeros((len(self.schedule), 2), np.int32)
+        view.barrier = cupy.zeros(2, np.uint32)
         return view
 
 
@@ -198,12 +203,18 @@ def step(
     pdl: bool = True,
     fused: bool = True,
     skinny: frozenset = frozenset(),
+    persistent: Tables | None = None,
 ) -> None:
     """One greedy step of every row; only device buffers in and out (capturable). fused: the fused
     GEMVs up to MAX_BATCH rows (else GEMMs with separate norm kernels: cuBLAS, or skinny_gemm up to
-    SKINNY_ROWS rows for the projections named in skinny: "qkv", "wo", "w13", "w2", "output")."""
+    SKINNY_ROWS rows for the projections named in skinny: "qkv", "wo", "w13", "w2", "output").
+    persistent: the model's decoder_layers tables: every layer in one persistent launch (up to
+    MAX_BATCH rows, where layers.available and layers.fits hold), then the fused output head."""
     ops.embed(buf.tokens, w.tok_embeddings, buf.audio, buf.pos, buf.slot, out=buf.h, pdl=pdl)
-    layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused, skinny=skinny)
+    if persistent is not None:
+        decoder_layers(persistent, cfg, buf, pdl=pdl, prefetch=w.tok_embeddings if pdl else None)
+    else:
+        layers(w, cfg, buf, buf.h, buf.pos, None, buf, pdl=pdl, fused=fused, skinny=skinny)
     if fused and buf.batch <= MAX_BATCH:
         out = step_configs(buf.batch)["output"]
         gemv(
@@ -509,27 +520,32 @@ class Decoder:
 
     def _graph(self, b: int):
         """The step of bucket b as a CUDA graph. Up to MAX_BATCH rows the step can take the fused GEMVs,
-        up to SKINNY_ROWS skinny_gemm, at any size cuBLAS GEMMs: each is captured, timed on the rows'
-        real state, and the fastest kept (on an H200 the fused GEMVs win at B = 1 and lose at B = 8:
-        which wins depends on the GPU and B); the fused path (f32 activations into the GEMVs), else
-        cuBLAS, unless another is more than 5 % faster."""
+        up to SKINNY_ROWS skinny_gemm, at any size cuBLAS GEMMs (and up to MAX_BATCH rows, where
+        layers.available and layers.fits hold, the persistent decoder_layers step): each is captured,
+        timed on the rows' real state, and the fastest kept (on an H200 the fused GEMVs win at B = 1 and
+        lose at B = 8: which wins depends on the GPU and B); the fused path (f32 activations into the
+        GEMVs), else cuBLAS, unless another is more than 5 % faster."""
         if b not in self._graphs:
             view = self._views[b] = self.buf.rows(b)
             state = (view.tokens, view.pos, view.history)
             paths = {"fused": frozenset()} if b <= MAX_BATCH else {}
+            tables = self._tables if b <= MAX_BATCH else None
+            if tables is not None:
+                paths["persistent"] = frozenset()
             if b <= SKINNY_ROWS and self._skinny():
                 paths |= SKINNY_PATHS
             paths["cuBLAS"] = frozenset()
             runs = {
-                p: functools.partial(step, self.weights, self.cfg, view, fused=p == "fused", skinny=names)
+                p: functools.partial(step, self.weights, self.cfg, view, fused=p in ("fused", "persistent"),
+                                     skinny=names, persistent=tables if p == "persistent" else None)
                 for p, names in paths.items()
-            }
+            }  # fmt: skip
             made = {}
             for p, run in runs.items():
                 try:
                     made[p] = capture(self.cuda_stream, run, state)
-                except RuntimeError as e:  # a cluster launch refused (MPS, a partitioned GPU): skip the path
-                    if p not in SKINNY_PATHS:
+                except RuntimeError as e:  # a cluster or cooperative launch refused (MPS, a partitioned GPU)
+                    if p not in SKINNY_PATHS and p != "persistent":
                         raise
                     log.warning("decoder bucket %d: %s path not captured (%s)", b, p, e)
             prefer = "fused" if "fused" in made else "cuBLAS"
@@ -537,6 +553,15 @@ class Decoder:
             self.paths[b] = next(p for p, g in made.items() if g is self._graphs[b])
             log.info("decoder bucket %d: %s path %s", b, self.paths[b], self.path_ms[b] or "")
         return self._graphs[b]
+
+    @functools.cached_property
+    def _tables(self) -> Tables | None:
+        """The model's decoder_layers tables, made on first use, or None where it does not run (not a
+        Hopper or later GPU, shapes without an instance)."""
+        import cupy
+
+        ok = layers_fit(self.cfg) and layers_available(cupy.cuda.Device().id)
+        return Tables(self.weights, self.cfg) if ok else None
 
     def _skinny(self) -> bool:
         """Whether a step may take skinny_gemm: a Hopper GPU that runs it, and the model's K fit."""

@@ -27,6 +27,7 @@ import functools
 
 import numpy as np
 
+CU_LAUNCH_ATTRIBUTE_COOPERATIVE = 2  # cuda.h, CUlaunchAttributeID
 CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION = 4  # cuda.h, CUlaunchAttributeID
 CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6
 PDL_MIN_CAPABILITY = 90  # compute capability (10·major + minor) with griddepcontrol
@@ -40,6 +41,7 @@ class LaunchAttributeValue(ctypes.Union):
     _fields_ = [
         ("programmatic_stream_serialization_allowed", ctypes.c_int),
         ("cluster_dim", Dim3),
+        ("cooperative", ctypes.c_int),
         ("pad", ctypes.c_char * 64),
     ]
 
@@ -59,7 +61,7 @@ class LaunchConfig(ctypes.Structure):  # CUlaunchConfig
 
 
 @functools.cache
-def _driver() -> ctypes.PyDLL:
+def libcuda() -> ctypes.PyDLL:
     lib = ctypes.PyDLL("libcuda.so.1")  # PyDLL: the GIL stays held through every call (module doc)
     lib.cuLaunchKernelEx.argtypes = [ctypes.POINTER(LaunchConfig), ctypes.c_void_p] + [
         ctypes.POINTER(ctypes.c_void_p)
@@ -113,16 +115,25 @@ def _dims(d) -> tuple[int, int, int]:
 
 
 def launch(
-    kernel, grid, block, args, shared_mem: int = 0, pdl: bool = False, cluster: int = 1, driver: bool = False
+    kernel,
+    grid,
+    block,
+    args,
+    shared_mem: int = 0,
+    pdl: bool = False,
+    cluster: int = 1,
+    driver: bool = False,
+    cooperative: bool = False,
 ) -> None:
     """kernel<<<grid, block, shared_mem, current stream>>>(*args), as a PDL launch when pdl is set, in
     thread-block clusters of `cluster` blocks along x when it is > 1 (sm_90+: the caller checks; grid x
     a multiple of it). driver: through cuLaunchKernelEx even when neither is asked for (arguments CuPy
-    cannot pass: a NumPy void scalar is passed as its bytes, e.g. a 128-byte CUtensorMap)."""
+    cannot pass: a NumPy void scalar is passed as its bytes, e.g. a 128-byte CUtensorMap).
+    cooperative: every block resident at once, or the launch fails (a grid that synchronises itself)."""
     import cupy
 
     pdl = pdl and pdl_supported(cupy.cuda.Device().id)
-    if not (pdl or driver) and cluster == 1:
+    if not (pdl or driver or cooperative) and cluster == 1:
         kernel(tuple(grid), tuple(block), tuple(args), shared_mem=shared_mem)
         return
     assert _dims(grid)[0] % cluster == 0, f"grid {grid} is not a whole number of clusters of {cluster}"
@@ -132,11 +143,15 @@ def launch(
         attr = LaunchAttribute(id=CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION)
         attr.value.cluster_dim = Dim3(cluster, 1, 1)
         chosen.append(attr)
+    if cooperative:
+        attr = LaunchAttribute(id=CU_LAUNCH_ATTRIBUTE_COOPERATIVE)
+        attr.value.cooperative = 1
+        chosen.append(attr)
     attrs = (LaunchAttribute * len(chosen))(*chosen)
     first = ctypes.cast(attrs, ctypes.POINTER(LaunchAttribute))  # attrs stays alive until the launch
     config = LaunchConfig(*_dims(grid), *_dims(block), shared_mem, stream, first, len(chosen))
     values = [kernel_arg(a) for a in args]  # kept alive until the driver has copied them
-    lib = _driver()
+    lib = libcuda()
     status = lib.cuLaunchKernelEx(ctypes.byref(config), kernel.kernel.ptr, kernel_params(values), None)
     _check(lib, status, "cuLaunchKernelEx")
 
@@ -148,7 +163,7 @@ def launch_graph(graph, cuda_stream) -> None:
     if not graph_exec:
         graph.launch(cuda_stream)
         return
-    lib = _driver()
+    lib = libcuda()
     status = lib.cuGraphLaunch(ctypes.c_void_p(graph_exec), ctypes.c_void_p(cuda_stream.ptr))
     _check(lib, status, "cuGraphLaunch")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from voxtral.gpu import gemv, kernels, skinny
+from voxtral.gpu import gemv, kernels, layers, skinny
 from voxtral.gpu.launch import launch
 
 BF16 = np.uint16  # BF16 storage dtype on the device (raw bit patterns)
@@ -82,6 +82,7 @@ def attention_workspace(
 TEMPLATES = {
     **gemv.TEMPLATES,
     **skinny.TEMPLATES,
+    **layers.TEMPLATES,
     "attention.cu": tuple(
         [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
         + [

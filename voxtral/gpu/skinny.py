@@ -12,18 +12,18 @@ box shape and passed by value as kernel arguments.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 
 import numpy as np
 
 from . import kernels
-from .launch import _driver, launch
+from .gemv import BF16, _check, device_limits
+from .launch import launch
+from .tma import tensor_map
 
 log = logging.getLogger(__name__)
 
-BF16 = np.uint16
 MAX_ROWS = 64  # rows of x a block multiplies (one wgmma m-tile; rows past M read as zeros)
 THREADS = 160  # one warpgroup of consumers and one producer warp
 STAGE_SMEM = 225 * 1024  # shared memory the stages take at most by default
@@ -35,9 +35,6 @@ CLUSTERS = (1, 2, 4, 8)  # split-K factors (blocks of a cluster)
 STAGE_OVERHEAD = 4  # stages' worth of a block's time outside its stream (pipeline fill, epilogue): plan
 SPLIT_OVERHEAD = 2  # stages' worth of time per halving of K (the cluster's reduction): plan
 TEMPLATES = {"skinny.cu": tuple(f"skinny_gemm<{nb}, {e}>" for nb in BOX_ROWS for e in EPILOGUES.values())}
-# cuda.h: CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B
-TMA_BF16, TMA_SWIZZLE_128B, TMA_L2_256B = 9, 3, 3
-TENSOR_MAP_BYTES = 128
 
 
 def stages(box_rows: int, split: int = 1) -> int:
@@ -81,58 +78,15 @@ def plan(n: int, k: int, epilogue: str, sms: int, clusters: bool) -> tuple[int, 
 
 
 @functools.cache
-def _limits(device_id: int) -> tuple[int, int, int]:
-    """(SMs, opt-in shared memory per block, compute capability as 10·major + minor) of a device."""
-    import cupy
-
-    dev = cupy.cuda.Device(device_id)
-    a = dev.attributes
-    return a["MultiProcessorCount"], a["MaxSharedMemoryPerBlockOptin"], int(dev.compute_capability)
-
-
-@functools.cache
 def _kernel(expr: str, device_id: int):
     fn = kernels.function("skinny.cu", expr, TEMPLATES["skinny.cu"])
-    fn.max_dynamic_shared_size_bytes = _limits(device_id)[1] - fn.shared_size_bytes
+    fn.max_dynamic_shared_size_bytes = device_limits(device_id)[2] - fn.shared_size_bytes
     return fn
 
 
-@functools.cache
-def _encoder():
-    f = _driver().cuTensorMapEncodeTiled
-    u32, u64 = ctypes.c_uint32, ctypes.c_uint64
-    p32, p64, i = ctypes.POINTER(u32), ctypes.POINTER(u64), ctypes.c_int
-    f.argtypes = [ctypes.c_void_p, i, u32, ctypes.c_void_p, p64, p64, p32, p32, i, i, i, i]
-    f.restype = ctypes.c_int
-    return f
-
-
-@functools.lru_cache(maxsize=4096)
 def _tensor_map(ptr: int, rows: int, k: int, box_rows: int) -> np.void:
-    """The CUtensorMap of a bf16 [rows, K] row-major array at ptr, boxes of [box_rows, STAGE_COLUMNS] in
-    the 128-byte swizzle, zeros past its edges: 128 bytes as a NumPy void scalar (a kernel argument).
-    A map holds only these four values, so one made for an array also serves any later array there."""
-    memory = ctypes.create_string_buffer(TENSOR_MAP_BYTES + 64)
-    at = (ctypes.addressof(memory) + 63) // 64 * 64  # the driver wants it 64-byte aligned
-    dims = (ctypes.c_uint64 * 2)(k, rows)
-    strides = (ctypes.c_uint64 * 1)(2 * k)
-    box = (ctypes.c_uint32 * 2)(STAGE_COLUMNS, box_rows)
-    step = (ctypes.c_uint32 * 2)(1, 1)
-    status = _encoder()(at, TMA_BF16, 2, ptr, dims, strides, box, step, 0, TMA_SWIZZLE_128B, TMA_L2_256B, 0)
-    if status != 0:
-        raise RuntimeError(
-            f"cuTensorMapEncodeTiled failed ({status}) for [{rows}, {k}] boxes of {box_rows} rows"
-        )
-    return np.frombuffer(ctypes.string_at(at, TENSOR_MAP_BYTES), dtype=f"V{TENSOR_MAP_BYTES}")[0]
-
-
-def _check(a, name: str, dtype, shape: tuple) -> None:
-    import cupy
-
-    assert isinstance(a, cupy.ndarray), f"{name} must be a cupy.ndarray, got {type(a).__name__}"
-    assert a.dtype == np.dtype(dtype), f"{name} must be {np.dtype(dtype)}, got {a.dtype}"
-    assert a.flags.c_contiguous, f"{name} must be C-contiguous"
-    assert a.shape == shape, f"{name} must have shape {shape}, got {a.shape}"
+    """The tensor map of a bf16 [rows, K] row-major array at ptr, boxes of [box_rows, STAGE_COLUMNS]."""
+    return tensor_map(ptr, (k, rows), (2 * k,), (STAGE_COLUMNS, box_rows))
 
 
 @functools.cache
@@ -141,7 +95,7 @@ def available(device_id: int) -> bool:
     NVRTC compiles the portable target, whose kernel does nothing), checked once on a small product."""
     import cupy
 
-    if _limits(device_id)[2] != 90:
+    if int(cupy.cuda.Device(device_id).compute_capability) != 90:
         return False
     try:  # small integers: exact in bf16 and in the f32 sums; no CuPy kernel (none compiles at run time)
         x = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) % 7 - 3
@@ -169,21 +123,21 @@ def skinny_gemm(x, w, out, epilogue: str = "store", pdl: bool = False, shape: tu
     assert isinstance(w, cupy.ndarray) and w.ndim == 2, "w must be a 2-D cupy.ndarray [N, K]"
     n, k = w.shape
     m = x.shape[0]
-    _check(w, "w", BF16, (n, k))
-    _check(x, "x", BF16, (m, k))
+    _check(w, "w", (BF16,), (n, k))
+    _check(x, "x", (BF16,), (m, k))
     assert 1 <= m <= MAX_ROWS, f"x must have 1 … {MAX_ROWS} rows, got {m}"
     assert k > 0 and k % 8 == 0 and x.data.ptr % 16 == 0 and w.data.ptr % 16 == 0, (
         "K must be a positive multiple of 8 and x, w 16-byte aligned (tensor maps)"
     )
     if epilogue == "swiglu":
         assert n % 2 == 0, f"swiglu needs w = [w1; w3] with an even number of rows, got {n}"
-        _check(out, "out", BF16, (m, n // 2))
+        _check(out, "out", (BF16,), (m, n // 2))
     else:
-        _check(out, "out", np.float32, (m, n))
+        _check(out, "out", (np.float32,), (m, n))
     if n == 0:
         return out
     device = cupy.cuda.Device().id
-    sms, smem_limit, _ = _limits(device)
+    sms, _, smem_limit = device_limits(device)
     nb, s, *rest = shape or plan(n, k, epilogue, sms, True)
     n_stages = rest[0] if rest else stages(nb, s)
     assert nb in BOX_ROWS and s in CLUSTERS and 2 <= n_stages <= 8, f"no instance for shape {shape}"

@@ -20,7 +20,7 @@ from ..checkpoint import ADAPTER, PARAMS_FILE, TOKENIZER_FILE, WEIGHTS_FILE, exp
 from ..config import ModelConfig
 from .tekken import make_tekken
 
-SIZES = ("tiny", "full")
+SIZES = ("tiny", "small", "full")
 CHUNK_VALUES = 1 << 22  # values drawn per thread task: 16 MB of float32
 EOS_ID = 2
 PAD_ID, WORD_ID = 32, 33  # [STREAMING_PAD], [STREAMING_WORD]
@@ -71,6 +71,13 @@ def params(size: str) -> dict:
         # shorter than a few seconds of audio, so the window logic runs.
         dec = dict(dim=64, n_layers=2, head_dim=64, hidden_dim=160, n_heads=4, n_kv_heads=2)
         dec |= dict(vocab_size=1000 + 512, sliding_window=40, ada_dim=8)
+        enc = _encoder_args(64, 2, 64, 128, 2, 24)
+    elif size == "small":
+        # tiny's encoder; a decoder with the real head dim and GQA group (128, 4) and every K a multiple
+        # of 64, so the persistent decoder step (cuda/layers.cu) takes it; a window of 160 positions,
+        # longer than one 128-key attention split and shorter than a 15 s clip, so the rings wrap.
+        dec = dict(dim=256, n_layers=2, head_dim=128, hidden_dim=512, n_heads=8, n_kv_heads=2)
+        dec |= dict(vocab_size=1000 + 512, sliding_window=160, ada_dim=8)
         enc = _encoder_args(64, 2, 64, 128, 2, 24)
     else:
         raise ValueError(f"size must be one of {SIZES}")
