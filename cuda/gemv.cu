@@ -190,9 +190,101 @@ __device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tp
     return (8 * i + g) * 2 * K;
 }
 
+// x held in registers (XU > 0): lane (g, t) of warp w keeps, for each chunk c < XC and u < XU, the 8
+// values of x row g (NORM: g ⊙ x; bf16 hi and, for f32 x, lo halves) at the columns c·kc + 32·(w +
+// u·WARPS) + 8t … +7 that its mma steps of every tile read: the same columns for every tile, so they are
+// loaded once, straight from global memory, and no lane reads x from shared memory per step (with B = 8
+// rows those reads were twice the weight bytes). Needs chunks ≤ XC and ceil(kc / 32) ≤ XU·WARPS.
+// Fragment f of a lane: chunk f / XU, step u = f % XU of its warp; column −1: nothing there (zeros).
+template <int WARPS, int XU>
+__device__ __forceinline__ int gemv_x_column(int f, int B, int K, int kc) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, k0 = f / XU * kc;
+    const int col = (warp + f % XU * WARPS) * GEMV_STEP_K + 8 * (lane & 3);
+    return (lane >> 2) < B && k0 < K && col < min(kc, K - k0) ? k0 + col : -1;
+}
+
+// Every load of the lane's fragments is issued before any is used (one round trip to L2, not one per
+// fragment); the norm weight g was copied to shared memory (gs) before the PDL wait (a consumer barrier
+// follows the loads: every consumer warp calls this). Then NORM: each
+// (row, warp) sum of squares into red[row·WARPS + warp], as gemv_stage_x leaves them.
+template <bool NORM, bool X_BF16, int WARPS, int XU, int XC, int XF>
+__device__ __forceinline__ void gemv_x_fragments(const void* __restrict__ x, const float* gs, uint4 (&xh)[XF],
+                                                 uint4 (&xl)[XF], float* red, int B, int K, int kc) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gb = lane >> 2, t = lane & 3;
+    if constexpr (X_BF16) {
+#pragma unroll
+        for (int f = 0; f < XU * XC; ++f) {
+            const int k = gemv_x_column<WARPS, XU>(f, B, K, kc);
+            xh[f] = xl[f] = make_uint4(0, 0, 0, 0);
+            if (k >= 0)
+                xh[f] = __ldcg(reinterpret_cast<const uint4*>(static_cast<const bf16*>(x) + (size_t)gb * K + k));
+        }
+    } else {
+        float4 raw[XF][2];
+#pragma unroll
+        for (int f = 0; f < XU * XC; ++f) {
+            const int k = gemv_x_column<WARPS, XU>(f, B, K, kc);
+            raw[f][0] = raw[f][1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (k >= 0) {
+                const float* xr = static_cast<const float*>(x) + (size_t)gb * K + k;
+                raw[f][0] = __ldcg(reinterpret_cast<const float4*>(xr));
+                raw[f][1] = __ldcg(reinterpret_cast<const float4*>(xr + 4));
+            }
+        }
+        if constexpr (NORM) consumers_sync(WARPS);  // gs written by every consumer warp, x loads in flight
+        float sq = 0.0f;
+#pragma unroll
+        for (int f = 0; f < XU * XC; ++f) {
+            const int k = gemv_x_column<WARPS, XU>(f, B, K, kc);
+            float v[8] = {raw[f][0].x, raw[f][0].y, raw[f][0].z, raw[f][0].w,
+                          raw[f][1].x, raw[f][1].y, raw[f][1].z, raw[f][1].w};
+            if constexpr (NORM) {
+                if (k >= 0) {
+                    const float4 ga = *reinterpret_cast<const float4*>(gs + k);
+                    const float4 gb4 = *reinterpret_cast<const float4*>(gs + k + 4);
+                    const float gv[8] = {ga.x, ga.y, ga.z, ga.w, gb4.x, gb4.y, gb4.z, gb4.w};
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) sq = fmaf(v[i], v[i], sq), v[i] *= gv[i];
+                }
+            }
+            unsigned h[4], l[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                h[i] = cvt_bf16x2(v[2 * i], v[2 * i + 1]);
+                l[i] = cvt_bf16x2(v[2 * i] - bf16_lo(h[i]), v[2 * i + 1] - bf16_hi(h[i]));
+            }
+            xh[f] = make_uint4(h[0], h[1], h[2], h[3]);
+            xl[f] = make_uint4(l[0], l[1], l[2], l[3]);
+        }
+        if constexpr (NORM) {  // the 4 lanes of a row group, then one sum per (row, warp)
+            sq += __shfl_xor_sync(0xffffffffu, sq, 1);
+            sq += __shfl_xor_sync(0xffffffffu, sq, 2);
+            if (t == 0 && gb < B) red[gb * WARPS + warp] = sq;
+        }
+    }
+}
+
+// The mma steps of one tile row group from a stage (chunk C, len columns) with x from registers.
+template <int C, bool X_BF16, int WARPS, int XU, int XF>
+__device__ __forceinline__ void gemv_reg_steps(float (&acc)[2][4], const uint4 (&xh)[XF], const uint4 (&xl)[XF],
+                                               const unsigned char* wrow, int len) {
+    const int warp = threadIdx.x >> 5, t = threadIdx.x & 3;
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+        const int j = warp + u * WARPS, col = j * GEMV_STEP_K + 8 * t;
+        if (j * GEMV_STEP_K >= len) break;  // warp-uniform: the mma needs every lane
+        uint4 wv = make_uint4(0, 0, 0, 0);
+        if (col < len) wv = *reinterpret_cast<const uint4*>(wrow + 2 * col);
+        const uint4 h = xh[C * XU + u], l = X_BF16 ? make_uint4(0, 0, 0, 0) : xl[C * XU + u];
+        const unsigned a0[4] = {h.x, l.x, h.y, l.y}, a1[4] = {h.z, l.z, h.w, l.w};
+        mma_bf16_16816(acc[0], a0, wv.x, wv.y);
+        mma_bf16_16816(acc[1], a1, wv.z, wv.w);
+    }
+}
+
 // Launch: grid ≤ tiles (sched: ≤ ceil(tiles / tps)), (WARPS + 1)·32 threads, dynamic shared memory
-// (shared_bytes in gemv.py) 256 + 2·WARPS·256 + 32·WARPS + B·S·2·(X_BF16 ? 1 : 2), rounded up to 128,
-// + STAGES·stage with stage = tps·8·2·K (kc = K) or 8·(2·kc + 64) (kc < K, tps = 1). Needs K % 8 == 0,
+// (shared_bytes in gemv.py) 256 + 2·WARPS·256 + 32·WARPS + B·S·2·(X_BF16 ? 1 : 2) (XU > 0: 0), rounded
+// up to 128, + STAGES·stage with stage = tps·8·2·K (kc = K) or 8·(2·kc + 64) (kc < K, tps = 1). Needs K % 8 == 0,
 // kc % 8 == 0 and w 16-byte aligned (the launcher checks). Arguments as gemv, and:
 // sched null: block b streams the tiles [tiles·b/grid, tiles·(b+1)/grid). sched [2] int32, zero at launch
 // (and left zero): block b starts with group b (tps tiles), then takes the next group from the counter
@@ -201,8 +293,9 @@ __device__ __forceinline__ int gemv_bulk_row(int i, int g, int K, int kc, int tp
 // EPI = GEMV_ROPE: w is the fused wq | wk | wv, out unused; pos … theta as GemvRope (N = (H + 2·Hkv)·Dh).
 // next / next_bytes (16-byte aligned): once a block's producer has issued its last copy it pulls the
 // block's share of the first next_bytes of next (the next launch's weights) into L2 (0: none).
-template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES>
-__global__ void __launch_bounds__((WARPS + 1) * 32)
+// XU, XC: x in registers (above; XU = 0: x staged in shared memory and read per step).
+template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES, int XU, int XC>
+__global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     gemv_bulk(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
               const float* __restrict__ g,  // g: [K] f32 RMSNorm weight (NORM), else unused
               const bf16* __restrict__ w,   // w: [N, K] bf16 (SWIGLU: w1 rows 0…F−1, w3 rows F…2F−1)
@@ -219,6 +312,8 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
     static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
     static_assert(EPI != GEMV_ROPE || (!X_BF16), "the ROPE epilogue follows the qkv projection of f32 h");
     static_assert(STAGES >= 2 && STAGES <= 8, "the shared-memory header holds 8 stages");
+    static_assert(XU >= 0 && XC >= 1 && XC <= 3, "x in registers: up to 3 chunks");
+    constexpr int XF = XU > 0 ? XU * XC : 1;  // x fragments a lane holds
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char gemv_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -235,7 +330,10 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
     float* red = reinterpret_cast<float*>(part + 2 * WARPS * 32);                   // [8][WARPS]
     bf16* xh = reinterpret_cast<bf16*>(red + GEMV_MAX_B * WARPS);                   // [B, S]
     bf16* xl = xh + (size_t)B * S;                                                  // [B, S] (f32 x)
-    const size_t x_end = (size_t)(reinterpret_cast<unsigned char*>(xl + (X_BF16 ? 0 : (size_t)B * S)) - gemv_smem);
+    float* gs = reinterpret_cast<float*>(xh);  // x in registers, NORM: [K] f32 copy of g where x would be staged
+    const size_t x_end = XU > 0 ? (size_t)(reinterpret_cast<unsigned char*>(gs + (NORM ? K : 0)) - gemv_smem)
+                                : (size_t)(reinterpret_cast<unsigned char*>(xl + (X_BF16 ? 0 : (size_t)B * S)) - gemv_smem);
+    if (XU > 0 && (chunks > XC || (kc + GEMV_STEP_K - 1) / GEMV_STEP_K > XU * WARPS)) __trap();  // launcher's bug
     unsigned char* stage_base = gemv_smem + (x_end + 127) / 128 * 128;
     const unsigned stages = smem_addr(stage_base), full = smem_addr(bars), empty = full + 8 * STAGES;
     if (threadIdx.x == 0) {
@@ -300,9 +398,18 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
         return;
     }
 
+    if constexpr (XU > 0 && NORM) {  // g is a weight: copied before the wait (K % 8 == 0, g 16-byte aligned)
+        for (int k = 4 * (int)threadIdx.x; k < K; k += 4 * WARPS * 32)
+            *reinterpret_cast<float4*>(gs + k) = *reinterpret_cast<const float4*>(g + k);
+    }
     pdl_wait();  // x (and out, for ADD) come from earlier kernels
     pdl_launch_dependents();
-    gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
+    uint4 xrh[XF], xrl[XF];
+    if constexpr (XU > 0) {
+        gemv_x_fragments<NORM, X_BF16, WARPS, XU, XC>(x, gs, xrh, xrl, red, B, K, kc);
+    } else {
+        gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
+    }
     consumers_sync(WARPS);
     const int gb = lane >> 2, t = lane & 3;
     float scale = 1.0f;
@@ -324,18 +431,29 @@ __global__ void __launch_bounds__((WARPS + 1) * 32)
         const int len = min(kc, K - k0), steps = (len + GEMV_STEP_K - 1) / GEMV_STEP_K;
         for (int i = 0; i < wk.y; ++i) {
             const unsigned char* wrow = stage_base + (size_t)s * stage_bytes + gemv_bulk_row<EPI>(i, gb, K, kc, tps);
-#pragma unroll 4
-            for (int j = warp; j < steps; j += WARPS) {
-                const int col = j * GEMV_STEP_K + 8 * t;
-                uint4 wv = make_uint4(0, 0, 0, 0), h = make_uint4(0, 0, 0, 0), l = make_uint4(0, 0, 0, 0);
-                if (col < len) wv = *reinterpret_cast<const uint4*>(wrow + 2 * col);
-                if (row_ok) {
-                    h = *reinterpret_cast<const uint4*>(xh + (size_t)gb * S + k0 + col);
-                    if constexpr (!X_BF16) l = *reinterpret_cast<const uint4*>(xl + (size_t)gb * S + k0 + col);
+            if constexpr (XU > 0) {
+                if (c == 0) {
+                    gemv_reg_steps<0, X_BF16, WARPS, XU>(acc, xrh, xrl, wrow, len);
+                } else if constexpr (XC > 1) {
+                    if (c == 1)
+                        gemv_reg_steps<1, X_BF16, WARPS, XU>(acc, xrh, xrl, wrow, len);
+                    else if constexpr (XC > 2)
+                        gemv_reg_steps<2, X_BF16, WARPS, XU>(acc, xrh, xrl, wrow, len);
                 }
-                const unsigned a0[4] = {h.x, l.x, h.y, l.y}, a1[4] = {h.z, l.z, h.w, l.w};
-                mma_bf16_16816(acc[0], a0, wv.x, wv.y);
-                mma_bf16_16816(acc[1], a1, wv.z, wv.w);
+            } else {
+#pragma unroll 4
+                for (int j = warp; j < steps; j += WARPS) {
+                    const int col = j * GEMV_STEP_K + 8 * t;
+                    uint4 wv = make_uint4(0, 0, 0, 0), h = make_uint4(0, 0, 0, 0), l = make_uint4(0, 0, 0, 0);
+                    if (col < len) wv = *reinterpret_cast<const uint4*>(wrow + 2 * col);
+                    if (row_ok) {
+                        h = *reinterpret_cast<const uint4*>(xh + (size_t)gb * S + k0 + col);
+                        if constexpr (!X_BF16) l = *reinterpret_cast<const uint4*>(xl + (size_t)gb * S + k0 + col);
+                    }
+                    const unsigned a0[4] = {h.x, l.x, h.y, l.y}, a1[4] = {h.z, l.z, h.w, l.w};
+                    mma_bf16_16816(acc[0], a0, wv.x, wv.y);
+                    mma_bf16_16816(acc[1], a1, wv.z, wv.w);
+                }
             }
             if (c + 1 < chunks) continue;
             // Tile done: partials to slot ti % 2, one barrier, warp ti % WARPS sums and writes.

@@ -5,7 +5,7 @@ for them. The kernels themselves: tests/gpu/test_gemv.py."""
 import pytest
 
 from voxtral.gpu import gemv
-from voxtral.gpu.gemv import BULK_ONE_ROW, DEFAULT, ONE_ROW, WO, Bulk, shared_bytes, step_configs
+from voxtral.gpu.gemv import BULK_ONE_ROW, BULK_STEP, DEFAULT, ONE_ROW, Bulk, shared_bytes, step_configs
 
 H200_SHARED = 227 * 1024  # opt-in shared memory per block (sm_90)
 
@@ -27,24 +27,27 @@ def test_a_stage_is_whole_tiles_or_one_tile_in_equal_chunks(cfg, k):
         assert cfg.stage_bytes(k) == gemv.TILE_ROWS * (2 * kc + 64)
 
 
-def test_the_shipped_one_row_config_streams_whole_tiles_of_the_real_shapes_and_fits_an_sm():
+def test_the_step_config_streams_whole_tiles_of_the_real_shapes_and_fits_an_sm():
     for k in (3072, 4096):  # qkv, w13, output (K = D) and wo (K = H·Dh): 48 and 64 KiB tiles
-        kc, _ = BULK_ONE_ROW.layout(k)
+        kc, _ = BULK_STEP.layout(k)
         assert kc == (k if k == 3072 else 2048)
-    assert BULK_ONE_ROW.layout(9216) == (3072, 1)  # w2: 8 row copies of 6 KiB per stage
-    for k, x_bf16 in ((3072, False), (4096, True), (9216, True)):
-        assert shared_bytes(1, k, x_bf16, BULK_ONE_ROW) <= H200_SHARED
+    assert BULK_STEP.layout(9216) == (3072, 1)  # w2: 8 row copies of 6 KiB per stage
+    for rows in (1, 8):  # x in registers: the same shared memory at any row count
+        for k, x_bf16 in ((3072, False), (4096, True)):
+            assert shared_bytes(rows, k, x_bf16, BULK_STEP) <= H200_SHARED
+    assert shared_bytes(1, 9216, True, BULK_STEP) <= H200_SHARED  # w2's one row of x, staged
+    assert shared_bytes(2, 9216, True, BULK_STEP) > H200_SHARED  # … and why 2–8 rows take the plain kernel
 
 
-def test_the_step_ships_the_bulk_kernel_at_one_row_and_the_plain_one_above():
-    assert set(step_configs(1).values()) == {BULK_ONE_ROW}
+def test_the_step_ships_the_bulk_kernel_and_the_plain_one_for_w2_above_one_row():
+    assert set(step_configs(1).values()) == {BULK_STEP}
     for rows in (2, 8):
         assert step_configs(rows) == {
-            "qkv": DEFAULT,
-            "wo": WO,
-            "w13": DEFAULT,
+            "qkv": BULK_STEP,
+            "wo": BULK_STEP,
+            "w13": BULK_STEP,
             "w2": DEFAULT,
-            "output": DEFAULT,
+            "output": BULK_STEP,
         }
     assert ONE_ROW in gemv.SHIPPED  # what gemv() runs instead of a Bulk config on GPUs before sm_90
 
@@ -53,6 +56,42 @@ def test_every_shipped_instance_is_prebuilt_with_the_rope_epilogue_for_bulk():
     names = gemv.TEMPLATES["gemv.cu"]
     for cfg in gemv.SHIPPED:
         assert set(gemv.templates(cfg)) <= set(names)
-    rope = gemv.name(gemv.ROPE, True, False, BULK_ONE_ROW)
-    assert rope == "gemv_bulk<4, true, false, 16, 3>" and rope in names
+    assert gemv.name(gemv.ROPE, True, False, BULK_ONE_ROW) == "gemv_bulk<4, true, false, 16, 3, 0, 1>"
+    rope = gemv.name(gemv.ROPE, True, False, BULK_STEP, 3072)  # x in registers: 6 fragments, 1 chunk
+    assert rope == "gemv_bulk<4, true, false, 16, 4, 6, 1>" and rope in names
+    assert gemv.name(gemv.ROPE, True, False, BULK_STEP) == "gemv_bulk<4, true, false, 16, 4, 0, 1>" in names
     assert not any(n.startswith("gemv<4,") for n in names)  # the plain kernel has no rope epilogue
+
+
+@pytest.mark.parametrize("warps", [2, 4, 8, 15, 16])
+@pytest.mark.parametrize("k", [64, 3072, 3080, 4096, 9216])
+@pytest.mark.parametrize("x_bf16", [False, True])
+def test_x_fragments_cover_a_chunk_and_fit_the_registers(warps, k, x_bf16):
+    """With x_regs a lane holds XU fragments of each of XC ≤ 3 chunks: XU·warps 32-column steps cover a
+    chunk, and the fragments leave X_REGISTERS_SPARE of the registers a lane of that block can have;
+    otherwise (or without x_regs) x is staged in shared memory, which then holds its rows."""
+    for stage_kb in (4, 24, 48, 96):
+        cfg = Bulk(warps, 3, stage_kb, x_regs=True)
+        xu, xc = cfg.x_fragments(k, x_bf16)
+        kc, _ = cfg.layout(k)
+        if xu:
+            assert xc == -(-k // kc) <= 3 and xu * warps * 32 >= kc > (xu - 1) * warps * 32
+            lane_regs = 65536 // (-(-(warps + 1) // 4) * 4 * 32) // 8 * 8
+            assert xu * xc * (4 if x_bf16 else 8) + gemv.X_REGISTERS_SPARE <= min(255, lane_regs)
+            g_copy = 0 if x_bf16 else 4 * k  # the norm weight's copy (f32 x may come with a norm)
+            head = shared_bytes(8, k, x_bf16, cfg) - cfg.stages * cfg.stage_bytes(k)  # no rows of x in it
+            assert head == -(-(gemv.BULK_HEADER + 2 * warps * 256 + 8 * warps * 4 + g_copy) // 128) * 128
+            assert shared_bytes(8, k, x_bf16, cfg) < shared_bytes(8, k, x_bf16, Bulk(warps, 3, stage_kb))
+        else:
+            assert xc == 1 and shared_bytes(8, k, x_bf16, cfg) == shared_bytes(
+                8, k, x_bf16, Bulk(warps, 3, stage_kb)
+            )
+        assert Bulk(warps, 3, stage_kb).x_fragments(k, x_bf16) == (0, 1)
+
+
+def test_the_official_shapes_hold_x_in_registers_but_w2():
+    """K = 3072 (f32 x: qkv, w13, output) and 4096 (bf16 x: wo) in registers; w2's 9216 (18 fragments of
+    bf16 x a lane at 16 warps) would not leave the spare registers."""
+    assert BULK_STEP.x_fragments(3072, False) == (6, 1)
+    assert BULK_STEP.x_fragments(4096, True) == (4, 2)
+    assert BULK_STEP.x_fragments(9216, True) == (0, 1)

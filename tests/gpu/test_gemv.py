@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from voxtral.cpu import ops as ref
+from voxtral.gpu import gemv as gemv_module
 from voxtral.gpu import ops
-from voxtral.gpu.gemv import BULK_ONE_ROW, Bulk, Config, gemv
+from voxtral.gpu.gemv import BULK_ONE_ROW, BULK_STEP, Bulk, Config, gemv
 from voxtral.gpu.kv import KVCaches
 
 cp = pytest.importorskip("cupy", reason="CuPy is not importable")
@@ -163,8 +164,10 @@ EPILOGUE_INPUTS = [("store", False, True), ("store", True, False), ("add", True,
                    ("add", False, False), ("swiglu", False, True), ("swiglu_bf16", True, False)]  # fmt: skip
 # Bulk shapes: whole tiles, several per stage at small K (a short last group); several chunks per tile
 # with a short last one (stage_kb=1: kc = 64); fewer stages than chunks per block; two blocks per SM;
-# 2 and 16 consumer warps.
-BULKS = [Bulk(), Bulk(8, 2, 1), Bulk(4, 3, 2, 2), Bulk(16, 8, 24, 2), Bulk(2, 4, 4), Bulk(8, 2, 96)]
+# 2 and 16 consumer warps; x in registers (x_regs) over one chunk, two (K = 4096, 3080: a short last
+# chunk) and three (bf16 x at K = 4096 with 24 KiB stages), where the fragments fit (else x is staged).
+BULKS = [Bulk(), Bulk(8, 2, 1), Bulk(4, 3, 2, 2), Bulk(16, 8, 24, 2), Bulk(2, 4, 4), Bulk(8, 2, 96),
+         BULK_STEP, Bulk(16, 3, 24, x_regs=True), Bulk(8, 2, 96, x_regs=True)]  # fmt: skip
 # (B, N, K): many tiles per block (6000 rows), a last tile of 5 rows, K = 3080 (not a multiple of 32),
 # K = 45 (K % 8 ≠ 0: the plain kernel takes it), B = 1 and 8.
 BULK_SIZES = [(3, 6000, 64), (8, 37, 3080), (1, 1000, 4096), (2, 13, 45), (1, 3, 200)]
@@ -204,6 +207,27 @@ def test_gemv_bulk_vs_numpy(rng, config, b, n, k, epilogue, x_bf16, norm, dynami
             assert cp.asnumpy(sched).tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("b,k,x_bf16", [(8, 3072, False), (1, 3072, False), (5, 4096, True), (3, 3080, True)])
+def test_gemv_x_in_registers_equals_x_staged(rng, b, k, x_bf16):
+    """x fragments held in registers feed the mma steps the very operands a staged x does (same stage
+    layout: 2 or 3 chunks of K): without the norm the bits are equal; with it only the order of the sum
+    of squares differs (the scale within rounding)."""
+    regs, staged = Bulk(16, 3, 24, x_regs=True), Bulk(16, 3, 24)
+    assert regs.x_fragments(k, x_bf16)[0] > 0 and staged.x_fragments(k, x_bf16) == (0, 1)
+    assert gemv_module.shared_bytes(b, k, x_bf16, staged) <= 227 * 1024  # no fallback to the plain kernel
+    n = 1000
+    x, _, w, _, _, _ = make_inputs(rng, b, n, k, x_bf16, False)
+    got, want = cp.full((b, n), np.nan, np.float32), cp.full((b, n), np.nan, np.float32)
+    gemv(x, w, got, config=regs)
+    gemv(x, w, want, config=staged)
+    np.testing.assert_array_equal(cp.asnumpy(got), cp.asnumpy(want))
+    if not x_bf16:
+        g = cp.asarray(rng.standard_normal(k).astype(np.float32))
+        gemv(x, w, got, norm_weight=g, eps=EPS, config=regs)
+        gemv(x, w, want, norm_weight=g, eps=EPS, config=staged)
+        np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=1e-5, atol=1e-5)
+
+
 def test_gemv_bulk_dynamic_in_a_graph_replays(rng):
     """Captured with its tile counter, the launch replays to the same bits every time (counter reset)."""
     x, _, w, _, g, _ = make_inputs(rng, 1, 6000, 3072, False, True)
@@ -232,7 +256,7 @@ def test_gemv_bulk_equals_the_plain_kernel_bitwise(rng):
     np.testing.assert_array_equal(cp.asnumpy(a), cp.asnumpy(c))
 
 
-@pytest.mark.parametrize("config", [Config(), BARRIER, BULK_ONE_ROW], ids=str)
+@pytest.mark.parametrize("config", [Config(), BARRIER, BULK_ONE_ROW, BULK_STEP], ids=str)
 def test_gemv_prefetch_next(rng, config):
     """Warming the next weights in L2 changes nothing in the result: the same bits as without."""
     b, n, k = 2, 1000, 3072

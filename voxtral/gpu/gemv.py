@@ -13,6 +13,7 @@ from a per-launch-site counter `schedule`); on older GPUs the plain kernel runs 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 from dataclasses import dataclass
@@ -69,19 +70,41 @@ WO = Config(unroll=4)  # K = 4096: 4 k steps per chunk timed 13.5 µs against 14
 ONE_ROW = Config(warps=8)
 
 
+X_REGISTERS_SPARE = 32  # registers a gemv_bulk lane keeps beside its x fragments (Bulk.x_regs): else spills
+# The official decoder's K (dim, n_heads·head_dim, hidden_dim): the x_regs instances prebuilt for them.
+PREBUILT_K = (3072, 4096, 9216)
+
+
 @dataclass(frozen=True, order=True)
 class Bulk:
     """Shape of the bulk-copy kernel (gemv_bulk in gemv.cu, sm_90+): consumer warps, shared-memory stages
-    in the ring, bytes a stage aims at (8 weight rows × kc columns), blocks per SM in the grid."""
+    in the ring, bytes a stage aims at (8 weight rows × kc columns), blocks per SM in the grid, and
+    whether each lane holds its x fragments in registers (x_regs: loaded once per launch from global
+    memory) instead of reading them from a staged copy of x in shared memory at every mma step."""
 
     warps: int = 8
     stages: int = 4
     stage_kb: int = 24
     per_sm: int = 1
+    x_regs: bool = False
 
     def __post_init__(self):
-        assert self.warps in (2, 4, 8, 16) and 2 <= self.stages <= 8 and self.stage_kb >= 1, self
+        assert 1 <= self.warps <= 16 and 2 <= self.stages <= 8 and self.stage_kb >= 1, self
         assert self.per_sm in (1, 2), self
+
+    def x_fragments(self, k: int, x_bf16: bool) -> tuple[int, int]:
+        """(XU, XC) of gemv_bulk: x fragments a lane holds per chunk of K, chunks. (0, 1): x is staged in
+        shared memory (x_regs off, more than 3 chunks, or fragments that would not leave a lane
+        X_REGISTERS_SPARE registers)."""
+        if not self.x_regs:
+            return 0, 1
+        kc, _ = self.layout(k)
+        steps = -(-kc // 32)  # 32-column mma steps per chunk
+        xc, xu = -(-k // kc), -(-steps // self.warps)
+        # registers per lane: 64 K per SM over the block's warps, allocated in groups of 4 warps, 8 at a time
+        regs = min(255, 65536 // (-(-(self.warps + 1) // 4) * 4 * 32) // 8 * 8)
+        fits = xu * xc * (4 if x_bf16 else 8) <= regs - X_REGISTERS_SPARE
+        return (xu, xc) if xc <= 3 and fits else (0, 1)
 
     def layout(self, k: int) -> tuple[int, int]:
         """(kc, tps): columns and tiles per stage. Whole tiles (kc = K, as many as fit the stage) when
@@ -105,19 +128,28 @@ class Bulk:
 # 191/199; the step's GEMVs 1960 µs (ONE_ROW 2298), the decoder step 2207 µs (2448). At B = 8 it loses
 # to the 16-warp plain kernel and to cuBLAS (x is read from shared memory by every lane).
 BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
+# The decoder step on sm_90+ (1–8 rows): the same with x in registers (no x reads from shared memory per
+# step; x takes no shared memory, so 4 stages of 48 KiB fit beside 8 rows). H200, 2026-12-03, µs per
+# launch, cuBLAS / BULK_ONE_ROW / this (`dev/gemv_rows.py`, one run): B = 1 qkv 12.23 / 11.07 / 10.31,
+# wo 10.99 / 9.00 / 8.97, w13 31.80 / 27.96 / 26.80, w2 18.49 / 16.47 / 15.79 (x staged), output 198.6 /
+# 180.5 / 180.3; B = 8 (plain DEFAULT in place of BULK_ONE_ROW) qkv 12.21 / 18.97 / 12.07, wo 11.09 /
+# 14.45 / 9.59, w13 32.00 / 40.18 / 29.54, output 200.8 / 227.3 / 188.2.
+BULK_STEP = Bulk(warps=16, stages=4, stage_kb=48, x_regs=True)
 SHIPPED = (
     DEFAULT,
     WO,
     ONE_ROW,
-    BULK_ONE_ROW,
+    BULK_STEP,
 )  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
 
 
 def step_configs(rows: int) -> dict:
     """The kernel shape of each decoder-step GEMV ("qkv", "wo", "w13", "w2", "output") at `rows` rows of x."""
     if rows == 1:  # on GPUs before sm_90 gemv() runs ONE_ROW instead
-        return dict.fromkeys(("qkv", "wo", "w13", "w2", "output"), BULK_ONE_ROW)
-    return {"qkv": DEFAULT, "wo": WO, "w13": DEFAULT, "w2": DEFAULT, "output": DEFAULT}
+        return dict.fromkeys(("qkv", "wo", "w13", "w2", "output"), BULK_STEP)
+    # w2's K = 9216 at 2–8 rows: its x fits neither a lane's registers nor, staged, beside the 48 KiB
+    # stages: the plain kernel (as on GPUs before sm_90, where gemv() runs DEFAULT for BULK_STEP too).
+    return {"qkv": BULK_STEP, "wo": BULK_STEP, "w13": BULK_STEP, "w2": DEFAULT, "output": BULK_STEP}
 
 
 EPILOGUES = {"store": 0, "add": 1, "swiglu": 2, "rope": 4}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
@@ -126,18 +158,22 @@ ROPE = 4  # GEMV_ROPE: Bulk configs only, RMSNorm prologue on f32 x
 INPUTS = ((False, False), (False, True), (True, False))
 
 
-def name(epi: int, norm: bool, x_bf16: bool, cfg) -> str:
-    """The template name expression of one kernel instance."""
+def name(epi: int, norm: bool, x_bf16: bool, cfg, k: int = 0) -> str:
+    """The template name expression of one kernel instance (a Bulk config with x_regs: at that K)."""
     b = lambda v: "true" if v else "false"
     if isinstance(cfg, Bulk):
-        return f"gemv_bulk<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.stages}>"
+        xu, xc = cfg.x_fragments(k, x_bf16) if k else (0, 1)
+        return f"gemv_bulk<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.stages}, {xu}, {xc}>"
     return f"gemv<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.unroll}, {cfg.prefetch}, {cfg.sync}>"
 
 
 def templates(cfg=DEFAULT) -> tuple[str, ...]:
-    """Every instance of one config: 4 epilogues × 3 inputs (Bulk: + the ROPE epilogue after a norm)."""
-    names = tuple(name(e, n, xb, cfg) for e, (n, xb) in itertools.product(range(4), INPUTS))
-    return names + ((name(ROPE, True, False, cfg),) if isinstance(cfg, Bulk) else ())
+    """Every instance of one config: 4 epilogues × 3 inputs (Bulk: + the ROPE epilogue after a norm;
+    with x_regs: at each of PREBUILT_K)."""
+    ks = PREBUILT_K if isinstance(cfg, Bulk) and cfg.x_regs else (0,)
+    combos = [(e, n, xb) for e, (n, xb) in itertools.product(range(4), INPUTS)]
+    combos += [(ROPE, True, False)] if isinstance(cfg, Bulk) else []
+    return tuple(dict.fromkeys(name(e, n, xb, cfg, k) for k in ks for e, n, xb in combos))
 
 
 @dataclass(frozen=True)
@@ -212,13 +248,17 @@ def x_stride(k: int) -> int:
 
 def shared_bytes(b: int, k: int, x_bf16: bool, cfg=DEFAULT) -> int:
     """Dynamic shared memory of one launch: partial sums, slot counters, sums of squares, x (hi | lo)
-    (Bulk: mbarriers first, the stage ring last)."""
+    (Bulk: mbarriers first, the stage ring last; with x in registers a copy of the norm weight in place
+    of x, reserved for every f32 x)."""
     if isinstance(cfg, Bulk):
+        staged = cfg.x_fragments(k, x_bf16)[0] == 0
         head = (
             BULK_HEADER
             + 2 * cfg.warps * 256
             + MAX_BATCH * cfg.warps * 4
-            + b * x_stride(k) * 2 * (1 if x_bf16 else 2)
+            + (
+                b * x_stride(k) * 2 * (1 if x_bf16 else 2) if staged else 4 * k * (not x_bf16)
+            )  # x, or g's copy
         )
         return -(-head // 128) * 128 + cfg.stages * cfg.stage_bytes(k)
     partials = cfg.slots * cfg.warps * 32 * 8
@@ -299,6 +339,8 @@ def gemv(
         assert isinstance(prefetch, cupy.ndarray), "prefetch must be a cupy.ndarray (the next weights)"
         assert prefetch.data.ptr % 16 == 0, "prefetch must start on a 16-byte boundary (bulk prefetch)"
     if isinstance(config, Bulk):
+        if config.x_regs and (x.data.ptr % 16 or (norm and norm_weight.data.ptr % 16)):
+            config = dataclasses.replace(config, x_regs=False)  # the fragments are 16-byte loads
         smem = _bulk_shared_bytes(b, x_bf16, w, config)
         if smem is not None:
             return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope, prefetch)
@@ -330,8 +372,8 @@ def _bulk(
     b, norm, x_bf16 = x.shape[0], norm_weight is not None, x.dtype == np.dtype(BF16)
     device = cupy.cuda.Device().id
     sms, smem_sm, _ = device_limits(device)
-    expr = name(epi, norm, x_bf16, config)
-    fn = _kernel(expr, TEMPLATES["gemv.cu"] if config in SHIPPED else (expr,), device)
+    expr = name(epi, norm, x_bf16, config, k)
+    fn = _kernel(expr, TEMPLATES["gemv.cu"] if expr in TEMPLATES["gemv.cu"] else (expr,), device)
     per_sm = max(1, min(config.per_sm, smem_sm // (smem + SMEM_RESERVED)))
     kc, tps = config.layout(k)
     g = norm_weight if norm else np.uint64(0)
@@ -362,6 +404,7 @@ __all__ = [
     "DEFAULT",
     "EPILOGUES",
     "BULK_ONE_ROW",
+    "BULK_STEP",
     "ONE_ROW",
     "SHIPPED",
     "WO",
