@@ -36,7 +36,7 @@ def test_the_step_config_streams_whole_tiles_of_the_real_shapes_and_fits_an_sm()
         for k, x_bf16 in ((3072, False), (4096, True)):
             assert shared_bytes(rows, k, x_bf16, BULK_STEP) <= H200_SHARED
     assert shared_bytes(1, 9216, True, BULK_STEP) <= H200_SHARED  # w2's one row of x, staged
-    assert shared_bytes(2, 9216, True, BULK_STEP) > H200_SHARED  # … and why 2–8 rows take the plain kernel
+    assert shared_bytes(8, 9216, True, BULK_STEP) > H200_SHARED  # … not at 8 rows: w2 takes the plain kernel
 
 
 def test_the_step_ships_the_bulk_kernel_and_the_plain_one_for_w2_above_one_row():
@@ -58,8 +58,11 @@ def test_every_shipped_instance_is_prebuilt_with_the_rope_epilogue_for_bulk():
         assert set(gemv.templates(cfg)) <= set(names)
     assert gemv.name(gemv.ROPE, True, False, BULK_ONE_ROW) == "gemv_bulk<4, true, false, 16, 3, 0, 1>"
     rope = gemv.name(gemv.ROPE, True, False, BULK_STEP, 3072)  # x in registers: 6 fragments, 1 chunk
-    assert rope == "gemv_bulk<4, true, false, 16, 4, 6, 1>" and rope in names
-    assert gemv.name(gemv.ROPE, True, False, BULK_STEP) == "gemv_bulk<4, true, false, 16, 4, 0, 1>" in names
+    assert rope == "gemv_bulk<4, true, false, 16, 3, 6, 1>" and rope in names
+    assert gemv.name(gemv.ROPE, True, False, BULK_STEP) == "gemv_bulk<4, true, false, 16, 3, 0, 1>" in names
+    for k in (64, 200, 1000, 3072, 4096, 9216, 12000):  # any model's K: an instance that is prebuilt
+        for epi, norm, x_bf16 in ((0, True, False), (1, False, True), (3, True, False), (4, True, False)):
+            assert gemv.name(epi, norm, x_bf16, BULK_STEP, k) in names
     assert not any(n.startswith("gemv<4,") for n in names)  # the plain kernel has no rope epilogue
 
 
@@ -67,15 +70,17 @@ def test_every_shipped_instance_is_prebuilt_with_the_rope_epilogue_for_bulk():
 @pytest.mark.parametrize("k", [64, 3072, 3080, 4096, 9216])
 @pytest.mark.parametrize("x_bf16", [False, True])
 def test_x_fragments_cover_a_chunk_and_fit_the_registers(warps, k, x_bf16):
-    """With x_regs a lane holds XU fragments of each of XC ≤ 3 chunks: XU·warps 32-column steps cover a
-    chunk, and the fragments leave X_REGISTERS_SPARE of the registers a lane of that block can have;
-    otherwise (or without x_regs) x is staged in shared memory, which then holds its rows."""
+    """With x_regs a lane holds the config's capacity of XU fragments of each of XC chunks (one instance
+    per x dtype, whatever K): where K's chunks need no more, XU·warps 32-column steps cover a chunk and
+    the fragments leave X_REGISTERS_SPARE of the registers a lane of that block can have; otherwise (or
+    without x_regs) x is staged in shared memory, which then holds its rows."""
     for stage_kb in (4, 24, 48, 96):
         cfg = Bulk(warps, 3, stage_kb, x_regs=True)
         xu, xc = cfg.x_fragments(k, x_bf16)
         kc, _ = cfg.layout(k)
         if xu:
-            assert xc == -(-k // kc) <= 3 and xu * warps * 32 >= kc > (xu - 1) * warps * 32
+            assert (xu, xc) == cfg.x_capacity(x_bf16)
+            assert -(-k // kc) <= xc and xu * warps * 32 >= kc
             lane_regs = 65536 // (-(-(warps + 1) // 4) * 4 * 32) // 8 * 8
             assert xu * xc * (4 if x_bf16 else 8) + gemv.X_REGISTERS_SPARE <= min(255, lane_regs)
             g_copy = 0 if x_bf16 else 4 * k  # the norm weight's copy (f32 x may come with a norm)
@@ -91,7 +96,7 @@ def test_x_fragments_cover_a_chunk_and_fit_the_registers(warps, k, x_bf16):
 
 def test_the_official_shapes_hold_x_in_registers_but_w2():
     """K = 3072 (f32 x: qkv, w13, output) and 4096 (bf16 x: wo) in registers; w2's 9216 (18 fragments of
-    bf16 x a lane at 16 warps) would not leave the spare registers."""
+    bf16 x a lane at 16 warps) would not leave the spare registers: staged."""
     assert BULK_STEP.x_fragments(3072, False) == (6, 1)
     assert BULK_STEP.x_fragments(4096, True) == (4, 2)
     assert BULK_STEP.x_fragments(9216, True) == (0, 1)

@@ -71,8 +71,10 @@ ONE_ROW = Config(warps=8)
 
 
 X_REGISTERS_SPARE = 32  # registers a gemv_bulk lane keeps beside its x fragments (Bulk.x_regs): else spills
-# The official decoder's K (dim, n_heads·head_dim, hidden_dim): the x_regs instances prebuilt for them.
-PREBUILT_K = (3072, 4096, 9216)
+# (x fragments a lane holds per chunk, chunks) at most, f32 x / bf16 x: the decoder's K = 3072 (f32 h) in
+# one chunk over 16 warps, K = 4096 (bf16 attention output) in two; larger ones spill (ptxas at 96
+# registers: bf16 (6, 2) spilled 124 bytes, (4, 2) 12).
+X_CAPACITY = {False: (6, 1), True: (4, 2)}
 
 
 @dataclass(frozen=True, order=True)
@@ -92,19 +94,27 @@ class Bulk:
         assert 1 <= self.warps <= 16 and 2 <= self.stages <= 8 and self.stage_kb >= 1, self
         assert self.per_sm in (1, 2), self
 
-    def x_fragments(self, k: int, x_bf16: bool) -> tuple[int, int]:
-        """(XU, XC) of gemv_bulk: x fragments a lane holds per chunk of K, chunks. (0, 1): x is staged in
-        shared memory (x_regs off, more than 3 chunks, or fragments that would not leave a lane
-        X_REGISTERS_SPARE registers)."""
+    def x_capacity(self, x_bf16: bool) -> tuple[int, int]:
+        """(XU, XC) of this config's x-in-registers instance for an x dtype: X_CAPACITY, fewer fragments
+        where they would not leave a lane X_REGISTERS_SPARE registers (f32: hi and lo, 8 registers a
+        fragment; bf16: 4); (0, 1) without x_regs. One instance per dtype serves every K it covers (the
+        unused fragments stay zero), so none depends on the model's sizes."""
         if not self.x_regs:
             return 0, 1
-        kc, _ = self.layout(k)
-        steps = -(-kc // 32)  # 32-column mma steps per chunk
-        xc, xu = -(-k // kc), -(-steps // self.warps)
+        (most, xc), per = X_CAPACITY[x_bf16], 4 if x_bf16 else 8
         # registers per lane: 64 K per SM over the block's warps, allocated in groups of 4 warps, 8 at a time
         regs = min(255, 65536 // (-(-(self.warps + 1) // 4) * 4 * 32) // 8 * 8)
-        fits = xu * xc * (4 if x_bf16 else 8) <= regs - X_REGISTERS_SPARE
-        return (xu, xc) if xc <= 3 and fits else (0, 1)
+        xu = min(most, (regs - X_REGISTERS_SPARE) // (per * xc))
+        return (xu, xc) if xu > 0 else (0, 1)
+
+    def x_fragments(self, k: int, x_bf16: bool) -> tuple[int, int]:
+        """(XU, XC) of the gemv_bulk instance for K: x_capacity where a lane's fragments of K (its mma
+        steps of each chunk) fit it, else (0, 1): x is staged in shared memory."""
+        cap = self.x_capacity(x_bf16)
+        kc, _ = self.layout(k)
+        steps = -(-kc // 32)  # 32-column mma steps of a chunk
+        xc, xu = -(-k // kc), -(-steps // self.warps)  # chunks, a lane's steps of one
+        return cap if xu <= cap[0] and xc <= cap[1] else (0, 1)
 
     def layout(self, k: int) -> tuple[int, int]:
         """(kc, tps): columns and tiles per stage. Whole tiles (kc = K, as many as fit the stage) when
@@ -129,12 +139,13 @@ class Bulk:
 # to the 16-warp plain kernel and to cuBLAS (x is read from shared memory by every lane).
 BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
 # The decoder step on sm_90+ (1–8 rows): the same with x in registers (no x reads from shared memory per
-# step; x takes no shared memory, so 4 stages of 48 KiB fit beside 8 rows). H200, 2026-12-03, µs per
-# launch, cuBLAS / BULK_ONE_ROW / this (`dev/gemv_rows.py`, one run): B = 1 qkv 12.23 / 11.07 / 10.31,
-# wo 10.99 / 9.00 / 8.97, w13 31.80 / 27.96 / 26.80, w2 18.49 / 16.47 / 15.79 (x staged), output 198.6 /
-# 180.5 / 180.3; B = 8 (plain DEFAULT in place of BULK_ONE_ROW) qkv 12.21 / 18.97 / 12.07, wo 11.09 /
-# 14.45 / 9.59, w13 32.00 / 40.18 / 29.54, output 200.8 / 227.3 / 188.2.
-BULK_STEP = Bulk(warps=16, stages=4, stage_kb=48, x_regs=True)
+# step). H200, 2026-12-03, µs per launch, cuBLAS / plain DEFAULT / this (`dev/gemv_rows.py`, one run),
+# B = 8: qkv 12.23 / 18.93 / 12.85, wo 11.31 / 13.72 / 9.87, w13 31.36 / 40.20 / 29.69, output 192.8 /
+# 226.3 / 186.2 (w2 keeps DEFAULT: 23.5 against cuBLAS's 19.2); B = 1 equal to BULK_ONE_ROW within 0.2
+# (qkv 10.80 / 11.01). 4 stages (x no longer takes the room) won per launch (B = 1 qkv 10.31, w13 26.80;
+# B = 8 qkv 12.07) but lost in the whole step: B = 8 2.737 ms against 2.578, B = 1 2.033–2.044 against
+# 2.036 (`voxtral bench`; a 213 KiB block leaves no room for the next kernel's block to start beside it).
+BULK_STEP = Bulk(warps=16, stages=3, stage_kb=48, x_regs=True)
 SHIPPED = (
     DEFAULT,
     WO,
@@ -147,8 +158,8 @@ def step_configs(rows: int) -> dict:
     """The kernel shape of each decoder-step GEMV ("qkv", "wo", "w13", "w2", "output") at `rows` rows of x."""
     if rows == 1:  # on GPUs before sm_90 gemv() runs ONE_ROW instead
         return dict.fromkeys(("qkv", "wo", "w13", "w2", "output"), BULK_STEP)
-    # w2's K = 9216 at 2–8 rows: its x fits neither a lane's registers nor, staged, beside the 48 KiB
-    # stages: the plain kernel (as on GPUs before sm_90, where gemv() runs DEFAULT for BULK_STEP too).
+    # w2's K = 9216 at 2–8 rows: its x fits neither a lane's registers nor, staged at 8 rows, beside the
+    # 48 KiB stages: the plain kernel (as on GPUs before sm_90, where gemv() runs DEFAULT for BULK_STEP).
     return {"qkv": BULK_STEP, "wo": BULK_STEP, "w13": BULK_STEP, "w2": DEFAULT, "output": BULK_STEP}
 
 
@@ -162,18 +173,28 @@ def name(epi: int, norm: bool, x_bf16: bool, cfg, k: int = 0) -> str:
     """The template name expression of one kernel instance (a Bulk config with x_regs: at that K)."""
     b = lambda v: "true" if v else "false"
     if isinstance(cfg, Bulk):
-        xu, xc = cfg.x_fragments(k, x_bf16) if k else (0, 1)
-        return f"gemv_bulk<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.stages}, {xu}, {xc}>"
+        return _bulk_name(epi, norm, x_bf16, cfg, cfg.x_fragments(k, x_bf16) if k else (0, 1))
     return f"gemv<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.unroll}, {cfg.prefetch}, {cfg.sync}>"
+
+
+def _bulk_name(epi: int, norm: bool, x_bf16: bool, cfg, fragments: tuple[int, int]) -> str:
+    b = lambda v: "true" if v else "false"  # noqa: E731
+    xu, xc = fragments
+    return f"gemv_bulk<{epi}, {b(norm)}, {b(x_bf16)}, {cfg.warps}, {cfg.stages}, {xu}, {xc}>"
 
 
 def templates(cfg=DEFAULT) -> tuple[str, ...]:
     """Every instance of one config: 4 epilogues × 3 inputs (Bulk: + the ROPE epilogue after a norm;
-    with x_regs: at each of PREBUILT_K)."""
-    ks = PREBUILT_K if isinstance(cfg, Bulk) and cfg.x_regs else (0,)
+    with x_regs: x in registers and, for the K it does not cover, staged)."""
     combos = [(e, n, xb) for e, (n, xb) in itertools.product(range(4), INPUTS)]
-    combos += [(ROPE, True, False)] if isinstance(cfg, Bulk) else []
-    return tuple(dict.fromkeys(name(e, n, xb, cfg, k) for k in ks for e, n, xb in combos))
+    if not isinstance(cfg, Bulk):
+        return tuple(name(e, n, xb, cfg) for e, n, xb in combos)
+    combos += [(ROPE, True, False)]
+    staged = tuple(name(e, n, xb, cfg) for e, n, xb in combos)
+    return tuple(
+        dict.fromkeys(_bulk_name(e, n, xb, cfg, cfg.x_capacity(xb)) for e, n, xb in combos)
+        | dict.fromkeys(staged)
+    )
 
 
 @dataclass(frozen=True)
