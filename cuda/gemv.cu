@@ -238,29 +238,42 @@ __device__ __forceinline__ void gemv_x_fragments(const void* __restrict__ x, con
             const int k = gemv_x_column<WARPS, XU>(f, B, K, kc);
             float v[8] = {raw[f][0].x, raw[f][0].y, raw[f][0].z, raw[f][0].w,
                           raw[f][1].x, raw[f][1].y, raw[f][1].z, raw[f][1].w};
+            float gv[8] = {};  // past K (k < 0) x is zero: the weights stay zero too
             if constexpr (NORM) {
                 if (k >= 0) {
                     const float4 ga = *reinterpret_cast<const float4*>(gs + k);
                     const float4 gb4 = *reinterpret_cast<const float4*>(gs + k + 4);
-                    const float gv[8] = {ga.x, ga.y, ga.z, ga.w, gb4.x, gb4.y, gb4.z, gb4.w};
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) sq = fmaf(v[i], v[i], sq), v[i] *= gv[i];
+                    gv[0] = ga.x, gv[1] = ga.y, gv[2] = ga.z, gv[3] = ga.w;
+                    gv[4] = gb4.x, gv[5] = gb4.y, gv[6] = gb4.z, gv[7] = gb4.w;
                 }
             }
-            unsigned h[4], l[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                h[i] = cvt_bf16x2(v[2 * i], v[2 * i + 1]);
-                l[i] = cvt_bf16x2(v[2 * i] - bf16_lo(h[i]), v[2 * i + 1] - bf16_hi(h[i]));
-            }
-            xh[f] = make_uint4(h[0], h[1], h[2], h[3]);
-            xl[f] = make_uint4(l[0], l[1], l[2], l[3]);
+            gemv_split8<NORM>(v, gv, sq, xh[f], xl[f]);
         }
         if constexpr (NORM) {  // the 4 lanes of a row group, then one sum per (row, warp)
             sq += __shfl_xor_sync(0xffffffffu, sq, 1);
             sq += __shfl_xor_sync(0xffffffffu, sq, 2);
             if (t == 0 && gb < B) red[gb * WARPS + warp] = sq;
         }
+    }
+}
+
+// Passes (XC = 0: bf16 x without a norm whose K needs more fragments than a lane holds, w2's 9216 at
+// 2–8 rows): the lane holds the XU fragments of one chunk, and the block walks its tiles chunk-major —
+// chunk 0 of every tile, then chunk 1 of every tile, … — adding each (tile, chunk)'s per-lane sums into
+// shared memory ([GEMV_PASS_TILES][WARPS][32] float2 where x would be staged); the next chunk's
+// fragments load into registers of their own during the current pass (XU = 4 leaves 96 registers a
+// lane unspilled; 5 spilled 24 bytes, 6 64; the next chunk in shared memory by cp.async instead, with
+// 6 fragments a chunk, lost: H200, B = 8, 24.4 µs a launch against 21.1–21.8, its 223 KB block leaving
+// no room beside it). Tiles are shared out statically (≤ GEMV_PASS_TILES a block).
+constexpr int GEMV_PASS_TILES = 4;
+
+template <int WARPS, int XU>
+__device__ __forceinline__ void gemv_x_chunk(const bf16* __restrict__ x, uint4 (&xh)[XU], int c, int B, int K, int kc) {
+    const int gb = (threadIdx.x & 31) >> 2;
+#pragma unroll
+    for (int u = 0; u < XU; ++u) {
+        const int k = gemv_x_column<WARPS, XU>(c * XU + u, B, K, kc);
+        xh[u] = k >= 0 ? __ldcg(reinterpret_cast<const uint4*>(x + (size_t)gb * K + k)) : make_uint4(0, 0, 0, 0);
     }
 }
 
@@ -293,7 +306,9 @@ __device__ __forceinline__ void gemv_reg_steps(float (&acc)[2][4], const uint4 (
 // EPI = GEMV_ROPE: w is the fused wq | wk | wv, out unused; pos … theta as GemvRope (N = (H + 2·Hkv)·Dh).
 // next / next_bytes (16-byte aligned): once a block's producer has issued its last copy it pulls the
 // block's share of the first next_bytes of next (the next launch's weights) into L2 (0: none).
-// XU, XC: x in registers (above; XU = 0: x staged in shared memory and read per step).
+// XU, XC: x in registers (above; XU = 0: x staged in shared memory and read per step; XC = 0: passes,
+// above: sched is ignored, ceil(tiles / grid) ≤ GEMV_PASS_TILES, and the shared memory holds
+// GEMV_PASS_TILES·WARPS·256 bytes of sums where x would be staged).
 template <int EPI, bool NORM, bool X_BF16, int WARPS, int STAGES, int XU, int XC>
 __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     gemv_bulk(const void* __restrict__ x,   // x: [B, K] f32 (X_BF16: bf16), B ≤ 8
@@ -312,8 +327,11 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     static_assert(!(NORM && X_BF16), "the RMSNorm prologue takes f32 x");
     static_assert(EPI != GEMV_ROPE || (!X_BF16), "the ROPE epilogue follows the qkv projection of f32 h");
     static_assert(STAGES >= 2 && STAGES <= 8, "the shared-memory header holds 8 stages");
-    static_assert(XU >= 0 && XC >= 1 && XC <= 3, "x in registers: up to 3 chunks");
-    constexpr int XF = XU > 0 ? XU * XC : 1;  // x fragments a lane holds
+    static_assert(XU >= 0 && XC >= 0 && XC <= 3, "x in registers: up to 3 chunks, or passes (XC = 0)");
+    constexpr bool PASSES = XU > 0 && XC == 0;
+    static_assert(!PASSES || (X_BF16 && !NORM), "passes take bf16 x without a norm");
+    constexpr int XF = XU > 0 ? XU * (PASSES ? 1 : XC) : 1;  // x fragments a lane holds
+    if constexpr (PASSES) sched = nullptr;  // a static share: every pass walks the same tiles
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char gemv_smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -331,9 +349,13 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     bf16* xh = reinterpret_cast<bf16*>(red + GEMV_MAX_B * WARPS);                   // [B, S]
     bf16* xl = xh + (size_t)B * S;                                                  // [B, S] (f32 x)
     float* gs = reinterpret_cast<float*>(xh);  // x in registers, NORM: [K] f32 copy of g where x would be staged
-    const size_t x_end = XU > 0 ? (size_t)(reinterpret_cast<unsigned char*>(gs + (NORM ? K : 0)) - gemv_smem)
+    float2* pass_sums = reinterpret_cast<float2*>(xh);  // passes: [GEMV_PASS_TILES][WARPS][32]
+    const size_t x_end = PASSES ? (size_t)(reinterpret_cast<unsigned char*>(pass_sums + GEMV_PASS_TILES * WARPS * 32) - gemv_smem)
+                       : XU > 0 ? (size_t)(reinterpret_cast<unsigned char*>(gs + (NORM ? K : 0)) - gemv_smem)
                                 : (size_t)(reinterpret_cast<unsigned char*>(xl + (X_BF16 ? 0 : (size_t)B * S)) - gemv_smem);
-    if (XU > 0 && (chunks > XC || (kc + GEMV_STEP_K - 1) / GEMV_STEP_K > XU * WARPS)) __trap();  // launcher's bug
+    const int groups = (t1 - t0 + tps - 1) / tps;  // passes: stages a pass takes
+    if (XU > 0 && ((PASSES ? t1 - t0 > GEMV_PASS_TILES : chunks > XC) || (kc + GEMV_STEP_K - 1) / GEMV_STEP_K > XU * WARPS))
+        __trap();  // the launcher's bug
     unsigned char* stage_base = gemv_smem + (x_end + 127) / 128 * 128;
     const unsigned stages = smem_addr(stage_base), full = smem_addr(bars), empty = full + 8 * STAGES;
     if (threadIdx.x == 0) {
@@ -346,8 +368,9 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
         if (lane == 0) {
             int first = sched ? (int)blockIdx.x * tps : t0, n_tiles = 0;
             for (int it = 0;; ++it) {
-                const int s = it % STAGES, r = it / STAGES, c = it % chunks;
-                if (c == 0 && it > 0) first = sched ? (atomicAdd(sched, 1) + (int)gridDim.x) * tps : first + tps;
+                const int s = it % STAGES, r = it / STAGES, c = PASSES ? it / groups : it % chunks;
+                if constexpr (PASSES) first = c < chunks ? t0 + it % groups * tps : t1;
+                else if (c == 0 && it > 0) first = sched ? (atomicAdd(sched, 1) + (int)gridDim.x) * tps : first + tps;
                 const bool done = first >= t1;
                 n_tiles = done ? 0 : min(tps, t1 - first);
                 const unsigned bar = full + 8 * s, dst = stages + (unsigned)(s * stage_bytes);
@@ -404,8 +427,11 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     }
     pdl_wait();  // x (and out, for ADD) come from earlier kernels
     pdl_launch_dependents();
-    uint4 xrh[XF], xrl[XF];
-    if constexpr (XU > 0) {
+    uint4 xrh[XF], xrl[XF], xnh[PASSES ? XU : 1];  // xnh: the next pass's fragments
+    if constexpr (PASSES) {
+        gemv_x_chunk<WARPS, XU>(static_cast<const bf16*>(x), xrh, 0, B, K, kc);
+        if (chunks > 1) gemv_x_chunk<WARPS, XU>(static_cast<const bf16*>(x), xnh, 1, B, K, kc);
+    } else if constexpr (XU > 0) {
         gemv_x_fragments<NORM, X_BF16, WARPS, XU, XC>(x, gs, xrh, xrl, red, B, K, kc);
     } else {
         gemv_stage_x<NORM, X_BF16, WARPS>(x, g, xh, xl, red, B, K, S);
@@ -424,14 +450,16 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
     const GemvRope rope{pos, slot, q_out, cache, ring, H, Hkv, Dh, theta};
     float acc[2][4] = {};
     for (int it = 0, ti = 0;; ++it) {  // ti: tiles this block has finished
-        const int s = it % STAGES, r = it / STAGES, c = it % chunks, k0 = c * kc;
+        const int s = it % STAGES, r = it / STAGES, c = PASSES ? it / groups : it % chunks, k0 = c * kc;
         mbar_wait(full + 8 * s, r & 1);
         const int2 wk = work[s];  // written before the producer's arrive (release), read after the wait
         if (wk.x < 0) break;
         const int len = min(kc, K - k0), steps = (len + GEMV_STEP_K - 1) / GEMV_STEP_K;
         for (int i = 0; i < wk.y; ++i) {
             const unsigned char* wrow = stage_base + (size_t)s * stage_bytes + gemv_bulk_row<EPI>(i, gb, K, kc, tps);
-            if constexpr (XU > 0) {
+            if constexpr (PASSES) {
+                gemv_reg_steps<0, X_BF16, WARPS, XU>(acc, xrh, xrl, wrow, len);
+            } else if constexpr (XU > 0) {
                 if (c == 0) {
                     gemv_reg_steps<0, X_BF16, WARPS, XU>(acc, xrh, xrl, wrow, len);
                 } else if constexpr (XC > 1) {
@@ -455,13 +483,25 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
                     mma_bf16_16816(acc[1], a1, wv.z, wv.w);
                 }
             }
-            if (c + 1 < chunks) continue;
-            // Tile done: partials to slot ti % 2, one barrier, warp ti % WARPS sums and writes.
-            float2* p = part + (ti & 1) * WARPS * 32;
-            p[warp * 32 + lane] = make_float2(acc[0][0] + acc[0][2] + acc[1][0] + acc[1][2],
-                                              acc[0][1] + acc[0][3] + acc[1][1] + acc[1][3]);
+            if constexpr (PASSES) {  // this (tile, chunk)'s sums into the tile's slot (each lane its own)
+                float2* q = pass_sums + (wk.x + i - t0) * WARPS * 32 + warp * 32 + lane;
+                float2 v = make_float2(acc[0][0] + acc[0][2] + acc[1][0] + acc[1][2],
+                                       acc[0][1] + acc[0][3] + acc[1][1] + acc[1][3]);
+                if (c > 0) v.x += q->x, v.y += q->y;
+                *q = v;
 #pragma unroll
-            for (int q = 0; q < 4; ++q) acc[0][q] = acc[1][q] = 0.0f;
+                for (int u = 0; u < 4; ++u) acc[0][u] = acc[1][u] = 0.0f;
+            }
+            if (c + 1 < chunks) continue;
+            // Tile done: partials to slot ti % 2 (passes: the tile's slot), one barrier, warp ti % WARPS
+            // sums and writes.
+            float2* p = PASSES ? pass_sums + (wk.x + i - t0) * WARPS * 32 : part + (ti & 1) * WARPS * 32;
+            if constexpr (!PASSES) {
+                p[warp * 32 + lane] = make_float2(acc[0][0] + acc[0][2] + acc[1][0] + acc[1][2],
+                                                  acc[0][1] + acc[0][3] + acc[1][1] + acc[1][3]);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) acc[0][q] = acc[1][q] = 0.0f;
+            }
             consumers_sync(WARPS);
             if (warp == ti % WARPS)
                 gemv_epilogue<EPI, WARPS>(reinterpret_cast<float*>(p), wk.x + i, scale, out, B, N, rope);
@@ -469,6 +509,13 @@ __global__ void __launch_bounds__((WARPS + 1) * 32, 1)
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + 8 * s);
+        if constexpr (PASSES) {  // a pass done: the next one's fragments in, the one after that loading
+            if (it % groups == groups - 1 && c + 1 < chunks) {
+#pragma unroll
+                for (int u = 0; u < XU; ++u) xrh[u] = xnh[u];
+                if (c + 2 < chunks) gemv_x_chunk<WARPS, XU>(static_cast<const bf16*>(x), xnh, c + 2, B, K, kc);
+            }
+        }
     }
 #endif
 }

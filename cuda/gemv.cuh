@@ -47,6 +47,24 @@ __device__ __forceinline__ uint4 ld_stream16(const bf16* p) {
 
 __device__ __forceinline__ float gemv_silu(float v) { return v / (1.0f + __expf(-v)); }
 
+// 8 f32 values of x as the bf16 hi and lo halves of an mma A fragment (hi + lo keeps ~16 bits of the
+// mantissa); NORM: their squares added to sq first, then each multiplied by its RMSNorm weight in gv.
+template <bool NORM>
+__device__ __forceinline__ void gemv_split8(float (&v)[8], const float (&gv)[8], float& sq, uint4& hi, uint4& lo) {
+    if constexpr (NORM) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) sq = fmaf(v[i], v[i], sq), v[i] *= gv[i];
+    }
+    unsigned h[4], l[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        h[i] = cvt_bf16x2(v[2 * i], v[2 * i + 1]);
+        l[i] = cvt_bf16x2(v[2 * i] - bf16_lo(h[i]), v[2 * i + 1] - bf16_hi(h[i]));
+    }
+    hi = make_uint4(h[0], h[1], h[2], h[3]);
+    lo = make_uint4(l[0], l[1], l[2], l[3]);
+}
+
 // Stage x (NORM: g ⊙ x) as bf16 hi | lo rows [B, S] in shared memory, zero past K; NORM: per-warp
 // sums of squares of x into red[b·WARPS + warp]. X_BF16: x is already bf16 (exact), no lo rows.
 template <bool NORM, bool X_BF16, int WARPS>
@@ -80,8 +98,8 @@ __device__ __forceinline__ void gemv_stage_x(const void* __restrict__ x, const f
 #pragma unroll
                     for (int i = 0; i < 8; ++i) v[i] = k + i < K ? __ldcg(xr + k + i) : 0.0f;
                 }
+                float gv[8] = {};
                 if constexpr (NORM) {
-                    float gv[8];
                     if (vec && k + 8 <= K) {
                         const float4 a = *reinterpret_cast<const float4*>(g + k);
                         const float4 c4 = *reinterpret_cast<const float4*>(g + k + 4);
@@ -91,17 +109,8 @@ __device__ __forceinline__ void gemv_stage_x(const void* __restrict__ x, const f
 #pragma unroll
                         for (int i = 0; i < 8; ++i) gv[i] = k + i < K ? g[k + i] : 0.0f;
                     }
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) sq = fmaf(v[i], v[i], sq), v[i] *= gv[i];
                 }
-                unsigned h[4], l[4];
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    h[i] = cvt_bf16x2(v[2 * i], v[2 * i + 1]);
-                    l[i] = cvt_bf16x2(v[2 * i] - bf16_lo(h[i]), v[2 * i + 1] - bf16_hi(h[i]));
-                }
-                hi = make_uint4(h[0], h[1], h[2], h[3]);
-                lo = make_uint4(l[0], l[1], l[2], l[3]);
+                gemv_split8<NORM>(v, gv, sq, hi, lo);
             }
             *reinterpret_cast<uint4*>(xh + (size_t)b * S + k) = hi;
             if constexpr (!X_BF16) *reinterpret_cast<uint4*>(xl + (size_t)b * S + k) = lo;

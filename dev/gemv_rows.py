@@ -24,16 +24,22 @@ from voxtral.bench.gemvs import SHAPES, _calls, _cublas, _ours, _replay_us  # no
 from voxtral.gpu import gemv  # noqa: E402
 from voxtral.gpu.gemv import BULK_ONE_ROW, DEFAULT, Bulk  # noqa: E402
 
+W2_PASSES = [  # x in registers a chunk at a time
+    gemv.BULK_W2,
+    Bulk(16, 3, 32, x_regs=True, x_passes=True),
+    Bulk(16, 6, 32, x_regs=True, x_passes=True),
+]
 CANDIDATES = {
-    1: [BULK_ONE_ROW, Bulk(16, 3, 48, x_regs=True), Bulk(16, 5, 40, x_regs=True)],
+    1: [BULK_ONE_ROW, Bulk(16, 3, 48, x_regs=True), *W2_PASSES],
     8: [
         DEFAULT,
         Bulk(16, 3, 48, x_regs=True),
         Bulk(16, 4, 48, x_regs=True),
-        Bulk(16, 4, 32, x_regs=True),
+        *W2_PASSES,
         "skinny",  # skinny_gemm (bf16 x, no norm: wo and w2 only)
     ],
 }
+ONLY = {"skinny": ("wo", "w2")} | dict.fromkeys(W2_PASSES, ("w2",))  # candidates for some shapes only
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             cells = [f"cuBLAS {blas:6.2f}"]
             shipped = gemv.step_configs(b)[name]
             for cfg_ in dict.fromkeys([shipped, *CANDIDATES.get(b, [])]):
-                if cfg_ == "skinny" and name not in ("wo", "w2"):
+                if name not in ONLY.get(cfg_, (name,)):
                     continue
                 try:
                     run = _skinny(c) if cfg_ == "skinny" else _ours(c, [cfg_] * len(c), eps)

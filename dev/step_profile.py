@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import itertools
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from dev.gemv_timing import CFG, decoder_state, random_weights, replay_us, weight_bytes  # noqa: E402
 from dev.kernel_timing import copy_bandwidth_gbps  # noqa: E402
-from voxtral.gpu import decoder  # noqa: E402
+from voxtral.gpu import decoder, gemv  # noqa: E402
 from voxtral.gpu.gemv import MAX_BATCH  # noqa: E402
 from voxtral.gpu.graphs import capture  # noqa: E402
 from voxtral.gpu.layers import Tables  # noqa: E402
@@ -38,6 +39,20 @@ def state(b: int, ctx: int, reps: int, w):
     """decoder_state of b slots at position ctx, rings of ctx + reps + 64 rows rounded up to 64 (an
     offline input's: no wrap while the replays advance)."""
     return decoder_state(b, w, ctx, -(-(ctx + reps + 64) // 64) * 64)
+
+
+# --variants: name → the step's GEMV configs by rows (decoder.step_configs while that variant runs)
+def _w2(config, least: int = 2):
+    """The shipped configs but w2's from `least` rows up."""
+    return lambda rows: gemv.step_configs(rows) | ({"w2": config} if rows >= least else {})
+
+
+VARIANTS = {
+    "shipped": gemv.step_configs,
+    "w2-plain": _w2(gemv.DEFAULT),  # before passes (2026-12-03)
+    "w2-passes-3x32": _w2(gemv.Bulk(16, 3, 32, x_regs=True, x_passes=True)),
+    "w2-passes-all": _w2(gemv.BULK_W2, least=1),
+}
 
 
 def family(name: str) -> str:
@@ -119,17 +134,21 @@ def main(argv: list[str] | None = None) -> None:
     paths = "fused, persistent, cuBLAS, skinny, skinny-w13 (comma-separated); auto: fused up to 8 rows, else "
     paths += "the others"
     ap.add_argument("--path", default="auto", help=paths)
+    ap.add_argument("--variants", default="shipped", help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = ap.parse_args(argv)
+    shipped = decoder.step_configs
     bw = copy_bandwidth_gbps()
     w = random_weights()
     for b in [int(x) for x in args.batch.split(",")]:
         for ctx in [int(x) for x in args.ctx.split(",")]:
             buf, kv = state(b, ctx, 6 * args.reps + 90, w)
+            saved = [a.copy() for a in (buf.tokens, buf.pos, buf.history)]  # each variant from here
             stream = cp.cuda.Stream(non_blocking=True)
             cp.cuda.Device().synchronize()
             paths = args.path.split(",") if args.path != "auto" else (
                 ["fused"] if b <= MAX_BATCH else ["cuBLAS", *decoder.SKINNY_PATHS])  # fmt: skip
-            for path in paths:
+            for path, variant in itertools.product(paths, args.variants.split(",")):
+                decoder.step_configs = VARIANTS[variant]
                 names = decoder.SKINNY_PATHS.get(path, frozenset())
                 tables = Tables(w, CFG) if path == "persistent" else None
                 run = functools.partial(decoder.step, w, CFG, buf, pdl=True,
@@ -138,10 +157,13 @@ def main(argv: list[str] | None = None) -> None:
                 with stream:
                     graph = capture(stream, run, (buf.tokens, buf.pos, buf.history))
                 stream.synchronize()
-                us = replay_us(graph, stream, 10)
+                us = replay_us(graph, stream, 50)
                 steps = trace(graph, stream, args.reps)
-                print(f"[{path}] " + "\n".join(report(b, ctx, steps, bw, w, us)), flush=True)
+                print(f"[{path} {variant}] " + "\n".join(report(b, ctx, steps, bw, w, us)), flush=True)
                 del graph
+                decoder.step_configs = shipped
+                for a, v in zip((buf.tokens, buf.pos, buf.history), saved, strict=True):
+                    a[...] = v
             del buf, kv
             cp.get_default_memory_pool().free_all_blocks()
 

@@ -180,6 +180,11 @@ BULK_SIZES = [(3, 6000, 64), (8, 37, 3080), (1, 1000, 4096), (2, 13, 45), (1, 3,
 def test_gemv_bulk_vs_numpy(rng, config, b, n, k, epilogue, x_bf16, norm, dynamic):
     """The bulk-copy kernel computes the same function as the reference in every epilogue, with fixed
     shares or tiles taken from a counter (launched twice: the counters must be back at zero)."""
+    check_bulk(rng, config, b, n, k, epilogue, x_bf16, norm, dynamic)
+
+
+def check_bulk(rng, config, b, n, k, epilogue, x_bf16, norm, dynamic):
+    """gemv with a Bulk config against the reference, launched twice (tile counters back at zero)."""
     n += epilogue.startswith("swiglu") and n % 2
     x, x_ref, w, w_ref, g, g_ref = make_inputs(rng, b, n, k, x_bf16, norm)
     y = reference_y(x_ref, w_ref, g_ref)
@@ -226,6 +231,35 @@ def test_gemv_x_in_registers_equals_x_staged(rng, b, k, x_bf16):
         gemv(x, w, got, norm_weight=g, eps=EPS, config=regs)
         gemv(x, w, want, norm_weight=g, eps=EPS, config=staged)
         np.testing.assert_allclose(cp.asnumpy(got), cp.asnumpy(want), rtol=1e-5, atol=1e-5)
+
+
+# Passes (bf16 x whose K a lane's registers do not hold): the decoder's w2 at 2–8 rows (K = 9216 in 5
+# chunks of 1856), and 2 warps with 64-column chunks (K = 3080: 49 chunks, the last short; K = 200: 4).
+PASSES = [(gemv_module.BULK_W2, b, n, k) for b, n, k in [(8, 3000, 9216), (1, 1000, 9216), (3, 37, 9216)]]
+TWO_WARPS = Bulk(2, 3, 1, x_regs=True, x_passes=True)
+PASSES += [(TWO_WARPS, b, n, k) for b, n, k in [(3, 37, 3080), (5, 11, 200), (8, 40, 512)]]
+
+
+@pytest.mark.parametrize("config,b,n,k", PASSES)
+@pytest.mark.parametrize("epilogue", ["store", "add", "swiglu_bf16"])
+@pytest.mark.parametrize("dynamic", [False, True], ids=["fixed", "dynamic"])
+def test_gemv_bulk_passes_vs_numpy(rng, config, b, n, k, epilogue, dynamic):
+    """x in registers one chunk at a time, the tiles walked chunk-major and their sums kept in shared
+    memory, computes the reference's function; a tile counter given is left alone (static shares)."""
+    assert config.x_fragments(k, True)[1] == 0  # passes
+    check_bulk(rng, config, b, n, k, epilogue, True, False, dynamic)
+
+
+def test_gemv_bulk_passes_fall_back_past_their_tiles(rng):
+    """More tiles than PASS_TILES a block on this GPU: x is staged instead, same function."""
+    config, k = TWO_WARPS, 512
+    assert config.x_fragments(k, True)[1] == 0
+    sms = gemv_module.device_limits(cp.cuda.Device().id)[0]
+    n = gemv_module.TILE_ROWS * (gemv_module.PASS_TILES * sms + 3)
+    x, x_ref, w, w_ref, _, _ = make_inputs(rng, 1, n, k, True, False)
+    out = cp.full((1, n), np.nan, np.float32)
+    gemv(x, w, out, config=config)
+    assert_close(cp.asnumpy(out).astype(np.float64), reference_y(x_ref, w_ref, None), 5e-3, 1e-2)
 
 
 def test_gemv_bulk_dynamic_in_a_graph_replays(rng):

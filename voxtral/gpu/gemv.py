@@ -75,6 +75,12 @@ X_REGISTERS_SPARE = 32  # registers a gemv_bulk lane keeps beside its x fragment
 # one chunk over 16 warps, K = 4096 (bf16 attention output) in two; larger ones spill (ptxas at 96
 # registers: bf16 (6, 2) spilled 124 bytes, (4, 2) 12).
 X_CAPACITY = {False: (6, 1), True: (4, 2)}
+# Passes (Bulk.x_passes: bf16 x whose K a lane's registers do not hold, w2's 9216 at 2–8 rows): a lane
+# holds X_PASS_CAPACITY fragments of one chunk in registers and loads the next chunk's into as many more
+# during the pass (ptxas at 96 registers: 4 no spills, 5 24 bytes, 6 64); each block walks at most
+# PASS_TILES tiles (= GEMV_PASS_TILES in gemv.cu), chunk-major, their sums in shared memory.
+X_PASS_CAPACITY = 4
+PASS_TILES = 4
 
 
 @dataclass(frozen=True, order=True)
@@ -89,6 +95,7 @@ class Bulk:
     stage_kb: int = 24
     per_sm: int = 1
     x_regs: bool = False
+    x_passes: bool = False
 
     def __post_init__(self):
         assert 1 <= self.warps <= 16 and 2 <= self.stages <= 8 and self.stage_kb >= 1, self
@@ -102,19 +109,34 @@ class Bulk:
         if not self.x_regs:
             return 0, 1
         (most, xc), per = X_CAPACITY[x_bf16], 4 if x_bf16 else 8
-        # registers per lane: 64 K per SM over the block's warps, allocated in groups of 4 warps, 8 at a time
-        regs = min(255, 65536 // (-(-(self.warps + 1) // 4) * 4 * 32) // 8 * 8)
-        xu = min(most, (regs - X_REGISTERS_SPARE) // (per * xc))
+        xu = min(most, (self.lane_registers - X_REGISTERS_SPARE) // (per * xc))
         return (xu, xc) if xu > 0 else (0, 1)
+
+    @property
+    def lane_registers(self) -> int:
+        """Registers a lane of this block may have: 64 K per SM over the block's warps (with the
+        producer), allocated in groups of 4 warps, 8 at a time."""
+        return min(255, 65536 // (-(-(self.warps + 1) // 4) * 4 * 32) // 8 * 8)
+
+    def passes(self) -> bool:
+        """Whether this config has passes instances: x_passes, and twice X_PASS_CAPACITY bf16 fragments
+        (this chunk's and the next one's) leave a lane X_REGISTERS_SPARE registers."""
+        fits = 2 * 4 * X_PASS_CAPACITY + X_REGISTERS_SPARE <= self.lane_registers
+        return self.x_regs and self.x_passes and fits
 
     def x_fragments(self, k: int, x_bf16: bool) -> tuple[int, int]:
         """(XU, XC) of the gemv_bulk instance for K: x_capacity where a lane's fragments of K (its mma
-        steps of each chunk) fit it, else (0, 1): x is staged in shared memory."""
+        steps of each chunk) fit it; else, where passes() and x is bf16 whose chunks' fragments fit
+        X_PASS_CAPACITY, (X_PASS_CAPACITY, 0): passes; else (0, 1): x is staged in shared memory."""
         cap = self.x_capacity(x_bf16)
         kc, _ = self.layout(k)
         steps = -(-kc // 32)  # 32-column mma steps of a chunk
         xc, xu = -(-k // kc), -(-steps // self.warps)  # chunks, a lane's steps of one
-        return cap if xu <= cap[0] and xc <= cap[1] else (0, 1)
+        if cap[0] and xu <= cap[0] and xc <= cap[1]:
+            return cap
+        if x_bf16 and xu <= X_PASS_CAPACITY and self.passes():
+            return X_PASS_CAPACITY, 0
+        return 0, 1
 
     def layout(self, k: int) -> tuple[int, int]:
         """(kc, tps): columns and tiles per stage. Whole tiles (kc = K, as many as fit the stage) when
@@ -141,16 +163,24 @@ BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
 # The decoder step on sm_90+ (1–8 rows): the same with x in registers (no x reads from shared memory per
 # step). H200, 2026-12-03, µs per launch, cuBLAS / plain DEFAULT / this (`dev/gemv_rows.py`, one run),
 # B = 8: qkv 12.23 / 18.93 / 12.85, wo 11.31 / 13.72 / 9.87, w13 31.36 / 40.20 / 29.69, output 192.8 /
-# 226.3 / 186.2 (w2 keeps DEFAULT: 23.5 against cuBLAS's 19.2); B = 1 equal to BULK_ONE_ROW within 0.2
+# 226.3 / 186.2 (w2 takes BULK_W2 there); B = 1 equal to BULK_ONE_ROW within 0.2
 # (qkv 10.80 / 11.01). 4 stages (x no longer takes the room) won per launch (B = 1 qkv 10.31, w13 26.80;
 # B = 8 qkv 12.07) but lost in the whole step: B = 8 2.737 ms against 2.578, B = 1 2.033–2.044 against
 # 2.036 (`voxtral bench`; a 213 KiB block leaves no room for the next kernel's block to start beside it).
 BULK_STEP = Bulk(warps=16, stages=3, stage_kb=48, x_regs=True)
+# w2 (K = 9216, bf16 x) at 2–8 rows: x in registers one chunk at a time (passes: 5 chunks of 1856 columns,
+# 4 fragments a lane), 4 stages of 30 KB. H200, 2026-12-03, B = 8: 21.1–21.8 µs a launch against the
+# plain kernel's 23.4 and cuBLAS's 19.0 (`dev/gemv_rows.py`), the whole step 2.446 ms against 2.586
+# (`dev/step_profile.py`, shipped against w2-plain); at B = 1 passes lose (19.5–20.3 against 16.4 staged).
+# 3 chunks of 3072 (6 fragments, the next chunk's by cp.async into shared memory: a 223 KB block) lost:
+# 24.4 µs a launch, the step 2.563 ms.
+BULK_W2 = Bulk(warps=16, stages=4, stage_kb=32, x_regs=True, x_passes=True)
 SHIPPED = (
     DEFAULT,
     WO,
     ONE_ROW,
     BULK_STEP,
+    BULK_W2,
 )  # the configs the decoder uses: prebuilt (cuda/bin), compiled together otherwise
 
 
@@ -159,8 +189,8 @@ def step_configs(rows: int) -> dict:
     if rows == 1:  # on GPUs before sm_90 gemv() runs ONE_ROW instead
         return dict.fromkeys(("qkv", "wo", "w13", "w2", "output"), BULK_STEP)
     # w2's K = 9216 at 2–8 rows: its x fits neither a lane's registers nor, staged at 8 rows, beside the
-    # 48 KiB stages: the plain kernel (as on GPUs before sm_90, where gemv() runs DEFAULT for BULK_STEP).
-    return {"qkv": BULK_STEP, "wo": BULK_STEP, "w13": BULK_STEP, "w2": DEFAULT, "output": BULK_STEP}
+    # 48 KiB stages: passes (BULK_W2; GPUs before sm_90 run DEFAULT for both Bulk configs).
+    return {"qkv": BULK_STEP, "wo": BULK_STEP, "w13": BULK_STEP, "w2": BULK_W2, "output": BULK_STEP}
 
 
 EPILOGUES = {"store": 0, "add": 1, "swiglu": 2, "rope": 4}  # swiglu with a bf16 out is 3 (GEMV_SWIGLU_BF16)
@@ -191,10 +221,10 @@ def templates(cfg=DEFAULT) -> tuple[str, ...]:
         return tuple(name(e, n, xb, cfg) for e, n, xb in combos)
     combos += [(ROPE, True, False)]
     staged = tuple(name(e, n, xb, cfg) for e, n, xb in combos)
-    return tuple(
-        dict.fromkeys(_bulk_name(e, n, xb, cfg, cfg.x_capacity(xb)) for e, n, xb in combos)
-        | dict.fromkeys(staged)
-    )
+    held = [_bulk_name(e, n, xb, cfg, cfg.x_capacity(xb)) for e, n, xb in combos]
+    if cfg.passes():  # bf16 x (no norm)
+        held += [_bulk_name(e, n, xb, cfg, (X_PASS_CAPACITY, 0)) for e, n, xb in combos if xb]
+    return tuple(dict.fromkeys(held) | dict.fromkeys(staged))
 
 
 @dataclass(frozen=True)
@@ -230,7 +260,7 @@ def _bulk_shared_bytes(b: int, x_bf16: bool, w, config) -> int | None:
     return smem if smem <= device_limits(device)[2] else None
 
 
-TEMPLATES = {"gemv.cu": tuple(n for cfg in SHIPPED for n in templates(cfg))}
+TEMPLATES = {"gemv.cu": tuple(dict.fromkeys(n for cfg in SHIPPED for n in templates(cfg)))}
 
 
 @functools.cache
@@ -272,15 +302,14 @@ def shared_bytes(b: int, k: int, x_bf16: bool, cfg=DEFAULT) -> int:
     (Bulk: mbarriers first, the stage ring last; with x in registers a copy of the norm weight in place
     of x, reserved for every f32 x)."""
     if isinstance(cfg, Bulk):
-        staged = cfg.x_fragments(k, x_bf16)[0] == 0
-        head = (
-            BULK_HEADER
-            + 2 * cfg.warps * 256
-            + MAX_BATCH * cfg.warps * 4
-            + (
-                b * x_stride(k) * 2 * (1 if x_bf16 else 2) if staged else 4 * k * (not x_bf16)
-            )  # x, or g's copy
-        )
+        xu, xc = cfg.x_fragments(k, x_bf16)
+        if xu == 0:  # x staged
+            x_room = b * x_stride(k) * 2 * (1 if x_bf16 else 2)
+        elif xc == 0:  # passes: the tiles' sums
+            x_room = PASS_TILES * cfg.warps * 256
+        else:  # x in registers: g's copy (an f32 x may have a norm)
+            x_room = 4 * k * (not x_bf16)
+        head = BULK_HEADER + 2 * cfg.warps * 256 + MAX_BATCH * cfg.warps * 4 + x_room
         return -(-head // 128) * 128 + cfg.stages * cfg.stage_bytes(k)
     partials = cfg.slots * cfg.warps * 32 * 8
     return partials + 64 + MAX_BATCH * cfg.warps * 4 + b * x_stride(k) * 2 * (1 if x_bf16 else 2)
@@ -362,6 +391,8 @@ def gemv(
     if isinstance(config, Bulk):
         if config.x_regs and (x.data.ptr % 16 or (norm and norm_weight.data.ptr % 16)):
             config = dataclasses.replace(config, x_regs=False)  # the fragments are 16-byte loads
+        elif config.x_regs and config.x_fragments(k, x_bf16)[1] == 0 and tiles > PASS_TILES * sms:
+            config = dataclasses.replace(config, x_regs=False)  # passes: more tiles a block than it sums
         smem = _bulk_shared_bytes(b, x_bf16, w, config)
         if smem is not None:
             return _bulk(x, w, out, norm_weight, eps, epi, config, tiles, smem, pdl, schedule, rope, prefetch)
@@ -398,7 +429,7 @@ def _bulk(
     per_sm = max(1, min(config.per_sm, smem_sm // (smem + SMEM_RESERVED)))
     kc, tps = config.layout(k)
     g = norm_weight if norm else np.uint64(0)
-    if schedule is None:
+    if schedule is None or config.x_fragments(k, x_bf16)[1] == 0:  # passes share the tiles out statically
         grid, sched = min(tiles, sms * per_sm), np.uint64(0)
     else:
         _check(schedule, "schedule", (np.int32,), (2,))
