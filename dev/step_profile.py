@@ -42,16 +42,20 @@ def state(b: int, ctx: int, reps: int, w):
 
 
 # --variants: name → the step's GEMV configs by rows (decoder.step_configs while that variant runs)
-def _w2(config, least: int = 2):
-    """The shipped configs but w2's from `least` rows up."""
-    return lambda rows: gemv.step_configs(rows) | ({"w2": config} if rows >= least else {})
+def _with(least: int = 1, **configs):
+    """The shipped configs but those named (shape → config) from `least` rows up."""
+    return lambda rows: gemv.step_configs(rows) | (configs if rows >= least else {})
 
 
+FOUR = gemv.Bulk(16, 4, 48, x_regs=True)  # 4 stages of 48 KiB: won per launch, lost for every GEMV at once
 VARIANTS = {
     "shipped": gemv.step_configs,
-    "w2-plain": _w2(gemv.DEFAULT),  # before passes (2026-12-03)
-    "w2-passes-3x32": _w2(gemv.Bulk(16, 3, 32, x_regs=True, x_passes=True)),
-    "w2-passes-all": _w2(gemv.BULK_W2, least=1),
+    "w2-plain": _with(2, w2=gemv.DEFAULT),  # before passes (2026-12-03)
+    "w2-passes-3x32": _with(2, w2=gemv.Bulk(16, 3, 32, x_regs=True, x_passes=True)),
+    "w2-passes-all": _with(1, w2=gemv.BULK_W2),
+    "qkv-4": _with(2, qkv=FOUR),  # qkv at 2–8 rows
+    "output-4": _with(1, output=FOUR),
+    "wo-w13-output-4": _with(1, wo=FOUR, w13=FOUR, output=FOUR),  # the GEMVs no attention follows, but w2
 }
 
 
