@@ -9,7 +9,9 @@ last kernel end, median over the traced replays), each kernel family's µs per s
 must move at the copy rate (weights, KV rows, logits), and, for one middle layer, each kernel's start
 and end after the layer's first kernel starts (PDL kernels start early and wait: read the ends).
 
-    python dev/step_profile.py [--batch 1,64] [--ctx 500] [--reps 10]
+    python dev/step_profile.py [--batch 1,64] [--ctx 500] [--reps 10] [--variants shipped,w2-plain]
+
+--variants: the step again with other GEMV configs per shape (VARIANTS below), each from the same state.
 """
 
 from __future__ import annotations
