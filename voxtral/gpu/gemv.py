@@ -88,7 +88,9 @@ class Bulk:
     """Shape of the bulk-copy kernel (gemv_bulk in gemv.cu, sm_90+): consumer warps, shared-memory stages
     in the ring, bytes a stage aims at (8 weight rows × kc columns), blocks per SM in the grid, and
     whether each lane holds its x fragments in registers (x_regs: loaded once per launch from global
-    memory) instead of reading them from a staged copy of x in shared memory at every mma step."""
+    memory) instead of reading them from a staged copy of x in shared memory at every mma step, and,
+    for bf16 x whose whole K the registers do not hold, one chunk of it at a time (x_passes: the tiles
+    walked chunk-major, statically shared out, their sums in shared memory) instead of staging x."""
 
     warps: int = 8
     stages: int = 4
@@ -337,7 +339,8 @@ def gemv(
     overlap it).
     schedule: an int32 [2] device array of zeros (left zero) that a Bulk config's blocks take their tiles
     from as they go (a block that starts late takes fewer); one array per launch site of a stream, as
-    launches may overlap. None: each block streams a fixed contiguous share.
+    launches may overlap. None (or a launch in passes, which ignores it): each block streams a fixed
+    contiguous share.
     epilogue="rope" (rope: the tables; only where fuses_rope): w is the fused wq | wk | wv and y the q | k | v
     row; q and k are turned as ops.rope_qkv does, out = q bf16 [B, H, Dh], k and v go into the caches.
     """
