@@ -29,17 +29,23 @@ W2_PASSES = [  # x in registers a chunk at a time
     Bulk(16, 3, 32, x_regs=True, x_passes=True),
     Bulk(16, 6, 32, x_regs=True, x_passes=True),
 ]
+# wo (K = 4096) in whole 64 KiB tiles, one copy a stage instead of 8 row copies of 4 KiB (x staged: 8
+# fragments a lane; at 8 rows Bulk(16, 3, 64) falls back to the plain kernel). In the whole B = 1 step
+# they lost (2101–2130 µs against 2018–2088, cuda/README.md)
+WO_WHOLE = [Bulk(16, 2, 64, x_regs=True), Bulk(16, 3, 64, x_regs=True)]
 CANDIDATES = {
-    1: [BULK_ONE_ROW, Bulk(16, 3, 48, x_regs=True), *W2_PASSES],
+    1: [BULK_ONE_ROW, Bulk(16, 3, 48, x_regs=True), *W2_PASSES, *WO_WHOLE],
     8: [
         DEFAULT,
         Bulk(16, 3, 48, x_regs=True),
         Bulk(16, 4, 48, x_regs=True),
         *W2_PASSES,
+        *WO_WHOLE,
         "skinny",  # skinny_gemm (bf16 x, no norm: wo and w2 only)
     ],
 }
-ONLY = {"skinny": ("wo", "w2")} | dict.fromkeys(W2_PASSES, ("w2",))  # candidates for some shapes only
+# candidates for some shapes only
+ONLY = {"skinny": ("wo", "w2")} | dict.fromkeys(W2_PASSES, ("w2",)) | dict.fromkeys(WO_WHOLE, ("wo",))
 
 
 def main(argv: list[str] | None = None) -> None:

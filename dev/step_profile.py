@@ -58,6 +58,9 @@ VARIANTS = {
     "qkv-4": _with(2, qkv=FOUR),  # qkv at 2–8 rows
     "output-4": _with(1, output=FOUR),
     "wo-w13-output-4": _with(1, wo=FOUR, w13=FOUR, output=FOUR),  # the GEMVs no attention follows, but w2
+    # wo at one row in whole 64 KiB tiles (one copy a stage, x staged) instead of 8 row copies of 4 KiB
+    "wo-whole-2": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 2, 64)} if rows == 1 else {}),
+    "wo-whole-3": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 3, 64)} if rows == 1 else {}),
 }
 
 
