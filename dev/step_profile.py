@@ -62,6 +62,8 @@ VARIANTS = {
     "wo-whole-2": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 2, 64)} if rows == 1 else {}),
     "wo-whole-3": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 3, 64)} if rows == 1 else {}),
 }
+# --variants that change a constant of voxtral.gpu.gemv instead (the shipped configs): name → {name: value}
+SETTINGS = {f"warm-{mb}": {"BULK_NEXT_BYTES": mb << 20} for mb in (0, 4, 16, 24)}  # L2 warming of the next
 
 
 def family(name: str) -> str:
@@ -143,8 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     paths = "fused, persistent, cuBLAS, skinny, skinny-w13 (comma-separated); auto: fused up to 8 rows, else "
     paths += "the others"
     ap.add_argument("--path", default="auto", help=paths)
-    ap.add_argument("--variants", default="shipped", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants", default="shipped", help=f"comma-separated, of {', '.join([*VARIANTS, *SETTINGS])}"
+    )
     args = ap.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS) - set(SETTINGS)
+    if unknown:
+        ap.error(f"unknown variants: {', '.join(sorted(unknown))}")
     shipped = decoder.step_configs
     bw = copy_bandwidth_gbps()
     w = random_weights()
@@ -157,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
             paths = args.path.split(",") if args.path != "auto" else (
                 ["fused"] if b <= MAX_BATCH else ["cuBLAS", *decoder.SKINNY_PATHS])  # fmt: skip
             for path, variant in itertools.product(paths, args.variants.split(",")):
-                decoder.step_configs = VARIANTS[variant]
+                decoder.step_configs = VARIANTS.get(variant, shipped)
+                kept = {name: getattr(gemv, name) for name in SETTINGS.get(variant, {})}
+                for name, value in SETTINGS.get(variant, {}).items():
+                    setattr(gemv, name, value)
                 names = decoder.SKINNY_PATHS.get(path, frozenset())
                 tables = Tables(w, CFG) if path == "persistent" else None
                 run = functools.partial(decoder.step, w, CFG, buf, pdl=True,
@@ -171,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[{path} {variant}] " + "\n".join(report(b, ctx, steps, bw, w, us)), flush=True)
                 del graph
                 decoder.step_configs = shipped
+                for name, value in kept.items():
+                    setattr(gemv, name, value)
                 for a, v in zip((buf.tokens, buf.pos, buf.history), saved, strict=True):
                     a[...] = v
             del buf, kv
