@@ -258,6 +258,8 @@ def test_bad_arrays():
     assert_one_line_error(np.zeros(0, np.float32), "audio array", "empty", sample_rate=16000)
     assert_one_line_error(np.zeros((10, 2, 2)), "audio array", "[S] or [S, C]", sample_rate=16000)
     assert_one_line_error(np.zeros((2, 1000)), "audio array", "channels-first", sample_rate=16000)
+    assert_one_line_error(np.zeros((16000, 0)), "audio array", "no channels", sample_rate=16000)
+    assert_one_line_error(np.zeros((0, 0)), "audio array", "no channels", sample_rate=16000)
     for dtype in (bool, np.complex64, object, "U3"):
         assert_one_line_error(np.zeros(10, dtype), "audio array", "not audio", sample_rate=16000)
     assert_one_line_error([0.0, 1.0], "list", "file path or a NumPy array")

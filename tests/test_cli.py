@@ -109,6 +109,17 @@ def test_never_overwrites_without_overwrite(tiny_dir, clip5, tmp_path):
     assert r.returncode == 0 and (tmp_path / "5s_dont_worry_about_him.vtt").read_text().startswith("WEBVTT")
 
 
+def test_overwrite_never_replaces_an_input(tiny_dir, clip5, tmp_path):
+    """An input whose output name is itself (audio named x.txt, written as txt beside it) is refused
+    with --overwrite too: the audio would be lost."""
+    audio = tmp_path / "x.txt"
+    shutil.copyfile(clip5, audio)
+    r = voxtral("transcribe", audio, "-m", tiny_dir, "-d", "cpu", "-o", tmp_path, "--overwrite")
+    assert_one_line_error(r, "is an input of this run", "--output-dir")
+    assert r.returncode == 6 and audio.read_bytes() == clip5.read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["x.txt"]
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -85,6 +85,8 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["eval", "CLIP", "-d", "tpu"], "--device"),
         (["eval", "-"], "`-` (standard input) has none"),
         (["transcribe"], "Missing argument"),
+        (["transcribe", "CLIP", "--format"], "(see voxtral transcribe --help)"),  # no value: no context yet
+        (["dev", "random-checkpoint", "x", "--size"], "(see voxtral dev random-checkpoint --help)"),
         (["stream", "--stdin", "--mic"], "exactly one"),
         (["stream", "--stdin", "--confidence"], "--jsonl"),
         (["stream", "--stdin", "--rate", "8000"], "--format"),
@@ -288,6 +290,9 @@ def test_bench_report_path_that_cannot_be_created_fails_before_the_bench(tmp_pat
         one_error(r, "--json", code=6)  # output not written, as for transcribe -o
     r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", "/nonexistent/x.json")
     one_error(r, "--json", code=6)
+    one_error(
+        run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", tmp_path), "is a directory", code=6
+    )
     report = tmp_path / "report.json"
     r = run("bench", "--random-weights", "tiny", "-d", "cpu", "--json", report, "--positions", "foo")
     one_error(r, "--positions")  # found after the --json check

@@ -121,6 +121,7 @@ def test_full_disk_under_stdout_is_one_line_and_exit_6(tiny_dir, clip5):
         assert r.returncode == 6, r.stderr
         one_error(r.stderr, "cannot write to standard output")
         assert ("--output-dir" in r.stderr) == (args[0] == "transcribe")
+        assert "partly printed" not in r.stderr  # nothing reached it (new-user pass)
 
 
 def test_a_reader_that_goes_away_stops_it_quietly(tiny_dir, clips, tmp_path):

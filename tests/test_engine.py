@@ -63,6 +63,13 @@ def test_confidence_with_batches_and_streams(model, audios):
     check_confidence_everywhere(model, audios)
 
 
+def test_a_model_that_is_not_a_path_is_an_option_error():
+    """Not a TypeError from deep in the checkpoint loader (new-user pass)."""
+    for bad in (None, 3, ["model"]):
+        with pytest.raises(OptionError, match="model must be a local directory or a Hub id"):
+            voxtral.load(bad, device="cpu")
+
+
 def test_capacities_are_option_errors(model, tiny_dir):
     for bad in (0, -1, 2.5, True, "4"):
         with pytest.raises(OptionError, match="capacity"):
@@ -92,7 +99,7 @@ def test_a_closed_server_session_frees_its_place_at_once(model, audios):
     a.feed(audios[0][:8000])
     a.close()
     b = server.open()  # a no longer counts, though its slot is freed only at the next tick
-    with pytest.raises(OptionError, match="after close"):
+    with pytest.raises(OptionError, match=r"after close\(\); start a new session with server\.open\(\)"):
         a.feed(audios[0][:100])
     b.close()
     server.pump()
@@ -119,7 +126,7 @@ def test_a_full_model_makes_jobs_wait(tiny_dir, audios):
 def test_a_closed_session_is_finished(model, audios):
     with model.stream() as s:
         s.feed(audios[1][:5000])
-    with pytest.raises(OptionError, match="after close"):
+    with pytest.raises(OptionError, match=r"after close\(\); start a new session with model\.stream\(\)"):
         s.feed(audios[1][:10])
     for other_work in (True, False):  # expired at the next tick, or at its own next feed
         s2 = model.stream(idle_timeout=0.05)

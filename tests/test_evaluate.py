@@ -59,6 +59,15 @@ def test_list_file_pattern_and_explicit_clips(clips):
     assert "not found" in str(errors[1].error)
 
 
+def test_a_byte_order_mark_is_not_part_of_a_listed_name_or_a_reference(clips):
+    """Windows Notepad starts UTF-8 files with U+FEFF (new-user pass)."""
+    (clips / "list.lst").write_text("\ufefftwo.wav\none.wav\n", encoding="utf-8")
+    (clips / "two.txt").write_text("\ufeffsecond", encoding="utf-8")
+    found, errors = find_clips([str(clips / "list.lst")])
+    assert [p.name for p in found] == ["two.wav", "one.wav"] and errors == []
+    assert read_reference(found[0]) == "second"
+
+
 def test_directory_without_references_is_an_error(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])

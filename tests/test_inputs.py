@@ -160,6 +160,33 @@ def test_an_output_name_taken_by_a_directory_fails_even_with_overwrite(tmp_path)
     assert plan == {} and "is a directory" in str(errors[0].error)
 
 
+def test_an_output_that_is_an_input_of_the_run_fails_even_with_overwrite(tmp_path):
+    """Writing it would replace audio that is being read: its own input, another input, or the file an
+    input names through a link. Other inputs go ahead; no input is touched."""
+    own, other, real = tmp_path / "x.txt", tmp_path / "b.txt", tmp_path / "real.flac"
+    for p in (own, other, real):
+        p.write_bytes(b"audio")
+    (tmp_path / "link.wav").symlink_to(real)
+    inputs = [
+        own,
+        tmp_path / "b.wav",
+        other,
+        tmp_path / "link.wav",
+        tmp_path / "real.wav",
+        tmp_path / "ok.wav",
+    ]
+    plan, errors = plan_outputs(inputs, tmp_path, ["txt", "flac"], overwrite=True)
+    assert list(plan) == [tmp_path / "link.wav", tmp_path / "ok.wav"]
+    assert [e.name for e in errors] == [
+        str(own),
+        str(tmp_path / "b.wav"),
+        str(other),
+        str(tmp_path / "real.wav"),
+    ]
+    assert all("is an input of this run" in str(e.error) for e in errors)
+    assert all(p.read_bytes() == b"audio" for p in (own, other, real))
+
+
 def test_an_output_dir_this_process_cannot_write_is_an_output_error(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as for a non-root user on a 0o555 dir
     with pytest.raises(OutputError, match="cannot write there"):

@@ -161,6 +161,21 @@ def test_missing_and_invalid_files_raise(tmp_path):
     assert str(broken) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_an_unreadable_file_says_permissions_only(tmp_path, monkeypatch):
+    """Not "re-download it" too: the file may be fine (new-user pass, a non-root user, mode 000)."""
+    import voxtral.tokenizer as tokenizer
+
+    path = tmp_path / "tekken.json"
+    write_tekken(path, vocab_size=1300)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tokenizer, "open", refuse, raising=False)
+    with pytest.raises(ConfigError, match="Permission denied.*check its permissions$"):
+        Tokenizer.from_file(path)
+
+
 def test_check_vocab_size():
     tok = Tokenizer.from_dict(make_tekken(vocab_size=1300), source="model/tekken.json")
     tok.check_vocab_size(1300)

@@ -9,6 +9,7 @@ at once, from any number of threads; their decoder steps are shared.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -336,6 +337,8 @@ def load(
         raise OptionError(f"dtype must be float32 or float64, got {dtype!r}")
     if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= MAX_CAPACITY:
         raise OptionError(f"capacity must be a whole number from 1 to {MAX_CAPACITY}, got {capacity!r}")
+    if not isinstance(model, str | os.PathLike):
+        raise OptionError(f"model must be a local directory or a Hub id (str or path), got {model!r}")
     checkpoint = load_checkpoint(model)
     schedule = Schedule.create(checkpoint.tokenizer, delay_ms)
     backend = _backend(device, checkpoint, schedule.n_delay, np.dtype(dtype))

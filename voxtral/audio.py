@@ -94,6 +94,8 @@ def _array_to_mono(x: np.ndarray, name: str) -> np.ndarray:
     """[S] or [S, C] float/int → [S] float32; ints scaled to [-1, 1)."""
     if x.ndim not in (1, 2):
         raise AudioError(f"{name}: shape {x.shape} has {x.ndim} dims; pass samples as [S] or [S, C]")
+    if x.ndim == 2 and x.shape[1] == 0:
+        raise AudioError(f"{name}: shape {x.shape} has no channels; pass [S] or [S, C] with C ≥ 1")
     if x.ndim == 2 and x.shape[1] > x.shape[0]:
         raise AudioError(f"{name}: shape {x.shape} looks channels-first; pass [S, C] (e.g. x.T)")
     if np.issubdtype(x.dtype, np.signedinteger):

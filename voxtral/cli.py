@@ -397,13 +397,15 @@ class _LiveText:
 
     def __init__(self, out: Stdout, paths: list[Path], several: bool):
         self.out, self.paths, self.several = out, paths, several
-        self.printed: dict[int, str] = {}
+        self.printed: dict[int, str] = {}  # input → its text on stdout so far
+        self.shown: set[int] = set()  # inputs of which something (a header, text) reached stdout
 
     def _begin(self, i: int) -> None:
         if i not in self.printed:
             self.printed[i] = ""
             if self.several:
                 self.out.write(f"==> {shown(self.paths[i])} <==\n")
+                self.shown.add(i)
 
     def segment(self, i: int, seg) -> None:
         line = one_line(seg.text)
@@ -411,6 +413,7 @@ class _LiveText:
             self._begin(i)
             self.out.write(line + "\n")
             self.printed[i] += line + "\n"
+            self.shown.add(i)
 
     def emit(self, i: int, path: Path, t) -> None:
         if t is None:
@@ -526,7 +529,7 @@ def transcribe(
         _error(str(f.error))
     run = Run(paths, quiet, verbose)
     if "on_segment" in options:
-        run.partly_printed = live.printed.__contains__
+        run.partly_printed = live.shown.__contains__
     elif output_dir is None:
         run.held_back = held_back
     if paths:
@@ -617,6 +620,20 @@ def info(model: ModelOpt = DEFAULT_MODEL) -> None:
     Stdout().write(text + "\n")
 
 
+def _command_path(error, command) -> str:
+    """The command a usage error is about: its context's, else (an option's value missing: click has
+    no context yet) the subcommands named on the command line."""
+    if error.ctx is not None:
+        return error.ctx.command_path
+    path, group = ["voxtral"], command
+    for arg in (a for a in sys.argv[1:] if not a.startswith("-")):
+        group = getattr(group, "commands", {}).get(arg)
+        if group is None:
+            break
+        path.append(arg)
+    return " ".join(path)
+
+
 def main(command=None) -> None:
     """Run the app (`command`: typer.main.get_command(app), made here if not given); usage errors
     (unknown option, bad value, missing argument) become one line, exit 2; Ctrl-C or SIGTERM between a
@@ -633,8 +650,7 @@ def main(command=None) -> None:
         if type(e).__name__ == "NoArgsIsHelpError" and e.ctx is not None:  # `voxtral`, `voxtral dev`: help
             Stdout().write(e.ctx.get_help() + "\n")
             sys.exit(0)
-        path = e.ctx.command_path if e.ctx is not None else "voxtral"
-        _error(f"{e.format_message()} (see {path} --help)")
+        _error(f"{e.format_message()} (see {_command_path(e, command)} --help)")
         code = 2
     except typer.Abort:  # Ctrl-C outside a run
         code = EXIT_INTERRUPTED

@@ -40,7 +40,9 @@ def _check_json_path(path: Path) -> None:
     new file is created and removed again (the only test that holds where permission bits do not tell,
     e.g. for root, or in /proc); an existing one must be a writable non-directory."""
     parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+    if path.is_dir():
+        raise OutputError(f"--json {path}: is a directory; name a file, e.g. {path / 'bench.json'}")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise OutputError(f"--json {path}: cannot write there (no such directory, or not writable)")
     if os.path.lexists(path):
         if not os.access(path, os.W_OK):
@@ -64,7 +66,7 @@ def bench(
         typer.Option(
             "--random-weights",
             metavar="SIZE",
-            help="Generate a random checkpoint (tiny or full, EOS unreachable) instead.",
+            help="Generate a random checkpoint (tiny, small or full; EOS unreachable) instead.",
         ),
     ] = None,
     audio: Annotated[
@@ -178,7 +180,9 @@ def random_checkpoint(
     ],
     size: Annotated[
         str,
-        typer.Option("--size", metavar="SIZE", help="tiny (tests) or full (the official shapes, 8.9 GB)."),
+        typer.Option(
+            "--size", metavar="SIZE", help="tiny (tests), small, or full (the official shapes, 8.9 GB)."
+        ),
     ] = "tiny",
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Random seed (≥ 0).")] = 0,
     eos_unreachable: Annotated[

@@ -78,14 +78,15 @@ def read_reference(audio: Path) -> str:
     """The reference text of a clip; AudioError naming the file when it is missing or unreadable."""
     ref = reference_of(audio)
     try:
-        return ref.read_text(encoding="utf-8")
+        return ref.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no text
     except (OSError, UnicodeDecodeError) as e:
         raise AudioError(f"{ref}: cannot read the reference ({e}); save it as UTF-8 text") from None
 
 
 def _list_file(path: Path) -> list[Path]:
-    """Audio paths listed in a text file, one a line (relative to the list file's folder; `#` comments)."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    """Audio paths listed in a text file, one a line (relative to the list file's folder; `#` comments;
+    UTF-8, with or without a byte-order mark)."""
+    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     return [path.parent / line for line in lines if line and not line.startswith("#")]
 
 

@@ -238,11 +238,13 @@ def output_paths(path: Path, output_dir: Path, formats: list[str]) -> list[Path]
 def plan_outputs(
     paths: list[Path], output_dir: Path, formats: list[str], overwrite: bool
 ) -> tuple[dict[Path, list[Path]], list[InputError]]:
-    """Outputs per input; an input whose output exists (without overwrite) or is taken by another fails."""
+    """Outputs per input; an input whose output exists (without overwrite), is taken by another, or is an
+    input of the run (even with overwrite: its audio would be lost) fails."""
     plan: dict[Path, list[Path]] = {}
     errors: list[InputError] = []
     owner: dict[Path, Path] = {}
     most = _name_max(output_dir)
+    inputs = {i for p in paths for i in (_file_id(p, os.stat), _file_id(p, os.lstat)) if i is not None}
     for path in paths:
         outs, who = output_paths(path, output_dir, formats), shown(path)
         long = next((o for o in outs if len(_stage_name(o).encode("utf-8", "surrogateescape")) > most), None)
@@ -253,7 +255,11 @@ def plan_outputs(
             continue
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
-        if existing is not None and existing.is_dir():
+        source = next((o for o in outs if _file_id(o, os.lstat) in inputs), None)  # (a link is replaced)
+        if source is not None:
+            msg = f"{who}: its output {source} is an input of this run; use another --output-dir"
+            errors.append(InputError(who, OutputError(msg)))
+        elif existing is not None and existing.is_dir():
             msg = f"{who}: its output {existing} is a directory; move it or use another --output-dir"
             errors.append(InputError(who, OutputError(msg)))
         elif taken is not None:
@@ -266,6 +272,15 @@ def plan_outputs(
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
     return plan, errors
+
+
+def _file_id(path: Path, stat) -> tuple[int, int] | None:
+    """(device, inode) of path by stat (os.stat follows links, os.lstat does not), or None."""
+    try:
+        st = stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _name_max(directory: Path) -> int:

@@ -70,6 +70,7 @@ class Session:
                 f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}"
             )
         self.cfg, self.on_tokens, self._engine, self._drive = cfg, on_tokens, engine, drive
+        self._opener = "model.stream()" if drive else "server.open()"  # where a new session comes from
         self.n_samples = 0  # audio samples fed (padding not counted)
         self.finished = False  # finish() or close() was called
         self.closed = False  # close() was called: the session counts against no server's capacity
@@ -145,7 +146,7 @@ class Session:
         """
         if self.finished:
             after = "finish()" if self._end is not None else "close()"
-            raise OptionError(f"stream: feed() after {after}; start a new session with model.stream()")
+            raise OptionError(f"stream: feed() after {after}; start a new session with {self._opener}")
         x = _checked(samples)
         if self._job.error is not None:
             raise self._job.error
@@ -166,7 +167,7 @@ class Session:
 
         Raises AudioError if no audio was fed at all."""
         if self.finished:
-            raise OptionError("stream: finish() called twice; start a new session with model.stream()")
+            raise OptionError(f"stream: finish() called twice; start a new session with {self._opener}")
         self.finished, self._end = True, time.perf_counter()
         self._engine.end(self._job)
         if not self._drive:  # a server's session: the rest comes from the server (step, pump)

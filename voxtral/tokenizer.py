@@ -121,7 +121,7 @@ class Tokenizer:
         except (RecursionError, ValueError) as e:  # nesting too deep, an integer of > 4300 digits
             raise _fail(str(path), f"invalid JSON ({type(e).__name__}: {e})") from None
         except OSError as e:
-            raise _fail(str(path), f"cannot read it ({e.strerror}); check its permissions") from None
+            raise ConfigError(f"{path}: cannot read it ({e.strerror}); check its permissions") from None
         except UnicodeDecodeError:
             raise _fail(str(path), "not UTF-8 text") from None
         return cls.from_dict(raw, source=str(path))
