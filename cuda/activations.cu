@@ -1,6 +1,7 @@
 // Elementwise activations of the f32 GEMM outputs, written as the next GEMM's bf16 input.
 // bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5);
 // widen_bf16: bf16 → f32 (exact), the conv stem's outputs as the encoder's f32 residual stream.
+// silu_mul may be a programmatic dependent launch (it waits for the kernel before it first).
 // Grid-stride loops; 4 elements per step where the row length is a multiple of 4 and the pointers
 // are aligned for 16-byte loads.
 #include "common.cuh"
@@ -57,6 +58,8 @@ extern "C" __global__ void silu_mul(const float* __restrict__ gu,  // gu: [T, 2F
                                     bf16* __restrict__ out,        // out: [T, F] bf16
                                     int T, int F) {
     const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_wait();  // gu comes from the kernel before (a PDL launch starts while it ends)
+    pdl_launch_dependents();
     if (F % 4 == 0 && (size_t)gu % 16 == 0 && (size_t)out % 8 == 0) {
         const size_t f4 = F / 4, total = (size_t)T * f4;
         const float4* g4 = reinterpret_cast<const float4*>(gu);

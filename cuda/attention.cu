@@ -23,7 +23,8 @@
 // the block's window visited. With a tile table (tiles non-null) one launch serves the runs of many
 // slots: block x takes tile x = (first row, rows ≤ BM, slot, position of the first row) and finds the
 // slot's caches through cache [C, 2] / ring [C] like attention_split; a tile of 0 rows leaves at once,
-// so a captured graph replays one fixed grid for any mix of runs.
+// so a captured graph replays one fixed grid for any mix of runs. A PDL launch finds its tile and caches
+// before it waits for the kernel before it.
 #include "attention.cuh"
 
 // One split of one (query, kv head): keys lo + k0 … lo + k1 − 1. Each warp takes steps of 16 keys
@@ -173,6 +174,8 @@ __global__ void __launch_bounds__(NW * 32, MINB)
         k_cache = reinterpret_cast<const bf16*>(cache[2 * tile.z]);
         v_cache = reinterpret_cast<const bf16*>(cache[2 * tile.z + 1]);
     }
+    pdl_wait();  // q and the caches' new rows come from rope_qkv (the tile table, caches, ring: the host's)
+    pdl_launch_dependents();
     const int last = min(T, m0 + BM) - 1;
     const int pfirst = p0 + m0, plast = p0 + last;  // positions of the block's first and last real query
     const int kstart = max(0, pfirst - W + 1), n_tiles = (plast - kstart) / BN + 1;

@@ -26,8 +26,9 @@ from voxtral.gpu.gemv import BULK_ONE_ROW, DEFAULT, Bulk  # noqa: E402
 
 W2_PASSES = [  # x in registers a chunk at a time
     gemv.BULK_W2,
-    Bulk(16, 3, 32, x_regs=True, x_passes=True),
-    Bulk(16, 6, 32, x_regs=True, x_passes=True),
+    Bulk(16, 4, 32, x_regs=True, x_passes=True),
+    Bulk(16, 3, 24, x_regs=True, x_passes=True),  # 6 chunks of 1 536
+    Bulk(16, 4, 24, x_regs=True, x_passes=True),
 ]
 # wo (K = 4096) in whole 64 KiB tiles, one copy a stage instead of 8 row copies of 4 KiB (x staged: 8
 # fragments a lane; at 8 rows Bulk(16, 3, 64) falls back to the plain kernel). In the whole B = 1 step
@@ -93,7 +94,7 @@ def _short(c) -> str:
     if isinstance(c, str):
         return c
     if isinstance(c, Bulk):
-        return f"bulk{c.warps}x{c.stages}x{c.stage_kb}{'r' if c.x_regs else ''}"
+        return f"bulk{c.warps}x{c.stages}x{c.stage_kb}{'r' if c.x_regs else ''}{'p' if c.x_passes else ''}"
     return f"plain{c.warps}u{c.unroll}"
 
 

@@ -53,9 +53,12 @@ FOUR = gemv.Bulk(16, 4, 48, x_regs=True)  # 4 stages of 48 KiB: won per launch, 
 VARIANTS = {
     "shipped": gemv.step_configs,
     "w2-plain": _with(2, w2=gemv.DEFAULT),  # before passes (2026-12-03)
-    "w2-passes-3x32": _with(2, w2=gemv.Bulk(16, 3, 32, x_regs=True, x_passes=True)),
+    "w2-passes-4x32": _with(2, w2=gemv.Bulk(16, 4, 32, x_regs=True, x_passes=True)),  # shipped to 2026-12-03
     "w2-passes-all": _with(1, w2=gemv.BULK_W2),
     "qkv-4": _with(2, qkv=FOUR),  # qkv at 2–8 rows
+    # w2 at 2–8 rows in passes of 6 chunks of 1 536 columns (24 KiB stages), 3 or 4 of them
+    "w2-3x24": _with(2, w2=gemv.Bulk(16, 3, 24, x_regs=True, x_passes=True)),
+    "w2-4x24": _with(2, w2=gemv.Bulk(16, 4, 24, x_regs=True, x_passes=True)),
     "output-4": _with(1, output=FOUR),
     "wo-w13-output-4": _with(1, wo=FOUR, w13=FOUR, output=FOUR),  # the GEMVs no attention follows, but w2
     # wo at one row in whole 64 KiB tiles (one copy a stage, x staged) instead of 8 row copies of 4 KiB

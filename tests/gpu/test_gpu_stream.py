@@ -260,6 +260,36 @@ def test_offline_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
     _assert_close(graphed, eager, "offline pass graph vs eager", 1e-3, min_rows=50)
 
 
+def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):
+    """Every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL: rms_norm, rope_qkv,
+    attention, silu_mul start while the kernel before them ends and wait for it) give bitwise the
+    embeddings of plain launches: offline passes (graphs of their buckets) of 2 slots, live ticks of 2."""
+    from voxtral.gpu import encoder as gpu_encoder
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+
+    def run(pool) -> list[np.ndarray]:
+        offline = [pool.join() for _ in range(2)]
+        out = [b.to_numpy(e) for e in pool.encode([(slot, mel) for slot in offline])]
+        live = [pool.join(b.live_chunk) for _ in range(2)]
+        ticks: dict[int, list] = {slot: [] for slot in live}
+        for start in range(0, mel.shape[1], 8):
+            items = [(slot, mel[:, start : start + 8]) for slot in live]
+            for (slot, _), e in zip(items, pool.encode(items), strict=True):
+                ticks[slot].append(b.to_numpy(e))
+        return out + [np.concatenate(ticks[slot]) for slot in live]
+
+    plain = run(b.encoder(4))
+    monkeypatch.setattr(gpu_encoder, "CHAIN_ALL", True)
+    pool = b.encoder(4)
+    chained = run(pool)
+    assert pool._offline and pool._ticks, "neither offline graphs nor tick graphs were taken"
+    for a, c in zip(plain, chained, strict=True):
+        assert len(a) > 10
+        np.testing.assert_array_equal(a, c)
+
+
 def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypatch):
     """The offline passes' shared buffers are as large as the largest bucket used so far, and at least
     OFFLINE_MIN_ROWS (a short input does not hold a 64-file pass's memory, a file's own passes never grow

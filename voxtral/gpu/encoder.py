@@ -79,6 +79,10 @@ TICK_FRAMES = 3
 # which 6dd3489 had chosen on each GEMV's time alone (qkv 6.3 vs cuBLAS 6.9 µs): 1408 µs chained, so
 # the projections are cuBLAS GEMMs at every row count again.
 CHAIN_ROWS = 8
+# Every pass chained as a live tick's (rms_norm, rope_qkv, attention, silu_mul as PDL launches), not only
+# those of ≤ CHAIN_ROWS rows. Off: H200, dev/encoder_profile.py, one input of 60 s 21.42 ms against 21.49
+# unchained, 8 inputs 136.36 against 136.28 (the launches between a pass's kernels cost ~0.1 µs already).
+CHAIN_ALL = False
 
 
 class Groups:
@@ -170,7 +174,7 @@ def split_attention(c, pos, slot, workspace=None):
     """Every row through one attention_split launch (a live pass's short runs)."""
 
     def attend(q, cache, ring, i, out):
-        w, hkv, pdl = c.sliding_window, c.n_kv_heads, q.shape[0] <= CHAIN_ROWS  # chained as layer() does
+        w, hkv, pdl = c.sliding_window, c.n_kv_heads, chained(q.shape[0])  # as layer() does
         return ops.attention_split(
             q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace, pdl=pdl
         )
@@ -182,8 +186,8 @@ def tiled_attention(c, tiles, block_rows: int):
     """Every row in one attention_runs launch over the device tile table `tiles` (an offline pass)."""
 
     def attend(q, cache, ring, i, out):
-        w, hkv = c.sliding_window, c.n_kv_heads
-        return ops.attention_runs(q, cache, ring, tiles, w, n_kv_heads=hkv, out=out, block_rows=block_rows)
+        w, hkv, rows, pdl = c.sliding_window, c.n_kv_heads, block_rows, chained(q.shape[0])
+        return ops.attention_runs(q, cache, ring, tiles, w, n_kv_heads=hkv, out=out, block_rows=rows, pdl=pdl)
 
     return attend
 
@@ -208,6 +212,11 @@ def mixed_attention(c, short_tiles, kv: KVCaches, runs: list[tuple[int, int, int
     return attend
 
 
+def chained(rows: int) -> bool:
+    """Whether a pass of `rows` rows launches its own kernels as programmatic dependent launches."""
+    return CHAIN_ALL or rows <= CHAIN_ROWS
+
+
 def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: PassBuffers | None = None):
     """Encoder layer i over rows h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns
     this layer's w2 bias. Row t is position pos[t] of slot slot[t]; attend(q, cache, ring, i, out) is the
@@ -215,7 +224,7 @@ def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: Pas
     there (a captured pass)."""
     t = h.shape[0]
     b = (lambda name: None) if buf is None else (lambda name: getattr(buf, name))  # noqa: E731
-    pdl = t <= CHAIN_ROWS  # a live tick: every launch of the layer chained
+    pdl = chained(t)  # a live tick: every launch of the layer but cuBLAS's chained
     x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"), pdl=pdl)  # [T, E] bf16
     qkv = linear(x, lw.wqkv, out=b("qkv"))  # [T, (H + 2Hkv)·Dh] f32
     cache, ring = kv.layer(i)
@@ -224,7 +233,7 @@ def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: Pas
     o = attend(q, cache, ring, i, b("o"))  # [T, H, Dh] bf16
     linear(o.reshape(t, c.q_dim), lw.wo, out=h, add=True)
     x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"), pdl=pdl)
-    u = swiglu(x, lw.w13, gu=b("gu"), out=b("u"))  # [T, F] bf16
+    u = swiglu(x, lw.w13, gu=b("gu"), out=b("u"), pdl=pdl)  # [T, F] bf16
     linear(u, lw.w2, out=h, add=True)
     return lw.w2_bias
 
@@ -235,10 +244,10 @@ def linear(x, w, out=None, add: bool = False):
     return gemm(x, w, out=out, beta=1.0 if add else 0.0)
 
 
-def swiglu(x, w13, gu=None, out=None):
+def swiglu(x, w13, gu=None, out=None, pdl: bool = False):
     """silu(x · w1ᵀ) ⊙ (x · w3ᵀ) as bf16 [T, F] for x [T, E] bf16, w13 = [w1; w3] [2F, E] bf16: a cuBLAS
-    GEMM into gu [T, 2F] f32 (made when None), then silu_mul into out (made when None)."""
-    return ops.silu_mul(gemm(x, w13, out=gu), out=out)
+    GEMM into gu [T, 2F] f32 (made when None), then silu_mul into out (made when None; pdl: chained)."""
+    return ops.silu_mul(gemm(x, w13, out=gu), out=out, pdl=pdl)
 
 
 def adapter(x, w: GpuWeights, cfg: ModelConfig):

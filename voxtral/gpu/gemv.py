@@ -171,12 +171,14 @@ BULK_ONE_ROW = Bulk(warps=16, stages=3, stage_kb=48)
 # 2.036 (`voxtral bench`; a 213 KiB block leaves no room for the next kernel's block to start beside it).
 BULK_STEP = Bulk(warps=16, stages=3, stage_kb=48, x_regs=True)
 # w2 (K = 9216, bf16 x) at 2–8 rows: x in registers one chunk at a time (passes: 5 chunks of 1856 columns,
-# 4 fragments a lane), 4 stages of 30 KB. H200, 2026-12-03, B = 8: 21.1–21.8 µs a launch against the
+# 4 fragments a lane), 3 stages of 30 KB. H200, 2026-12-03, B = 8: 21.1–21.8 µs a launch against the
 # plain kernel's 23.4 and cuBLAS's 19.0 (`dev/gemv_rows.py`), the whole step 2.446 ms against 2.586
-# (`dev/step_profile.py`, shipped against w2-plain); at B = 1 passes lose (19.5–20.3 against 16.4 staged).
+# (`dev/step_profile.py`, 4 stages against w2-plain); 3 stages −20 and −26 µs on the step against 4 (two
+# runs); with a stage's row copies issued together 20.0 µs a launch (cuBLAS 18.6–19.4); at B = 1 passes
+# lose (18.7–20.3 against 16.4–16.7 staged).
 # 3 chunks of 3072 (6 fragments, the next chunk's by cp.async into shared memory: a 223 KB block) lost:
 # 24.4 µs a launch, the step 2.563 ms.
-BULK_W2 = Bulk(warps=16, stages=4, stage_kb=32, x_regs=True, x_passes=True)
+BULK_W2 = Bulk(warps=16, stages=3, stage_kb=32, x_regs=True, x_passes=True)
 SHIPPED = (
     DEFAULT,
     WO,

@@ -4,7 +4,8 @@ Arrays are CuPy arrays; BF16 tensors are uint16 arrays holding the bit patterns.
 dtypes, shapes and contiguity, launches on the current stream and allocates only the outputs (or the
 attention workspace) that the caller did not pass: a decoder step passes preallocated buffers so
 that it can be captured as a CUDA graph. Positions and slot indices are device int32 arrays.
-rms_norm, rope_qkv, embed and argmax_advance take pdl=True to be launched as programmatic dependent
+rms_norm, rope_qkv, attention_split, attention_tiled / attention_runs, silu_mul, embed and argmax_advance
+take pdl=True to be launched as programmatic dependent
 launches (voxtral/gpu/launch.py; their kernels wait for the previous one before reading its output).
 """
 
@@ -237,12 +238,14 @@ def attention_split(
     return out
 
 
-def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, block_rows: int | None = None):
+def attention_tiled(
+    q, k_cache, v_cache, window: int, p0: int, *, out=None, block_rows: int | None = None, pdl: bool = False
+):  # fmt: skip
     """Sliding-window attention of T consecutive queries (the encoder) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
     The queries are positions p0 … p0+T−1 of one slot whose ring caches are k_cache, v_cache [R, Hkv, Dh]
     bf16 (R ≥ window + T − 1); block_rows picks the query rows per block (TILED_ROWS; default the first
-    listed for the head dim). Tensor cores, mma.sync.
+    listed for the head dim). Tensor cores, mma.sync. pdl: a programmatic dependent launch.
     """
     _check(k_cache, "k_cache", BF16)
     assert k_cache.ndim == 3, f"k_cache must be [R, Hkv, Dh], got {k_cache.shape}"
@@ -264,7 +267,7 @@ def attention_tiled(q, k_cache, v_cache, window: int, p0: int, *, out=None, bloc
     rows = _tiled_rows(dh, block_rows)
     args = (q, k_cache, v_cache, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(r))
     args += (np.int32(window), np.int32(p0), np.int32(0), np.uint64(0), np.uint64(0), np.uint64(0))
-    _launch_tiled(dh, rows, (-(-t // rows), h), args)
+    _launch_tiled(dh, rows, (-(-t // rows), h), args, pdl)
     return out
 
 
@@ -275,10 +278,10 @@ def _tiled_rows(dh: int, block_rows: int | None) -> int:
     return rows
 
 
-def _launch_tiled(dh: int, rows: int, grid: tuple, args: tuple) -> None:
+def _launch_tiled(dh: int, rows: int, grid: tuple, args: tuple, pdl: bool) -> None:
     warps, mt, bn, minb = TILED_ROWS[dh][rows]
     kernel = _fn("attention.cu", f"attention_tiled<{dh}, {warps}, {mt}, {bn}, {minb}>")
-    launch(kernel, grid, (32 * warps,), args)
+    launch(kernel, grid, (32 * warps,), args, pdl=pdl)
 
 
 def tiles_of(runs, block_rows: int, capacity: int | None = None) -> np.ndarray:
@@ -303,7 +306,8 @@ def tiles_needed(rows: int, runs: int, block_rows: int) -> int:
 
 
 def attention_runs(
-    q, cache, ring, tiles, window: int, *, n_kv_heads: int, out=None, block_rows: int | None = None
+    q, cache, ring, tiles, window: int, *, n_kv_heads: int, out=None, block_rows: int | None = None,
+    pdl: bool = False,
 ):  # fmt: skip
     """attention_tiled for the runs of many slots in one launch: q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
@@ -311,6 +315,7 @@ def attention_runs(
     row): tile x's rows are consecutive positions of its slot, whose ring caches the table cache [C, 2]
     / ring [C] points at (voxtral/gpu/kv.py; R_c ≥ window + rows of its run − 1). Tiles of 0 rows do
     nothing, so a captured graph replays any runs that fit its table. Rows in no tile are not written.
+    pdl: a programmatic dependent launch.
     """
     _check_table(cache, ring)
     _check(q, "q", BF16)
@@ -330,7 +335,7 @@ def attention_runs(
     null = np.uint64(0)
     args = (q, null, null, out, np.int32(t), np.int32(h), np.int32(hkv), np.int32(1))
     args += (np.int32(window), np.int32(0), np.int32(0), tiles, cache, ring)
-    _launch_tiled(dh, rows, (len(tiles), h), args)
+    _launch_tiled(dh, rows, (len(tiles), h), args, pdl)
     return out
 
 
@@ -359,8 +364,9 @@ def widen_bf16(x, *, out=None):
     return out
 
 
-def silu_mul(gu, *, out=None):
-    """SwiGLU: gu [T, 2F] f32 = gate | up → silu(gate)·up as bf16 [T, F]."""
+def silu_mul(gu, *, out=None, pdl: bool = False):
+    """SwiGLU: gu [T, 2F] f32 = gate | up → silu(gate)·up as bf16 [T, F]. pdl: a programmatic dependent
+    launch."""
     _check(gu, "gu", np.float32)
     assert gu.ndim == 2 and gu.shape[1] % 2 == 0, f"gu must be [T, 2F], got {gu.shape}"
     t, f = gu.shape[0], gu.shape[1] // 2
@@ -368,7 +374,7 @@ def silu_mul(gu, *, out=None):
     if out.size:
         grid = _blocks(out.size // 4 if f % 4 == 0 else out.size)
         args = (gu, out, np.int32(t), np.int32(f))
-        launch(_fn("activations.cu", "silu_mul"), (grid,), (ELEMENTWISE_THREADS,), args)
+        launch(_fn("activations.cu", "silu_mul"), (grid,), (ELEMENTWISE_THREADS,), args, pdl=pdl)
     return out
 
 
