@@ -11,7 +11,7 @@ sum of kernel times against the wall (the rest is gaps: host work, uploads, laun
 and the largest gaps between kernels by the pair of kernels around them.
 
     python dev/encoder_profile.py CHECKPOINT [--files 1,8] [--seconds 60] [--chunk 1024] [--reps 5]
-        [--variants shipped,chain] [--host-mel]
+        [--variants shipped,chain] [--host-mel] [--host-profile]
 
 --variants: chain = every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL).
 """
@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import functools
+import io
+import pstats
 import sys
 from pathlib import Path
 
@@ -77,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--chunk", default="1024", help="positions per slot and pass, comma-separated")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--host-mel", action="store_true", help="feed host log-mel (uploaded per call)")
+    ap.add_argument("--host-profile", action="store_true", help="also cProfile one call's host side")
     ap.add_argument("--variants", default="shipped", help=f"comma-separated, of {', '.join(VARIANTS)}")
     args = ap.parse_args(argv)
     model = voxtral.load(args.checkpoint, device="cuda")
@@ -121,6 +125,15 @@ def main(argv: list[str] | None = None) -> None:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             call()
             stream.synchronize()
+        if args.host_profile:  # where the host's time goes in one call (the GPU waits for it at the start)
+            host = cProfile.Profile()
+            host.enable()
+            call()
+            host.disable()
+            stream.synchronize()
+            text = io.StringIO()
+            pstats.Stats(host, stream=text).sort_stats("cumulative").print_stats(25)
+            print(text.getvalue())
         ks = sorted(
             (ev.name, ev.time_range.start, ev.time_range.end)
             for ev in prof.events()
