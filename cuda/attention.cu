@@ -11,7 +11,10 @@
 // at run time into n_act = min(S, ceil(n / min_keys)) equal splits and blocks past them leave at
 // once. Each split's block streams its keys (16-byte loads straight into tensor-core fragments, two
 // register sets per warp so that its next 16 keys load while these are used: 238 registers, 2 blocks
-// per SM, 81 % of the copy bandwidth at B = 64 and 500 keys on an H200 against 68 % single-buffered),
+// per SM, 81 % of the copy bandwidth at B = 64 and 500 keys on an H200 against 68 % single-buffered;
+// attention_split). attention_split_light (8 keys a step, one register set, ≤ 104 registers) is small enough (13 K registers a block) to sit beside a bulk GEMV block (52 K)
+// on an SM, so in the decoder step its blocks may start, and load their first keys, while the qkv
+// GEMV still runs, and the wo GEMV's blocks beside them (not yet measured: decoder.LIGHT_ATTENTION),
 // leaves an (acc, max, sum) partial per query head in the workspace and counts itself in with an
 // atomic; the last to arrive merges the n_act partials, writes the output and resets the counter. A
 // query whose keys fit one split writes its output directly. early (the decoder step: pos and every key
@@ -39,9 +42,9 @@
 //   the chunk loaded for (key half kh, u) is block (u, j), whose column 2tq + x is dim 32u + 8tq + 2j + x;
 //   after the transpose, row gi of block (u, j) is dim 32u + 8·(gi/2) + 2j + gi%2. M-tile (u, hh) has
 //   blocks (u, 2hh), (u, 2hh + 1) as rows 0–7, 8–15; its C holds Oᵀ[dim][heads 2tq, 2tq + 1].
-template <int DH, int G>
-__global__ void __launch_bounds__(SPLIT_THREADS)
-    attention_split(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, H = Hkv·G
+template <int DH, int G, int NH, bool DB>
+__device__ __forceinline__ void
+    attention_split_body(const bf16* __restrict__ q,        // q: [T, H, DH] bf16, H = Hkv·G
                     const unsigned long long* __restrict__ cache,  // cache: [C, 2] K, V [R_c, Hkv, DH] bf16
                     const int* __restrict__ ring,      // ring: [C] int32 R_c
                     const int* __restrict__ pos,       // pos: [T] int32
@@ -51,7 +54,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
                     int Hkv, int window, int min_keys,
                     int early) {                       // early: only key p is new (see above)
     static_assert(G <= 8 && DH % 32 == 0, "heads per kv head ≤ 8, head dim a multiple of 32");
-    using Warp = SplitWarp<DH, G>;
+    using Warp = SplitWarp<DH, G, NH>;
     constexpr int NWARP = SPLIT_THREADS / 32, NU = Warp::NU, STEP = Warp::STEP, STRIDE = STEP * NWARP;
     const int split = blockIdx.x, hk = blockIdx.y, t = blockIdx.z, S = gridDim.x;
     const int H = Hkv * G, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
@@ -70,7 +73,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         k0 = split * per, k1 = min(n, k0 + per);
         row0 = lo % R;
     };
-    uint4 ka[2][NU], va[2][NU];
+    uint4 ka[NH][NU], va[NH][NU];
     int kb = 0;
     if (early) {
         bounds();
@@ -97,7 +100,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
         r -= r >= R ? R : 0;
         const size_t off = ((size_t)r * Hkv + hk) * DH + tq * 8;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < NH; ++h)
             if (kb + 8 * h + gi == key) {
 #pragma unroll
                 for (int u = 0; u < NU; ++u) {
@@ -112,7 +115,7 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     for (int u = 0; u < NU; ++u)
 #pragma unroll
         for (int hh = 0; hh < 2; ++hh) o[u][hh][0] = o[u][hh][1] = o[u][hh][2] = o[u][hh][3] = 0.f;
-    Warp::template sweep<false, STRIDE>(m, l, o, qa, ka, va, k_cache, v_cache, kb, k1, row0, R, Hkv, hk, scale);
+    Warp::template sweep<false, STRIDE, DB>(m, l, o, qa, ka, va, k_cache, v_cache, kb, k1, row0, R, Hkv, hk, scale);
     // Merge the warps: each leaves (max, sum, acc) per head in shared memory.
     __shared__ float sm[NWARP][G], sl[NWARP][G];
     __shared__ __align__(16) float sacc[NWARP][G][DH];
@@ -134,6 +137,21 @@ __global__ void __launch_bounds__(SPLIT_THREADS)
     __threadfence();
     Warp::template merge<SPLIT_THREADS>(row, pml, n_act, o_t);
     if (threadIdx.x == 0) *counter = 0u;  // ready for the next launch or graph replay
+}
+
+#define ATTENTION_SPLIT_PARAMS                                                                              \
+    const bf16 *__restrict__ q, const unsigned long long *__restrict__ cache, const int *__restrict__ ring, \
+        const int *__restrict__ pos, const int *__restrict__ slot, float *__restrict__ ws,                  \
+        bf16 *__restrict__ out, int Hkv, int window, int min_keys, int early
+template <int DH, int G>
+__global__ void __launch_bounds__(SPLIT_THREADS) attention_split(ATTENTION_SPLIT_PARAMS) {
+    attention_split_body<DH, G, 2, true>(q, cache, ring, pos, slot, ws, out, Hkv, window, min_keys, early);
+}
+// The light instance: 8 keys a warp step, one register set, at most 104 registers (13 K a block: it fits
+// an SM beside a bulk GEMV block's 52 K; see above).
+template <int DH, int G>
+__global__ void __maxnreg__(104) attention_split_light(ATTENTION_SPLIT_PARAMS) {
+    attention_split_body<DH, G, 1, false>(q, cache, ring, pos, slot, ws, out, Hkv, window, min_keys, early);
 }
 
 

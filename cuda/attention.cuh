@@ -29,18 +29,21 @@ __device__ __forceinline__ unsigned word(const uint4& v, int j) {
     return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w;
 }
 
-// One warp of a flash-decoding split: G ≤ 8 query heads of one kv head, 16 keys a step (attention_split).
-template <int DH, int G>
+// One warp of a flash-decoding split: G ≤ 8 query heads of one kv head, 8·NH keys a step (attention_split):
+// NH = 2 (16 keys, 64 registers of K and V fragments a set), or NH = 1 (8 keys: half the registers; the
+// P·V products then have zeros for keys 8 … 15).
+template <int DH, int G, int NH = 2>
 struct SplitWarp {
-    static constexpr int NU = DH / 32, STEP = 16;
-    // Rows of keys kb + gi and kb + 8 + gi below kmax (zero past it), chunks 4u + tq.
+    static_assert(NH == 1 || NH == 2, "8 or 16 keys a step");
+    static constexpr int NU = DH / 32, STEP = 8 * NH;
+    // Rows of keys kb + gi (and kb + 8 + gi) below kmax (zero past it), chunks 4u + tq.
     template <bool CG>
-    static __device__ __forceinline__ void load(uint4 (&kf)[2][NU], uint4 (&vf)[2][NU], const bf16* k_cache,
+    static __device__ __forceinline__ void load(uint4 (&kf)[NH][NU], uint4 (&vf)[NH][NU], const bf16* k_cache,
                                                 const bf16* v_cache, int kb, int kmax, int row0, int R, int Hkv,
                                                 int hk) {
         const int lane = threadIdx.x & 31, gi = lane >> 2, tq = lane & 3;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < NH; ++h) {
             const int key = kb + 8 * h + gi;
             int r = row0 + key;  // key < n ≤ W ≤ R: one wrap at most
             r -= r >= R ? R : 0;
@@ -58,12 +61,12 @@ struct SplitWarp {
         }
     }
     static __device__ __forceinline__ void step(float& m, float& l, float (&o)[NU][2][4], const uint4 (&qa)[NU],
-                                                const uint4 (&kf)[2][NU], const uint4 (&vf)[2][NU], int kb,
+                                                const uint4 (&kf)[NH][NU], const uint4 (&vf)[NH][NU], int kb,
                                                 int k1, float scale) {
         const int tq = threadIdx.x & 3;
-        float c[2][4], mt = m;
+        float c[NH][4], mt = m;
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
+        for (int h = 0; h < NH; ++h) {
             c[h][0] = c[h][1] = c[h][2] = c[h][3] = 0.f;
 #pragma unroll
             for (int u = 0; u < NU; ++u) {
@@ -84,12 +87,12 @@ struct SplitWarp {
         m = mt;
         float ps = 0.f;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
+        for (int h = 0; h < NH; ++h)
 #pragma unroll
             for (int x = 0; x < 2; ++x) c[h][x] = fast_exp2(c[h][x] - mu), ps += c[h][x];
         l = fmaf(l, alpha, ps);  // this lane's keys; the quad is summed at the end
         const float a_lo = __shfl_sync(0xffffffffu, alpha, 8 * tq), a_hi = __shfl_sync(0xffffffffu, alpha, 8 * tq + 4);
-        const unsigned b0 = cvt_bf16x2(c[0][0], c[0][1]), b1 = cvt_bf16x2(c[1][0], c[1][1]);
+        const unsigned b0 = cvt_bf16x2(c[0][0], c[0][1]), b1 = NH == 2 ? cvt_bf16x2(c[NH - 1][0], c[NH - 1][1]) : 0u;
 #pragma unroll
         for (int u = 0; u < NU; ++u)
 #pragma unroll
@@ -98,18 +101,30 @@ struct SplitWarp {
                 acc[0] *= a_lo, acc[1] *= a_hi, acc[2] *= a_lo, acc[3] *= a_hi;
                 const unsigned a[4] = {
                     movmatrix_trans(word(vf[0][u], 2 * hh)), movmatrix_trans(word(vf[0][u], 2 * hh + 1)),
-                    movmatrix_trans(word(vf[1][u], 2 * hh)), movmatrix_trans(word(vf[1][u], 2 * hh + 1))};
+                    NH == 2 ? movmatrix_trans(word(vf[NH - 1][u], 2 * hh)) : 0u,
+                    NH == 2 ? movmatrix_trans(word(vf[NH - 1][u], 2 * hh + 1)) : 0u};
                 mma_bf16_16816(o[u][hh], a, b0, b1);
             }
     }
-    // The warp's keys kb, kb + STRIDE, … below k1 (its first 16 already in ka, va): two register sets, so
-    // the next keys load while these are used; (m, l) end as the warp's max and its quad-summed sum.
-    template <bool CG, int STRIDE>
+    // The warp's keys kb, kb + STRIDE, … below k1 (its first STEP already in ka, va): two register sets
+    // (DB), so the next keys load while these are used, or one (the next keys load after these are used:
+    // other warps hide the wait); (m, l) end as the warp's max and its quad-summed sum.
+    template <bool CG, int STRIDE, bool DB = true>
     static __device__ __forceinline__ void sweep(float& m, float& l, float (&o)[NU][2][4], const uint4 (&qa)[NU],
-                                                 uint4 (&ka)[2][NU], uint4 (&va)[2][NU], const bf16* k_cache,
+                                                 uint4 (&ka)[NH][NU], uint4 (&va)[NH][NU], const bf16* k_cache,
                                                  const bf16* v_cache, int kb, int k1, int row0, int R, int Hkv,
                                                  int hk, float scale) {
-        uint4 kc[2][NU], vc[2][NU];
+        if constexpr (!DB) {
+            while (kb < k1) {
+                step(m, l, o, qa, ka, va, kb, k1, scale);
+                kb += STRIDE;
+                if (kb < k1) load<CG>(ka, va, k_cache, v_cache, kb, k1, row0, R, Hkv, hk);
+            }
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            return;
+        }
+        uint4 kc[NH][NU], vc[NH][NU];
         while (kb < k1) {
             const int kn = kb + STRIDE;
             if (kn < k1) load<CG>(kc, vc, k_cache, v_cache, kn, k1, row0, R, Hkv, hk);

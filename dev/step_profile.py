@@ -65,8 +65,9 @@ VARIANTS = {
     "wo-whole-2": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 2, 64)} if rows == 1 else {}),
     "wo-whole-3": lambda rows: gemv.step_configs(rows) | ({"wo": gemv.Bulk(16, 3, 64)} if rows == 1 else {}),
 }
-# --variants that change a constant of voxtral.gpu.gemv instead (the shipped configs): name → {name: value}
-SETTINGS = {f"warm-{mb}": {"BULK_NEXT_BYTES": mb << 20} for mb in (0, 4, 16, 24)}  # L2 warming of the next
+# --variants that change a constant instead (the shipped configs): name → {(module, name): value}
+SETTINGS = {f"warm-{mb}": {(gemv, "BULK_NEXT_BYTES"): mb << 20} for mb in (0, 4, 16, 24)}  # L2 warming
+SETTINGS["attn-light"] = {(decoder, "LIGHT_ATTENTION"): True}  # attention_split's light instance
 
 
 def family(name: str) -> str:
@@ -168,9 +169,9 @@ def main(argv: list[str] | None = None) -> None:
                 ["fused"] if b <= MAX_BATCH else ["cuBLAS", *decoder.SKINNY_PATHS])  # fmt: skip
             for path, variant in itertools.product(paths, args.variants.split(",")):
                 decoder.step_configs = VARIANTS.get(variant, shipped)
-                kept = {name: getattr(gemv, name) for name in SETTINGS.get(variant, {})}
-                for name, value in SETTINGS.get(variant, {}).items():
-                    setattr(gemv, name, value)
+                kept = {key: getattr(*key) for key in SETTINGS.get(variant, {})}
+                for (module, name), value in SETTINGS.get(variant, {}).items():
+                    setattr(module, name, value)
                 names = decoder.SKINNY_PATHS.get(path, frozenset())
                 tables = Tables(w, CFG) if path == "persistent" else None
                 run = functools.partial(decoder.step, w, CFG, buf, pdl=True,
@@ -184,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[{path} {variant}] " + "\n".join(report(b, ctx, steps, bw, w, us)), flush=True)
                 del graph
                 decoder.step_configs = shipped
-                for name, value in kept.items():
-                    setattr(gemv, name, value)
+                for (module, name), value in kept.items():
+                    setattr(module, name, value)
                 for a, v in zip((buf.tokens, buf.pos, buf.history), saved, strict=True):
                     a[...] = v
             del buf, kv

@@ -207,7 +207,8 @@ def split_counters(ws, splits, group, dh) -> np.ndarray:
     # 32 queries × 8 kv heads: the wide rule (SPLIT_WIDE splits of ≥ SPLIT_WIDE_MIN_KEYS keys each)
     (32, 8, 128, 8192, (5000, 2048, 1025, 501, *(3 * i + 1 for i in range(28))),
      [(0, 4999), (1, 2047), (2, 1024), (3, 500), *((4 + i, 3 * i) for i in range(28))], None)])  # fmt: skip
-def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, splits):
+@pytest.mark.parametrize("light", [False, True], ids=["default", "light"])  # attention_split_light too
+def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, splits, light):
     caches, host, pos, slot = split_case(rng, hkv, dh, window, rings, queries)
     table, ring = slot_table(caches)
     t, group = len(queries), h // hkv
@@ -217,13 +218,13 @@ def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, split
         q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
         out = poison_bf16((t, h, dh))
         ops.attention_split(q_dev, table, ring, cp.asarray(pos), cp.asarray(slot), window, n_kv_heads=hkv,
-                            out=out, workspace=ws, splits=splits)  # fmt: skip
+                            out=out, workspace=ws, splits=splits, light=light)  # fmt: skip
         assert_bf16_close(out, split_ref(q64, host, pos, slot, window))
         assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
         # early (the decoder step's loads before the PDL wait) reorders loads only: the same bits
         early = poison_bf16((t, h, dh))
         ops.attention_split(q_dev, table, ring, cp.asarray(pos), cp.asarray(slot), window, n_kv_heads=hkv,
-                            out=early, workspace=ws, splits=splits, early=True)  # fmt: skip
+                            out=early, workspace=ws, splits=splits, early=True, light=light)  # fmt: skip
         np.testing.assert_array_equal(cp.asnumpy(early), cp.asnumpy(out))
         assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
 

@@ -54,6 +54,10 @@ SKINNY_PATHS = {
     "skinny": frozenset({"qkv", "wo", "w13", "w2", "output"}),
     "skinny-w13": frozenset({"w13"}),
 }
+# The fused step's attention as attention_split_light (≤ 104 registers a thread, 13 K a block, so its
+# blocks fit beside the qkv and wo GEMV blocks on an SM and start before they leave). Prepared 2026-12-03
+# without device time left to time it: dev/step_profile.py --variants shipped,attn-light decides.
+LIGHT_ATTENTION = False
 RING_ALIGN = 64  # KV ring lengths are multiples of this (or the window)
 LIVE_RING = 1024  # first KV ring of a slot whose length is unknown; it doubles up to the window
 ROW_ARRAYS = ("tokens", "pos", "slot", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
@@ -164,7 +168,7 @@ def layers(
                              out=scratch.q, pdl=pdl)  # fmt: skip
         o = ops.attention_split(
             q, cache, ring, pos, slot, cfg.sliding_window, **dims, out=scratch.o,
-            workspace=scratch.workspace, pdl=pdl, early=step,
+            workspace=scratch.workspace, pdl=pdl, early=step, light=fused and LIGHT_ATTENTION,
         )  # fmt: skip
         if fused:
             gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=cfgs["wo"],

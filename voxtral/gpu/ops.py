@@ -85,7 +85,12 @@ TEMPLATES = {
     **skinny.TEMPLATES,
     **layers.TEMPLATES,
     "attention.cu": tuple(
-        [f"attention_split<{dh}, {g}>" for dh in (64, 128) for g in SPLIT_GROUPS]
+        [
+            f"attention_split{kind}<{dh}, {g}>"
+            for kind in ("", "_light")
+            for dh in (64, 128)
+            for g in SPLIT_GROUPS
+        ]
         + [
             f"attention_tiled<{dh}, {warps}, {mt}, {bn}, {minb}>"
             for dh, rows in TILED_ROWS.items()
@@ -197,7 +202,7 @@ def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head
 
 def attention_split(
     q, cache, ring, pos, slot, window: int, *, n_kv_heads: int, out=None, workspace=None,
-    splits: int | None = None, pdl: bool = False, early: bool = False,
+    splits: int | None = None, pdl: bool = False, early: bool = False, light: bool = False,
 ):  # fmt: skip
     """Sliding-window GQA attention of few queries (the decoder step) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
@@ -208,6 +213,8 @@ def attention_split(
     given); splits defaults to attention_splits(T, Hkv). pdl: a programmatic dependent launch.
     early: pos and every key but each query's own position were written before the previous kernel on
     the stream (the decoder step), so the first keys load before the PDL wait (same result).
+    light: attention_split_light (8 keys a warp step in one register set, ≤ 104 registers, so that its
+    blocks fit an SM beside a bulk GEMV block; the same result up to the order of summation).
     """
     n_slots = _check_table(cache, ring)
     _check(q, "q", BF16)
@@ -233,7 +240,7 @@ def attention_split(
     _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
     args = (q, cache, ring, pos, _null_or(slot), workspace, out, np.int32(hkv), np.int32(window))
     args += (np.int32(split_min_keys(t, hkv)), np.int32(early))
-    kernel = _fn("attention.cu", f"attention_split<{dh}, {group}>")
+    kernel = _fn("attention.cu", f"attention_split{'_light' if light else ''}<{dh}, {group}>")
     launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
     return out
 
