@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from dev.gemv_timing import CFG, decoder_state, random_weights, replay_us, weight_bytes  # noqa: E402
 from dev.kernel_timing import copy_bandwidth_gbps  # noqa: E402
-from voxtral.gpu import decoder, gemv  # noqa: E402
+from voxtral.gpu import decoder, gemv, ops  # noqa: E402
 from voxtral.gpu.gemv import MAX_BATCH  # noqa: E402
 from voxtral.gpu.graphs import capture  # noqa: E402
 from voxtral.gpu.layers import Tables  # noqa: E402
@@ -68,6 +68,9 @@ VARIANTS = {
 # --variants that change a constant instead (the shipped configs): name → {(module, name): value}
 SETTINGS = {f"warm-{mb}": {(gemv, "BULK_NEXT_BYTES"): mb << 20} for mb in (0, 4, 16, 24)}  # L2 warming
 SETTINGS["attn-light"] = {(decoder, "LIGHT_ATTENTION"): True}  # attention_split's light instance
+# attention_split's splits per (query, kv head) from 32 queries × 8 kv heads up (shipped SPLIT_WIDE = 8: below
+# SPLIT_WIDE_MIN_KEYS keys a window only split 0 of the 8 has keys, the other 7 blocks leave at once)
+SETTINGS |= {f"split-{s}": {(ops, "SPLIT_WIDE"): s} for s in (1, 2, 4)}
 
 
 def family(name: str) -> str:
@@ -172,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
                 kept = {key: getattr(*key) for key in SETTINGS.get(variant, {})}
                 for (module, name), value in SETTINGS.get(variant, {}).items():
                     setattr(module, name, value)
+                # a workspace of the splits this variant's attention takes (SPLIT_WIDE may differ), zeroed
+                buf.workspace = ops.attention_workspace(b, CFG.n_heads, CFG.n_kv_heads, CFG.head_dim)
                 names = decoder.SKINNY_PATHS.get(path, frozenset())
                 tables = Tables(w, CFG) if path == "persistent" else None
                 run = functools.partial(decoder.step, w, CFG, buf, pdl=True,
