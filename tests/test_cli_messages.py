@@ -185,6 +185,10 @@ def test_a_model_path_that_looks_local_is_never_a_hub_id(tmp_path, clip5):
     r = run("transcribe", clip5, "-m", "models/voxtral", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
     one_error(r, "model directory not found", code=4)
     assert "--model" in r.stderr
+    # a trailing slash names a directory (it was taken for a Hub id: "download failed (Repo id must …")
+    r = run("info", "-m", "nonexistent_dir/", cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    one_error(r, "model directory not found", code=4)
+    assert "huggingface-cli" not in r.stderr
 
 
 def test_the_offline_message_says_how_to_fetch_the_model(clip5, tmp_path):
@@ -280,6 +284,16 @@ def test_an_output_dir_made_for_a_run_that_never_started_is_taken_back(clip5, tm
     monkeypatch.setattr(cli, "_STOP_SAID", [])
     r = CliRunner().invoke(cli.app, ["transcribe", str(clip5), "-d", "cpu", "-o", str(tmp_path / "a" / "b")])
     assert r.exit_code == 130 and not (tmp_path / "a").exists(), r.output
+
+
+def test_an_output_dir_made_for_a_run_whose_every_input_failed_is_taken_back(tiny_dir, tmp_path):
+    """Every input failed (exit 3): nothing written, and the directories made for it are gone (new-user
+    pass: an empty tree stayed)."""
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio\n" * 50)
+    r = run("transcribe", bad, "-m", tiny_dir, "-d", "cpu", "-o", tmp_path / "nest" / "b" / "c")
+    one_error(r, "notes.wav", code=3)
+    assert not (tmp_path / "nest").exists()
 
 
 def test_bench_report_path_that_cannot_be_created_fails_before_the_bench(tmp_path):

@@ -93,6 +93,25 @@ def test_alternatives_of_the_wrong_type_are_option_errors(model, audios):
             model.stream(alternatives=bad)
 
 
+def test_confidence_idle_timeout_and_score_of_the_wrong_type_are_option_errors(model, audios):
+    """confidence="yes" was taken as true; idle_timeout="5" and score(None, …) were TypeErrors (new-user
+    pass)."""
+    from voxtral.evaluate import score
+
+    for bad in ("yes", 1, None):
+        with pytest.raises(OptionError, match="confidence must be True or False"):
+            model.transcribe(audios[0], sample_rate=16000, confidence=bad)
+        with pytest.raises(OptionError, match="confidence must be True or False"):
+            model.stream(confidence=bad)
+    for bad in ("5", True, [5]):
+        with pytest.raises(OptionError, match="idle_timeout"):
+            model.stream(idle_timeout=bad)
+    with pytest.raises(OptionError, match="reference must be a str"):
+        score(None, "x")
+    with pytest.raises(OptionError, match="hypothesis must be a str"):
+        score("x", b"x")
+
+
 def test_a_closed_server_session_frees_its_place_at_once(model, audios):
     server = StreamServer(model, capacity=1)
     a = server.open()

@@ -68,6 +68,14 @@ def test_a_byte_order_mark_is_not_part_of_a_listed_name_or_a_reference(clips):
     assert read_reference(found[0]) == "second"
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", "\n", "\ufeff  \n"])
+def test_a_list_naming_no_clip_is_an_error(clips, text):
+    """An empty list file scored nothing, printed nothing and exited 0 (new-user pass)."""
+    (clips / "list.lst").write_text(text, encoding="utf-8")
+    found, errors = find_clips([str(clips / "list.lst")])
+    assert found == [] and len(errors) == 1 and "names no clip" in str(errors[0].error)
+
+
 def test_directory_without_references_is_an_error(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])

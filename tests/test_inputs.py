@@ -194,6 +194,38 @@ def test_an_output_dir_this_process_cannot_write_is_an_output_error(tmp_path, mo
     assert not (tmp_path / "out").exists()  # made for the check, taken back with the error
 
 
+def test_an_output_dir_on_a_read_only_file_system_says_so(tmp_path, monkeypatch):
+    """Not "permission denied" (new-user pass: a read-only mount)."""
+    (tmp_path / "ro").mkdir()
+    real = os.statvfs
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: _Flags(real(path), os.ST_RDONLY))
+    with pytest.raises(OutputError, match=r"cannot write there \(a read-only file system\)"):
+        prepare_output_dir(tmp_path / "ro")
+
+
+class _Flags:
+    def __init__(self, st, flag: int):
+        self.f_flag = st.f_flag | flag
+
+
+def test_any_output_name_the_file_system_takes_is_written(tmp_path):
+    """Output names of 242–255 bytes were refused because the temporary name they are written through
+    (".NAME.XXXXXXXX.tmp") would not fit; now its NAME part is cut short (new-user pass). Past the file
+    system's longest name the input fails with one clear error, as before."""
+    (tmp_path / "out").mkdir()
+    fits, too_long = tmp_path / ("a" * 246 + ".wav"), tmp_path / ("b" * 251 + ".wav")  # 250, 255 bytes
+    for p in (fits, too_long):
+        p.write_bytes(b"audio")
+    plan, errors = plan_outputs([fits, too_long], tmp_path / "out", ["json", "txt"], overwrite=False)
+    assert list(plan) == [fits] and len(errors) == 1
+    assert "too long for the file system" in str(errors[0].error) and "b" * 251 in str(errors[0].error)
+    for out in plan[fits]:  # 251 and 250 bytes
+        write_atomic(out, "text\n", overwrite=False)
+        assert out.read_text() == "text\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(o.name for o in plan[fits])
+
+
 def test_write_atomic_replaces_whole_files_with_a_normal_mode(tmp_path):
     path = tmp_path / "a.txt"
     write_atomic(path, "one\n")

@@ -185,11 +185,12 @@ def test_malformed_events_answered_and_connection_kept(server):
         "{not json", b"\x00\x01", {"type": "nope"}, {"type": "input_audio_buffer.append", "audio": "%%%"},
         {"type": "input_audio_buffer.append", "audio": base64.b64encode(b"\1\2\3").decode()},
         {"type": "session.update", "delay_ms": 2400}, {"type": "session.update", "timestamps": "yes"},
+        {"type": "session.update", "delay_ms": "480"}, {"type": "session.update", "delay_ms": 480.0},
         _append(np.zeros(8000, np.float32)),
         {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": "no"},
         {"type": "input_audio_buffer.commit", "final": True},
-    ], 9))  # fmt: skip
-    codes = [e.get("code") for e in got[:8]]
+    ], 11))  # fmt: skip
+    codes = [e.get("code") for e in got[:10]]
     assert codes == [
         "invalid_json",
         "invalid_event",
@@ -198,9 +199,12 @@ def test_malformed_events_answered_and_connection_kept(server):
         "invalid_audio",
         "invalid_delay",
         "invalid_event",  # timestamps "yes": not a boolean
+        "invalid_event",  # delay_ms "480": not a number (was "delay_ms 480 differs from this server's 480")
+        "invalid_event",  # delay_ms 480.0: not a whole number (as voxtral.load(delay_ms=480.0))
         "invalid_event",  # final "no": not a boolean (was taken as true)
     ]
-    assert got[8]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
+    assert "whole number" in got[7]["error"] and "480" in got[7]["error"]
+    assert got[10]["type"] in ("transcription.delta", "transcription.done")  # still served afterwards
 
 
 COMMIT, FINAL = {"type": "input_audio_buffer.commit"}, {"type": "input_audio_buffer.commit", "final": True}
@@ -254,6 +258,52 @@ def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5):
     assert done[0]["usage"]["prompt_tokens"] > 0 and done[1]["usage"]["prompt_tokens"] > 0
 
 
+def _flac_without_length(x: np.ndarray, path) -> None:
+    """x as a FLAC whose STREAMINFO says its length is unknown (0), as a FLAC written to a pipe is."""
+    sf.write(path, x, 16000, format="FLAC")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # STREAMINFO first
+    info = 8  # its 34 bytes: total samples are the low 36 bits of bytes 10 … 17, then the MD5
+    data[info + 13] &= 0xF0
+    data[info + 14 : info + 18] = b"\0\0\0\0"
+    data[info + 18 : info + 34] = bytes(16)
+    path.write_bytes(bytes(data))
+
+
+def test_the_audio_limit_counts_decoded_audio_not_the_header(tiny_dir, clip5, tmp_path):
+    """--max-audio-s holds for uploads whose container states no length (a piped FLAC: it used to pass
+    whatever its length) and is measured on the decoded audio (an ADTS header's bit-rate guess refused a
+    23 s upload as 80 s); audio that cannot be decoded is a 400 before a stream=true response starts (it
+    was a 200 with an error event the openai client could not read), and srt says its charset."""
+    import openai
+
+    x = audio_io.load_audio(clip5)
+    long, short = tmp_path / "long.flac", tmp_path / "short.flac"
+    _flac_without_length(np.concatenate([x, x]), long)  # 10 s
+    _flac_without_length(x[: 3 * 16000], short)
+    assert audio_io.audio_length(long) is None or audio_io.audio_length(long) != 2 * len(x)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio at all\n" * 100)
+    s = Server(tiny_dir, "--max-audio-s", "4")
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
+        for stream in (False, True):
+            with open(long, "rb") as f, pytest.raises(openai.APIStatusError, match="longer than 4 s") as e:
+                c.audio.transcriptions.create(model="voxtral", file=f, stream=stream)
+            assert e.value.status_code == 413
+            with open(bad, "rb") as f, pytest.raises(openai.APIStatusError, match="notes.wav") as e:
+                c.audio.transcriptions.create(model="voxtral", file=f, stream=stream)
+            assert e.value.status_code == 400 and str(bad) not in str(e.value)
+        with open(short, "rb") as f:
+            assert c.audio.transcriptions.create(model="voxtral", file=f).text is not None
+        with open(short, "rb") as f:
+            raw = c.audio.transcriptions.with_raw_response
+            r = raw.create(model="voxtral", file=f, response_format="srt")
+        assert r.headers["content-type"] == "application/x-subrip; charset=utf-8"
+    finally:
+        s.stop()
+
+
 def test_limits_full_server_and_vanished_client(tiny_dir, clip5, tmp_path):
     import openai
     import websockets
@@ -263,7 +313,7 @@ def test_limits_full_server_and_vanished_client(tiny_dir, clip5, tmp_path):
     )
     try:
         c = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
-        with open(clip5, "rb") as f, pytest.raises(openai.APIStatusError, match="limit is 4 s") as e:
+        with open(clip5, "rb") as f, pytest.raises(openai.APIStatusError, match="longer than 4 s") as e:
             c.audio.transcriptions.create(model="voxtral", file=f)
         assert e.value.status_code == 413
         big = tmp_path / "big.wav"

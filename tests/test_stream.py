@@ -161,6 +161,11 @@ def test_misuse_and_bad_samples_are_clear_errors(model):
     done.finish()
     with pytest.raises(OptionError, match=r"feed\(\) after finish\(\)"):  # not "after close()"
         done.feed(np.zeros(10, np.float32))
+    closed = model.stream()
+    closed.feed(np.zeros(1600, np.float32))
+    closed.close()
+    with pytest.raises(OptionError, match=r"finish\(\) after close\(\)"):  # was "finish() called twice"
+        closed.finish()
 
 
 def _feed_minutes(session, minutes: float, chunk: np.ndarray) -> None:

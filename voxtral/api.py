@@ -20,7 +20,7 @@ import numpy as np
 
 from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
-from .confidence import score
+from .confidence import check_options, score
 from .config import FRAME_MS, MAX_CAPACITY
 from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
@@ -194,7 +194,7 @@ class Model:
         been fed for this many seconds (None: never). confidence / alternatives: each piece carries
         the probability (and rivals within that margin) of the token that completed it.
         """
-        _check_margin(alternatives)
+        check_options(confidence, alternatives)
         if delay_ms is not None and delay_tokens(delay_ms) != self.schedule.n_delay:
             raise OptionError(
                 f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "
@@ -240,7 +240,7 @@ class Model:
         self, audio, sample_rate, confidence: bool, alternatives: float | None
     ) -> tuple[Job, list | None]:
         """A job reading `audio` in blocks; the list its token scores go to (None without confidence)."""
-        _check_margin(alternatives)
+        check_options(confidence, alternatives)
         source = audio_io.blocks(audio, sample_rate, self.config.audio.sampling_rate)
         scores: list | None = [] if confidence or alternatives is not None else None
 
@@ -286,15 +286,6 @@ class Model:
             info=info,
             scores=scores,
         )
-
-
-def _check_margin(alternatives) -> None:
-    """alternatives: None or a probability margin in (0, 1] (OptionError otherwise, a bool included)."""
-    if alternatives is None:
-        return
-    number = isinstance(alternatives, int | float) and not isinstance(alternatives, bool)
-    if not number or not 0 < alternatives <= 1:
-        raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives!r}")
 
 
 def _backend(device: str, checkpoint: Checkpoint, n_delay: int, dtype):

@@ -325,8 +325,9 @@ class Checkpoint:
 
 def looks_local(text: str) -> bool:
     """Whether a --model value means a local directory rather than a Hub id (owner/name): a path with
-    another shape (./x, /x, ~/x, a/b/c, x), or one whose first part is an existing directory here."""
-    if text.startswith((".", "/", "~")) or text.count("/") != 1 or "\\" in text:
+    another shape (./x, /x, ~/x, a/b/c, x, x/: a trailing slash names a directory), or one whose first
+    part is an existing directory here."""
+    if text.startswith((".", "/", "~")) or text.endswith("/") or text.count("/") != 1 or "\\" in text:
         return True
     return Path(text.split("/")[0]).is_dir()
 

@@ -538,7 +538,10 @@ def transcribe(
         except BaseException:  # the model did not load, or a stop: nothing was written
             remove_empty(created)
             raise
-        run.go(m, emit, batch_size, options)
+        try:
+            run.go(m, emit, batch_size, options)
+        finally:  # every input failed: the directories made for their outputs go too (only if empty)
+            remove_empty(created)
     raise typer.Exit(run.exit_code(failed, n_inputs))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import OptionError
 from .tokenizer import Tokenizer
 
 MAX_ALTERNATIVES = 5  # rivals listed per token at most
@@ -27,6 +28,18 @@ class TokenScore:
     prob: float  # softmax probability of the chosen token
     text: str = ""  # the chosen token's text ("" for control tokens)
     alternatives: tuple[Alternative, ...] = ()
+
+
+def check_options(confidence, alternatives) -> None:
+    """confidence: True or False; alternatives: None or a probability margin in (0, 1] (OptionError
+    otherwise, a bool included: True was a margin of 1, "yes" a confidence of true)."""
+    if not isinstance(confidence, bool | np.bool_):
+        raise OptionError(f"confidence must be True or False, got {confidence!r}")
+    if alternatives is None:
+        return
+    number = isinstance(alternatives, int | float) and not isinstance(alternatives, bool)
+    if not number or not 0 < alternatives <= 1:
+        raise OptionError(f"alternatives must be a probability margin in (0, 1], got {alternatives!r}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

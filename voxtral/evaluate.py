@@ -57,6 +57,9 @@ class Score:
 
 def score(reference: str, hypothesis: str) -> Score:
     """Edit counts of the normalised hypothesis against the normalised (non-empty) reference."""
+    for name, text in (("reference", reference), ("hypothesis", hypothesis)):
+        if not isinstance(text, str):  # normalize(None) was a TypeError
+            raise OptionError(f"score(): the {name} must be a str, got {type(text).__name__}")
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:
         raise OptionError("the reference has no words after normalisation; put its transcript in it")
@@ -87,7 +90,10 @@ def _list_file(path: Path) -> list[Path]:
     """Audio paths listed in a text file, one a line (relative to the list file's folder; `#` comments;
     UTF-8, with or without a byte-order mark)."""
     lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    return [path.parent / line for line in lines if line and not line.startswith("#")]
+    clips = [path.parent / line for line in lines if line and not line.startswith("#")]
+    if not clips:  # an empty list scored nothing and said nothing, exit 0
+        raise AudioError(f"{path}: the list names no clip; put one audio path a line (# for comments)")
+    return clips
 
 
 def _clips_of(arg: str) -> list[Path]:

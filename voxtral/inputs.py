@@ -216,8 +216,17 @@ def prepare_output_dir(output_dir: Path) -> list[Path]:
         raise OutputError(f"--output-dir {output_dir}: cannot create it ({e.strerror})") from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
         remove_empty(new)
-        raise OutputError(f"--output-dir {output_dir}: cannot write there (permission denied)")
+        why = "a read-only file system" if _read_only(output_dir) else "permission denied"
+        raise OutputError(f"--output-dir {output_dir}: cannot write there ({why})")
     return new
+
+
+def _read_only(path: Path) -> bool:
+    """Whether path is on a file system mounted read-only (os.access says only that it is not writable)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 def remove_empty(directories: list[Path]) -> None:
@@ -247,9 +256,9 @@ def plan_outputs(
     inputs = {i for p in paths for i in (_file_id(p, os.stat), _file_id(p, os.lstat)) if i is not None}
     for path in paths:
         outs, who = output_paths(path, output_dir, formats), shown(path)
-        long = next((o for o in outs if len(_stage_name(o).encode("utf-8", "surrogateescape")) > most), None)
+        long = next((o for o in outs if len(o.name.encode("utf-8", "surrogateescape")) > most), None)
         if long is not None:
-            name, why = repr(long.name), f"at most {most} bytes with the temporary name it is written through"
+            name, why = repr(long.name), f"at most {most} bytes"
             msg = f"{who}: its output name {name} is too long for the file system ({why}); rename the input"
             errors.append(InputError(who, OutputError(msg)))
             continue
@@ -291,9 +300,14 @@ def _name_max(directory: Path) -> int:
         return 255
 
 
-def _stage_name(path: Path) -> str:
-    """The longest name _stage's temporary file for path can have (mkstemp adds 8 random characters)."""
-    return f".{path.name}.{'x' * 8}.tmp"
+def _stage_prefix(path: Path) -> str:
+    """mkstemp's prefix for path's temporary file: ".NAME.", NAME cut short where the whole temporary name
+    (mkstemp adds 8 random characters, then ".tmp") would pass the file system's longest name: any name
+    the file system takes can be written (names of 242–255 bytes were refused)."""
+    name, room = path.name, _name_max(path.parent) - len("..") - 8 - len(".tmp")
+    while name and len(name.encode("utf-8", "surrogateescape")) > room:
+        name = name[:-1]
+    return f".{name}."
 
 
 def exists_message(path: Path) -> str:
@@ -347,7 +361,7 @@ class _Taken(Exception):
 def _stage(path: Path, text: str) -> str:
     """A temporary file beside path holding text, with a normal file's mode; its name."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_stage_prefix(path), suffix=".tmp")
     except OSError as e:
         hint = (
             "check the directory's permissions"

@@ -16,6 +16,7 @@ runs the engine for all of them. Memory is bounded for any length.
 
 from __future__ import annotations
 
+import numbers
 import time
 import weakref
 from collections import deque
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .confidence import score
+from .confidence import check_options, score
 from .config import FRAME_MS, AudioConfig
 from .errors import AudioError, OptionError
 from .scheduler import Job, Scheduler
@@ -65,10 +66,12 @@ class Session:
         confidence: bool = False,
         alternatives: float | None = None,
     ):
-        if idle_timeout is not None and not idle_timeout > 0:
+        bad = isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real | None)
+        if bad or (idle_timeout is not None and not idle_timeout > 0):  # a str compared was a TypeError
             raise OptionError(
                 f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}"
             )
+        check_options(confidence, alternatives)
         self.cfg, self.on_tokens, self._engine, self._drive = cfg, on_tokens, engine, drive
         self._opener = "model.stream()" if drive else "server.open()"  # where a new session comes from
         self.n_samples = 0  # audio samples fed (padding not counted)
@@ -167,7 +170,8 @@ class Session:
 
         Raises AudioError if no audio was fed at all."""
         if self.finished:
-            raise OptionError(f"stream: finish() called twice; start a new session with {self._opener}")
+            again = "finish() called twice" if self._end is not None else "finish() after close()"
+            raise OptionError(f"stream: {again}; start a new session with {self._opener}")
         self.finished, self._end = True, time.perf_counter()
         self._engine.end(self._job)
         if not self._drive:  # a server's session: the rest comes from the server (step, pump)

@@ -149,15 +149,30 @@ def _save(upload, path: Path) -> None:
         shutil.copyfileobj(upload.file, out, 1 << 20)
 
 
+class TooLong(Exception):
+    """The decoded audio passes --max-audio-s."""
+
+
+def _measure(path: Path, rate: int, limit_s: float) -> None:
+    """Decode the upload once, counting its samples (nothing kept): raises the VoxtralError of audio that
+    cannot be read, or TooLong as soon as it passes limit_s. A container's header may have no length
+    (a piped WebM or FLAC) or a wrong one (ADTS: a bit-rate guess), so the decoded length is what counts."""
+    most, n = int(limit_s * rate), 0
+    for block in audio_io.blocks(path, target_rate=rate):
+        n += len(block)
+        if n > most:
+            raise TooLong
+
+
 async def _transcribe(state: ServerState, path: Path, fields: dict) -> Response:
-    n = audio_io.audio_length(path)  # samples at 16 kHz, from the header (None: unknown)
-    seconds = None if n is None else n / state.model.config.audio.sampling_rate
-    if seconds is not None and seconds > state.options.max_audio_s:
-        return error(
-            413,
-            f"the audio is {seconds:.0f} s; the limit is {state.options.max_audio_s:g} s (--max-audio-s)",
-            "file",
-        )
+    rate, limit = state.model.config.audio.sampling_rate, state.options.max_audio_s
+    try:  # before a place is taken, and before a stream's 200: bad audio is a 400, too long a 413
+        await asyncio.to_thread(_measure, path, rate, limit)
+    except TooLong:
+        return error(413, f"the audio is longer than {limit:g} s, the limit (--max-audio-s)", "file")
+    except VoxtralError as e:
+        state.metrics.errors.labels("audio").inc()
+        return error(400, str(e).replace(str(path), fields["name"]), "file")
     try:
         await state.admit_upload()
     except Full as e:
@@ -189,7 +204,7 @@ def _response(t, fields: dict, model_id: str) -> Response:
     if fmt == "text":
         return PlainTextResponse(t.text)
     if fmt == "srt":
-        return PlainTextResponse(formats.to_srt(t), media_type="application/x-subrip")
+        return PlainTextResponse(formats.to_srt(t), media_type="application/x-subrip; charset=utf-8")
     if fmt == "vtt":
         return PlainTextResponse(formats.to_vtt(t), media_type="text/vtt")
     if fmt == "json":
@@ -225,7 +240,7 @@ async def _events(state: ServerState, path: Path, fields: dict):
     try:
         failure = await asyncio.to_thread(_feed_file, state, session, path)
         if failure is not None:
-            yield _sse({"type": "error", "error": failure.replace(str(path), fields["name"])})
+            yield _sse(_error_event(failure.replace(str(path), fields["name"]), "invalid_request_error"))
             return
         while True:
             pieces, ended = await queue.get()
@@ -235,7 +250,7 @@ async def _events(state: ServerState, path: Path, fields: dict):
             if ended:
                 break
         if session.error is not None:
-            yield _sse({"type": "error", "error": str(session.error)})
+            yield _sse(_error_event(str(session.error), "server_error"))
             return
         full = text.final
         state.metrics.upload_done(session.duration, time.perf_counter() - t0, session.n_steps)
@@ -247,6 +262,12 @@ async def _events(state: ServerState, path: Path, fields: dict):
         state.uploads -= 1
         state.metrics.uploads.set(state.uploads)
         await asyncio.to_thread(shutil.rmtree, path.parent, True)
+
+
+def _error_event(message: str, kind: str) -> dict:
+    """An error event of a streamed upload, its error in OpenAI's shape (the openai client reads
+    error.message)."""
+    return {"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
 def _feed_file(state: ServerState, session, path: Path) -> str | None:

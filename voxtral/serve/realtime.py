@@ -77,6 +77,9 @@ class Connection:
 
     async def _update(self, event: dict) -> None:
         delay = event.get("delay_ms")
+        if delay is not None and (not isinstance(delay, int) or isinstance(delay, bool)):
+            message = f"session.update: delay_ms must be a whole number of milliseconds, got {delay!r}"
+            return await self.error(message, "invalid_event")
         if delay is not None and delay != self.state.model.schedule.delay_ms:
             return await self.error(
                 f"delay_ms {delay} differs from this server's {self.state.model.schedule.delay_ms} "
