@@ -76,6 +76,14 @@ def test_a_list_naming_no_clip_is_an_error(clips, text):
     assert found == [] and len(errors) == 1 and "names no clip" in str(errors[0].error)
 
 
+def test_a_reference_that_is_a_directory_is_said_so(clips):
+    """Not "no reference transcript two.txt beside it" (new-user pass)."""
+    (clips / "two.txt").unlink()
+    (clips / "two.txt").mkdir()
+    found, errors = find_clips([str(clips / "two.wav")])
+    assert found == [] and "is a directory, not a transcript file" in str(errors[0].error)
+
+
 def test_directory_without_references_is_an_error(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])

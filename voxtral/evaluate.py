@@ -122,6 +122,8 @@ def _check_clip(clip: Path, listed_in: Path | None = None) -> None:
     if not clip.is_file():
         where = f" (listed in {listed_in}, relative to its folder)" if listed_in is not None else ""
         raise AudioError(f"{clip}: file not found{where}; check the path")
+    if reference_of(clip).is_dir():
+        raise AudioError(f"{clip}: its reference {reference_of(clip)} is a directory, not a transcript file")
     if not reference_of(clip).is_file():
         raise AudioError(f"{clip}: no reference transcript {reference_of(clip).name} beside it; add one")
     if not normalize(read_reference(clip)):
