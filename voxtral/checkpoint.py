@@ -360,7 +360,8 @@ def _fetch_hint(repo_id: str) -> str:
     files = " ".join(CHECKPOINT_FILES)
     return (
         f"pass --model DIR with {', '.join(CHECKPOINT_FILES)} in DIR; on a machine with internet access: "
-        f"`huggingface-cli download {repo_id} {files} --local-dir DIR`, then copy DIR here"
+        f"`hf download {repo_id} {files} --local-dir DIR` (huggingface_hub before 0.34: `huggingface-cli "
+        f"download …` with the same arguments), then copy DIR here"
     )
 
 
