@@ -194,7 +194,7 @@ class Model:
         been fed for this many seconds (None: never). confidence / alternatives: each piece carries
         the probability (and rivals within that margin) of the token that completed it.
         """
-        check_options(confidence, alternatives)
+        check_options(confidence, alternatives)  # before warm_up's captures (Session checks them again)
         if delay_ms is not None and delay_tokens(delay_ms) != self.schedule.n_delay:
             raise OptionError(
                 f"this model was loaded for delay_ms={self.schedule.delay_ms}; to stream with "

@@ -5,8 +5,8 @@ dtypes, shapes and contiguity, launches on the current stream and allocates only
 attention workspace) that the caller did not pass: a decoder step passes preallocated buffers so
 that it can be captured as a CUDA graph. Positions and slot indices are device int32 arrays.
 rms_norm, rope_qkv, attention_split, attention_tiled / attention_runs, silu_mul, embed and argmax_advance
-take pdl=True to be launched as programmatic dependent
-launches (voxtral/gpu/launch.py; their kernels wait for the previous one before reading its output).
+take pdl=True to be launched as programmatic dependent launches (voxtral/gpu/launch.py; their kernels
+wait for the previous one before reading its output).
 """
 
 from __future__ import annotations

@@ -149,26 +149,26 @@ def _save(upload, path: Path) -> None:
         shutil.copyfileobj(upload.file, out, 1 << 20)
 
 
-class TooLong(Exception):
+class _TooLong(Exception):
     """The decoded audio passes --max-audio-s."""
 
 
 def _measure(path: Path, rate: int, limit_s: float) -> None:
     """Decode the upload once, counting its samples (nothing kept): raises the VoxtralError of audio that
-    cannot be read, or TooLong as soon as it passes limit_s. A container's header may have no length
+    cannot be read, or _TooLong as soon as it passes limit_s. A container's header may have no length
     (a piped WebM or FLAC) or a wrong one (ADTS: a bit-rate guess), so the decoded length is what counts."""
     most, n = int(limit_s * rate), 0
     for block in audio_io.blocks(path, target_rate=rate):
         n += len(block)
         if n > most:
-            raise TooLong
+            raise _TooLong
 
 
 async def _transcribe(state: ServerState, path: Path, fields: dict) -> Response:
     rate, limit = state.model.config.audio.sampling_rate, state.options.max_audio_s
     try:  # before a place is taken, and before a stream's 200: bad audio is a 400, too long a 413
         await asyncio.to_thread(_measure, path, rate, limit)
-    except TooLong:
+    except _TooLong:
         return error(413, f"the audio is longer than {limit:g} s, the limit (--max-audio-s)", "file")
     except VoxtralError as e:
         state.metrics.errors.labels("audio").inc()
