@@ -4,7 +4,7 @@ The encoder's GEMMs at a 1 024-row pass run at 435–619 TFLOP/s where the same 
 8 192 rows (dev/encoder_profile.py, H200, 2026-12-03): does another algorithm do better at the rows a
 single file's passes have? For each shape (row-major out [M, N] f32 = x [M, K] bf16 · w [N, K]ᵀ, as
 gemm() computes it), cublasLtMatmulAlgoGetHeuristic's candidates (up to --algos) are each timed (CUDA
-events over a captured graph of --reps launches, median of 5 replays) beside gemm()'s default, and the
+events over a captured graph of --reps launches, gemv_timing.replay_us) beside gemm()'s default, and the
 largest relative difference of each candidate's output from the default's is checked (accumulation order
 only: ≤ 1e-5). A measuring tool for the GPU machine: whether gemm() should pick its algorithm per shape.
 
@@ -126,26 +126,16 @@ class Lt:
 
 
 def _time_us(run, reps: int) -> float:
-    """µs per call: a captured graph of reps calls, median of 5 replays after one."""
+    """µs per call: a captured graph of reps calls, timed as dev/gemv_timing.py times graphs."""
     import cupy
 
+    from dev.gemv_timing import replay_us
     from voxtral.gpu.graphs import capture
 
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
-        run()
-        stream.synchronize()
         graph = capture(stream, lambda: [run() for _ in range(reps)], ())
-    times = []
-    for i in range(6):
-        t0, t1 = cupy.cuda.Event(), cupy.cuda.Event()
-        t0.record(stream)
-        graph.launch(stream)
-        t1.record(stream)
-        t1.synchronize()
-        if i:
-            times.append(cupy.cuda.get_elapsed_time(t0, t1) * 1000 / reps)
-    return float(np.median(times))
+    return replay_us(graph, stream, 5) / reps
 
 
 def main(argv: list[str] | None = None) -> None:
