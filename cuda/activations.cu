@@ -1,7 +1,9 @@
-// Elementwise activations of the f32 GEMM outputs, written as the next GEMM's bf16 input.
-// bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5);
+// Elementwise activations of the GEMM outputs, written as the next GEMM's bf16 input.
+// bias_gelu: conv stem, adapter (exact erf GELU, SPEC §3.1, §4); silu_mul: SwiGLU (SPEC §3.3, §5) of an
+// f32 gate | up (the decoder's), silu_mul_bf16 of a bf16 one (the encoder's GEMM output: half the bytes);
 // widen_bf16: bf16 → f32 (exact), the conv stem's outputs as the encoder's f32 residual stream.
-// silu_mul may be a programmatic dependent launch (it waits for the kernel before it first).
+// silu_mul and silu_mul_bf16 may be programmatic dependent launches (each waits for the kernel before
+// it first).
 // Grid-stride loops; 4 elements per step where the row length is a multiple of 4 and the pointers
 // are aligned for 16-byte loads.
 #include "common.cuh"
@@ -75,6 +77,31 @@ extern "C" __global__ void silu_mul(const float* __restrict__ gu,  // gu: [T, 2F
         for (size_t i = start; i < total; i += stride) {
             const size_t t = i / F, f = i % F;
             out[i] = f32_to_bf16(silu(gu[t * 2 * F + f]) * gu[t * 2 * F + F + f]);
+        }
+    }
+}
+
+extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ gu,  // gu: [T, 2F] bf16: gate (w1) | up (w3)
+                                         bf16* __restrict__ out,       // out: [T, F] bf16
+                                         int T, int F) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, start = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    pdl_wait();
+    pdl_launch_dependents();
+    if (F % 4 == 0 && (size_t)gu % 8 == 0 && (size_t)out % 8 == 0) {
+        const size_t f4 = F / 4, total = (size_t)T * f4;
+        const uint2* g4 = reinterpret_cast<const uint2*>(gu);
+        uint2* o2 = reinterpret_cast<uint2*>(out);
+        for (size_t i = start; i < total; i += stride) {
+            const size_t t = i / f4, f = i % f4;
+            const uint2 g = g4[t * 2 * f4 + f], u = g4[t * 2 * f4 + f4 + f];
+            o2[i] = make_uint2(pack_bf16x2(silu(bf16_lo(g.x)) * bf16_lo(u.x), silu(bf16_hi(g.x)) * bf16_hi(u.x)),
+                               pack_bf16x2(silu(bf16_lo(g.y)) * bf16_lo(u.y), silu(bf16_hi(g.y)) * bf16_hi(u.y)));
+        }
+    } else {
+        const size_t total = (size_t)T * F;
+        for (size_t i = start; i < total; i += stride) {
+            const size_t t = i / F, f = i % F;
+            out[i] = f32_to_bf16(silu(bf16_to_f32(gu[t * 2 * F + f])) * bf16_to_f32(gu[t * 2 * F + F + f]));
         }
     }
 }

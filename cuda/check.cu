@@ -1,5 +1,7 @@
 // Non-finite BF16 weights (NaN or Inf: all exponent bits set), found once at upload: flag[0] becomes 1
 // when any of the n values of x has exponent 0xFF. A grid-stride loop of 8-byte loads; memory-bound.
+// flag_differs: flag[0] becomes 1 when two arrays differ in any bit (gemm.py's tuning keeps only the
+// cuBLASLt algorithms whose output is bitwise cublasGemmEx's).
 #include "common.cuh"
 
 extern "C" __global__ void flag_non_finite(const unsigned short* __restrict__ x,  // x: [n] bf16 bits
@@ -30,4 +32,16 @@ extern "C" __global__ void flag_non_finite_f32(const unsigned int* __restrict__ 
     for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         bad |= (x[i] & 0x7F800000u) == 0x7F800000u;
     if (__syncthreads_or(bad) && threadIdx.x == 0) atomicOr(flag, 1u);
+}
+
+// Whether a and b (n 32-bit words each) differ anywhere: flag[0] |= 1.
+extern "C" __global__ void flag_differs(const unsigned int* __restrict__ a,  // a: [n] u32
+                                        const unsigned int* __restrict__ b,  // b: [n] u32
+                                        unsigned long long n,
+                                        unsigned int* __restrict__ flag) {   // flag: [1] u32
+    const unsigned long long stride = (unsigned long long)gridDim.x * blockDim.x;
+    unsigned int diff = 0;
+    for (unsigned long long i = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        diff |= a[i] ^ b[i];
+    if (__syncthreads_or(diff != 0) && threadIdx.x == 0) atomicOr(flag, 1u);
 }

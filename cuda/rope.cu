@@ -8,19 +8,28 @@
 // Each slot owns its cache: cache[c] holds the addresses of slot c's K and V of this layer, bf16
 // [R_c, Hkv, Dh], ring[c] its length R_c; position p goes to row p % R_c. c = slot[t], or t itself when
 // slot is null (tables laid out per row, as the decoder step's are: no dependent load). A PDL launch
-// forms its frequencies θ^(−2i/Dh) before it waits for qkv and pos.
+// forms its frequencies θ^(−2i/Dh) before it waits for qkv and pos. rope_qkv reads an f32 qkv (the
+// decoder's), rope_qkv_bf16 a bf16 one (the encoder's GEMM output: half the bytes read); both add the
+// f32 bias and turn in f32.
 #include "common.cuh"
 
 #define ROPE_MAX_ROWS 8  // rows per block at most (the launcher's `rows`)
 
-extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T, (H+2·Hkv)·Dh] f32, q | k | v
-                                    const float* __restrict__ bias,  // bias: [(H+2·Hkv)·Dh] f32 or nullptr
-                                    const int* __restrict__ pos,     // pos: [T] int32 absolute positions
-                                    const int* __restrict__ slot,    // slot: [T] int32 slot c of each position, or null: c = t
-                                    bf16* __restrict__ q_out,        // q_out: [T, H, Dh] bf16
-                                    const unsigned long long* __restrict__ cache,  // cache: [C, 2] K, V addresses
-                                    const int* __restrict__ ring,    // ring: [C] int32 R_c
-                                    int T, int rows, int H, int Hkv, int Dh, float theta) {
+// Pair j of row r of qkv as two floats.
+__device__ __forceinline__ float2 load_pair(const float* qkv, size_t row_pairs, int r, int j) {
+    return reinterpret_cast<const float2*>(qkv + (size_t)r * row_pairs * 2)[j];
+}
+__device__ __forceinline__ float2 load_pair(const bf16* qkv, size_t row_pairs, int r, int j) {
+    const unsigned w = reinterpret_cast<const unsigned*>(qkv + (size_t)r * row_pairs * 2)[j];
+    return make_float2(bf16_lo(w), bf16_hi(w));
+}
+
+template <typename In>
+__device__ __forceinline__ void rope_body(const In* __restrict__ qkv, const float* __restrict__ bias,
+                                          const int* __restrict__ pos, const int* __restrict__ slot,
+                                          bf16* __restrict__ q_out, const unsigned long long* __restrict__ cache,
+                                          const int* __restrict__ ring, int T, int rows, int H, int Hkv, int Dh,
+                                          float theta) {
     extern __shared__ float2 cs[];  // [rows, Dh/2] (cos, sin) of each row's position
     __shared__ unsigned* dst[ROPE_MAX_ROWS][2];  // each row's K and V cache row
     const int half = Dh / 2, n_pairs = (H + 2 * Hkv) * half, n_rot = (H + Hkv) * half;
@@ -34,7 +43,7 @@ extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T,
     float2 v[ROPE_MAX_ROWS];
 #pragma unroll
     for (int r = 0; r < ROPE_MAX_ROWS; ++r)  // every row's pair in flight while the tables are formed
-        if (r < n && j < n_pairs) v[r] = reinterpret_cast<const float2*>(qkv + (size_t)(t0 + r) * n_pairs * 2)[j];
+        if (r < n && j < n_pairs) v[r] = load_pair(qkv, n_pairs, t0 + r, j);
     if (rotates && i < half) {  // the first warp(s): each row's (cos, sin) of pair i
         int p[ROPE_MAX_ROWS];
 #pragma unroll
@@ -73,4 +82,22 @@ extern "C" __global__ void rope_qkv(const float* __restrict__ qkv,   // qkv: [T,
         else if (j < n_rot) dst[r][0][j - H * half] = packed;
         else dst[r][1][j - n_rot] = packed;
     }
+}
+
+#define ROPE_PARAMS(In)                                                                                             \
+    const In *__restrict__ qkv,                      /* qkv: [T, (H+2·Hkv)·Dh], q | k | v */                     \
+        const float *__restrict__ bias,              /* bias: [(H+2·Hkv)·Dh] f32 or nullptr */                  \
+        const int *__restrict__ pos,                 /* pos: [T] int32 absolute positions */                    \
+        const int *__restrict__ slot,                /* slot: [T] int32 slot c of each position, or null: c = t */ \
+        bf16 *__restrict__ q_out,                    /* q_out: [T, H, Dh] bf16 */                               \
+        const unsigned long long *__restrict__ cache, /* cache: [C, 2] K, V addresses */                        \
+        const int *__restrict__ ring,                /* ring: [C] int32 R_c */                                  \
+        int T, int rows, int H, int Hkv, int Dh, float theta
+
+extern "C" __global__ void rope_qkv(ROPE_PARAMS(float)) {
+    rope_body(qkv, bias, pos, slot, q_out, cache, ring, T, rows, H, Hkv, Dh, theta);
+}
+
+extern "C" __global__ void rope_qkv_bf16(ROPE_PARAMS(bf16)) {
+    rope_body(qkv, bias, pos, slot, q_out, cache, ring, T, rows, H, Hkv, Dh, theta);
 }

@@ -13,7 +13,8 @@ and the largest gaps between kernels by the pair of kernels around them.
     python dev/encoder_profile.py CHECKPOINT [--files 1,8] [--seconds 60] [--chunk 1024] [--reps 5]
         [--variants shipped,chain] [--host-mel] [--host-profile]
 
---variants: chain = every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL).
+--variants: chain = every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL); f32 =
+f32 qkv and w1|w3 outputs (encoder.BF16_ACTIVATIONS off); untuned = no cuBLASLt tuning (TUNED_MIN_ROWS).
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ def projection(kernels: list[str], i: int) -> str:
     return "other"
 
 
-VARIANTS = {"shipped": {}, "chain": {"CHAIN_ALL": True}}  # name → constants of voxtral.gpu.encoder
+VARIANTS = {  # name → constants of voxtral.gpu.encoder
+    "shipped": {},
+    "chain": {"CHAIN_ALL": True},
+    "f32": {"BF16_ACTIVATIONS": False},  # qkv and w1|w3 GEMMs write f32
+    "untuned": {"TUNED_MIN_ROWS": None},  # cublasGemmEx's default algorithm at every shape
+    "f32-untuned": {"BF16_ACTIVATIONS": False, "TUNED_MIN_ROWS": None},  # as before 2026-12-03
+}
 
 
 def encode(enc, n: int, mel: np.ndarray) -> list:

@@ -77,7 +77,7 @@ def family(name: str) -> str:
     """A kernel's family: its function name without template arguments or parameters (cuBLAS: 'gemm')."""
     if "skinny_gemm" in name:
         return "skinny_gemm"
-    if any(s in name for s in ("gemm", "Kernel2", "cutlass", "sm90_", "gemv2", "splitK")):
+    if any(s in name for s in ("gemm", "Kernel2", "cutlass", "sm90_", "gemv2", "splitK", "nvjet")):
         return "cuBLAS gemm" if "splitKreduce" not in name else "cuBLAS split-K reduce"
     base = name.split("(")[0].split("<")[0]
     return base.replace("void ", "").strip()

@@ -103,6 +103,23 @@ def assert_near_tie(model, audio, got: list[int], want: list[int], what: str) ->
     assert margin < NEAR_TIE, f"{what}: differs at step {k} where the offline margin was {margin:.3f}"
 
 
+def assert_equal_or_reference_near_tie(reference, audio, got: list[int], want: list[int], what: str) -> None:
+    """GPU tokens `got` against the CPU's `want` for the same audio (a path, or an array at RATE): equal,
+    or first different at a step where the CPU's own top-2 logits (reference: the CPU model, teacher-forced
+    on its tokens) are closer than NEAR_TIE. There the GPU's bf16 rounding may take either token, and the
+    rest of the run follows from it (tiny random checkpoint, 15 s clip: step 184's margin is 0.0004)."""
+    if got == want:
+        return
+    k = next((j for j, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    assert k < min(len(got), len(want)), f"{what}: same tokens, different lengths {len(got)} vs {len(want)}"
+    rate = {"sample_rate": RATE} if isinstance(audio, np.ndarray) else {}
+    logits = reference.trace(audio, k + 1, forced_tokens=want, **rate).logits[k]
+    top2 = np.sort(logits)[-2:]
+    margin = float(top2[1] - top2[0])
+    print(f"{what}: GPU first differs from the CPU at step {k} of {len(want)}, CPU top-2 margin {margin:.4f}")
+    assert margin < NEAR_TIE, f"{what}: GPU differs from the CPU at step {k}, CPU margin {margin:.3f}"
+
+
 def server_sessions(model, audios, capacity: int) -> list[tuple[list[int], str]]:
     """Sessions opened at different ticks (the 4th when one of the first 3 leaves), fed in different
     chunk sizes, finished at different ticks."""

@@ -7,6 +7,7 @@ import pytest
 from engine_checks import (
     PATTERNS,
     alone,
+    assert_equal_or_reference_near_tie,
     assert_near_tie,
     check_abandoned_sessions_free_their_slots,
     check_bad_input_among_good,
@@ -46,8 +47,10 @@ def test_early_stops_in_every_pattern(tiny_dir, audios, pattern):
 
 
 def test_offline_tokens_equal_the_cpu_ones(tiny_dir, gpu, audios):
+    """Equal, or first different where the CPU's own top-2 logits are a near tie."""
     cpu = voxtral.load(tiny_dir, device="cpu")
-    assert [t.tokens for t in alone(gpu, audios)] == [t.tokens for t in alone(cpu, audios)]
+    for i, (g, c) in enumerate(zip(alone(gpu, audios), alone(cpu, audios), strict=True)):
+        assert_equal_or_reference_near_tie(cpu, audios[i], g.tokens, c.tokens, f"input {i}")
 
 
 def test_mixed_requests_from_threads(gpu, audios):

@@ -111,15 +111,19 @@ def rope_ref(qkv, bias, pos, h, hkv, dh, theta):
     (1, 32, 8, 128, (9, 9), False, 1e6), (5, 3, 1, 64, (7, 3, 12), True, 1e6),
     (4, 2, 2, 6, (5, 2), True, 1e4), (6, 32, 32, 64, (11,), True, 1e6),
     (9, 32, 8, 128, (8192, 1, 64, 5, 1024), True, 1e6)])  # fmt: skip
-def test_rope_qkv_vs_numpy(rng, t, h, hkv, dh, rings, with_bias, theta):
+@pytest.mark.parametrize("bf16_in", [False, True], ids=["f32", "bf16"])  # the decoder's, the encoder's qkv
+def test_rope_qkv_vs_numpy(rng, t, h, hkv, dh, rings, with_bias, theta, bf16_in):
     width = (h + 2 * hkv) * dh
     qkv = rng.standard_normal((t, width)).astype(np.float32)
+    qkv_dev = cp.asarray(qkv)
+    if bf16_in:  # the reference turns the same bf16 values
+        qkv_dev, qkv = to_bf16(qkv)
     bias = rng.standard_normal(width).astype(np.float32) if with_bias else None
     slot, pos = assign_slots(rng, t, rings)
     caches = [(poison_bf16((r, hkv, dh)), poison_bf16((r, hkv, dh))) for r in rings]  # own allocations
     table, ring = slot_table(caches)
     q = poison_bf16((t, h, dh))
-    ops.rope_qkv(cp.asarray(qkv), cp.asarray(pos), cp.asarray(slot), table, ring, theta, n_kv_heads=hkv,
+    ops.rope_qkv(qkv_dev, cp.asarray(pos), cp.asarray(slot), table, ring, theta, n_kv_heads=hkv,
                  head_dim=dh, bias=None if bias is None else cp.asarray(bias), out=q)  # fmt: skip
     q_ref, k_ref, v_ref = rope_ref(qkv, bias, pos, h, hkv, dh, theta)
     assert_bf16_close(q, q_ref)
@@ -426,10 +430,14 @@ def test_widen_bf16_vs_numpy(rng, n, offset):
 
 
 @pytest.mark.parametrize("t,f", [(1, 9216), (3, 37), (4, 1283), (7, 4), (2, 1)])
-def test_silu_mul_vs_numpy(rng, t, f):
+@pytest.mark.parametrize("bf16_in", [False, True], ids=["f32", "bf16"])  # the decoder's, the encoder's gu
+def test_silu_mul_vs_numpy(rng, t, f, bf16_in):
     gu = (rng.standard_normal((t, 2 * f)) * 3).astype(np.float32)
+    gu_dev = cp.asarray(gu)
+    if bf16_in:
+        gu_dev, gu = to_bf16(gu)
     out = poison_bf16((t, f))
-    ops.silu_mul(cp.asarray(gu), out=out)
+    ops.silu_mul(gu_dev, out=out)
     g, u = gu[:, :f].astype(np.float64), gu[:, f:].astype(np.float64)
     assert_bf16_close(out, ref.silu(g) * u)
 

@@ -83,6 +83,16 @@ CHAIN_ROWS = 8
 # those of ≤ CHAIN_ROWS rows. Off: H200, dev/encoder_profile.py, one input of 60 s 21.42 ms against 21.49
 # unchained, 8 inputs 136.36 against 136.28 (the launches between a pass's kernels cost ~0.1 µs already).
 CHAIN_ALL = False
+# The qkv and w1|w3 GEMMs write bf16 (f32 accumulation, one rounding), which rope_qkv and silu_mul read:
+# half the bytes of the f32 outputs they wrote and read before (a 60 s file's passes move ~1.1 GB less).
+# The bias add, the turn and SwiGLU stay f32; q, k, v and the SwiGLU output were bf16 already.
+BF16_ACTIVATIONS = True
+# GEMMs of captured passes (offline buckets, live buckets) of at least this many rows run the fastest
+# of cuBLASLt's candidate algorithms that give bitwise the default's output (gemm.py: timed once per
+# shape, in the capture's eager run); None: cublasGemmEx's default everywhere. H200, dev/lt_gemm.py,
+# µs default → best: 1 024 rows qkv 18.2 → 16.5, w13 43.7 → 39.6; 8 192 rows qkv 122.2 → 108.4, wo
+# 43.0 → 39.7, w13 319.3 → 278.8.
+TUNED_MIN_ROWS: int | None = 256
 
 
 class Groups:
@@ -147,17 +157,18 @@ class PassBuffers:
         import cupy
 
         f32, bf16 = np.float32, np.uint16
+        act = activation_dtype()
         self.h = cupy.zeros((t, c.dim), f32)  # the residual stream, in place
         # pos and slot: the rows of one array [2, T], so that one upload sets both (_positions)
         self.ids = device_array(np.stack([np.zeros(t, np.int32), np.full(t, scratch_slot, np.int32)]))
         self.pos, self.slot = self.ids[0], self.ids[1]
         self.x = cupy.empty((t, c.dim), bf16)
-        self.qkv = cupy.empty((t, c.q_dim + 2 * c.kv_dim), f32)
+        self.qkv = cupy.empty((t, c.q_dim + 2 * c.kv_dim), act)
         self.q = cupy.empty((t, c.n_heads, c.head_dim), bf16)
         self.o = cupy.zeros((t, c.n_heads, c.head_dim), bf16)
         if split:
             self.workspace = ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim)
-        self.gu = cupy.empty((t, 2 * c.hidden_dim), f32)
+        self.gu = cupy.empty((t, 2 * c.hidden_dim), act)
         self.u = cupy.empty((t, c.hidden_dim), bf16)
         self.out = cupy.empty((t, c.dim), bf16)  # the final norm
 
@@ -217,37 +228,49 @@ def chained(rows: int) -> bool:
     return CHAIN_ALL or rows <= CHAIN_ROWS
 
 
+def activation_dtype():
+    """The dtype of the qkv and w1|w3 GEMM outputs (BF16_ACTIVATIONS): bf16 (uint16 bit patterns) or f32."""
+    return np.uint16 if BF16_ACTIVATIONS else np.float32
+
+
 def layer(h, c, i: int, lw, prev_bias, pos, slot, kv: KVCaches, attend, buf: PassBuffers | None = None):
     """Encoder layer i over rows h [T, E] f32 in place (+ the previous layer's pending w2 bias); returns
     this layer's w2 bias. Row t is position pos[t] of slot slot[t]; attend(q, cache, ring, i, out) is the
     pass's attention (split_attention, tiled_attention, mixed_attention). buf: write every activation
-    there (a captured pass)."""
+    there (a captured pass; its GEMMs tuned from TUNED_MIN_ROWS rows)."""
+    import cupy
+
     t = h.shape[0]
     b = (lambda name: None) if buf is None else (lambda name: getattr(buf, name))  # noqa: E731
+    tune = buf is not None and TUNED_MIN_ROWS is not None and t >= TUNED_MIN_ROWS
+    act = activation_dtype()
     pdl = chained(t)  # a live tick: every launch of the layer but cuBLAS's chained
     x = ops.rms_norm(h, lw.attention_norm, c.norm_eps, bias=prev_bias, out=b("x"), pdl=pdl)  # [T, E] bf16
-    qkv = linear(x, lw.wqkv, out=b("qkv"))  # [T, (H + 2Hkv)·Dh] f32
+    qkv = b("qkv") if buf is not None else cupy.empty((t, lw.wqkv.shape[0]), act)
+    linear(x, lw.wqkv, out=qkv, tune=tune)  # [T, (H + 2Hkv)·Dh] bf16 (or f32)
     cache, ring = kv.layer(i)
     dims = {"n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim}
     q = ops.rope_qkv(qkv, pos, slot, cache, ring, c.rope_theta, **dims, bias=lw.qkv_bias, out=b("q"), pdl=pdl)
     o = attend(q, cache, ring, i, b("o"))  # [T, H, Dh] bf16
-    linear(o.reshape(t, c.q_dim), lw.wo, out=h, add=True)
+    linear(o.reshape(t, c.q_dim), lw.wo, out=h, add=True, tune=tune)
     x = ops.rms_norm(h, lw.ffn_norm, c.norm_eps, bias=lw.wo_bias, out=b("x"), pdl=pdl)
-    u = swiglu(x, lw.w13, gu=b("gu"), out=b("u"), pdl=pdl)  # [T, F] bf16
-    linear(u, lw.w2, out=h, add=True)
+    gu = b("gu") if buf is not None else cupy.empty((t, lw.w13.shape[0]), act)
+    u = swiglu(x, lw.w13, gu=gu, out=b("u"), pdl=pdl, tune=tune)  # [T, F] bf16
+    linear(u, lw.w2, out=h, add=True, tune=tune)
     return lw.w2_bias
 
 
-def linear(x, w, out=None, add: bool = False):
-    """out (=, or += with add) x · wᵀ for x [T, K] bf16, w [N, K] bf16, out [T, N] f32 (made when None):
-    a cuBLAS GEMM."""
-    return gemm(x, w, out=out, beta=1.0 if add else 0.0)
+def linear(x, w, out=None, add: bool = False, tune: bool = False):
+    """out (=, or += with add) x · wᵀ for x [T, K] bf16, w [N, K] bf16, out [T, N] f32 (made when None)
+    or bf16: a cuBLAS GEMM (tune: gemm.py's tuned algorithm)."""
+    return gemm(x, w, out=out, beta=1.0 if add else 0.0, tune=tune)
 
 
-def swiglu(x, w13, gu=None, out=None, pdl: bool = False):
+def swiglu(x, w13, gu=None, out=None, pdl: bool = False, tune: bool = False):
     """silu(x · w1ᵀ) ⊙ (x · w3ᵀ) as bf16 [T, F] for x [T, E] bf16, w13 = [w1; w3] [2F, E] bf16: a cuBLAS
-    GEMM into gu [T, 2F] f32 (made when None), then silu_mul into out (made when None; pdl: chained)."""
-    return ops.silu_mul(gemm(x, w13, out=gu), out=out, pdl=pdl)
+    GEMM into gu [T, 2F] f32 (made when None) or bf16, then silu_mul into out (made when None; pdl:
+    chained)."""
+    return ops.silu_mul(gemm(x, w13, out=gu, tune=tune), out=out, pdl=pdl)
 
 
 def adapter(x, w: GpuWeights, cfg: ModelConfig):

@@ -108,7 +108,8 @@ def _check(a, name: str, dtype, shape: tuple | None = None) -> None:
     import cupy
 
     assert isinstance(a, cupy.ndarray), f"{name} must be a cupy.ndarray, got {type(a).__name__}"
-    assert a.dtype == np.dtype(dtype), f"{name} must be {np.dtype(dtype)}, got {a.dtype}"
+    dtypes = [np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,))]
+    assert a.dtype in dtypes, f"{name} must be {' or '.join(map(str, dtypes))}, got {a.dtype}"
     assert a.flags.c_contiguous, f"{name} must be C-contiguous"
     if shape is not None:
         ok = len(shape) == a.ndim and all(s is None or s == d for s, d in zip(shape, a.shape, strict=False))
@@ -174,12 +175,13 @@ def rope_rows(t: int) -> int:
 
 def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head_dim: int, bias=None,
              out=None, pdl: bool = False):  # fmt: skip
-    """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 → q bf16 [T, H, Dh]; k, v → row pos % R_c of
-    slot c = slot[t]'s ring caches, found through the table cache [C, 2] / ring [C] (voxtral/gpu/kv.py).
-    slot=None: the tables are laid out per position (c = t)."""
+    """Bias + interleaved RoPE on qkv [T, (H+2Hkv)·Dh] f32 or bf16 → q bf16 [T, H, Dh]; k, v → row pos % R_c
+    of slot c = slot[t]'s ring caches, found through the table cache [C, 2] / ring [C] (voxtral/gpu/kv.py).
+    slot=None: the tables are laid out per position (c = t). The bias add and the turn are f32 either way
+    (SPEC §3.4, §5)."""
     n_slots = _check_table(cache, ring)
     hkv, dh = n_kv_heads, head_dim
-    _check(qkv, "qkv", np.float32)
+    _check(qkv, "qkv", (np.float32, BF16))
     assert qkv.ndim == 2 and qkv.shape[1] % dh == 0, f"qkv must be [T, (H+2Hkv)·Dh], got {qkv.shape}"
     assert dh % 2 == 0 and dh <= 2 * ROPE_THREADS, f"head dim must be even, ≤ {2 * ROPE_THREADS}: {dh}"
     t, h = qkv.shape[0], qkv.shape[1] // dh - 2 * hkv
@@ -196,7 +198,8 @@ def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head
         args = (*args[:7], np.int32(t), np.int32(rows), *args[7:])
         chunks = -(-(h + 2 * hkv) * dh // 2 // ROPE_THREADS)  # blocks per row group: one pair per thread
         grid = (-(-t // rows), chunks)
-        launch(_fn("rope.cu", "rope_qkv"), grid, (ROPE_THREADS,), args, shared_mem=4 * dh * rows, pdl=pdl)
+        name = "rope_qkv" if qkv.dtype == np.float32 else "rope_qkv_bf16"
+        launch(_fn("rope.cu", name), grid, (ROPE_THREADS,), args, shared_mem=4 * dh * rows, pdl=pdl)
     return out
 
 
@@ -372,16 +375,17 @@ def widen_bf16(x, *, out=None):
 
 
 def silu_mul(gu, *, out=None, pdl: bool = False):
-    """SwiGLU: gu [T, 2F] f32 = gate | up → silu(gate)·up as bf16 [T, F]. pdl: a programmatic dependent
-    launch."""
-    _check(gu, "gu", np.float32)
+    """SwiGLU: gu [T, 2F] f32 or bf16 = gate | up → silu(gate)·up as bf16 [T, F], computed in f32 (SPEC
+    §3.3, §5). pdl: a programmatic dependent launch."""
+    _check(gu, "gu", (np.float32, BF16))
     assert gu.ndim == 2 and gu.shape[1] % 2 == 0, f"gu must be [T, 2F], got {gu.shape}"
     t, f = gu.shape[0], gu.shape[1] // 2
     out = _out(out, "out", BF16, (t, f))
     if out.size:
         grid = _blocks(out.size // 4 if f % 4 == 0 else out.size)
         args = (gu, out, np.int32(t), np.int32(f))
-        launch(_fn("activations.cu", "silu_mul"), (grid,), (ELEMENTWISE_THREADS,), args, pdl=pdl)
+        name = "silu_mul" if gu.dtype == np.float32 else "silu_mul_bf16"
+        launch(_fn("activations.cu", name), (grid,), (ELEMENTWISE_THREADS,), args, pdl=pdl)
     return out
 
 
