@@ -45,6 +45,7 @@ def projection(kernels: list[str], i: int) -> str:
     after = next((k for k in kernels[i + 1 :] if k not in gemm), "")
     if before.startswith("attention"):
         return "wo"
+    before, after = before.removesuffix("_bf16"), after.removesuffix("_bf16")  # bf16-input kernels
     if before == "silu_mul":
         return "w2"
     if before == "rms_norm" and after == "rope_qkv":
