@@ -44,10 +44,24 @@ def clips(tmp_path):
     return tmp_path
 
 
-def test_directory_gives_clips_that_have_references(clips):
+def test_directory_gives_clips_that_have_references(clips, caplog):
     found, errors = find_clips([str(clips)])
     assert [p.name for p in found] == ["one.wav", "two.wav"] and errors == []
     assert read_reference(found[0]) == "first reference"
+    # the clip without a reference is left out of the set, and a warning says so (a glob naming it
+    # would count it as a failure: there the user named that file)
+    want = f"{clips}: 1 audio file without a reference .txt of the same name left out (lonely.wav)"
+    assert want in caplog.text
+
+
+def test_many_clips_left_out_are_counted(tmp_path, caplog):
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "a.txt").write_text("words", encoding="utf-8")
+    for i in range(5):
+        (tmp_path / f"n{i}.wav").write_bytes(b"x")
+    find_clips([str(tmp_path)])
+    want = "5 audio files without a reference .txt of the same name left out (n0.wav, n1.wav, n2.wav, …)"
+    assert want in caplog.text
 
 
 def test_list_file_pattern_and_explicit_clips(clips):

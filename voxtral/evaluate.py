@@ -7,6 +7,7 @@ symbol replaced by a space, whitespace collapsed. Numbers are not spelled out ("
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ import jiwer
 
 from .errors import AudioError, OptionError
 from .inputs import InputError, audio_files_in, expand_inputs, is_audio
+
+log = logging.getLogger(__name__)
+SKIPPED_NAMED = 3  # clips without a reference a directory's warning names (then "…")
 
 APOSTROPHES = frozenset("'’ʼ`´")
 
@@ -101,13 +105,19 @@ def _clips_of(arg: str) -> list[Path]:
     path = Path(arg)
     if path.is_dir():
         try:
-            found = [p for p in audio_files_in(path) if reference_of(p).is_file()]
+            audio = audio_files_in(path)
         except OSError as e:  # a directory this process may not read: not a list file
             raise AudioError(
                 f"{arg}: cannot read the directory ({e.strerror}); check its permissions"
             ) from None
+        found = [p for p in audio if reference_of(p).is_file()]
         if not found:
             raise AudioError(f"{arg}: no audio file here has a reference .txt of the same name beside it")
+        skipped = [p.name for p in audio if p not in found]
+        if skipped:  # the evaluation set is the clips with references; say which were left out
+            names = ", ".join(skipped[:SKIPPED_NAMED]) + (", …" if len(skipped) > SKIPPED_NAMED else "")
+            what = f"{len(skipped)} audio file" + ("" if len(skipped) == 1 else "s")
+            log.warning("%s: %s without a reference .txt of the same name left out (%s)", arg, what, names)
         return found
     if path.is_file() and not is_audio(path):
         return _list_file(path)
