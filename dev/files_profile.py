@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
             scheduler.READERS = n
             print(f"round {r} READERS={n}: {line(files_report(model, samples, [args.files])[0])}", flush=True)
     scheduler.READERS = kept
+    if args.top == 0:  # no profiled run
+        return
     prof = cProfile.Profile()
     prof.enable()
     row = files_report(model, samples, [args.files])[0]
