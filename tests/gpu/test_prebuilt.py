@@ -93,10 +93,6 @@ def test_copies_through_the_copy_engine():
     expected = np.zeros((4, 6, 2), np.uint64)
     expected[:, 2] = np.arange(8).reshape(4, 2)
     np.testing.assert_array_equal(cp.asnumpy(table), expected)
-    tall = cp.zeros((100, 3, 2), np.uint64)  # more rows than H2D_ROWS_ONE_BY_ONE: one pitched copy
-    upload(tall[:, 1], np.arange(200, dtype=np.uint64).reshape(100, 2))
-    np.testing.assert_array_equal(cp.asnumpy(tall[:, 1]), np.arange(200).reshape(100, 2))
-    assert not cp.asnumpy(tall[:, 0]).any() and not cp.asnumpy(tall[:, 2]).any()
     parts = [a[i] for i in range(5)] + [cp.zeros((0, 3), np.float32)]
     np.testing.assert_array_equal(cp.asnumpy(concat_rows(parts)), host.reshape(35, 3))
     np.testing.assert_array_equal(cp.asnumpy(clone(a[1:3])), host[1:3])
@@ -104,23 +100,3 @@ def test_copies_through_the_copy_engine():
         copy(cp.empty((5, 7), np.float32), a[:, :, 0])
     with pytest.raises(ValueError, match="copy of"):
         copy(cp.empty((5, 7), np.float32), a[:, :, :2])
-
-
-SLEEP = r"""extern "C" __global__ void sleep_ms(int ms) {
-    for (int i = 0; i < ms; ++i) __nanosleep(1000000);
-}"""
-
-
-def test_an_upload_into_a_table_column_does_not_wait_for_the_stream():
-    """A slot's column of a KV table (KVCaches._point: a slot opening or leaving) goes up while the
-    stream is still busy: the engine's thread goes on queueing work (a pitched copy from pageable memory
-    waited for the stream to drain)."""
-    table = cp.zeros((32, 65, 2), np.uint64)
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        cp.RawKernel(SLEEP, "sleep_ms")((1,), (1,), (np.int32(2000),))  # 2 s of queued work
-        upload(table[:, 7], np.arange(64, dtype=np.uint64).reshape(32, 2))
-        busy = not stream.done  # the sleeper still runs: the upload returned without waiting
-        stream.synchronize()
-    assert busy
-    np.testing.assert_array_equal(cp.asnumpy(table[:, 7]), np.arange(64).reshape(32, 2))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 H2D, D2D = 1, 3  # cudaMemcpyKind
-H2D_ROWS_ONE_BY_ONE = 64  # a pitched upload of at most this many rows is issued as 1-D copies (_copy)
 
 
 def _layout(a, ptr: int) -> tuple[int, int, int, int]:
@@ -42,14 +41,6 @@ def _copy(dst, dst_ptr: int, src, src_ptr: int, kind: int) -> None:
         dpitch, width, height = swidth, swidth, sheight
     elif sheight == 1:
         spitch = width
-    if kind == H2D and height <= H2D_ROWS_ONE_BY_ONE:
-        # A pitched copy from pageable host memory waits for the stream to drain before it returns (the
-        # driver stages it synchronously); row by row, each small 1-D copy is staged and returns at once.
-        # H200, 64 files end to end under cProfile: the KV tables' column uploads (a slot leaving, 128
-        # of them) held the engine's thread 2.3 s while the GPU ran out of queued work.
-        for r in range(height):
-            runtime.memcpyAsync(d + r * dpitch, s + r * spitch, width, kind, stream)
-        return
     runtime.memcpy2DAsync(d, dpitch, s, spitch, width, height, kind, stream)
 
 
