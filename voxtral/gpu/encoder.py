@@ -84,7 +84,7 @@ CHAIN_ROWS = 8
 # unchained, 8 inputs 136.36 against 136.28 (the launches between a pass's kernels cost ~0.1 µs already).
 CHAIN_ALL = False
 # The qkv and w1|w3 GEMMs write bf16 (f32 accumulation, one rounding), which rope_qkv and silu_mul read:
-# half the bytes of the f32 outputs they wrote and read before (a 60 s file's passes move ~1.1 GB less).
+# half the bytes of the f32 outputs they wrote and read before (a 60 s file's passes move ~6.6 GB less).
 # The bias add, the turn and SwiGLU stay f32; q, k, v and the SwiGLU output were bf16 already.
 BF16_ACTIVATIONS = True
 # GEMMs of captured passes (offline buckets, live buckets) of at least this many rows run the fastest
