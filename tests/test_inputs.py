@@ -154,6 +154,19 @@ def test_plan_refuses_existing_outputs_and_shared_names(tmp_path):
     assert len(plan) == 2 and errors == []
 
 
+def test_clips_claim_their_outputs_before_the_transcripts_beside_them(tmp_path):
+    """`rec/*` over take1.txt, take1.wav (sorted: the .txt first): the clip gets take1.srt, and the .txt
+    (not audio by its name: it fails as audio anyway) is the one refused; errors stay in input order."""
+    inputs = [tmp_path / "take1.txt", tmp_path / "take1.wav", tmp_path / "take2.txt", tmp_path / "take2.flac"]
+    plan, errors = plan_outputs(inputs, tmp_path / "out", ["srt"], overwrite=False)
+    assert list(plan) == [tmp_path / "take1.wav", tmp_path / "take2.flac"]
+    assert [e.name for e in errors] == [str(inputs[0]), str(inputs[2])]
+    assert f"would also be written for {inputs[1]}" in str(errors[0].error)
+    # two clips of one name: the first named keeps it, as before
+    plan, errors = plan_outputs([tmp_path / "x.wav", tmp_path / "x.flac"], tmp_path / "out", ["srt"], False)
+    assert list(plan) == [tmp_path / "x.wav"] and "would also be written for" in str(errors[0].error)
+
+
 def test_an_output_name_taken_by_a_directory_fails_even_with_overwrite(tmp_path):
     (tmp_path / "a.txt").mkdir()
     plan, errors = plan_outputs([tmp_path / "in" / "a.wav"], tmp_path, ["txt"], overwrite=True)

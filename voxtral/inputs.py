@@ -248,19 +248,23 @@ def plan_outputs(
     paths: list[Path], output_dir: Path, formats: list[str], overwrite: bool
 ) -> tuple[dict[Path, list[Path]], list[InputError]]:
     """Outputs per input; an input whose output exists (without overwrite), is taken by another, or is an
-    input of the run (even with overwrite: its audio would be lost) fails."""
+    input of the run (even with overwrite: its audio would be lost) fails. Inputs with an audio suffix
+    claim their outputs first: `rec/*` over clips with transcripts beside them (take1.wav, take1.txt)
+    writes the clips' outputs, and the .txt files fail (as audio, or for the taken name), not the clips.
+    Errors come in input order."""
     plan: dict[Path, list[Path]] = {}
-    errors: list[InputError] = []
+    failed: dict[Path, InputError] = {}
     owner: dict[Path, Path] = {}
     most = _name_max(output_dir)
     inputs = {i for p in paths for i in (_file_id(p, os.stat), _file_id(p, os.lstat)) if i is not None}
-    for path in paths:
+    for path in sorted(paths, key=lambda p: not is_audio(p)):  # stable: input order within each kind
+        errors: list[InputError] = []
         outs, who = output_paths(path, output_dir, formats), shown(path)
         long = next((o for o in outs if len(o.name.encode("utf-8", "surrogateescape")) > most), None)
         if long is not None:
             name, why = repr(long.name), f"at most {most} bytes"
             msg = f"{who}: its output name {name} is too long for the file system ({why}); rename the input"
-            errors.append(InputError(who, OutputError(msg)))
+            failed[path] = InputError(who, OutputError(msg))
             continue
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
@@ -280,7 +284,9 @@ def plan_outputs(
         else:
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
-    return plan, errors
+        if errors:
+            failed[path] = errors[0]
+    return {p: plan[p] for p in paths if p in plan}, [failed[p] for p in paths if p in failed]
 
 
 def _file_id(path: Path, stat) -> tuple[int, int] | None:
