@@ -348,3 +348,19 @@ def test_a_slow_input_holds_its_batch_only_briefly(
     groups, tokens = _cohort_run(model.engine, audios[:n], first_block_delay=1.5, slow=slow)
     assert groups[0] == n - slow, groups
     assert tokens[slow:] == [t.tokens for t in alone(model, audios[slow:n])]
+
+
+def test_a_cancelled_transcription_raises_and_leaves(model, audios):
+    """transcribe(cancelled=…) (the server stops an upload whose client left): asked between ticks; once
+    true the job is dropped at the next tick and SessionError raised; the engine then serves others."""
+    ticks = []
+
+    def cancelled() -> bool:
+        ticks.append(1)
+        return len(ticks) > 3
+
+    with pytest.raises(SessionError, match="cancelled"):
+        model.transcribe(audios[1], sample_rate=16000, cancelled=cancelled)
+    assert not model.engine.active and not model.engine.queue
+    want = model.transcribe(audios[0], sample_rate=16000).tokens
+    assert model.transcribe(audios[0], sample_rate=16000, cancelled=lambda: False).tokens == want

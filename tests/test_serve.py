@@ -585,3 +585,97 @@ def test_readme_serving_examples_run_as_written(tiny_dir, tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         s.stop()
+
+
+def _metric(s: Server, name: str) -> float:
+    """A metric's value from /metrics (0 when absent)."""
+    for line in s.get("/metrics")[1].splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _send_and_vanish(s: Server, wav: bytes, after_s: float) -> None:
+    """POST an upload's whole form, then close the connection without reading the answer."""
+    import http.client
+
+    boundary = "vanishing-client"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nvoxtral\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="long.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + wav
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+    conn.putrequest("POST", "/v1/audio/transcriptions")
+    conn.putheader("Authorization", f"Bearer {KEY}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body)
+    time.sleep(after_s)
+    conn.sock.close()
+
+
+def test_an_upload_whose_client_vanishes_stops_and_frees_its_place(tiny_dir, tmp_path):
+    """README: a client that vanishes frees its place at once. An upload of 10 min of audio is stopped
+    when its client goes, running (the engine drops the job at its next tick) or waiting in the queue
+    (behind one place taken by a live session), and is not counted as transcribed."""
+    import io
+
+    noise = (0.05 * np.random.default_rng(3).standard_normal(600 * 16000)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, noise, 16000, format="WAV", subtype="PCM_16")
+    s = Server(tiny_dir, "--max-sessions", "1")
+    try:
+        _send_and_vanish(s, buf.getvalue(), after_s=1.5)  # running when it goes
+        for _ in range(100):
+            if _metric(s, "voxtral_errors_total") >= 1 and _metric(s, "voxtral_uploads_running") == 0:
+                break
+            time.sleep(0.1)
+        assert _metric(s, "voxtral_uploads_running") == 0, "the upload still runs after its client left"
+        assert 'voxtral_errors_total{kind="client_gone"} 1.0' in s.get("/metrics")[1]
+        assert _metric(s, "voxtral_audio_seconds_total") < 600  # not transcribed to the end
+
+        async def hold_place_then_queue():  # a live session takes the only place; an upload waits
+            headers = {"Authorization": f"Bearer {KEY}"}
+            url = s.url.replace("http", "ws") + "/v1/realtime"
+            import websockets
+
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(_send_and_vanish, s, buf.getvalue(), 1.0)
+                for _ in range(50):
+                    if 'voxtral_errors_total{kind="client_gone"} 2.0' in s.get("/metrics")[1]:
+                        break
+                    await asyncio.sleep(0.1)
+                return _metric(s, "voxtral_queue_depth")
+
+        assert run(hold_place_then_queue()) == 0, "the vanished upload still waits in the queue"
+        assert 'voxtral_errors_total{kind="client_gone"} 2.0' in s.get("/metrics")[1]
+        assert _wait_free_upload(s), "no place was free after both clients left"
+    finally:
+        s.stop()
+
+
+def _wait_free_upload(s: Server) -> bool:
+    """A short upload is answered 200 within 20 s."""
+    import openai
+
+    c = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
+    buf = __import__("io").BytesIO()
+    sf.write(buf, np.zeros(16000, np.float32), 16000, format="WAV")
+    buf.name = "short.wav"
+    for _ in range(100):
+        buf.seek(0)
+        try:
+            c.audio.transcriptions.create(model="voxtral", file=buf)
+            return True
+        except openai.APIStatusError:
+            time.sleep(0.2)
+    return False

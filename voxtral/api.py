@@ -22,7 +22,7 @@ from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import check_options, score
 from .config import FRAME_MS, MAX_CAPACITY
-from .errors import DeviceError, OptionError, VoxtralError
+from .errors import DeviceError, OptionError, SessionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
 from .stream import Session
@@ -84,16 +84,29 @@ class Model:
         sample_rate: int | None = None,
         confidence: bool = False,
         alternatives: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Transcript:
         """Transcribe a file path or an array ([S] or [S, C], with its sample_rate) (SPEC §6).
 
         confidence: give every token its probability (Transcript.scores); alternatives=P also lists
         the rival tokens whose probability is within P of the chosen one (implies confidence). The
-        audio is read in blocks: memory stays flat for any length. Raises AudioError for audio that
-        cannot be read, OptionError for bad options.
+        audio is read in blocks: memory stays flat for any length. cancelled: asked between engine ticks
+        (from any thread); once it returns True the job is abandoned (its slots freed at the next tick)
+        and SessionError raised. Raises AudioError for audio that cannot be read, OptionError for bad
+        options.
         """
         job, scores = self._job(audio, sample_rate, confidence, alternatives)
-        return self._transcript(self.engine.run(job), scores)
+        if cancelled is None:
+            return self._transcript(self.engine.run(job), scores)
+        self.engine.submit(job)
+        self.engine.run_until(lambda: job.finished or cancelled())
+        if not job.finished:
+            self.engine.close(job)
+            self.engine.run_until(lambda: job.finished)  # retired at the next tick
+            raise SessionError("the transcription was cancelled")
+        if job.error is not None:
+            raise job.error
+        return self._transcript(job, scores)
 
     def transcribe_each(
         self,

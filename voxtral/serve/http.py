@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from .state import Full, ServerState
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("segment", "word")
 FORM_SLACK = 64 << 10  # multipart overhead allowed beyond max_upload_mb
+GONE_POLL_S = 0.25  # how often a waiting or running upload looks whether its client has gone
 
 
 def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
@@ -107,7 +109,7 @@ async def _received(state: ServerState, request: Request) -> Response:
         try:
             path = tmp / "audio"
             await asyncio.to_thread(_save, form["file"], path)
-            response = await _transcribe(state, path, fields)
+            response = await _transcribe(state, request, path, fields)
             return response
         finally:
             if not isinstance(response, StreamingResponse):  # else its events remove the file at their end
@@ -164,7 +166,33 @@ def _measure(path: Path, rate: int, limit_s: float) -> None:
             raise _TooLong
 
 
-async def _transcribe(state: ServerState, path: Path, fields: dict) -> Response:
+async def _while_connected(request: Request, task: asyncio.Future) -> bool:
+    """Wait for task, looking every GONE_POLL_S whether the client has gone; False once it has (the task
+    is left running: the caller stops it)."""
+    while not task.done():
+        await asyncio.wait({task}, timeout=GONE_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            return False
+    return True
+
+
+async def _admitted(state: ServerState, request: Request) -> bool:
+    """A place for the upload (raises Full when the queue is full); False if its client left while it
+    waited in the queue (no place is kept)."""
+    waiting = asyncio.ensure_future(state.admit_upload())
+    if await _while_connected(request, waiting):
+        waiting.result()  # Full
+        return True
+    waiting.cancel()
+    try:
+        await waiting
+    except asyncio.CancelledError:
+        return False
+    state.release()  # the place came as the client left
+    return False
+
+
+async def _transcribe(state: ServerState, request: Request, path: Path, fields: dict) -> Response:
     rate, limit = state.model.config.audio.sampling_rate, state.options.max_audio_s
     try:  # before a place is taken, and before a stream's 200: bad audio is a 400, too long a 413
         await asyncio.to_thread(_measure, path, rate, limit)
@@ -174,17 +202,27 @@ async def _transcribe(state: ServerState, path: Path, fields: dict) -> Response:
         state.metrics.errors.labels("audio").inc()
         return error(400, str(e).replace(str(path), fields["name"]), "file")
     try:
-        await state.admit_upload()
+        if not await _admitted(state, request):
+            state.metrics.errors.labels("client_gone").inc()
+            return error(499, "the client closed the connection")  # nobody reads it: for the access log
     except Full as e:
         return error(503, str(e), code="server_busy")
     state.uploads += 1  # until its response is complete (a drain waits for it)
     state.metrics.uploads.set(state.uploads)
     if fields["stream"]:
         return StreamingResponse(_events(state, path, fields), media_type="text/event-stream")
-    t0 = time.perf_counter()
-    try:
-        t = await asyncio.to_thread(state.model.transcribe, str(path))
+    t0, gone = time.perf_counter(), threading.Event()
+    try:  # a client that goes away stops its transcription: its place is free at the next tick
+        running = asyncio.ensure_future(
+            asyncio.to_thread(state.model.transcribe, str(path), cancelled=gone.is_set)
+        )
+        if not await _while_connected(request, running):
+            gone.set()
+        t = await running
     except VoxtralError as e:
+        if gone.is_set():
+            state.metrics.errors.labels("client_gone").inc()
+            return error(499, "the client closed the connection")
         state.metrics.errors.labels("audio").inc()
         return error(400, str(e).replace(str(path), fields["name"]), "file")
     finally:
