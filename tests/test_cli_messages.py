@@ -63,7 +63,6 @@ def test_help_has_no_type_noise_on_flags(cmd):
         (["bench", "--random-weights", "tiny", "-d", "cpu", "--gemv"], "--gemv"),
         (["transcribe", "CLIP", "-b", "99999999999999999999"], "--batch-size must be from 1 to 4096"),
         (["transcribe", "CLIP", "-b", "0"], "--batch-size"),
-        (["dev", "random-checkpoint", "CLIP"], "is a file"),
         (["dev", "random-checkpoint", "x", "--size", "huge"], "--size"),
         (["dev", "random-checkpoint", "x", "--seed", "-1"], "--seed"),
         (["transcribe", "CLIP", "-o", ""], "--output-dir"),
@@ -125,7 +124,8 @@ def test_a_random_checkpoint_replaces_nothing_without_overwrite(tmp_path):
     assert run("dev", "random-checkpoint", tmp_path, "--seed", "1").returncode == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert sorted(before) == ["consolidated.safetensors", "params.json", "tekken.json"]
-    one_error(run("dev", "random-checkpoint", tmp_path, "--seed", "2"), "--overwrite")
+    one_error(run("dev", "random-checkpoint", tmp_path, "--seed", "2"), "--overwrite", code=6)  # exists
+    one_error(run("dev", "random-checkpoint", tmp_path / "params.json"), "is a file", code=6)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert run("dev", "random-checkpoint", tmp_path, "--seed", "2", "--overwrite").returncode == 0
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

@@ -202,11 +202,11 @@ def random_checkpoint(
             raise OptionError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
         if seed < 0:
             raise OptionError(f"--seed must be ≥ 0, got {seed}")
-        if directory.exists() and not directory.is_dir():
-            raise OptionError(f"{directory}: is a file; give a directory for the checkpoint")
+        if directory.exists() and not directory.is_dir():  # output not written: 6, as transcribe's -o FILE
+            raise OutputError(f"{directory}: is a file; give a directory for the checkpoint")
         present = [name for name in CHECKPOINT_FILES if (directory / name).exists()]
-        if present and not overwrite:
-            raise OptionError(
+        if present and not overwrite:  # 6, as transcribe's outputs that exist
+            raise OutputError(
                 f"{directory}: already holds {', '.join(present)}; pass --overwrite to replace it"
             )
         write_checkpoint(directory, size=size, seed=seed, eos_reachable=not eos_unreachable)
