@@ -157,6 +157,36 @@ def test_bad_uploads(client, server, tmp_path):
     with open(text, "rb") as f, pytest.raises(openai.BadRequestError, match="response_format"):
         client.audio.transcriptions.create(model="voxtral", file=f, response_format="xml")
     assert "voxtral_errors_total" in server.get("/metrics")[1]
+    for fmt in ("srt", "vtt", "verbose_json"):  # events carry text: a subtitle file is not streamed
+        fields = {"model": "voxtral", "stream": "true", "response_format": fmt}
+        status, body = _post_form(server, fields, [("a.wav", b"x")])
+        assert status == 400 and "response_format must be json or text" in body["error"]["message"]
+    status, body = _post_form(server, {"model": "voxtral"}, [("a.wav", b"x"), ("b.wav", b"y")])
+    message = body["error"]["message"]  # Starlette's own text, without its "400: "
+    assert status == 400 and message.startswith("cannot read the multipart form: Too many files"), message
+
+
+def _post_form(server, fields: dict, files: list[tuple[str, bytes]]) -> tuple[int, dict]:
+    """POST a multipart form (fields, then `file` parts) to the transcriptions route: (status, JSON)."""
+    import http.client
+
+    b = "form-boundary"
+    parts = [
+        f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    for name, data in files:
+        head = f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'
+        parts.append(head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{b}--\r\n".encode()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={b}"}
+    conn.request("POST", "/v1/audio/transcriptions", body=body, headers=headers)
+    r = conn.getresponse()
+    try:
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
 
 
 def _append(samples: np.ndarray) -> dict:

@@ -93,7 +93,7 @@ def serve(
         key = ", API key required" if api_key else ""
         say(
             f"voxtral: serving {m.checkpoint.directory} on {m.device} at http://{where}:{bound} "
-            f"({max_sessions} sessions, delay {m.schedule.delay_ms} ms{key})"
+            f"({max_sessions} session{'' if max_sessions == 1 else 's'}, delay {m.schedule.delay_ms} ms{key})"
         )
 
     logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)

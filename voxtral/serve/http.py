@@ -2,8 +2,8 @@
 
 POST /v1/audio/transcriptions takes OpenAI's multipart form: `file` (any container the CLI reads), `model`,
 `response_format` (json | text | srt | vtt | verbose_json), `timestamp_granularities[]` (segment, word:
-verbose_json), `stream` (true: server-sent events `transcript.text.delta` as text is decided, then
-`transcript.text.done` with the whole text). `language`, `prompt` and `temperature` are accepted and have
+verbose_json), `stream` (true, with response_format json or text: server-sent events
+`transcript.text.delta` as text is decided, then `transcript.text.done` with the whole text). `language`, `prompt` and `temperature` are accepted and have
 no effect (the model detects the language and decodes greedily). Errors are OpenAI's JSON shape
 {"error": {"message", "type", "param", "code"}} with 400 (bad input), 401 (key), 404, 405, 411, 413 (limits),
 503 (full or shutting down).
@@ -99,7 +99,8 @@ async def _received(state: ServerState, request: Request) -> Response:
     try:
         form = await request.form(max_files=1, max_fields=32)
     except Exception as e:  # malformed multipart: Starlette raises its own parse errors
-        return error(400, f"cannot read the multipart form: {e}")
+        detail = getattr(e, "detail", None) or str(e)  # Starlette's HTTPException: its text, not "400: …"
+        return error(400, f"cannot read the multipart form: {detail}")
     try:
         fields, failure = _fields(form)
         if failure is not None:
@@ -141,6 +142,10 @@ def _fields(form) -> tuple[dict, Response | None]:
     stream = (form.get("stream") or "false").lower()
     if stream not in ("true", "false"):
         return {}, error(400, f"stream must be true or false, got {stream!r}", "stream")
+    if stream == "true" and fmt not in ("json", "text"):  # the events carry text, not a subtitle file
+        return {}, error(
+            400, f"stream=true sends text events: response_format must be json or text, got {fmt!r}", "stream"
+        )
     name = os.path.basename(upload.filename or "") or "upload"
     return {"format": fmt, "grains": grains or ["segment"], "stream": stream == "true", "name": name}, None
 
