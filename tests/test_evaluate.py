@@ -101,7 +101,12 @@ def test_a_reference_that_is_a_directory_is_said_so(clips):
 def test_directory_without_references_is_an_error(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"x")
     found, errors = find_clips([str(tmp_path), str(tmp_path / "nothing*.wav")])
-    assert found == [] and len(errors) == 2 and "reference" in str(errors[0].error)
+    assert found == [] and len(errors) == 2
+    assert "has a reference .txt of the same name beside it (a.wav)" in str(errors[0].error)  # named
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    found, errors = find_clips([str(empty)])
+    assert found == [] and f"{empty}: no audio file here;" in str(errors[0].error)
 
 
 def test_a_directory_this_process_may_not_read_is_said_so(tmp_path, monkeypatch):

@@ -111,11 +111,17 @@ def _clips_of(arg: str) -> list[Path]:
                 f"{arg}: cannot read the directory ({e.strerror}); check its permissions"
             ) from None
         found = [p for p in audio if reference_of(p).is_file()]
-        if not found:
-            raise AudioError(f"{arg}: no audio file here has a reference .txt of the same name beside it")
         skipped = [p.name for p in audio if p not in found]
+        names = ", ".join(skipped[:SKIPPED_NAMED]) + (", …" if len(skipped) > SKIPPED_NAMED else "")
+        if not audio:
+            raise AudioError(
+                f"{arg}: no audio file here; pass a directory of clips with their .txt transcripts"
+            )
+        if not found:
+            raise AudioError(
+                f"{arg}: no audio file here has a reference .txt of the same name beside it ({names})"
+            )
         if skipped:  # the evaluation set is the clips with references; say which were left out
-            names = ", ".join(skipped[:SKIPPED_NAMED]) + (", …" if len(skipped) > SKIPPED_NAMED else "")
             what = f"{len(skipped)} audio file" + ("" if len(skipped) == 1 else "s")
             log.warning("%s: %s without a reference .txt of the same name left out (%s)", arg, what, names)
         return found

@@ -3,8 +3,9 @@
 POST /v1/audio/transcriptions takes OpenAI's multipart form: `file` (any container the CLI reads), `model`,
 `response_format` (json | text | srt | vtt | verbose_json), `timestamp_granularities[]` (segment, word:
 verbose_json), `stream` (true, with response_format json or text: server-sent events
-`transcript.text.delta` as text is decided, then `transcript.text.done` with the whole text). `language`, `prompt` and `temperature` are accepted and have
-no effect (the model detects the language and decodes greedily). Errors are OpenAI's JSON shape
+`transcript.text.delta` as text is decided, then `transcript.text.done` with the whole text).
+`language`, `prompt` and `temperature` are accepted and have no effect (the model detects the language
+and decodes greedily). Errors are OpenAI's JSON shape
 {"error": {"message", "type", "param", "code"}} with 400 (bad input), 401 (key), 404, 405, 411, 413 (limits),
 503 (full or shutting down).
 """
