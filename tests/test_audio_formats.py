@@ -623,3 +623,19 @@ def test_an_rf64_wav_written_to_a_pipe_is_read_to_its_end(tmp_path):
     with av.open(io.BytesIO(data)) as c:
         assert sum(f.samples for f in c.decode(audio=0)) == 0  # what FFmpeg's defaults give
     check_modes(tmp_path, "rf64.wav", data, 16000, len(x), fifo=True)
+
+
+def test_standard_input_is_named_dash_in_the_decoders_lines():
+    """`-` is read as /dev/stdin; the decoder's errors and warnings (skipped damaged packets) name it `-`,
+    as every other line does (one warning said /dev/stdin, new-user pass)."""
+    code = (
+        "from voxtral.audio_blocks import file_blocks\n"
+        "from voxtral.errors import AudioError\n"
+        "try:\n"
+        "    list(file_blocks('/dev/stdin'))\n"
+        "except AudioError as e:\n"
+        "    print(e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], input=b"not audio at all\n" * 100, capture_output=True,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 0 and r.stdout.decode().startswith("-: cannot decode audio"), (r.stdout, r.stderr)

@@ -30,6 +30,7 @@ import soxr
 
 from .errors import AudioError, OptionError, OutputError
 
+STDIN = "/dev/stdin"  # what `-` is read as (inputs.py)
 TMPDIR_HINT = "set TMPDIR to a directory with room"
 SPOOL_DIR = None  # where a piped input is buffered: the system's temporary directory ($TMPDIR)
 SPOOL_CHUNK = 1 << 20  # bytes copied from a pipe at a time
@@ -106,15 +107,16 @@ def file_blocks(path: str | Path, target_rate: int = 16000, block_s: float = BLO
         raise AudioError(f"{path}: file not found; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass an audio file inside it")
+    name = "-" if str(path) == STDIN else str(path)  # standard input is `-` in every line (inputs.shown)
     try:  # opened once, by Python (so any file name the OS accepts works), read front to back
         with open(path, "rb") as f:
             if is_regular_file(path):
-                yield from _decode_file(f, str(path), target_rate, block_s)
+                yield from _decode_file(f, name, target_rate, block_s)
                 return
             with _spool_file() as spool:
                 _spool(f, spool, path)
                 spool.seek(0)
-                yield from _decode_file(spool, str(path), target_rate, block_s)
+                yield from _decode_file(spool, name, target_rate, block_s)
     except OSError as e:
         raise AudioError(f"{path}: cannot read it ({e.strerror}); {CONVERT_HINT}") from None
 

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .audio_blocks import header_seconds, is_regular_file
+from .audio_blocks import STDIN, header_seconds, is_regular_file
 from .errors import AudioError, OptionError, OutputError, VoxtralError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class InputError:
     error: VoxtralError
 
 
-STDIN = "/dev/stdin"  # what `-` is read as (once, front to back)
+# STDIN (audio_blocks.py): what `-` is read as (once, front to back)
 
 
 def shown(path) -> str:
