@@ -125,3 +125,18 @@ def test_a_directory_this_process_may_not_read_is_said_so(tmp_path, monkeypatch)
     clips, errors = find_clips([str(tmp_path / "clips")])
     assert clips == [] and len(errors) == 1
     assert "cannot read the directory (Permission denied)" in str(errors[0].error)
+
+
+def test_transcripts_are_no_clips_in_a_glob_and_no_list_when_named(clips):
+    """`dir/*` passes the clips and their .txt transcripts: the transcripts are not clips (they failed
+    as audio, exit 3, though every clip was scored); a transcript named alone is not read as a list
+    file (its sentence was reported as a missing clip). New-user pass."""
+    (clips / "list.txt").write_text("one.wav\n", encoding="utf-8")  # a list file named .txt stays a list
+    found, errors = find_clips([str(clips / "*")])
+    assert [p.name for p in found] == ["one.wav", "two.wav"]
+    assert [e.name for e in errors] == [str(clips / "list.txt"), str(clips / "lonely.wav")]
+    assert "a .txt file is a transcript or a list, not a clip" in str(errors[0].error)
+    found, errors = find_clips([str(clips / "one.txt")])
+    assert found == [] and "is the reference transcript of" in str(errors[0].error)
+    found, errors = find_clips([str(clips / "list.txt")])
+    assert [p.name for p in found] == ["one.wav"] and errors == []

@@ -126,11 +126,28 @@ def _clips_of(arg: str) -> list[Path]:
             log.warning("%s: %s without a reference .txt of the same name left out (%s)", arg, what, names)
         return found
     if path.is_file() and not is_audio(path):
+        clip = _clip_of_reference(path)
+        if clip is not None:  # not a list: a transcript beside its clip
+            raise AudioError(
+                f"{arg}: is the reference transcript of {clip}; pass the clip, or their directory"
+            )
         return _list_file(path)
     paths, errors = expand_inputs([arg])
     if errors:
         raise errors[0].error
-    return paths
+    clips = set(paths)  # a glob over clips and their transcripts (dir/*): the transcripts are no clips
+    return [p for p in paths if not (p.suffix.lower() == ".txt" and _clip_of_reference(p) in clips)]
+
+
+def _clip_of_reference(path: Path) -> Path | None:
+    """The audio file whose reference transcript path is (same name beside it), or None."""
+    if path.suffix.lower() != ".txt":
+        return None
+    try:
+        siblings = [p for p in path.parent.iterdir() if p.stem == path.stem and is_audio(p)]
+    except OSError:
+        return None
+    return next((p for p in sorted(siblings) if reference_of(p) == path), None)
 
 
 def _check_clip(clip: Path, listed_in: Path | None = None) -> None:
@@ -138,6 +155,8 @@ def _check_clip(clip: Path, listed_in: Path | None = None) -> None:
     if not clip.is_file():
         where = f" (listed in {listed_in}, relative to its folder)" if listed_in is not None else ""
         raise AudioError(f"{clip}: file not found{where}; check the path")
+    if reference_of(clip) == clip:  # a .txt matched by a glob: it would be its own reference
+        raise AudioError(f"{clip}: a .txt file is a transcript or a list, not a clip; pass audio files")
     if reference_of(clip).is_dir():
         raise AudioError(f"{clip}: its reference {reference_of(clip)} is a directory, not a transcript file")
     if not reference_of(clip).is_file():
