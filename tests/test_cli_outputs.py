@@ -257,6 +257,24 @@ def test_the_failure_summary_is_in_input_order_at_any_batch_size(tiny_dir, tmp_p
         assert summary == f"voxtral: 2 of 2 inputs failed: {names}", r.stderr
 
 
+def test_an_input_that_fails_after_its_text_began_is_marked_in_the_summary(tiny_dir, tmp_path):
+    """Text on stdout as it is decided: a.wav prints text, then fails (a NaN at 60 s); the summary says
+    its text is partial ("partly printed", as a Ctrl-C summary does), b.wav (not audio) is plain."""
+    x = (0.1 * np.random.default_rng(2).standard_normal(70 * RATE)).astype(np.float32)
+    x[60 * RATE] = np.nan
+    sf.write(tmp_path / "a.wav", x, RATE, subtype="FLOAT")
+    (tmp_path / "b.wav").write_bytes(b"RIFF garbage, not audio" * 10)
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "transcribe", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"),
+         "-m", str(tiny_dir), "-d", "cpu", "-q"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 3 and r.stdout.strip(), (r.stdout, r.stderr)  # some of a.wav's text came out
+    summary = r.stderr.strip().splitlines()[-1]
+    want = f"voxtral: 2 of 2 inputs failed: {tmp_path / 'a.wav'} (partly printed), {tmp_path / 'b.wav'}"
+    assert summary == want, r.stderr
+
+
 def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tiny_dir, tmp_path):
     """A newline (or an escape sequence) in a name is written as an escape: one line per message."""
     bad = tmp_path / "bad\nname\x1b[31m.wav"

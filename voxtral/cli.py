@@ -344,7 +344,10 @@ class Run:
         code, else the code of the first failed input (those that cannot be opened come first)."""
         failed = earlier + [self.failed[i] for i in sorted(self.failed)]
         if failed and n_inputs > 1 and not self.stop_code:
-            names = ", ".join(f.name for f in failed[:MAX_NAMES_IN_SUMMARY])
+            # an input whose text had begun on stdout when it failed says so (its lines are incomplete)
+            partly = {self.failed[i].name for i in self.failed if self.partly_printed(i)}
+            shown_names = [f.name + (" (partly printed)" if f.name in partly else "") for f in failed]
+            names = ", ".join(shown_names[:MAX_NAMES_IN_SUMMARY])
             more = (
                 f" and {len(failed) - MAX_NAMES_IN_SUMMARY} more"
                 if len(failed) > MAX_NAMES_IN_SUMMARY
