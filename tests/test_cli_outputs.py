@@ -287,6 +287,21 @@ def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tiny_dir
     assert r.stderr.count("\n") == 1 and "bad\\nname\\x1b[31m.wav: cannot decode audio" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("fmt", ["txt", "srt"])  # live text and the held-in-order writer
+def test_a_newline_in_a_file_name_keeps_the_stdout_header_on_one_line(tiny_dir, clip5, tmp_path, fmt):
+    (tmp_path / "new\nline.wav").write_bytes(clip5.read_bytes())
+    (tmp_path / "plain.wav").write_bytes(clip5.read_bytes())
+    names = [str(tmp_path / "new\nline.wav"), str(tmp_path / "plain.wav")]
+    r = subprocess.run(
+        [sys.executable, "-m", "voxtral", "transcribe", *names, "-m", str(tiny_dir), "-d", "cpu", "-q",
+         "-f", fmt],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    headers = [line for line in r.stdout.splitlines() if line.startswith("==> ")]
+    assert headers == [f"==> {tmp_path}/new\\nline.wav <==", f"==> {tmp_path}/plain.wav <=="], r.stdout
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_a_run_whose_pipe_has_not_ended(tiny_dir, clip5, tmp_path, sig, code):
     """A FIFO whose writer keeps it open: the reader thread waits in it, and the run stopped by a signal

@@ -50,7 +50,7 @@ from .outputs import (
     stop_signals,
     terminated_as,
 )
-from .progress import Progress, say
+from .progress import ONE_LINE, Progress, say
 
 app = typer.Typer(
     add_completion=False,
@@ -383,7 +383,7 @@ def _to_stdout(out: Stdout, fmt: str, several: bool) -> tuple[Emit, Callable[[in
         else:
             text = WRITERS[fmt](t)
             if several:
-                text = f"==> {shown(path)} <==\n{text}"
+                text = f"==> {shown(path).translate(ONE_LINE)} <==\n{text}"  # a newline in a name: \\n
         out.write(text)  # StdoutError stops the run: every later input would fail the same way
 
     order = InOrder(write)
@@ -407,7 +407,7 @@ class _LiveText:
         if i not in self.printed:
             self.printed[i] = ""
             if self.several:
-                self.out.write(f"==> {shown(self.paths[i])} <==\n")
+                self.out.write(f"==> {shown(self.paths[i]).translate(ONE_LINE)} <==\n")
                 self.shown.add(i)
 
     def segment(self, i: int, seg) -> None:
