@@ -22,7 +22,7 @@ from . import audio as audio_io
 from .checkpoint import DEFAULT_MODEL, Checkpoint, load_checkpoint
 from .confidence import check_options, score
 from .config import FRAME_MS, MAX_CAPACITY
-from .errors import DeviceError, OptionError, SessionError, VoxtralError
+from .errors import DeviceError, OptionError, VoxtralError
 from .schedule import Schedule, delay_tokens
 from .scheduler import Job, Scheduler
 from .stream import Session
@@ -96,17 +96,7 @@ class Model:
         options.
         """
         job, scores = self._job(audio, sample_rate, confidence, alternatives)
-        if cancelled is None:
-            return self._transcript(self.engine.run(job), scores)
-        self.engine.submit(job)
-        self.engine.run_until(lambda: job.finished or cancelled())
-        if not job.finished:
-            self.engine.close(job)
-            self.engine.run_until(lambda: job.finished)  # retired at the next tick
-            raise SessionError("the transcription was cancelled")
-        if job.error is not None:
-            raise job.error
-        return self._transcript(job, scores)
+        return self._transcript(self.engine.run(job, cancelled), scores)
 
     def transcribe_each(
         self,

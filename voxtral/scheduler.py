@@ -222,10 +222,15 @@ class Scheduler:
         job.closed = True  # a plain store: safe from a finalizer in any thread
         self._wake()
 
-    def run(self, job: Job) -> Job:
-        """Submit a job and drive the engine until it is done; raises its error."""
+    def run(self, job: Job, cancelled: Callable[[], bool] | None = None) -> Job:
+        """Submit a job and drive the engine until it is done; raises its error. cancelled: asked
+        between ticks; once true the job is closed (it leaves at the next tick) and SessionError raised."""
         self.submit(job)
-        self.run_until(lambda: job.finished)
+        self.run_until(lambda: job.finished or (cancelled is not None and cancelled()))
+        if not job.finished:
+            self.close(job)
+            self.run_until(lambda: job.finished)
+            raise SessionError("the transcription was cancelled")
         if job.error is not None:
             raise job.error
         return job
