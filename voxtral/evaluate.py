@@ -135,8 +135,8 @@ def _clips_of(arg: str) -> list[Path]:
     paths, errors = expand_inputs([arg])
     if errors:
         raise errors[0].error
-    clips = set(paths)  # a glob over clips and their transcripts (dir/*): the transcripts are no clips
-    return [p for p in paths if not (p.suffix.lower() == ".txt" and _clip_of_reference(p) in clips)]
+    transcripts = {reference_of(p) for p in paths if is_audio(p)}  # dir/* matches clips and their .txt
+    return [p for p in paths if p not in transcripts]
 
 
 def _clip_of_reference(path: Path) -> Path | None:

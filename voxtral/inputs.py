@@ -258,34 +258,28 @@ def plan_outputs(
     most = _name_max(output_dir)
     inputs = {i for p in paths for i in (_file_id(p, os.stat), _file_id(p, os.lstat)) if i is not None}
     for path in sorted(paths, key=lambda p: not is_audio(p)):  # stable: input order within each kind
-        errors: list[InputError] = []
         outs, who = output_paths(path, output_dir, formats), shown(path)
         long = next((o for o in outs if len(o.name.encode("utf-8", "surrogateescape")) > most), None)
-        if long is not None:
-            name, why = repr(long.name), f"at most {most} bytes"
-            msg = f"{who}: its output name {name} is too long for the file system ({why}); rename the input"
-            failed[path] = InputError(who, OutputError(msg))
-            continue
         taken = next((o for o in outs if o in owner), None)
         existing = next((o for o in outs if os.path.lexists(o)), None)  # a dangling link holds its name
         source = next((o for o in outs if _file_id(o, os.lstat) in inputs), None)  # (a link is replaced)
-        if source is not None:
+        if long is not None:
+            name, why = repr(long.name), f"at most {most} bytes"
+            msg = f"{who}: its output name {name} is too long for the file system ({why}); rename the input"
+        elif source is not None:
             msg = f"{who}: its output {source} is an input of this run; use another --output-dir"
-            errors.append(InputError(who, OutputError(msg)))
         elif existing is not None and existing.is_dir():
             msg = f"{who}: its output {existing} is a directory; move it or use another --output-dir"
-            errors.append(InputError(who, OutputError(msg)))
         elif taken is not None:
             other = shown(owner[taken])
             msg = f"{who}: its output {taken} would also be written for {other}; run them separately"
-            errors.append(InputError(who, OutputError(msg)))
         elif existing is not None and not overwrite:
-            errors.append(InputError(who, OutputError(f"{who}: {exists_message(existing)}")))
+            msg = f"{who}: {exists_message(existing)}"
         else:
             owner.update(dict.fromkeys(outs, path))
             plan[path] = outs
-        if errors:
-            failed[path] = errors[0]
+            continue
+        failed[path] = InputError(who, OutputError(msg))
     return {p: plan[p] for p in paths if p in plan}, [failed[p] for p in paths if p in failed]
 
 
