@@ -91,14 +91,11 @@ def check_pattern(model, pattern: str, audios) -> None:
 def assert_near_tie(model, audio, got: list[int], want: list[int], what: str) -> None:
     """Tokens that differ from the offline run's are right only on the GPU, and only if they first
     differ at a step where the offline run had a near-tie (its top-2 logits closer than NEAR_TIE)."""
-    k = next((j for j, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    k = _first_difference(got, want, what)
     assert model.device == "cuda", (
         f"{what}: tokens differ from its offline run at step {k} (CPU: must be exact)"
     )
-    assert k < min(len(got), len(want)), f"{what}: same tokens, different lengths {len(got)} vs {len(want)}"
-    logits = model.trace(audio, k + 1, forced_tokens=want, sample_rate=RATE).logits[k]
-    top2 = np.sort(logits)[-2:]
-    margin = float(top2[1] - top2[0])
+    margin = _margin_at(model, audio, want, k)
     print(f"{what}: first differs at step {k} of {len(want)}, offline top-2 margin there {margin:.4f}")
     assert margin < NEAR_TIE, f"{what}: differs at step {k} where the offline margin was {margin:.3f}"
 
@@ -110,14 +107,24 @@ def assert_equal_or_reference_near_tie(reference, audio, got: list[int], want: l
     rest of the run follows from it (tiny random checkpoint, 15 s clip: step 184's margin is 0.0004)."""
     if got == want:
         return
-    k = next((j for j, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
-    assert k < min(len(got), len(want)), f"{what}: same tokens, different lengths {len(got)} vs {len(want)}"
-    rate = {"sample_rate": RATE} if isinstance(audio, np.ndarray) else {}
-    logits = reference.trace(audio, k + 1, forced_tokens=want, **rate).logits[k]
-    top2 = np.sort(logits)[-2:]
-    margin = float(top2[1] - top2[0])
+    k = _first_difference(got, want, what)
+    margin = _margin_at(reference, audio, want, k)
     print(f"{what}: GPU first differs from the CPU at step {k} of {len(want)}, CPU top-2 margin {margin:.4f}")
     assert margin < NEAR_TIE, f"{what}: GPU differs from the CPU at step {k}, CPU margin {margin:.3f}"
+
+
+def _first_difference(got: list[int], want: list[int], what: str) -> int:
+    """The first step where two token lists differ (AssertionError for equal tokens of unequal length)."""
+    k = next((j for j, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), min(len(got), len(want)))
+    assert k < min(len(got), len(want)), f"{what}: same tokens, different lengths {len(got)} vs {len(want)}"
+    return k
+
+
+def _margin_at(model, audio, want: list[int], k: int) -> float:
+    """model's top-2 logit gap at step k, teacher-forced on `want` (audio: a path, or an array at RATE)."""
+    rate = {"sample_rate": RATE} if isinstance(audio, np.ndarray) else {}
+    top2 = np.sort(model.trace(audio, k + 1, forced_tokens=want, **rate).logits[k])[-2:]
+    return float(top2[1] - top2[0])
 
 
 def server_sessions(model, audios, capacity: int) -> list[tuple[list[int], str]]:

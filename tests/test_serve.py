@@ -166,22 +166,40 @@ def test_bad_uploads(client, server, tmp_path):
     assert status == 400 and message.startswith("cannot read the multipart form: Too many files"), message
 
 
-def _post_form(server, fields: dict, files: list[tuple[str, bytes]]) -> tuple[int, dict]:
-    """POST a multipart form (fields, then `file` parts) to the transcriptions route: (status, JSON)."""
-    import http.client
+BOUNDARY = "voxtral-test-boundary"
 
-    b = "form-boundary"
+
+def _form(fields: dict, files: list[tuple[str, bytes]]) -> bytes:
+    """A multipart form's body: the fields, then a `file` part for each (name, bytes)."""
     parts = [
-        f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
         for k, v in fields.items()
     ]
     for name, data in files:
-        head = f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'
+        head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'
         parts.append(head.encode() + data + b"\r\n")
-    body = b"".join(parts) + f"--{b}--\r\n".encode()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={b}"}
-    conn.request("POST", "/v1/audio/transcriptions", body=body, headers=headers)
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def _start_post(server, body: bytes, timeout: float = 60):
+    """A connection to the transcriptions route with the headers of a POST of `body` sent: the caller
+    sends the body (all of it, or part) and reads the answer, or not."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    conn.putrequest("POST", "/v1/audio/transcriptions")
+    conn.putheader("Authorization", f"Bearer {KEY}")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={BOUNDARY}")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    return conn
+
+
+def _post_form(server, fields: dict, files: list[tuple[str, bytes]]) -> tuple[int, dict]:
+    """POST a multipart form (fields, then `file` parts) to the transcriptions route: (status, JSON)."""
+    body = _form(fields, files)
+    conn = _start_post(server, body)
+    conn.send(body)
     r = conn.getresponse()
     try:
         return r.status, json.loads(r.read())
@@ -459,31 +477,16 @@ def test_an_upload_still_sending_its_body_at_the_signal_is_answered(tiny_dir, mo
     """SIGTERM while an upload's body is still arriving: its request came before the drain, so it is
     received and answered (200, its transcript; it used to get 503 once the rest came), while a request
     that arrives during the drain gets 503 at once; then the one signal ends the server, exit 0."""
-    import http.client
-
     s = Server(tiny_dir)
-    boundary = "voxtral-test-boundary"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nvoxtral\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-        "Content-Type: audio/wav\r\n\r\n"
-    ).encode()
-    body = head + open(clip5, "rb").read() + f"\r\n--{boundary}--\r\n".encode()
-    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
-    conn.putrequest("POST", "/v1/audio/transcriptions")
-    conn.putheader("Authorization", f"Bearer {KEY}")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-    conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders()
+    body = _form({"model": "voxtral"}, [("a.wav", clip5.read_bytes())])
+    conn = _start_post(s, body, timeout=120)
     conn.send(body[: len(body) // 2])
     time.sleep(0.5)  # the server has the headers and half the body
     s.proc.send_signal(signal.SIGTERM)
     time.sleep(0.5)
     assert s.proc.poll() is None and s.get("/health")[0] == 503  # draining, waiting for the body
-    late = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
-    late.request("POST", "/v1/audio/transcriptions", body=body, headers={
-        "Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={boundary}",
-    })  # fmt: skip
+    late = _start_post(s, body)
+    late.send(body)
     refused = late.getresponse()
     assert refused.status == 503 and json.loads(refused.read())["error"]["code"] == "server_busy"
     conn.send(body[len(body) // 2 :])
@@ -627,24 +630,8 @@ def _metric(s: Server, name: str) -> float:
 
 def _send_and_vanish(s: Server, wav: bytes, after_s: float) -> None:
     """POST an upload's whole form, then close the connection without reading the answer."""
-    import http.client
-
-    boundary = "vanishing-client"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nvoxtral\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="long.wav"\r\n'
-            "Content-Type: audio/wav\r\n\r\n"
-        ).encode()
-        + wav
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
-    conn.putrequest("POST", "/v1/audio/transcriptions")
-    conn.putheader("Authorization", f"Bearer {KEY}")
-    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
-    conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders()
+    body = _form({"model": "voxtral"}, [("long.wav", wav)])
+    conn = _start_post(s, body, timeout=30)
     conn.send(body)
     time.sleep(after_s)
     conn.sock.close()
