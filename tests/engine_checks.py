@@ -295,7 +295,7 @@ def check_confidence_everywhere(model, audios) -> None:
     rtol = 1e-5 if model.device == "cpu" else 3e-2
     for k, t in enumerate(batch):
         ref = want[k % 4]
-        n = _first_difference(t.tokens, ref.tokens, model, inputs[k])
+        n = _steps_alike(t.tokens, ref.tokens, model, inputs[k])
         got, exp = t.scores[:n], ref.scores[:n]
         assert [s.text for s in got] == [s.text for s in exp]
         np.testing.assert_allclose([s.prob for s in got], [s.prob for s in exp], rtol=rtol, atol=1e-7)
@@ -312,7 +312,7 @@ def check_confidence_everywhere(model, audios) -> None:
         a = a[n:]
     pieces += session.finish()
     assert pieces and all(p.prob is not None for p in pieces)
-    n = _first_difference(stream_tokens, ref.tokens, model, audios[0])  # the CPU: all of them
+    n = _steps_alike(stream_tokens, ref.tokens, model, audios[0])  # the CPU: all of them
     pieces = [p for p in pieces if p.step < n]
     np.testing.assert_allclose([p.prob for p in pieces], [ref.scores[p.step].prob for p in pieces], rtol=rtol)
 
@@ -328,7 +328,7 @@ def check_bad_input_among_good(model, clip5, tmp_path) -> None:
     assert results[2].tokens == alone(model, inputs[2:])[0].tokens
 
 
-def _first_difference(got: list[int], want: list[int], model, audio) -> int:
+def _steps_alike(got: list[int], want: list[int], model, audio) -> int:
     """The step where got first leaves want (len(want) if never); allowed only at a near-tie."""
     if got == want:
         return len(want)
