@@ -130,11 +130,12 @@ def _cases():
                     a[:, :filled] = _bf16(1, filled, hkv, dh)
         return kv
 
-    def rope(t, h, hkv, dh, bias, rows, theta):
+    def rope(t, h, hkv, dh, bias, rows, theta, bf16_in=False):
         width = (h + 2 * hkv) * dh
-        nbytes = 6 * t * width
+        nbytes = (4 if bf16_in else 6) * t * width
         n = _sets(nbytes)
-        qkv, outs = [_randn(t, width) for _ in range(n)], [empty_bf16(t, h, dh) for _ in range(n)]
+        qkv = [(_bf16 if bf16_in else _randn)(t, width) for _ in range(n)]
+        outs = [empty_bf16(t, h, dh) for _ in range(n)]
         kv, b = caches(n, rows, hkv, dh), _randn(width) if bias else None  # set i writes slot i's ring
         pos, sl = i32(np.arange(t) + 4000), [i32([i] * t) for i in range(n)]
         dims = dict(n_kv_heads=hkv, head_dim=dh)
@@ -223,6 +224,8 @@ def _cases():
         ("log_mel (GpuMel)", "a live tick of 128 sessions: T=1024", lambda: log_mel(1024)),
         ("rms_norm", f"decoder T=1 D={D_DEC}", lambda: rms(1, D_DEC, False)),
         ("rms_norm", f"encoder T={T_ENC} D={D_ENC} +bias", lambda: rms(T_ENC, D_ENC, True)),
+        ("rms_norm", f"encoder pass T=1024 D={D_ENC} +bias", lambda: rms(1024, D_ENC, True)),
+        ("rms_norm", f"decoder T=64 D={D_DEC}", lambda: rms(64, D_DEC, False)),
         (
             "rope_qkv",
             f"decoder T=1 H={H_DEC} Hkv={HKV_DEC} Dh={DH_DEC}",
@@ -232,6 +235,16 @@ def _cases():
             "rope_qkv",
             f"encoder T={T_ENC} H={H_ENC} Hkv={HKV_ENC} Dh={DH_ENC}",
             lambda: rope(T_ENC, H_ENC, HKV_ENC, DH_ENC, True, W_ENC + T_ENC - 1, THETA_ENC),
+        ),
+        (
+            "rope_qkv",
+            f"encoder pass T=1024 bf16 H={H_ENC} Dh={DH_ENC}",
+            lambda: rope(1024, H_ENC, HKV_ENC, DH_ENC, True, W_ENC + 1023, THETA_ENC, bf16_in=True),
+        ),
+        (
+            "rope_qkv",
+            f"live tick T=4 bf16 H={H_ENC} Dh={DH_ENC}",
+            lambda: rope(4, H_ENC, HKV_ENC, DH_ENC, True, W_ENC + 3, THETA_ENC, bf16_in=True),
         ),
         ("attention_split", f"decode ctx=500 W={W_DEC}", lambda: split(500, 1)),
         ("attention_split", f"decode ctx=5000 W={W_DEC}", lambda: split(5000, 1)),

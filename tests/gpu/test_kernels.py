@@ -58,7 +58,7 @@ def poison_bf16(shape):
 
 
 @pytest.mark.parametrize("t,d,with_bias", [(1, 3072, False), (5, 37, True), (3, 1283, True), (7, 1280, False),
-                                           (2, 2, True), (3, 4100, True)])  # fmt: skip
+                                           (2, 2, True), (3, 4100, True), (1029, 1280, True)])  # fmt: skip
 def test_rms_norm_vs_numpy(rng, t, d, with_bias):
     x = rng.standard_normal((t, d)).astype(np.float32) * 3
     w = rng.standard_normal(d).astype(np.float32)
@@ -110,7 +110,9 @@ def rope_ref(qkv, bias, pos, h, hkv, dh, theta):
 @pytest.mark.parametrize("t,h,hkv,dh,rings,with_bias,theta", [
     (1, 32, 8, 128, (9, 9), False, 1e6), (5, 3, 1, 64, (7, 3, 12), True, 1e6),
     (4, 2, 2, 6, (5, 2), True, 1e4), (6, 32, 32, 64, (11,), True, 1e6),
-    (9, 32, 8, 128, (8192, 1, 64, 5, 1024), True, 1e6)])  # fmt: skip
+    (9, 32, 8, 128, (8192, 1, 64, 5, 1024), True, 1e6),
+    (300, 4, 2, 64, (1024, 700), True, 1e6),  # 2 rows a block (ops.rope_rows)
+    (1030, 2, 2, 6, (2048,), True, 1e4)])  # 8 rows a block, 3 frequencies (not a divisor of it)  # fmt: skip
 @pytest.mark.parametrize("bf16_in", [False, True], ids=["f32", "bf16"])  # the decoder's, the encoder's qkv
 def test_rope_qkv_vs_numpy(rng, t, h, hkv, dh, rings, with_bias, theta, bf16_in):
     width = (h + 2 * hkv) * dh
