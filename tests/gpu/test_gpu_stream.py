@@ -260,6 +260,40 @@ def test_offline_pass_graph_equals_the_eager_pass(gpu, audio5, monkeypatch):
     _assert_close(graphed, eager, "offline pass graph vs eager", 1e-3, min_rows=50)
 
 
+def test_offline_stem_graph_equals_the_eager_stem(gpu, audio5, monkeypatch):
+    """A call's conv stem replays its frames bucket's captured graph: a call of one group launches it
+    once the first pass's inputs are in place, a call of several groups (≤ CONV_ROWS frames each)
+    launches and copies each. 3 slots fed pieces of 0 … 500 frames in calls of one and of several groups,
+    the carried rows moving on across calls, give the embeddings of the eager stem (ConvStem.feed)."""
+    from voxtral.gpu import encoder as gpu_encoder
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+    mel = np.concatenate([mel, mel[:, ::-1]], axis=1)
+    calls = [[300, 1, 500], [0, 333, 200], [500, 500, 500], [1, 2, 3]]  # frames per slot and call
+
+    def run(pool) -> list[np.ndarray]:
+        slots, start = [pool.join() for _ in range(3)], [0, 0, 0]
+        out: dict[int, list] = {slot: [] for slot in slots}
+        for sizes in calls:
+            items = [(slot, mel[:, a : a + n]) for slot, a, n in zip(slots, start, sizes, strict=True)]
+            start = [a + n for a, n in zip(start, sizes, strict=True)]
+            for (slot, _), e in zip(items, pool.encode(items), strict=True):
+                out[slot].append(b.to_numpy(e))
+        return [np.concatenate(out[slot]) for slot in slots]
+
+    monkeypatch.setattr(gpu_encoder, "STEM_FRAMES", 256)
+    monkeypatch.setattr(gpu_encoder, "CONV_ROWS", 800)  # 801 frames: 2 groups; 3 × 500: 3 groups
+    pool = b.encoder(4)
+    graphed = run(pool)
+    assert {512, 768} <= set(pool._stems), sorted(pool._stems)  # call 2 grew the room, call 3 took 512 again
+    monkeypatch.setattr(gpu_encoder, "CONV_ROWS", 0)  # every group eager
+    pool = b.encoder(4)
+    eager = run(pool)
+    assert not pool._stems
+    _assert_close(graphed, eager, "offline stem graph vs eager", 1e-3, min_rows=100)
+
+
 def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):
     """Every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL: rms_norm, rope_qkv,
     attention, silu_mul start while the kernel before them ends and wait for it) give bitwise the

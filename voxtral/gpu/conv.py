@@ -213,29 +213,37 @@ class ConvStem:
 class StemBuffers:
     """The fixed inputs and activations of a captured stem call (ConvStem.load / into) of at most f new
     frames and r outputs, for a pool of `capacity` slots; idx holds rows0 [f, 3] | rows1 [r, 3] | carry
-    [2C, 1] | carry0 [2C, 1] (int32)."""
+    [2C, 1] | carry0 [2C, 1] (int32). room: larger StemBuffers whose first rows these take (all but idx)."""
 
-    def __init__(self, n_mel: int, dim: int, capacity: int, f: int, r: int):
+    def __init__(self, n_mel: int, dim: int, capacity: int, f: int, r: int, room: StemBuffers | None = None):
         import cupy
 
         c2, bf16 = 2 * capacity, ops.BF16
-        self.x = cupy.zeros((c2 + f, n_mel), np.float32)  # carried frames | new frames
+
+        def rows(name: str, n: int, width: int, dtype):
+            if room is None:
+                return cupy.zeros((n, width), dtype)
+            held = getattr(room, name)
+            assert len(held) >= n and held.shape[1] == width, f"stem room {name} {held.shape} for {n} rows"
+            return held[:n]
+
+        self.x = rows("x", c2 + f, n_mel, np.float32)  # carried frames | new frames
         self.idx = cupy.zeros(3 * (f + r) + 2 * c2, np.int32)
         self.rows0 = self.idx[: 3 * f].reshape(f, KERNEL)
         self.rows1 = self.idx[3 * f : 3 * (f + r)].reshape(r, KERNEL)
         self.carry = self.idx[3 * (f + r) : 3 * (f + r) + c2].reshape(c2, 1)
         self.carry0 = self.idx[3 * (f + r) + c2 :].reshape(c2, 1)
-        self.cols0 = cupy.zeros((f, KERNEL * n_mel), bf16)
-        self.frames_bf16 = cupy.zeros((c2, n_mel), bf16)
-        self.y = cupy.zeros((f, dim), np.float32)
-        self.src = cupy.zeros((c2 + f, dim), bf16)  # carried rows | conv0 outputs
-        self.cols1 = cupy.zeros((r, KERNEL * dim), bf16)
-        self.z = cupy.zeros((r, dim), np.float32)
-        self.z_bf16 = cupy.zeros((r, dim), bf16)
+        self.cols0 = rows("cols0", f, KERNEL * n_mel, bf16)
+        self.frames_bf16 = rows("frames_bf16", c2, n_mel, bf16)
+        self.y = rows("y", f, dim, np.float32)
+        self.src = rows("src", c2 + f, dim, bf16)  # carried rows | conv0 outputs
+        self.cols1 = rows("cols1", r, KERNEL * dim, bf16)
+        self.z = rows("z", r, dim, np.float32)
+        self.z_bf16 = rows("z_bf16", r, dim, bf16)
 
     def nbytes(self) -> int:
-        views = (self.rows0, self.rows1, self.carry, self.carry0)  # of idx
-        return sum(a.nbytes for a in vars(self).values() if not any(a is v for v in views))
+        """Device bytes these buffers own (not the views of idx or of a room)."""
+        return sum(a.nbytes for a in vars(self).values() if a.base is None)
 
     def reset(self) -> None:
         """Inputs that change nothing: every carry row its own, every conv row row 0."""

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from . import ops
-from .conv import ConvStem, StemBuffers, plan, ranges
+from .conv import CONV_ROWS, ConvStem, StemBuffers, plan, ranges
 from .copy import clone, concat_rows, device_array, upload, zero
 from .gemm import gemm
 from .graphs import capture
@@ -72,6 +72,11 @@ OFFLINE_MIN_ROWS = TAILED[-1]
 # which the GPU waited for. Its new mel frames are at most TICK_FRAMES per row of the bucket (a slot's n
 # outputs come from ≤ 2n + 1 frames).
 TICK_FRAMES = 3
+# Any other call's conv stem (offline inputs, many streams at once) replays a graph captured per
+# STEM_FRAMES mel frames (a group of ≤ conv.CONV_ROWS frames each), its buffers the first rows of one
+# shared set grown to the largest group: eager, its ~11 launches left the GPU waiting on the host
+# (H200, 60 s file: ~0.6 ms among them and ~1 ms before the first pass, of 19).
+STEM_FRAMES = 1024
 # Passes of at most CHAIN_ROWS rows (a live tick of one or two streams) launch rms_norm, rope_qkv and
 # attention_split as programmatic dependent launches (PDL: each starts while the one before ends). H200,
 # tick graph of one stream (bucket 4) in one process, 2026-12-01: 1382 µs unchained, 1338 chained. The
@@ -292,6 +297,9 @@ class Encoder:
         self._offline_buffers: PassBuffers | None = None  # of the largest bucket used so far
         self._ticks: dict[tuple[int, bool], object] = {}  # live bucket, tiled → graph of stem + layers
         self._stem_buffers: dict[int, StemBuffers] = {}  # live bucket → the stem's fixed buffers
+        self._stems: dict[int, tuple] = {}  # frames bucket → (graph, buffers, outputs) of a stem group
+        self._stem_room: StemBuffers | None = None  # their shared buffers, of the largest group so far
+        self._stem_out = None  # and outputs [rows, E] f32
         self._tile_rows = next(iter(ops.TILED_ROWS[enc.head_dim]))  # query rows per attention block
         self._tiles = None  # device tile table of the offline passes, sized with _offline_buffers
         self.slots: list[int | None] = [None] * capacity  # an open slot's chunk: most positions per pass
@@ -372,20 +380,76 @@ class Encoder:
     def _passes(self, items) -> tuple[list, list[list]]:
         """The conv stem for all items, then passes of the layers over its rows → (per pass: encoder
         outputs [T, E] bf16; per item: (pass, first row, rows) of its outputs)."""
-        conv = self.stem.feed(items)  # per item (first position, [n, E] f32)
+        conv, stem = self._stem(items)  # per item (first position, [n, E] f32); the stem's launch if due
         done = [0] * len(items)
         pieces: list[list] = [[] for _ in items]
         outputs = []
         while any(d < len(z) for d, (_, z) in zip(done, conv, strict=True)):
             parts = self._pass(items, conv, done)
-            h = self._layers(parts)  # [T, E] bf16
+            h = self._layers(parts, stem)  # [T, E] bf16
+            stem = None
             start = 0
             for i, _, _, z in parts:
                 pieces[i].append((len(outputs), start, len(z)))
                 start += len(z)
                 done[i] += len(z)
             outputs.append(h)
+        if stem is not None:  # no output, but the slots' carried rows move on
+            stem()
         return outputs, pieces
+
+    def _stem(self, items) -> tuple[list[tuple[int, object]], object]:
+        """The conv stem of a call that is not a live tick → (as ConvStem.feed, the launch still due or
+        None). Items go in groups of ≤ CONV_ROWS mel frames, each one replay of its frames bucket's
+        captured stem (STEM_FRAMES). A call of one group returns its launch undone: the first pass
+        uploads its inputs, then launches the stem and at once its own graph (the GPU waited ~0.8 ms for
+        the host between them); its outputs are views of the replay's buffers. With more groups, each is
+        launched and its outputs copied (the next replay rewrites the buffers)."""
+        groups, frames = [[]], 0
+        for item in items:
+            if groups[-1] and frames + item[1].shape[1] > CONV_ROWS:
+                groups.append([])
+                frames = 0
+            groups[-1].append(item)
+            frames += item[1].shape[1]
+        out = []
+        for group in groups:
+            slots, lengths = [s for s, _ in group], [m.shape[1] for _, m in group]
+            if not 0 < sum(lengths) <= CONV_ROWS:  # no new frame (one longer item: eager, its own groups)
+                out += self.stem.feed(group)
+                continue
+            graph, sb, z = self._stem_graph(-(-sum(lengths) // STEM_FRAMES) * STEM_FRAMES)
+            p = plan(slots, [self.stem.carried[s] for s in slots], lengths, self.capacity)
+            self.stem.load(sb, group, p)
+            launch = functools.partial(launch_graph, graph, self.cuda_stream)
+            if len(groups) > 1:
+                launch()
+                z = clone(z[: sum(p.outputs)])
+            out += [(first, z[start : start + n]) for first, start, n in self.stem.advance(slots, p)]
+            if len(groups) == 1:
+                return out, launch
+        return out, None
+
+    def _stem_graph(self, f: int) -> tuple:
+        """(graph, stem buffers, outputs [r, E] f32) of a stem group of ≤ f new mel frames, captured on
+        first use; its buffers are the first rows of one shared set, which grows with the largest f used
+        (growing drops the graphs captured on the smaller set)."""
+        import cupy
+
+        if f not in self._stems:
+            c, cap = self.cfg, self.capacity
+            r = f // 2 + cap  # a slot's n outputs: (c + t − 1) // 2 ≤ t/2 + 1 for c ∈ {1, 2} carried rows
+            dims = (c.audio.num_mel_bins, c.encoder.dim, cap)
+            if self._stem_room is None or len(self._stem_room.y) < f:
+                self.cuda_stream.synchronize()  # no replay of a dropped graph still running
+                self._stems.clear()
+                self._stem_room = self._stem_out = None  # freed before the larger set is allocated
+                self._stem_room = StemBuffers(*dims, f, r)
+                self._stem_out = cupy.empty((r, c.encoder.dim), np.float32)
+            sb, z = StemBuffers(*dims, f, r, room=self._stem_room), self._stem_out[:r]
+            sb.reset()  # the capture's eager run leaves every slot's carried rows as they are
+            self._stems[f] = (capture(self.cuda_stream, functools.partial(self.stem.into, sb, z)), sb, z)
+        return self._stems[f]
 
     def _tick(self, items) -> tuple[list, list[list]] | None:
         """A call whose rows fit one pass of short runs (a live tick) as one replay of its bucket's graph
@@ -455,8 +519,9 @@ class Encoder:
                 total += n
         return sorted(parts, key=lambda p: len(p[3]) >= TILED_MIN_ROWS)
 
-    def _layers(self, parts):
-        """All layers and the final norm over the pass's rows → [T, E] bf16."""
+    def _layers(self, parts, before=None):
+        """All layers and the final norm over the pass's rows → [T, E] bf16. before: launched once the
+        pass's other inputs are uploaded, before its rows are read (the conv stem that makes them)."""
 
         lengths = np.array([len(z) for *_, z in parts], np.int64)
         pos = ranges(np.array([p0 for _, _, p0, _ in parts], np.int64), lengths)  # [T]
@@ -467,9 +532,11 @@ class Encoder:
         short = [span for span in spans if span[1] < TILED_MIN_ROWS]
         if not runs and len(pos) <= LIVE_BUCKETS[-1]:
             streams_only = all(self.slots[s] <= LIVE_CHUNK_POSITIONS for _, s, _, _ in parts)
-            return self._live_pass([z for *_, z in parts], pos, slot, spans, streams_only)
+            return self._live_pass([z for *_, z in parts], pos, slot, spans, streams_only, before)
         if runs and not short and len(pos) <= OFFLINE_BUCKETS[-1]:
-            return self._offline_pass([z for *_, z in parts], pos, slot, spans)
+            return self._offline_pass([z for *_, z in parts], pos, slot, spans, before)
+        if before is not None:
+            before()
         h = concat_rows([z for *_, z in parts])  # [T, E] f32
         pos, slot = device_array(pos.astype(np.int32)), device_array(slot.astype(np.int32))
         tiles = device_array(ops.tiles_of(short, LIVE_TILE_ROWS)) if short else None
@@ -483,14 +550,17 @@ class Encoder:
         out = None if buf is None else buf.out
         return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias, out=out)
 
-    def _load(self, buf: PassBuffers, rows: list, pos: np.ndarray, slot: np.ndarray) -> int:
-        """A captured pass's inputs into its buffers: rows and their positions and slots, then spare rows
-        (zero, position 0 of the scratch slot). Returns the real rows T."""
+    def _load(self, buf: PassBuffers, rows: list, pos: np.ndarray, slot: np.ndarray, before=None) -> int:
+        """A captured pass's inputs into its buffers: the rows' positions and slots, spare rows (zero,
+        position 0 of the scratch slot), then (after launching `before`, if given) the rows. Returns the
+        real rows T."""
         t = len(pos)
-        if rows:
-            concat_rows(rows, out=buf.h[:t])
         zero(buf.h[t:])
         self._positions(buf, pos, slot)
+        if before is not None:
+            before()
+        if rows:
+            concat_rows(rows, out=buf.h[:t])
         return t
 
     def _positions(self, buf: PassBuffers, pos: np.ndarray, slot: np.ndarray) -> None:
@@ -505,7 +575,8 @@ class Encoder:
             upload(buf.pos, ids[0])
             upload(buf.slot, ids[1])
 
-    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, streams_only: bool):
+    def _live_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, streams_only: bool,
+                   before=None):  # fmt: skip
         """A pass of short runs only (a live tick) as one replay of its bucket's CUDA graph: the rows,
         positions and slots go into the bucket's buffers (spare rows serve the scratch slot), the runs
         (first row, rows, slot, first position) into its tile table if it takes tiles: every pass but
@@ -515,10 +586,10 @@ class Encoder:
         b = next(b for b in LIVE_BUCKETS if b >= len(pos))
         tiled = not streams_only or b >= LIVE_TILED_MIN_ROWS
         buf = self._live_graph(b, tiled)
-        t = self._load(buf, rows, pos, slot)
         if tiled:
             tiles = self._live_tiles[b]
             upload(tiles, ops.tiles_of(table, LIVE_TILE_ROWS, len(tiles)))
+        t = self._load(buf, rows, pos, slot, before)
         launch_graph(self._graphs[b, tiled], self.cuda_stream)
         return clone(buf.out[:t])
 
@@ -566,14 +637,14 @@ class Encoder:
             run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
         return capture(self.cuda_stream, run, (buf.h,))
 
-    def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list) -> object:
-        """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: rows,
-        positions and slots into the bucket's buffers, the runs (first row, rows, slot, first position)
-        into its tile table."""
+    def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, before) -> object:
+        """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: the runs
+        (first row, rows, slot, first position) into its tile table, rows, positions and slots into the
+        bucket's buffers (`before` as _load)."""
         b = next(b for b in OFFLINE_BUCKETS if b >= len(pos))
         graph, buf, tiles = self._offline_graph(b)
-        t = self._load(buf, rows, pos, slot)
         upload(tiles, ops.tiles_of(table, self._tile_rows, len(tiles)))
+        t = self._load(buf, rows, pos, slot, before)
         launch_graph(graph, self.cuda_stream)
         return clone(buf.out[:t])
 
@@ -610,5 +681,11 @@ class Encoder:
             self.kv.nbytes()
             + sum(a.nbytes for a in held)
             + (self._tiles.nbytes if self._tiles is not None else 0)
-            + sum(sb.nbytes() for sb in self._stem_buffers.values())
+            + sum(sb.nbytes() for sb in [*self._stem_buffers.values(), *self._stems_held()])
+            + (self._stem_out.nbytes if self._stem_out is not None else 0)
         )
+
+    def _stems_held(self) -> list[StemBuffers]:
+        """The stem groups' shared buffers and each group's own index table."""
+        room = [] if self._stem_room is None else [self._stem_room]
+        return [*room, *(sb for _, sb, _ in self._stems.values())]
