@@ -82,9 +82,9 @@ def test_an_offline_inputs_short_tail_joins_its_last_pass(gpu, audio5, monkeypat
     passes = []
     offline_pass = encoder.Encoder._offline_pass
 
-    def spy(self, rows, pos, slot, table):
+    def spy(self, rows, pos, slot, table, before):
         passes.append(len(pos))
-        return offline_pass(self, rows, pos, slot, table)
+        return offline_pass(self, rows, pos, slot, table, before)
 
     monkeypatch.setattr(encoder.Encoder, "_offline_pass", spy)
     whole = _encoder_slot(b, mel, [2448])
@@ -291,7 +291,7 @@ def test_offline_stem_graph_equals_the_eager_stem(gpu, audio5, monkeypatch):
     pool = b.encoder(4)
     eager = run(pool)
     assert not pool._stems
-    _assert_close(graphed, eager, "offline stem graph vs eager", 1e-3, min_rows=100)
+    _assert_close(graphed, eager, "offline stem graph vs eager", 1e-3, min_rows=50)
 
 
 def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):

@@ -1,0 +1,112 @@
+"""Where a streaming feed's time goes (voxtral bench --stream's "feed median", #15): one session fed the
+benchmark clip in 80 ms chunks after a warm-up, then (1) each feed's wall time, (2) a CUPTI kernel trace
+of --traced feeds (torch's profiler: a measuring tool on the GPU machine, not a dependency of voxtral):
+the GPU's busy time per feed against the wall, each kernel family's µs per feed and the largest gaps
+between kernels by the pair around them, (3) cProfile of --profiled feeds, the top functions by own
+time and by cumulative time.
+
+    python dev/feed_profile.py CHECKPOINT [--feeds 150] [--traced 20] [--profiled 100] [--top 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from dev.step_profile import family  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import voxtral
+    from voxtral import audio as audio_io
+    from voxtral.bench.run import default_audio
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--feeds", type=int, default=150)
+    ap.add_argument("--traced", type=int, default=20)
+    ap.add_argument("--profiled", type=int, default=100)
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args(argv)
+    model = voxtral.load(args.checkpoint, device="cuda")
+    samples = audio_io.load_audio(default_audio())
+    chunk = 1280  # 80 ms at 16 kHz
+    need = chunk * (1 + args.feeds + args.traced + args.profiled)
+    samples = np.tile(samples, -(-need // len(samples)))
+    torch.cuda.init()
+    session = model.stream()
+    at = 0
+
+    def feed() -> None:
+        nonlocal at
+        session.feed(samples[at : at + chunk])
+        at += chunk
+
+    for _ in range(8):  # warm-up: graphs captured, the decoder past its first steps
+        feed()
+    walls = []
+    for _ in range(args.feeds):
+        t = time.perf_counter()
+        feed()
+        walls.append(1000 * (time.perf_counter() - t))
+    w = np.array(walls)
+    print(f"{args.feeds} feeds: median {np.median(w):.2f} ms, p10 {np.percentile(w, 10):.2f},"
+          f" p90 {np.percentile(w, 90):.2f}, max {w.max():.2f}")  # fmt: skip
+
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.traced):
+            feed()
+    wall = 1000 * (time.perf_counter() - t0) / args.traced
+    ks = sorted(
+        ((ev.name, ev.time_range.start, ev.time_range.end) for ev in prof.events()
+         if ev.device_type.name == "CUDA" and "mem" not in ev.name.lower()),
+        key=lambda k: k[1],
+    )  # fmt: skip
+    fams = [family(name) for name, _, _ in ks]
+    per: dict[str, float] = collections.defaultdict(float)
+    count: dict[str, int] = collections.Counter()
+    for f, (_, a, b) in zip(fams, ks, strict=True):
+        per[f] += b - a
+        count[f] += 1
+    busy = sum(per.values()) / 1000 / args.traced
+    print(f"traced {args.traced} feeds: wall {wall:.2f} ms a feed, kernels busy {busy:.2f} ms a feed,"
+          f" {len(ks) / args.traced:.0f} kernels a feed")  # fmt: skip
+    for f in sorted(per, key=lambda f: -per[f])[:12]:
+        print(f"  {f:<32} {count[f] / args.traced:6.1f} a feed {per[f] / args.traced:9.1f} µs a feed")
+    gaps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for i in range(len(ks) - 1):
+        gaps[fams[i], fams[i + 1]].append(ks[i + 1][1] - ks[i][2])
+    print("  gaps between kernels (µs a feed: sum; count a feed, median, max), the largest sums:")
+    for (a, b), g in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:10]:
+        print(f"    {a[:24]:>24} → {b[:24]:<24} {sum(g) / args.traced:9.1f} {len(g) / args.traced:6.1f}"
+              f" {np.median(g):8.2f} {max(g):9.1f}")  # fmt: skip
+
+    host = cProfile.Profile()
+    host.enable()
+    for _ in range(args.profiled):
+        feed()
+    host.disable()
+    for key in ("tottime", "cumulative"):
+        text = io.StringIO()
+        pstats.Stats(host, stream=text).sort_stats(key).print_stats(args.top)
+        print(text.getvalue())
+
+
+if __name__ == "__main__":
+    main()
