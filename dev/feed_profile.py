@@ -3,9 +3,11 @@ benchmark clip in 80 ms chunks after a warm-up, then (1) each feed's wall time, 
 of --traced feeds (torch's profiler: a measuring tool on the GPU machine, not a dependency of voxtral):
 the GPU's busy time per feed against the wall, each kernel family's µs per feed and the largest gaps
 between kernels by the pair around them, (3) cProfile of --profiled feeds, the top functions by own
-time and by cumulative time.
+time and by cumulative time, (4) the host's timeline of --stamped feeds: when each graph launch (log-mel,
+encoder tick, decoder step) and the token readback happen, µs after the feed's start (medians).
 
     python dev/feed_profile.py CHECKPOINT [--feeds 150] [--traced 20] [--profiled 100] [--top 25]
+        [--stamped 100]
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--traced", type=int, default=20)
     ap.add_argument("--profiled", type=int, default=100)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--stamped", type=int, default=100)
     args = ap.parse_args(argv)
     model = voxtral.load(args.checkpoint, device="cuda")
     samples = audio_io.load_audio(default_audio())
     chunk = 1280  # 80 ms at 16 kHz
-    need = chunk * (1 + args.feeds + args.traced + args.profiled)
+    need = chunk * (9 + args.feeds + args.traced + args.profiled + args.stamped)
     samples = np.tile(samples, -(-need // len(samples)))
     torch.cuda.init()
     session = model.stream()
@@ -97,6 +100,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"    {a[:24]:>24} → {b[:24]:<24} {sum(g) / args.traced:9.1f} {len(g) / args.traced:6.1f}"
               f" {np.median(g):8.2f} {max(g):9.1f}")  # fmt: skip
 
+    stamps = stamped(feed, args.stamped)
+    print(f"host timeline of {args.stamped} feeds (µs after the feed's start: median, p90):")
+    for name, values in stamps.items():
+        v = np.array(values)
+        print(f"  {name:<28} {np.median(v):8.0f} {np.percentile(v, 90):8.0f}   ({len(v)} stamps)")
+
     host = cProfile.Profile()
     host.enable()
     for _ in range(args.profiled):
@@ -106,6 +115,52 @@ def main(argv: list[str] | None = None) -> None:
         text = io.StringIO()
         pstats.Stats(host, stream=text).sort_stats(key).print_stats(args.top)
         print(text.getvalue())
+
+
+def stamped(feed, n: int) -> dict[str, list[float]]:
+    """n feeds with each graph launch and the decoder's readback stamped (perf_counter, µs after the
+    feed's start): {event: [stamps]}; events are named by the launching module and their order in a feed."""
+    import inspect
+
+    from voxtral.gpu import decoder, encoder, launch  # gpu/mel.py imports launch_graph at each call
+
+    out: dict[str, list[float]] = collections.defaultdict(list)
+    start = [0.0]
+    seen: collections.Counter = collections.Counter()
+
+    def stamp(name: str) -> None:
+        seen[name] += 1
+        out[f"{name} #{seen[name]}"].append(1e6 * (time.perf_counter() - start[0]))
+
+    real_launch, real_round = launch.launch_graph, decoder.Decoder._round
+
+    def launch_graph(graph, stream) -> None:
+        caller = Path(inspect.stack()[1].filename).stem
+        stamp(f"{caller} graph launch")
+        real_launch(graph, stream)
+
+    def round_(self, *a, **k):
+        stamp("decoder round begins")
+        r = real_round(self, *a, **k)
+        stamp("decoder readback done")
+        return r
+
+    patched = [(m, "launch_graph") for m in (decoder, encoder, launch)]
+    kept = [(m, name, getattr(m, name)) for m, name in patched]
+    for m, name in patched:
+        setattr(m, name, launch_graph)
+    decoder.Decoder._round = round_
+    try:
+        for _ in range(n):
+            seen.clear()
+            start[0] = time.perf_counter()
+            feed()
+            stamp("feed returns")
+    finally:
+        for m, name, value in kept:
+            setattr(m, name, value)
+        decoder.Decoder._round = real_round
+    return out
 
 
 if __name__ == "__main__":
