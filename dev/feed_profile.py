@@ -3,8 +3,8 @@ benchmark clip in 80 ms chunks after a warm-up, then (1) each feed's wall time, 
 of --traced feeds (torch's profiler: a measuring tool on the GPU machine, not a dependency of voxtral):
 the GPU's busy time per feed against the wall, each kernel family's µs per feed and the largest gaps
 between kernels by the pair around them, (3) cProfile of --profiled feeds, the top functions by own
-time and by cumulative time, (4) the host's timeline of --stamped feeds: when each graph launch (log-mel,
-encoder tick, decoder step) and the token readback happen, µs after the feed's start (medians).
+time and by cumulative time, (4) the host's timeline of --stamped feeds: when the scheduler's phases and the
+backend's steps (STAMPED) begin and end, µs after the feed's start (medians).
 
     python dev/feed_profile.py CHECKPOINT [--feeds 150] [--traced 20] [--profiled 100] [--top 25]
         [--stamped 100]
@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
 
     stamps = stamped(feed, args.stamped)
     print(f"host timeline of {args.stamped} feeds (µs after the feed's start: median, p90):")
-    for name, values in stamps.items():
+    for name, values in sorted(stamps.items(), key=lambda kv: np.median(kv[1])):
         v = np.array(values)
-        print(f"  {name:<28} {np.median(v):8.0f} {np.percentile(v, 90):8.0f}   ({len(v)} stamps)")
+        print(f"  {name:<40} {np.median(v):8.0f} {np.percentile(v, 90):8.0f}   ({len(v)} stamps)")
 
     host = cProfile.Profile()
     host.enable()
@@ -117,12 +117,29 @@ def main(argv: list[str] | None = None) -> None:
         print(text.getvalue())
 
 
-def stamped(feed, n: int) -> dict[str, list[float]]:
-    """n feeds with each graph launch and the decoder's readback stamped (perf_counter, µs after the
-    feed's start): {event: [stamps]}; events are named by the launching module and their order in a feed."""
-    import inspect
+# (module, class or None, function) stamped on entry (">") and exit ("<") by --stamped
+STAMPED = [
+    ("voxtral.scheduler", "Scheduler", name)
+    for name in ("tick", "_expire", "_admit", "_encode", "_take_audio", "_prefill", "_settle_timings",
+                 "_step", "_retire")
+] + [
+    ("voxtral.gpu.backend", "GpuBackend", "log_mel"),
+    ("voxtral.gpu.mel", "GpuMel", "_replay"),
+    ("voxtral.gpu.encoder", "Encoder", "encode"),
+    ("voxtral.gpu.encoder", "Encoder", "_tick"),
+    ("voxtral.gpu.encoder", "Groups", "regroup"),
+    ("voxtral.gpu.encoder", None, "adapter"),
+    ("voxtral.gpu.decoder", "Decoder", "_round"),
+    ("voxtral.gpu.launch", None, "launch_graph"),
+    ("voxtral.gpu.encoder", None, "launch_graph"),
+    ("voxtral.gpu.decoder", None, "launch_graph"),
+]  # fmt: skip
 
-    from voxtral.gpu import decoder, encoder, launch  # gpu/mel.py imports launch_graph at each call
+
+def stamped(feed, n: int) -> dict[str, list[float]]:
+    """n feeds with the STAMPED functions' entries and exits stamped (perf_counter, µs after the feed's
+    start): {event: [stamps]}, each event named by function, > or <, and its count within the feed."""
+    import importlib
 
     out: dict[str, list[float]] = collections.defaultdict(list)
     start = [0.0]
@@ -132,24 +149,23 @@ def stamped(feed, n: int) -> dict[str, list[float]]:
         seen[name] += 1
         out[f"{name} #{seen[name]}"].append(1e6 * (time.perf_counter() - start[0]))
 
-    real_launch, real_round = launch.launch_graph, decoder.Decoder._round
+    def wrap(fn, name: str):
+        def inner(*a, **k):
+            stamp(name + " >")
+            try:
+                return fn(*a, **k)
+            finally:
+                stamp(name + " <")
 
-    def launch_graph(graph, stream) -> None:
-        caller = Path(inspect.stack()[1].filename).stem
-        stamp(f"{caller} graph launch")
-        real_launch(graph, stream)
+        return inner
 
-    def round_(self, *a, **k):
-        stamp("decoder round begins")
-        r = real_round(self, *a, **k)
-        stamp("decoder readback done")
-        return r
-
-    patched = [(m, "launch_graph") for m in (decoder, encoder, launch)]
-    kept = [(m, name, getattr(m, name)) for m, name in patched]
-    for m, name in patched:
-        setattr(m, name, launch_graph)
-    decoder.Decoder._round = round_
+    kept = []
+    for module, cls, name in STAMPED:
+        owner = importlib.import_module(module)
+        owner = getattr(owner, cls) if cls else owner
+        kept.append((owner, name, owner.__dict__[name]))
+        label = f"{cls or module.rsplit('.', 1)[-1]}.{name}"
+        setattr(owner, name, wrap(owner.__dict__[name], label))
     try:
         for _ in range(n):
             seen.clear()
@@ -157,9 +173,8 @@ def stamped(feed, n: int) -> dict[str, list[float]]:
             feed()
             stamp("feed returns")
     finally:
-        for m, name, value in kept:
-            setattr(m, name, value)
-        decoder.Decoder._round = real_round
+        for owner, name, value in kept:
+            setattr(owner, name, value)
     return out
 
 
