@@ -61,6 +61,7 @@ VARIANTS = {  # name → constants of voxtral.gpu.encoder
     "f32": {"BF16_ACTIVATIONS": False},  # qkv and w1|w3 GEMMs write f32
     "untuned": {"TUNED_MIN_ROWS": None},  # cublasGemmEx's default algorithm at every shape
     "f32-untuned": {"BF16_ACTIVATIONS": False, "TUNED_MIN_ROWS": None},  # as before 2026-12-03
+    "uncut": {"GRAPH_CUTS": ()},  # each pass one graph (as before the chains of GRAPH_CUTS)
 }
 
 

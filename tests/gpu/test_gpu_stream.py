@@ -324,6 +324,41 @@ def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):
         np.testing.assert_array_equal(a, c)
 
 
+def test_graph_chains_equal_one_graph(gpu, audio5, monkeypatch):
+    """Passes captured as chains of graphs cut at layers (encoder.GRAPH_CUTS) give bitwise the embeddings
+    of passes captured whole: offline passes of 2 slots, live ticks (stem and layers) of 2."""
+    from voxtral.gpu import encoder as gpu_encoder
+    from voxtral.gpu.graphs import GraphChain
+
+    b, s = gpu.backend, gpu.schedule
+    mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
+
+    def run(pool) -> list[np.ndarray]:
+        offline = [pool.join() for _ in range(2)]
+        out = [b.to_numpy(e) for e in pool.encode([(slot, mel) for slot in offline])]
+        live = [pool.join(b.live_chunk) for _ in range(2)]
+        ticks: dict[int, list] = {slot: [] for slot in live}
+        for start in range(0, mel.shape[1], 8):
+            items = [(slot, mel[:, start : start + 8]) for slot in live]
+            for (slot, _), e in zip(items, pool.encode(items), strict=True):
+                ticks[slot].append(b.to_numpy(e))
+        return out + [np.concatenate(ticks[slot]) for slot in live]
+
+    layers = gpu.config.encoder.n_layers
+    monkeypatch.setattr(gpu_encoder, "GRAPH_CUTS", ())
+    pool = b.encoder(4)
+    whole = run(pool)
+    assert not any(isinstance(g, GraphChain) for g in pool._ticks.values())
+    monkeypatch.setattr(gpu_encoder, "GRAPH_CUTS", tuple(range(1, layers)))  # a graph a layer
+    pool = b.encoder(4)
+    cut = run(pool)
+    graphs = [*pool._ticks.values(), *(g for g, _, _ in pool._offline.values())]
+    assert graphs and all(isinstance(g, GraphChain) and len(g.graphs) == layers for g in graphs)
+    for a, c in zip(whole, cut, strict=True):
+        assert len(a) > 10
+        np.testing.assert_array_equal(a, c)
+
+
 def test_offline_pass_buffers_grow_with_the_largest_bucket(gpu, audio5, monkeypatch):
     """The offline passes' shared buffers are as large as the largest bucket used so far, and at least
     OFFLINE_MIN_ROWS (a short input does not hold a 64-file pass's memory, a file's own passes never grow

@@ -92,6 +92,10 @@ CHAIN_ALL = False
 # half the bytes of the f32 outputs they wrote and read before (a 60 s file's passes move ~6.6 GB less).
 # The bias add, the turn and SwiGLU stay f32; q, k, v and the SwiGLU output were bf16 already.
 BF16_ACTIVATIONS = True
+# A pass's graph (live tick, live pass, offline pass) is captured as a chain of graphs that begin at
+# these layers (graphs.capture's cuts): the GPU starts the first layer while the host still launches
+# the rest (one graph of a tick's ~400 nodes kept the GPU waiting ~0.3 ms for its cuGraphLaunch).
+GRAPH_CUTS: tuple[int, ...] = (1, 4, 12)
 # GEMMs of captured passes (offline buckets, live buckets) of at least this many rows run the fastest
 # of cuBLASLt's candidate algorithms that give bitwise the default's output (gemm.py: timed once per
 # shape, in the capture's eager run); None: cublasGemmEx's default everywhere. H200, dev/lt_gemm.py,
@@ -496,9 +500,9 @@ class Encoder:
             attend, tiles = self._live_attention(b, tiled, buf)
             sb.reset()  # the capture's eager run leaves every slot's carried rows as they are
 
-            def run():
+            def run(cut=None):
                 self.stem.into(sb, buf.h)
-                self._run_layers(buf.h, buf.pos, buf.slot, attend, buf)
+                self._run_layers(buf.h, buf.pos, buf.slot, attend, buf, cut)
 
             self._ticks[b, tiled] = self._capture(buf, attend, tiles, run)
         return self._ticks[b, tiled], buf, sb
@@ -543,9 +547,13 @@ class Encoder:
         attend = mixed_attention(self.cfg.encoder, tiles, self.kv, runs)
         return self._run_layers(h, pos, slot, attend)
 
-    def _run_layers(self, h, pos, slot, attend, buf: PassBuffers | None = None):
+    def _run_layers(self, h, pos, slot, attend, buf: PassBuffers | None = None, cut=None):
+        """Every layer and the final norm over h [T, E] f32 → [T, E] bf16 (buf.out when buf is given).
+        cut: called with i before layer i > 0 (a capture's cut points, GRAPH_CUTS)."""
         bias, enc = None, self.cfg.encoder
         for i, lw in enumerate(self.w.encoder_layers):
+            if cut is not None and i:
+                cut(i)
             bias = layer(h, enc, i, lw, bias, pos, slot, self.kv, attend, buf)
         out = None if buf is None else buf.out
         return ops.rms_norm(h, self.w.encoder_norm, enc.norm_eps, bias=bias, out=out)
@@ -635,7 +643,7 @@ class Encoder:
             zero(tiles)
         if run is None:
             run = functools.partial(self._run_layers, buf.h, buf.pos, buf.slot, attend, buf)
-        return capture(self.cuda_stream, run, (buf.h,))
+        return capture(self.cuda_stream, run, (buf.h,), cuts=GRAPH_CUTS)
 
     def _offline_pass(self, rows: list, pos: np.ndarray, slot: np.ndarray, table: list, before) -> object:
         """A pass of long runs only (offline inputs) as one replay of its bucket's CUDA graph: the runs
