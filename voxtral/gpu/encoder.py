@@ -94,7 +94,9 @@ CHAIN_ALL = False
 BF16_ACTIVATIONS = True
 # A pass's graph (live tick, live pass, offline pass) is captured as a chain of graphs that begin at
 # these layers (graphs.capture's cuts): the GPU starts the first layer while the host still launches
-# the rest (one graph of a tick's ~400 nodes kept the GPU waiting ~0.3 ms for its cuGraphLaunch).
+# the rest (cuGraphLaunch of a tick's ~400 nodes: ~0.3 ms of the host's). H200, dev/encoder_variants.py,
+# chains vs one graph a pass: 128 live sessions' tick 15.5–16.1 vs 18.6–20.4 ms, one session's 4.0–4.2
+# vs 4.2–4.4, feed 4.3–4.5 vs 4.4–4.6, a 60 s file's encoder equal.
 GRAPH_CUTS: tuple[int, ...] = (1, 4, 12)
 # GEMMs of captured passes (offline buckets, live buckets) of at least this many rows run the fastest
 # of cuBLASLt's candidate algorithms that give bitwise the default's output (gemm.py: timed once per
