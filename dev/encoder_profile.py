@@ -62,6 +62,8 @@ VARIANTS = {  # name → constants of voxtral.gpu.encoder
     "untuned": {"TUNED_MIN_ROWS": None},  # cublasGemmEx's default algorithm at every shape
     "f32-untuned": {"BF16_ACTIVATIONS": False, "TUNED_MIN_ROWS": None},  # as before 2026-12-03
     "uncut": {"GRAPH_CUTS": ()},  # each pass one graph (as before the chains of GRAPH_CUTS)
+    "cuts-fine": {"GRAPH_CUTS": (1, 2, 4, 8, 16)},  # a geometric chain from one layer (not yet timed)
+    "cuts-layer": {"GRAPH_CUTS": tuple(range(1, 32))},  # a graph a layer (not yet timed)
 }
 
 
