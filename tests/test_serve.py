@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import soundfile as sf
 import srt
 import webvtt
 from serve_helpers import KEY, Server, from_pcm16, pcm16, realtime, run
+from test_model_files import poison
 
 import voxtral
 from voxtral import audio as audio_io
@@ -696,3 +698,55 @@ def _wait_free_upload(s: Server) -> bool:
         except openai.APIStatusError:
             time.sleep(0.2)
     return False
+
+
+def _sse_events(server, fields: dict, wav: bytes) -> tuple[int, list[dict]]:
+    """POST an upload with stream=true: (status, the server-sent events' JSON)."""
+    body = _form(fields, [("a.wav", wav)])
+    conn = _start_post(server, body)
+    conn.send(body)
+    r = conn.getresponse()
+    try:
+        lines = r.read().decode().splitlines()
+        return r.status, [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    finally:
+        conn.close()
+
+
+def test_damaged_weights_fail_each_request_with_the_tensor_named(tiny_dir, clip5, tmp_path):
+    """Weights with NaN (damaged after the header checks): whichever request runs first gets the error
+    naming the tensor — a streamed upload as its error event (the engine thread used to die there,
+    leaving it and every live session waiting forever), a plain upload a 500 (it was a 400 blaming the
+    file) — then every request is refused at once with it (500, a realtime error event), /health says
+    error, and the server prints no traceback."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    poison(model_dir, "layers.0.attention.wq.weight", b"\xc0\x7f")
+    wav, x = clip5.read_bytes(), audio_io.load_audio(clip5)
+    named = "tensor 'layers.0.attention.wq.weight' has NaN or Inf values"
+    s = Server(model_dir)
+    try:
+        status, events = _sse_events(s, {"model": "voxtral", "stream": "true"}, wav)  # the engine thread's
+        assert status == 200 and [e["type"] for e in events] == ["error"], events
+        assert events[0]["error"]["type"] == "server_error" and named in events[0]["error"]["message"]
+        got = run(_events(s.url, [COMMIT, _append(x), FINAL], wait_for=1))
+        assert got[0]["type"] == "error" and got[0]["code"] == "model_error" and named in got[0]["error"]
+        for fields in ({"model": "voxtral"}, {"model": "voxtral", "stream": "true"}):
+            status, doc = _post_form(s, fields, [("a.wav", wav)])
+            assert (
+                status == 500 and doc["error"]["code"] == "model_error" and named in doc["error"]["message"]
+            )
+        status, text = s.get("/health")
+        assert status == 500 and json.loads(text) == {"status": "error", "error": doc["error"]["message"]}
+        assert 'voxtral_errors_total{kind="model_error"} 4.0' in s.get("/metrics")[1]
+    finally:
+        _, err = s.stop()
+    assert "Traceback" not in err, err
+    s = Server(model_dir)
+    try:  # a plain upload first: its own request thread runs the engine
+        status, doc = _post_form(s, {"model": "voxtral"}, [("a.wav", wav)])
+        assert status == 500 and doc["error"]["type"] == "server_error" and named in doc["error"]["message"]
+        assert s.get("/health")[0] == 500
+    finally:
+        _, err = s.stop()
+    assert "Traceback" not in err, err

@@ -306,11 +306,36 @@ class Scheduler:
                 self._woken.notify_all()
 
     def _tick_once(self) -> bool:
-        with self._lock, _deferred_interrupt():
-            worked = self.tick()
+        try:
+            with self._lock, _deferred_interrupt():
+                try:
+                    worked = self.tick()
+                except Exception as e:  # the model's failure (damaged weights, the device), or a bug
+                    failure = e if isinstance(e, VoxtralError) else VoxtralError(f"internal error: {e!r}")
+                    self._fail_active(failure)
+                    raise
+        except Exception:
+            self._wake()  # the threads waiting on the failed jobs
+            raise
         if worked:
             self._wake()
         return worked
+
+    def _fail_active(self, error: VoxtralError) -> None:
+        """Every active job gets `error` and leaves: a tick raised it, so no job of the tick can go on.
+        The thread that drives gets the exception itself; every other thread finds the error on its job
+        (run raises it; a session hands it on). A server's engine thread, which drives for live
+        sessions and streamed uploads, used to die here and leave them waiting forever."""
+        for job in self.active:
+            if job.error is None:
+                job.error = error
+        try:
+            self._retire()
+        except Exception:  # noqa: BLE001 — the device may refuse the slots' release too: they leave anyway
+            for job in self.active:
+                job._enc = job._dec = None
+                self._finish(job)
+            self.active.clear()
 
     def _wake(self) -> None:
         with self._woken:

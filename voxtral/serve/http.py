@@ -7,7 +7,8 @@ verbose_json), `stream` (true, with response_format json or text: server-sent ev
 `language`, `prompt` and `temperature` are accepted and have no effect (the model detects the language
 and decodes greedily). Errors are OpenAI's JSON shape
 {"error": {"message", "type", "param", "code"}} with 400 (bad input), 401 (key), 404, 405, 411, 413 (limits),
-503 (full or shutting down).
+500 (the model failed, e.g. damaged weights: then every later request gets it and /health says error), 503
+(full or shutting down).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from .. import audio as audio_io
 from .. import formats
-from ..errors import VoxtralError
+from ..errors import AudioError, VoxtralError
 from .deltas import Deltas
 from .state import Full, ServerState
 
@@ -40,7 +41,8 @@ GONE_POLL_S = 0.25  # how often a waiting or running upload looks whether its cl
 
 
 def error(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    kind = {401: "authentication_error", 404: "not_found_error", 503: "server_busy"}.get(status)
+    kinds = {401: "authentication_error", 404: "not_found_error", 500: "server_error", 503: "server_busy"}
+    kind = kinds.get(status)
     body = {"message": message, "type": kind or "invalid_request_error", "param": param, "code": code}
     return JSONResponse({"error": body}, status_code=status)
 
@@ -56,6 +58,8 @@ def authorized(state: ServerState, headers) -> bool:
 
 async def health(request: Request) -> Response:
     state: ServerState = request.app.state.voxtral
+    if state.pump.failure is not None:
+        return JSONResponse({"status": "error", "error": str(state.pump.failure)}, status_code=500)
     if state.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     return JSONResponse({"status": "ok"})
@@ -199,6 +203,9 @@ async def _admitted(state: ServerState, request: Request) -> bool:
 
 
 async def _transcribe(state: ServerState, request: Request, path: Path, fields: dict) -> Response:
+    if state.pump.failure is not None:  # the model's weights are damaged: every request would fail
+        state.metrics.errors.labels("model_error").inc()
+        return error(500, str(state.pump.failure), code="model_error")
     rate, limit = state.model.config.audio.sampling_rate, state.options.max_audio_s
     try:  # before a place is taken, and before a stream's 200: bad audio is a 400, too long a 413
         await asyncio.to_thread(_measure, path, rate, limit)
@@ -229,6 +236,10 @@ async def _transcribe(state: ServerState, request: Request, path: Path, fields: 
         if gone.is_set():
             state.metrics.errors.labels("client_gone").inc()
             return error(499, "the client closed the connection")
+        if not isinstance(e, AudioError):  # the model's or the device's failure, not the upload's
+            state.pump.note(e)
+            state.metrics.errors.labels("model_error").inc()
+            return error(500, str(e), code="model_error")
         state.metrics.errors.labels("audio").inc()
         return error(400, str(e).replace(str(path), fields["name"]), "file")
     finally:
@@ -294,7 +305,11 @@ async def _events(state: ServerState, path: Path, fields: dict):
             if ended:
                 break
         if session.error is not None:
-            yield _sse(_error_event(str(session.error), "server_error"))
+            state.pump.note(session.error)
+            bad_audio = isinstance(session.error, AudioError)
+            state.metrics.errors.labels("audio" if bad_audio else "model_error").inc()
+            kind = "invalid_request_error" if bad_audio else "server_error"
+            yield _sse(_error_event(str(session.error), kind))
             return
         full = text.final
         state.metrics.upload_done(session.duration, time.perf_counter() - t0, session.n_steps)

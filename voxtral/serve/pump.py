@@ -12,10 +12,12 @@ out nothing), so each session's pieces come out once and in order.
 from __future__ import annotations
 
 import threading
+import traceback
 from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import CheckpointError, VoxtralError
 from ..stream import Piece, Session
 
 Deliver = Callable[[list[Piece], bool], None]  # (new pieces, the session ended: done or failed)
@@ -30,6 +32,7 @@ class Pump:
         self._open: tuple[Session, ...] = ()  # a snapshot of the keys, read without the lock
         self._lock = threading.Lock()  # the sessions and every collect()
         self._stop = threading.Event()
+        self.failure: CheckpointError | None = None  # the model's weights failed a request (note): for good
         self._thread = threading.Thread(target=self._run, name="voxtral-engine", daemon=True)
         self._thread.start()
 
@@ -71,10 +74,21 @@ class Pump:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def note(self, error: Exception) -> None:
+        """A request's or tick's failure: a damaged checkpoint (CheckpointError: NaN or Inf logits blamed
+        on named tensors) fails every later request too, so it is kept for /health and new requests."""
+        if isinstance(error, CheckpointError):
+            self.failure = error
+
     def _run(self) -> None:
         engine = self.model.engine
         while not self._stop.is_set():
-            engine.run_until(self._ready)
+            try:
+                engine.run_until(self._ready)
+            except VoxtralError as e:  # the tick's jobs carry it (Scheduler._fail_active): handed on below
+                self.note(e)
+            except Exception:  # a bug: its jobs got an internal error; this thread goes on
+                traceback.print_exc()
             with self._lock:
                 for s in self._open:
                     if _has_news(s):

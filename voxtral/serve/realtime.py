@@ -135,6 +135,10 @@ class Connection:
             await asyncio.wait([self.sender])
         if self.closed:
             return False
+        if self.state.pump.failure is not None:  # the model's weights are damaged: every session would fail
+            await self.error(str(self.state.pump.failure), "model_error")
+            await self.close(GOING_AWAY, "model failed")
+            return False
         if self.state.draining or not self.place:
             try:
                 await self.state.admit_session()  # raises Full while draining, even holding a place
@@ -190,6 +194,7 @@ class Connection:
             if ended:
                 break
         if session.error is not None:
+            self.state.pump.note(session.error)
             await self.error(str(session.error), "session_error")
             await self.close(GOING_AWAY, "session ended")
             return
