@@ -540,3 +540,16 @@ def test_ctrl_c_while_starting_says_so_once(tiny_dir, clips, tmp_path, delay, in
         assert not out.exists() or not [f for f in os.listdir(out) if f.endswith(".tmp")]
     else:
         assert p.returncode == 0 and (out / f"{Path(clips[2]).stem}.txt").exists(), err
+
+
+def test_an_output_dir_made_for_inputs_that_all_fail_their_output_names_is_removed(tiny_dir, clip5, tmp_path):
+    """-o DIR is created if missing and removed again if the run writes nothing into it: also when every
+    input fails before the model loads, at its output name (too long for the file system, here)."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / ("x" * 251 + ".wav")).write_bytes(Path(clip5).read_bytes())
+    out = tmp_path / "made" / "out"
+    r = run("transcribe", d, "-m", tiny_dir, "-d", "cpu", "-q", "-o", out, "-f", "txt,json")
+    assert r.returncode == 6, r.stderr
+    one_error(r.stderr, "is too long for the file system")
+    assert not (tmp_path / "made").exists()

@@ -537,12 +537,14 @@ def test_a_second_signal_stops_at_once(tiny_dir, clip5, tmp_path):
     assert result and isinstance(result[0], openai.APIError), result  # cut, not answered
 
 
-def test_port_0_names_the_port_it_got(tiny_dir):
-    """--port 0 lets the system pick: the serving line names that port (it said :0), and it answers."""
+@pytest.mark.parametrize("quiet", [[], ["-q"]], ids=["", "quiet"])
+def test_port_0_names_the_port_it_got(tiny_dir, quiet):
+    """--port 0 lets the system pick: the serving line names that port (it said :0), and it answers.
+    With -q too: the line is neither progress nor a timing (-q used to drop it)."""
     import re
     import urllib.request
 
-    cmd = [sys.executable, "-m", "voxtral", "serve", "-m", str(tiny_dir), "-d", "cpu", "--port", "0"]
+    cmd = [sys.executable, "-m", "voxtral", "serve", "-m", str(tiny_dir), "-d", "cpu", "--port", "0", *quiet]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = next(ln for ln in p.stderr if ln.startswith("voxtral: serving "))
@@ -711,6 +713,23 @@ def _sse_events(server, fields: dict, wav: bytes) -> tuple[int, list[dict]]:
         return r.status, [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     finally:
         conn.close()
+
+
+def test_a_malformed_form_is_a_400_and_no_log_line(tiny_dir):
+    """A multipart body that is not one: the client gets the 400; the server's stderr gets no line of the
+    parser's own ("voxtral: Expected boundary character 45, got 103 at index 2", any client could add)."""
+    s = Server(tiny_dir)
+    try:
+        conn = _start_post(s, b"garbage")
+        conn.send(b"garbage")
+        r = conn.getresponse()
+        status, doc = r.status, json.loads(r.read())
+        conn.close()
+    finally:
+        _, err = s.stop()
+    assert status == 400 and doc["error"]["message"].startswith("cannot read the multipart form"), doc
+    own = ("voxtral: loaded", "voxtral: serving")
+    assert [line for line in err.splitlines() if not line.startswith(own)] == [], err
 
 
 def test_damaged_weights_fail_each_request_with_the_tensor_named(tiny_dir, clip5, tmp_path):

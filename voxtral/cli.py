@@ -545,6 +545,8 @@ def transcribe(
             run.go(m, emit, batch_size, options)
         finally:  # every input failed: the directories made for their outputs go too (only if empty)
             remove_empty(created)
+    else:  # every input failed before the model loads (its output names refused, say)
+        remove_empty(created)
     raise typer.Exit(run.exit_code(failed, n_inputs))
 
 

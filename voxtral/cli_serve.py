@@ -97,8 +97,9 @@ def serve(
         )
 
     logging.getLogger("voxtral.serve.access").setLevel(logging.INFO if verbose else logging.WARNING)
-    on_ready = None if quiet else ready
-    run(create_app(m, options), host, port, log_level="info" if verbose else "warning", on_ready=on_ready)
+    # the serving line also with -q: it is neither progress nor a timing, and with --port 0 it is the one
+    # place that names the port
+    run(create_app(m, options), host, port, log_level="info" if verbose else "warning", on_ready=ready)
 
 
 def _prepare(m) -> None:

@@ -23,6 +23,10 @@ from .realtime import realtime
 from .state import ServerState
 
 access_log = logging.getLogger("voxtral.serve.access")
+# python-multipart logs each malformed form as a warning of its own (a parser's message, no request named)
+# as well as raising it, which the route answers with a 400 naming the problem: the log line is dropped
+for _name in ("python_multipart", "multipart"):  # its module's name since 0.0.13, and before
+    logging.getLogger(_name).setLevel(logging.ERROR)
 DRAIN_TIMEOUT_S = 60.0  # longest SIGTERM waits for open sessions and uploads to finish
 
 
