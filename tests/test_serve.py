@@ -499,6 +499,26 @@ def test_an_upload_still_sending_its_body_at_the_signal_is_answered(tiny_dir, mo
     assert code == 0 and "Traceback" not in err, err
 
 
+def test_a_body_that_stops_arriving_does_not_hold_the_drain_past_its_timeout(tiny_dir, clip5):
+    """SIGTERM while an upload's body has stopped arriving (the client keeps the socket open): the drain
+    waits --drain-timeout, says what it cut, and the server exits 0 (it waited forever)."""
+    s = Server(tiny_dir, "--drain-timeout", "1")
+    body = _form({"model": "voxtral"}, [("a.wav", clip5.read_bytes())])
+    conn = _start_post(s, body, timeout=60)
+    conn.send(body[:1000])  # and no more
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    s.proc.send_signal(signal.SIGTERM)
+    code = s.proc.wait(timeout=30)
+    waited, err = time.monotonic() - t0, s.proc.stderr.read()
+    conn.close()
+    assert code == 0 and waited < 10, (code, waited, err)
+    assert (
+        "voxtral: the drain passed --drain-timeout 1 s: 1 open request(s) cut" in err
+        and "Traceback" not in err
+    )
+
+
 def test_a_second_signal_stops_at_once(tiny_dir, clip5, tmp_path):
     """SIGTERM drains: a long upload keeps running; a second SIGTERM ends the process at once (143, one
     line), not when the upload is done. The "serving" line comes once the port takes connections."""

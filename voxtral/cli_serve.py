@@ -34,7 +34,15 @@ from .config import MAX_CAPACITY
 from .errors import OptionError, ServeError, VoxtralError
 from .outputs import EXIT_TERMINATED, Terminated
 from .progress import say
-from .serve.options import IDLE_TIMEOUT_S, MAX_AUDIO_S, MAX_QUEUE, MAX_SESSIONS, MAX_UPLOAD_MB, ServeOptions
+from .serve.options import (
+    DRAIN_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    MAX_AUDIO_S,
+    MAX_QUEUE,
+    MAX_SESSIONS,
+    MAX_UPLOAD_MB,
+    ServeOptions,
+)
 
 SERVE_HINT = "the server needs the `serve` extra: pip install 'voxtral[serve]'"
 
@@ -72,13 +80,22 @@ def serve(
     idle_timeout: Annotated[
         float, typer.Option("--idle-timeout", metavar="S", help="Close a realtime session not fed this long.")
     ] = IDLE_TIMEOUT_S,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain-timeout",
+            metavar="S",
+            help="On SIGINT/SIGTERM, wait this long at most for open sessions and uploads, then cut them.",
+        ),
+    ] = DRAIN_TIMEOUT_S,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve the model: OpenAI's /v1/audio/transcriptions over HTTP, a realtime websocket at /v1/realtime."""
     _setup_logging(verbose, quiet)
     try:
-        options = _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout)
+        limits = (max_upload_mb, max_audio_s, idle_timeout, drain_timeout)
+        options = _options(model, max_sessions, max_queue, api_key, *limits)
         _check_device_and_delay(device, delay_ms)
         _check_port(host, port)
     except VoxtralError as e:
@@ -118,7 +135,9 @@ def _prepare(m) -> None:
         raise typer.Exit(EXIT_TERMINATED) from None
 
 
-def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout):
+def _options(
+    model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s, idle_timeout, drain_timeout
+):
     try:
         from .serve import app as _  # noqa: F401  (Starlette, uvicorn, … are there)
     except ImportError as e:
@@ -134,12 +153,15 @@ def _options(model, max_sessions, max_queue, api_key, max_upload_mb, max_audio_s
     ):
         if not value > 0:
             raise OptionError(f"{name} must be a positive number, got {value:g}")
+    if not drain_timeout >= 0:
+        raise OptionError(f"--drain-timeout must be ≥ 0, got {drain_timeout:g}")
     if api_key is not None and not api_key.strip():
         raise OptionError("--api-key must not be empty")
     model_id = Path(model).name if Path(model).exists() else model
     return ServeOptions(
         model_id=model_id, max_sessions=max_sessions, max_queue=max_queue, api_key=api_key,
         max_upload_mb=max_upload_mb, max_audio_s=max_audio_s, idle_timeout=idle_timeout,
+        drain_timeout=drain_timeout,
     )  # fmt: skip
 
 

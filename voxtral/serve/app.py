@@ -27,7 +27,6 @@ access_log = logging.getLogger("voxtral.serve.access")
 # as well as raising it, which the route answers with a 400 naming the problem: the log line is dropped
 for _name in ("python_multipart", "multipart"):  # its module's name since 0.0.13, and before
     logging.getLogger(_name).setLevel(logging.ERROR)
-DRAIN_TIMEOUT_S = 60.0  # longest SIGTERM waits for open sessions and uploads to finish
 
 
 def create_app(model, options: ServeOptions) -> Starlette:
@@ -92,16 +91,27 @@ def _with_auth_and_log(app, state: ServerState):
 _ROUTES = {"/v1/audio/transcriptions", "/v1/models", "/health", "/metrics"}
 
 
-async def drain(state: ServerState, timeout: float = DRAIN_TIMEOUT_S) -> None:
+async def drain(state: ServerState) -> None:
     """Refuse new work, end every realtime utterance (its text and done are sent), wait for uploads
-    (those still sending their bodies too)."""
+    (those still sending their bodies too), all within options.drain_timeout seconds; what is still open
+    then is cut (said on stderr)."""
     state.draining = True
+    t0, timeout = time.monotonic(), state.options.drain_timeout
     conns = list(state.connections)
-    if conns:
+    if conns and timeout > 0:
         await asyncio.wait([asyncio.ensure_future(c.drain()) for c in conns], timeout=timeout)
-    t0 = time.monotonic()
     while (state.uploads or state.receiving) and time.monotonic() - t0 < timeout:
         await asyncio.sleep(0.05)
+    left = len([c for c in state.connections if not c.closed]) + state.uploads + state.receiving
+    if left:
+        say(f"voxtral: the drain passed --drain-timeout {timeout:g} s: {left} open request(s) cut")
+        logging.getLogger("uvicorn.error").addFilter(_cut_quietly)  # that line says it: no traceback
+
+
+def _cut_quietly(record: logging.LogRecord) -> bool:
+    """uvicorn's records of the requests a drain cut (their tasks cancelled at shutdown) are dropped."""
+    cut = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not (cut or record.getMessage().startswith("Cancel "))
 
 
 def run(
@@ -142,5 +152,9 @@ def run(
     from uvicorn.config import WS_PROTOCOLS
 
     ws = "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"  # uvicorn ≥ 0.35 / older
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, ws=ws, lifespan="on")
+    # after the drain, uvicorn's own shutdown gives what is still open (a body that stopped arriving) a
+    # second, not forever
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, ws=ws, lifespan="on", timeout_graceful_shutdown=1
+    )
     Server(config).run()

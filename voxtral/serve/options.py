@@ -9,6 +9,7 @@ MAX_QUEUE = 64
 MAX_UPLOAD_MB = 100.0
 MAX_AUDIO_S = 3600.0
 MAX_BACKLOG_S = 30.0  # a realtime client this far ahead of the engine is not read from until it catches up
+DRAIN_TIMEOUT_S = 60.0  # seconds (--drain-timeout)
 IDLE_TIMEOUT_S = 60.0
 
 
@@ -23,3 +24,4 @@ class ServeOptions:
     max_upload_mb: float = MAX_UPLOAD_MB
     max_audio_s: float = MAX_AUDIO_S  # longest upload or realtime session, seconds of audio
     idle_timeout: float = IDLE_TIMEOUT_S  # a realtime session not fed this long is closed
+    drain_timeout: float = DRAIN_TIMEOUT_S  # longest a SIGTERM waits for open work before it is cut
