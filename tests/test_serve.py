@@ -767,7 +767,8 @@ def test_damaged_weights_fail_each_request_with_the_tensor_named(tiny_dir, clip5
     try:
         status, events = _sse_events(s, {"model": "voxtral", "stream": "true"}, wav)  # the engine thread's
         assert status == 200 and [e["type"] for e in events] == ["error"], events
-        assert events[0]["error"]["type"] == "server_error" and named in events[0]["error"]["message"]
+        assert events[0]["error"]["type"] == "server_error" and events[0]["error"]["code"] == "model_error"
+        assert named in events[0]["error"]["message"]
         got = run(_events(s.url, [COMMIT, _append(x), FINAL], wait_for=1))
         assert got[0]["type"] == "error" and got[0]["code"] == "model_error" and named in got[0]["error"]
         for fields in ({"model": "voxtral"}, {"model": "voxtral", "stream": "true"}):
@@ -785,6 +786,14 @@ def test_damaged_weights_fail_each_request_with_the_tensor_named(tiny_dir, clip5
     try:  # a plain upload first: its own request thread runs the engine
         status, doc = _post_form(s, {"model": "voxtral"}, [("a.wav", wav)])
         assert status == 500 and doc["error"]["type"] == "server_error" and named in doc["error"]["message"]
+        assert s.get("/health")[0] == 500
+    finally:
+        _, err = s.stop()
+    assert "Traceback" not in err, err
+    s = Server(model_dir)
+    try:  # a realtime utterance first: the engine thread finds it
+        got = run(_events(s.url, [COMMIT, _append(x), FINAL], wait_for=1))
+        assert got[0]["type"] == "error" and got[0]["code"] == "model_error" and named in got[0]["error"]
         assert s.get("/health")[0] == 500
     finally:
         _, err = s.stop()

@@ -308,8 +308,8 @@ async def _events(state: ServerState, path: Path, fields: dict):
             state.pump.note(session.error)
             bad_audio = isinstance(session.error, AudioError)
             state.metrics.errors.labels("audio" if bad_audio else "model_error").inc()
-            kind = "invalid_request_error" if bad_audio else "server_error"
-            yield _sse(_error_event(str(session.error), kind))
+            kind, code = ("invalid_request_error", None) if bad_audio else ("server_error", "model_error")
+            yield _sse(_error_event(str(session.error), kind, code))
             return
         full = text.final
         state.metrics.upload_done(session.duration, time.perf_counter() - t0, session.n_steps)
@@ -323,10 +323,10 @@ async def _events(state: ServerState, path: Path, fields: dict):
         await asyncio.to_thread(shutil.rmtree, path.parent, True)
 
 
-def _error_event(message: str, kind: str) -> dict:
+def _error_event(message: str, kind: str, code: str | None = None) -> dict:
     """An error event of a streamed upload, its error in OpenAI's shape (the openai client reads
     error.message)."""
-    return {"type": "error", "error": {"message": message, "type": kind, "param": None, "code": None}}
+    return {"type": "error", "error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 def _feed_file(state: ServerState, session, path: Path) -> str | None:

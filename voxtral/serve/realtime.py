@@ -33,7 +33,7 @@ import uuid
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..errors import VoxtralError
+from ..errors import AudioError, SessionError, VoxtralError
 from .deltas import Deltas
 from .http import authorized
 from .options import MAX_BACKLOG_S
@@ -195,7 +195,8 @@ class Connection:
                 break
         if session.error is not None:
             self.state.pump.note(session.error)
-            await self.error(str(session.error), "session_error")
+            failed = isinstance(session.error, (AudioError, SessionError))  # the session's, not the model's
+            await self.error(str(session.error), "session_error" if failed else "model_error")
             await self.close(GOING_AWAY, "session ended")
             return
         heard = session.n_samples > 0
