@@ -106,6 +106,10 @@ def test_confidence_idle_timeout_and_score_of_the_wrong_type_are_option_errors(m
     for bad in ("5", True, [5]):
         with pytest.raises(OptionError, match="idle_timeout"):
             model.stream(idle_timeout=bad)
+        with pytest.raises(OptionError, match="idle_timeout"):  # a TypeError, or True taken until open()
+            StreamServer(model, capacity=1, idle_timeout=bad)
+    with pytest.raises(OptionError, match="cancelled must be a function"):  # 'int' object is not callable
+        model.transcribe(audios[0], sample_rate=16000, cancelled=5)
     with pytest.raises(OptionError, match="reference must be a str"):
         score(None, "x")
     with pytest.raises(OptionError, match="hypothesis must be a str"):

@@ -95,6 +95,10 @@ class Model:
         and SessionError raised. Raises AudioError for audio that cannot be read, OptionError for bad
         options.
         """
+        if cancelled is not None and not callable(cancelled):
+            raise OptionError(
+                f"cancelled must be a function of no arguments returning bool, got {cancelled!r}"
+            )
         job, scores = self._job(audio, sample_rate, confidence, alternatives)
         return self._transcript(self.engine.run(job, cancelled), scores)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import weakref
 
 from .errors import OptionError, SessionError
-from .stream import Piece, Session
+from .stream import Piece, Session, check_idle_timeout
 
 IDLE_TIMEOUT_S = 60.0  # a session not fed for this long is closed (its client is gone)
 
@@ -35,8 +35,7 @@ class StreamServer:
                 f"capacity {capacity} exceeds the model's {model.capacity} slots; "
                 f"load it with voxtral.load(..., capacity={capacity})"
             )
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise OptionError(f"idle_timeout must be a positive number of seconds or None: {idle_timeout!r}")
+        check_idle_timeout(idle_timeout)
         self.model, self.capacity, self.idle_timeout = model, capacity, idle_timeout
         model.engine.warm_up()  # the GPU's graphs of every batch size now, not in the first sessions' ticks
         self._refs: list[weakref.ref] = []  # sessions opened and not yet done (weak: a dropped one closes)

@@ -46,6 +46,14 @@ class Piece:
     alternatives: tuple = ()  # with alternatives: rival tokens of token k (confidence.Alternative)
 
 
+def check_idle_timeout(idle_timeout) -> None:
+    """OptionError unless idle_timeout is None or a positive number of seconds (not a bool: a str compared
+    was a TypeError)."""
+    bad = isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real | None)
+    if bad or (idle_timeout is not None and not idle_timeout > 0):
+        raise OptionError(f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}")
+
+
 class Session:
     """One live audio stream: feed() chunks, then finish() once (or close() to abandon it).
 
@@ -66,11 +74,7 @@ class Session:
         confidence: bool = False,
         alternatives: float | None = None,
     ):
-        bad = isinstance(idle_timeout, bool) or not isinstance(idle_timeout, numbers.Real | None)
-        if bad or (idle_timeout is not None and not idle_timeout > 0):  # a str compared was a TypeError
-            raise OptionError(
-                f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}"
-            )
+        check_idle_timeout(idle_timeout)
         check_options(confidence, alternatives)
         self.cfg, self.on_tokens, self._engine, self._drive = cfg, on_tokens, engine, drive
         self._opener = "model.stream()" if drive else "server.open()"  # where a new session comes from
