@@ -368,3 +368,25 @@ def test_a_cancelled_transcription_raises_and_leaves(model, audios):
     assert not model.engine.active and not model.engine.queue
     want = model.transcribe(audios[0], sample_rate=16000).tokens
     assert model.transcribe(audios[0], sample_rate=16000, cancelled=lambda: False).tokens == want
+
+
+def test_an_abandoned_batch_leaves_the_engine(model, audios):
+    """transcribe_each stopped early (a callback raising, the iterator closed) closes the inputs still
+    running, as a cancelled transcribe() does: they used to go on holding their slots, and the next caller
+    decoded them (new-user pass: a 5 s clip took 10 s behind two abandoned 20-minute inputs)."""
+    long = np.tile(audios[0], 8)
+
+    def stop(i, segment):
+        raise RuntimeError("enough")
+
+    with pytest.raises(RuntimeError, match="enough"):
+        list(model.transcribe_each([long, long], batch_size=2, sample_rate=16000, on_segment=stop))
+    assert model.engine.active and all(j.closed for j in model.engine.active)
+    each = model.transcribe_each([long, long, long], batch_size=2, sample_rate=16000)
+    each.close()  # before the first result: nothing ran yet
+    it = model.transcribe_each([audios[0], long, long], batch_size=3, sample_rate=16000)
+    next(it)  # the short one; the two long ones still run
+    it.close()
+    assert all(j.closed for j in [*model.engine.active, *model.engine.queue])
+    t = model.transcribe(audios[0], sample_rate=16000)
+    assert t.tokens and not model.engine.active and not model.engine.queue

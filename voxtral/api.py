@@ -118,7 +118,9 @@ class Model:
         it gives alone. Inputs are paths or arrays; sample_rate applies to the arrays.
         on_progress(index, seconds) gets the audio seconds of each running input decoded so far, and
         on_segment(index, segment) each segment of its transcript as soon as it is final (the same
-        segments, in order, as the Transcript's), as the engine goes (in the thread that iterates)."""
+        segments, in order, as the Transcript's), as the engine goes (in the thread that iterates).
+        Stopping early (closing the iterator, an exception in a callback, Ctrl-C) abandons the inputs
+        still running: their slots are freed at the next engine tick."""
         whole = isinstance(batch_size, int) and not isinstance(batch_size, bool)
         if not whole or not 1 <= batch_size <= MAX_CAPACITY:
             raise OptionError(f"batch_size must be a whole number, 1 to {MAX_CAPACITY}; got {batch_size!r}")
@@ -130,45 +132,49 @@ class Model:
         pending = iter(enumerate(inputs))
         running: dict[Job, _Running] = {}
         rate_out = self.config.audio.sampling_rate
-        while True:
-            while len(running) < batch_size and (item := next(pending, None)) is not None:
-                i, x = item
-                try:
-                    rate = sample_rate if isinstance(x, np.ndarray) else None
-                    job, scores = self._job(x, rate, confidence, alternatives)
-                except VoxtralError as e:
-                    yield i, e
-                    continue
-                live = None if on_segment is None else LiveSegments(self.tokenizer)
-                running[self.engine.submit(job)] = _Running(i, scores, live)
+        try:
+            while True:
+                while len(running) < batch_size and (item := next(pending, None)) is not None:
+                    i, x = item
+                    try:
+                        rate = sample_rate if isinstance(x, np.ndarray) else None
+                        job, scores = self._job(x, rate, confidence, alternatives)
+                    except VoxtralError as e:
+                        yield i, e
+                        continue
+                    live = None if on_segment is None else LiveSegments(self.tokenizer)
+                    running[self.engine.submit(job)] = _Running(i, scores, live)
 
-            def done() -> bool:
-                for job, r in running.items():
-                    if on_progress is not None:
-                        on_progress(r.index, job.n_steps * FRAME_MS / 1000)
-                    if r.live is not None:  # between engine ticks, in this thread: the job's state is whole
-                        new = job.take_tokens()
-                        r.tokens.extend(new)
-                        for seg in r.live.add(new, job.n_samples / rate_out):
+                def done() -> bool:
+                    for job, r in running.items():
+                        if on_progress is not None:
+                            on_progress(r.index, job.n_steps * FRAME_MS / 1000)
+                        if r.live is not None:  # between engine ticks, in this thread: the job is whole
+                            new = job.take_tokens()
+                            r.tokens.extend(new)
+                            for seg in r.live.add(new, job.n_samples / rate_out):
+                                on_segment(r.index, seg)
+                    return any(j.finished for j in running)
+
+                if not running:
+                    return
+                self.engine.run_until(done)
+                for job in [j for j in running if j.finished]:
+                    r = running.pop(job)
+                    if job.error is not None:
+                        yield r.index, job.error
+                        continue
+                    new = job.take_tokens()
+                    r.tokens.extend(new)
+                    if r.live is not None:  # its segments are the transcript's: they are given out first
+                        duration = job.n_samples / rate_out
+                        for seg in r.live.add(new, duration) + r.live.finish(duration):
                             on_segment(r.index, seg)
-                return any(j.finished for j in running)
-
-            if not running:
-                return
-            self.engine.run_until(done)
-            for job in [j for j in running if j.finished]:
-                r = running.pop(job)
-                if job.error is not None:
-                    yield r.index, job.error
-                    continue
-                new = job.take_tokens()
-                r.tokens.extend(new)
-                if r.live is not None:  # its segments are the transcript's: they are given out first
-                    duration = job.n_samples / rate_out
-                    for seg in r.live.add(new, duration) + r.live.finish(duration):
-                        on_segment(r.index, seg)
-                del new  # ~36 bytes a token: not kept while the caller has the transcript
-                yield r.index, self._transcript(job, r.scores, r.tokens, r.live, batch_size=batch_size)
+                    del new  # ~36 bytes a token: not kept while the caller has the transcript
+                    yield r.index, self._transcript(job, r.scores, r.tokens, r.live, batch_size=batch_size)
+        finally:  # abandoned (the caller stopped iterating, an exception in a callback, Ctrl-C): what still
+            for job in running:  # runs leaves at the next tick, as a cancelled transcribe() does
+                self.engine.close(job)
 
     def transcribe_batch(
         self,
