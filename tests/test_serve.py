@@ -291,21 +291,37 @@ def test_utterances_sent_ahead_are_done_in_order(server, model, clip5):
     assert texts == [model.transcribe(p, sample_rate=16000).text.strip() for p in parts]
 
 
-def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5):
+@pytest.mark.parametrize("commit_first", [True, False], ids=["commit-first", "appends-first"])
+def test_audio_past_the_limit_is_one_error_then_dropped(tiny_dir, clip5, commit_first):
     """--max-audio-s: the append that passes it gets one error event; the utterance's later appends are
     dropped quietly (each used to repeat the error); the utterance is done with the audio before, and the
-    next one starts afresh."""
+    next one starts afresh. Also for audio appended before the utterance's first commit (held for it:
+    it used to be held without limit, the server's memory growing with whatever a client sent)."""
     x = audio_io.load_audio(clip5)
     s = Server(tiny_dir, "--max-audio-s", "1")
     try:
         chunks = [_append(x[i : i + 1600]) for i in range(0, 48000, 1600)]  # 3 s in 0.1 s appends
-        got = run(_events(s.url, [COMMIT, *chunks, FINAL, COMMIT, chunks[0], FINAL], dones=2))
+        first = [COMMIT, *chunks] if commit_first else [*chunks, COMMIT]
+        got = run(_events(s.url, [*first, FINAL, COMMIT, chunks[0], FINAL], dones=2))
     finally:
         s.stop()
     errors = [e for e in got if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["audio_too_long"], errors
     done = [e for e in got if e["type"] == "transcription.done"]
     assert done[0]["usage"]["prompt_tokens"] > 0 and done[1]["usage"]["prompt_tokens"] > 0
+
+
+def test_audio_held_before_a_commit_is_limited_too(tiny_dir, clip5):
+    """Appends before any commit are held for the utterance: past --max-audio-s the client hears it at
+    once (one error event, no commit needed) and the rest is not held (it was, without limit)."""
+    x = audio_io.load_audio(clip5)
+    s = Server(tiny_dir, "--max-audio-s", "1")
+    try:
+        chunks = [_append(x[i : i + 1600]) for i in range(0, 48000, 1600)]  # 3 s in 0.1 s appends
+        got = run(_events(s.url, chunks, wait_for=1))
+    finally:
+        s.stop()
+    assert got[0]["type"] == "error" and got[0]["code"] == "audio_too_long", got
 
 
 def _flac_without_length(x: np.ndarray, path) -> None:

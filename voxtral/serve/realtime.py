@@ -51,6 +51,8 @@ class Connection:
         self.ws, self.state = ws, state
         self.session = None  # the utterance taking audio now (None after its final commit)
         self.buffered: list[np.ndarray] = []  # audio appended before the first commit
+        self.buffered_samples = 0
+        self.buffered_over = False  # that audio passed --max-audio-s (said once; the rest dropped)
         self.timestamps = self.confidence = False
         self.queue: asyncio.Queue | None = None  # the current utterance's (pieces, ended) from the engine
         self.over = False  # the current utterance passed --max-audio-s (said once)
@@ -104,8 +106,14 @@ class Connection:
                 "invalid_audio",
             )
         x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-        if self.session is None:
-            self.buffered.append(x)
+        if self.session is None:  # held for the utterance's commit, within --max-audio-s as its audio is
+            limit, rate = self.state.options.max_audio_s, self.state.model.config.audio.sampling_rate
+            if not self.buffered_over and (self.buffered_samples + len(x)) / rate > limit:
+                self.buffered_over = True
+                await self.error(f"the session passed {limit:g} s of audio (--max-audio-s)", "audio_too_long")
+            if not self.buffered_over:
+                self.buffered.append(x)
+                self.buffered_samples += len(x)
             return
         await self._feed(self.session, x)
 
@@ -153,9 +161,10 @@ class Connection:
         self.session = self.state.pump.open(deliver, confidence=self.confidence)
         self.queue, self.over = queue, False
         self.sender = asyncio.create_task(self._send_pieces(self.session, queue))
-        buffered, self.buffered, s = self.buffered, [], self.session
+        buffered, self.buffered, self.buffered_samples, s = self.buffered, [], 0, self.session
         for x in buffered:
             await self._feed(s, x)
+        self.over, self.buffered_over = self.over or self.buffered_over, False  # said: the rest is dropped
         return True
 
     async def _feed(self, s, x: np.ndarray) -> None:
