@@ -716,6 +716,18 @@ def test_an_upload_whose_client_vanishes_stops_and_frees_its_place(tiny_dir, tmp
         assert run(hold_place_then_queue()) == 0, "the vanished upload still waits in the queue"
         assert 'voxtral_errors_total{kind="client_gone"} 2.0' in s.get("/metrics")[1]
         assert _wait_free_upload(s), "no place was free after both clients left"
+        body = _form({"model": "voxtral", "stream": "true"}, [("noise.wav", buf.getvalue())])
+        conn = _start_post(s, body)  # a streamed upload whose client leaves once its events begin
+        conn.send(body)
+        assert conn.getresponse().status == 200
+        time.sleep(1.0)
+        conn.close()
+        for _ in range(100):
+            if 'voxtral_errors_total{kind="client_gone"} 3.0' in s.get("/metrics")[1]:
+                break
+            time.sleep(0.1)
+        assert 'voxtral_errors_total{kind="client_gone"} 3.0' in s.get("/metrics")[1]  # it was not counted
+        assert _wait_free_upload(s), "no place was free after the streamed upload's client left"
     finally:
         s.stop()
 

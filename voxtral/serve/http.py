@@ -291,10 +291,11 @@ async def _events(state: ServerState, path: Path, fields: dict):
     session = state.pump.open(
         lambda pieces, ended: loop.call_soon_threadsafe(queue.put_nowait, (pieces, ended))
     )
-    text, t0 = Deltas(), time.perf_counter()
+    text, t0, answered = Deltas(), time.perf_counter(), False
     try:
         failure = await asyncio.to_thread(_feed_file, state, session, path)
         if failure is not None:
+            answered = True
             yield _sse(_error_event(failure.replace(str(path), fields["name"]), "invalid_request_error"))
             return
         while True:
@@ -309,12 +310,16 @@ async def _events(state: ServerState, path: Path, fields: dict):
             bad_audio = isinstance(session.error, AudioError)
             state.metrics.errors.labels("audio" if bad_audio else "model_error").inc()
             kind, code = ("invalid_request_error", None) if bad_audio else ("server_error", "model_error")
+            answered = True
             yield _sse(_error_event(str(session.error), kind, code))
             return
         full = text.final
         state.metrics.upload_done(session.duration, time.perf_counter() - t0, session.n_steps)
+        answered = True
         yield _sse({"type": "transcript.text.done", "text": full, "usage": _usage(session.duration)})
-    finally:
+    finally:  # a client that left mid-stream: the generator is closed where it waited (its 200 was sent)
+        if not answered:
+            state.metrics.errors.labels("client_gone").inc()
         if not session.done:
             state.pump.close(session)
         state.release()
