@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from dev.step_profile import family  # noqa: E402
+from dev.step_profile import family, gap_lines, kernels_of  # noqa: E402
 
 
 def projection(kernels: list[str], i: int) -> str:
@@ -145,12 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             text = io.StringIO()
             pstats.Stats(host, stream=text).sort_stats("cumulative").print_stats(25)
             print(text.getvalue())
-        ks = sorted(
-            (ev.name, ev.time_range.start, ev.time_range.end)
-            for ev in prof.events()
-            if ev.device_type.name == "CUDA" and "mem" not in ev.name.lower()
-        )
-        ks.sort(key=lambda k: k[1])
+        ks = kernels_of(prof)
         fams = [family(name) for name, _, _ in ks]
         per: dict[str, float] = collections.defaultdict(float)
         count: dict[str, int] = collections.Counter()
@@ -178,13 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                 flops = per_pos.get(p, 0) * positions * n * e.n_layers
                 rate = f"{flops / (proj[p] * 1e-6) / 1e12:6.0f} TFLOP/s" if flops else ""
                 print(f"  gemm {p:<5} {proj[p] / 1000 / n:8.3f} ms an input {rate}")
-        gaps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
-        for i in range(len(ks) - 1):
-            gaps[fams[i], fams[i + 1]].append(ks[i + 1][1] - ks[i][2])
-        print("  gaps between kernels (µs: sum, count, median, max), the largest sums:")
-        for (a, b), g in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:8]:
-            print(f"    {a[:24]:>24} → {b[:24]:<24} {sum(g):9.1f} {len(g):5d} {np.median(g):7.2f}"
-                  f" {max(g):9.1f}")  # fmt: skip
+        print("\n".join(gap_lines(ks, 8)))
         del enc
         cp.get_default_memory_pool().free_all_blocks()
         for name, value in kept.items():

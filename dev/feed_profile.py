@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from dev.step_profile import family  # noqa: E402
+from dev.step_profile import family, gap_lines, kernels_of  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,11 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.traced):
             feed()
     wall = 1000 * (time.perf_counter() - t0) / args.traced
-    ks = sorted(
-        ((ev.name, ev.time_range.start, ev.time_range.end) for ev in prof.events()
-         if ev.device_type.name == "CUDA" and "mem" not in ev.name.lower()),
-        key=lambda k: k[1],
-    )  # fmt: skip
+    ks = kernels_of(prof)
     fams = [family(name) for name, _, _ in ks]
     per: dict[str, float] = collections.defaultdict(float)
     count: dict[str, int] = collections.Counter()
@@ -92,13 +88,7 @@ def main(argv: list[str] | None = None) -> None:
           f" {len(ks) / args.traced:.0f} kernels a feed")  # fmt: skip
     for f in sorted(per, key=lambda f: -per[f])[:12]:
         print(f"  {f:<32} {count[f] / args.traced:6.1f} a feed {per[f] / args.traced:9.1f} µs a feed")
-    gaps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
-    for i in range(len(ks) - 1):
-        gaps[fams[i], fams[i + 1]].append(ks[i + 1][1] - ks[i][2])
-    print("  gaps between kernels (µs a feed: sum; count a feed, median, max), the largest sums:")
-    for (a, b), g in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:10]:
-        print(f"    {a[:24]:>24} → {b[:24]:<24} {sum(g) / args.traced:9.1f} {len(g) / args.traced:6.1f}"
-              f" {np.median(g):8.2f} {max(g):9.1f}")  # fmt: skip
+    print("\n".join(gap_lines(ks, 10, per=args.traced, what=" a feed")))
 
     stamps = stamped(feed, args.stamped)
     print(f"host timeline of {args.stamped} feeds (µs after the feed's start: median, p90):")

@@ -83,6 +83,34 @@ def family(name: str) -> str:
     return base.replace("void ", "").strip()
 
 
+def kernels_of(prof) -> list[tuple[str, float, float]]:
+    """A torch profiler's CUDA kernels, copies and sets left out: [(name, start µs, end µs)] by start."""
+    kernels = [
+        (e.name, e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type.name == "CUDA" and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()
+    ]
+    return sorted(kernels, key=lambda k: k[1])
+
+
+def gap_lines(kernels: list[tuple[str, float, float]], top: int, per: int = 1, what: str = "") -> list[str]:
+    """The `top` largest sums of the gaps between consecutive kernels, by the families on either side:
+    sum and count (each divided by `per`, e.g. the calls traced), median and max, µs."""
+    import collections
+
+    import numpy as np
+
+    fams = [family(name) for name, _, _ in kernels]
+    gaps: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for i in range(len(kernels) - 1):
+        gaps[fams[i], fams[i + 1]].append(kernels[i + 1][1] - kernels[i][2])
+    lines = [f"  gaps between kernels (µs{what}: sum; count{what}, median, max), the largest sums:"]
+    for (a, b), g in sorted(gaps.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        lines.append(f"    {a[:24]:>24} → {b[:24]:<24} {sum(g) / per:9.1f} {len(g) / per:6.1f}"
+                     f" {np.median(g):8.2f} {max(g):9.1f}")  # fmt: skip
+    return lines
+
+
 def trace(graph, stream, reps: int) -> list[list[tuple[str, float, float]]]:
     """reps replays under CUPTI → per replay [(kernel name, start µs, end µs)] in start order."""
     import torch
@@ -95,12 +123,7 @@ def trace(graph, stream, reps: int) -> list[list[tuple[str, float, float]]]:
         for _ in range(reps):
             graph.launch(stream)
             stream.synchronize()
-    kernels = [
-        (e.name, e.time_range.start, e.time_range.end)
-        for e in prof.events()
-        if e.device_type.name == "CUDA" and "memcpy" not in e.name.lower() and "memset" not in e.name.lower()
-    ]
-    kernels.sort(key=lambda k: k[1])
+    kernels = kernels_of(prof)
     per = len(kernels) // reps
     return [kernels[i * per : (i + 1) * per] for i in range(reps)]
 

@@ -294,6 +294,20 @@ def test_offline_stem_graph_equals_the_eager_stem(gpu, audio5, monkeypatch):
     _assert_close(graphed, eager, "offline stem graph vs eager", 1e-3, min_rows=50)
 
 
+def _offline_and_live(b, pool, mel) -> list[np.ndarray]:
+    """mel [M, T] through 2 offline slots of `pool` in one call, then 2 live slots in ticks of 8 frames →
+    each slot's embeddings."""
+    offline = [pool.join() for _ in range(2)]
+    out = [b.to_numpy(e) for e in pool.encode([(slot, mel) for slot in offline])]
+    live = [pool.join(b.live_chunk) for _ in range(2)]
+    ticks: dict[int, list] = {slot: [] for slot in live}
+    for start in range(0, mel.shape[1], 8):
+        items = [(slot, mel[:, start : start + 8]) for slot in live]
+        for (slot, _), e in zip(items, pool.encode(items), strict=True):
+            ticks[slot].append(b.to_numpy(e))
+    return out + [np.concatenate(ticks[slot]) for slot in live]
+
+
 def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):
     """Every pass's own kernels as programmatic dependent launches (encoder.CHAIN_ALL: rms_norm, rope_qkv,
     attention, silu_mul start while the kernel before them ends and wait for it) give bitwise the
@@ -303,21 +317,10 @@ def test_chained_passes_equal_the_plain_launches(gpu, audio5, monkeypatch):
     b, s = gpu.backend, gpu.schedule
     mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
 
-    def run(pool) -> list[np.ndarray]:
-        offline = [pool.join() for _ in range(2)]
-        out = [b.to_numpy(e) for e in pool.encode([(slot, mel) for slot in offline])]
-        live = [pool.join(b.live_chunk) for _ in range(2)]
-        ticks: dict[int, list] = {slot: [] for slot in live}
-        for start in range(0, mel.shape[1], 8):
-            items = [(slot, mel[:, start : start + 8]) for slot in live]
-            for (slot, _), e in zip(items, pool.encode(items), strict=True):
-                ticks[slot].append(b.to_numpy(e))
-        return out + [np.concatenate(ticks[slot]) for slot in live]
-
-    plain = run(b.encoder(4))
+    plain = _offline_and_live(b, b.encoder(4), mel)
     monkeypatch.setattr(gpu_encoder, "CHAIN_ALL", True)
     pool = b.encoder(4)
-    chained = run(pool)
+    chained = _offline_and_live(b, pool, mel)
     assert pool._offline and pool._ticks, "neither offline graphs nor tick graphs were taken"
     for a, c in zip(plain, chained, strict=True):
         assert len(a) > 10
@@ -333,25 +336,14 @@ def test_graph_chains_equal_one_graph(gpu, audio5, monkeypatch):
     b, s = gpu.backend, gpu.schedule
     mel = log_mel(pad_offline(audio5, s.n_left, s.n_right, SPT), gpu.config.audio)  # [M, T]
 
-    def run(pool) -> list[np.ndarray]:
-        offline = [pool.join() for _ in range(2)]
-        out = [b.to_numpy(e) for e in pool.encode([(slot, mel) for slot in offline])]
-        live = [pool.join(b.live_chunk) for _ in range(2)]
-        ticks: dict[int, list] = {slot: [] for slot in live}
-        for start in range(0, mel.shape[1], 8):
-            items = [(slot, mel[:, start : start + 8]) for slot in live]
-            for (slot, _), e in zip(items, pool.encode(items), strict=True):
-                ticks[slot].append(b.to_numpy(e))
-        return out + [np.concatenate(ticks[slot]) for slot in live]
-
     layers = gpu.config.encoder.n_layers
     monkeypatch.setattr(gpu_encoder, "GRAPH_CUTS", ())
     pool = b.encoder(4)
-    whole = run(pool)
+    whole = _offline_and_live(b, pool, mel)
     assert not any(isinstance(g, GraphChain) for g in pool._ticks.values())
     monkeypatch.setattr(gpu_encoder, "GRAPH_CUTS", tuple(range(1, layers)))  # a graph a layer
     pool = b.encoder(4)
-    cut = run(pool)
+    cut = _offline_and_live(b, pool, mel)
     graphs = [*pool._ticks.values(), *(g for g, _, _ in pool._offline.values())]
     assert graphs and all(isinstance(g, GraphChain) and len(g.graphs) == layers for g in graphs)
     for a, c in zip(whole, cut, strict=True):
