@@ -64,6 +64,11 @@ VARIANTS = {  # name → constants of voxtral.gpu.encoder
     "uncut": {"GRAPH_CUTS": ()},  # each pass one graph (as before the chains of GRAPH_CUTS)
     "cuts-fine": {"GRAPH_CUTS": (1, 2, 4, 8, 16)},  # a geometric chain from one layer (not yet timed)
     "cuts-layer": {"GRAPH_CUTS": tuple(range(1, 32))},  # a graph a layer (not yet timed)
+    # a live split pass's attention_split blocks per (query, head) (shipped: the decoder's policy)
+    **{f"live-split-{s}": {"LIVE_SPLITS": s} for s in (4, 8, 12)},
+    "live-split-auto": {"LIVE_SPLITS": None},  # the decoder's rule (shipped before 2026-12-03, sixth session)
+    "live-split-6x128": {"LIVE_SPLITS": 6, "LIVE_SPLIT_KEYS": 128},
+    "tuned-4": {"TUNED_MIN_ROWS": 4},  # live ticks' GEMMs tuned too (bitwise the default's output)
 }
 
 

@@ -4,10 +4,12 @@ of --traced feeds (torch's profiler: a measuring tool on the GPU machine, not a 
 the GPU's busy time per feed against the wall, each kernel family's µs per feed and the largest gaps
 between kernels by the pair around them, (3) cProfile of --profiled feeds, the top functions by own
 time and by cumulative time, (4) the host's timeline of --stamped feeds: when the scheduler's phases and the
-backend's steps (STAMPED) begin and end, µs after the feed's start (medians).
+backend's steps (STAMPED) begin and end, µs after the feed's start (medians). --sessions B > 1: a "feed"
+is a live tick of B sessions on a StreamServer instead (each fed 80 ms, then one server.step() and the
+device's synchronize, as `voxtral bench --server B` times it).
 
     python dev/feed_profile.py CHECKPOINT [--feeds 150] [--traced 20] [--profiled 100] [--top 25]
-        [--stamped 100]
+        [--stamped 100] [--sessions 1]
 """
 
 from __future__ import annotations
@@ -45,22 +47,39 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profiled", type=int, default=100)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--stamped", type=int, default=100)
+    ap.add_argument("--sessions", type=int, default=1, help="B > 1: a live tick of B sessions a feed")
     args = ap.parse_args(argv)
-    model = voxtral.load(args.checkpoint, device="cuda")
+    model = voxtral.load(args.checkpoint, device="cuda", capacity=max(32, args.sessions))
     samples = audio_io.load_audio(default_audio())
     chunk = 1280  # 80 ms at 16 kHz
     need = chunk * (9 + args.feeds + args.traced + args.profiled + args.stamped)
-    samples = np.tile(samples, -(-need // len(samples)))
+    samples = np.tile(samples, -(-2 * need // len(samples)))
     torch.cuda.init()
-    session = model.stream()
     at = 0
+    if args.sessions == 1:
+        session = model.stream()
 
-    def feed() -> None:
-        nonlocal at
-        session.feed(samples[at : at + chunk])
-        at += chunk
+        def feed() -> None:
+            nonlocal at
+            session.feed(samples[at : at + chunk])
+            at += chunk
 
-    for _ in range(8):  # warm-up: graphs captured, the decoder past its first steps
+    else:
+        from voxtral.server import StreamServer
+
+        server = StreamServer(model, capacity=args.sessions)
+        sessions = [server.open() for _ in range(args.sessions)]
+        offsets = [(i * 7919 * chunk) % (len(samples) - need) for i in range(args.sessions)]  # apart
+
+        def feed() -> None:
+            nonlocal at
+            for s, off in zip(sessions, offsets, strict=True):
+                s.feed(samples[off + at : off + at + chunk])
+            server.step()
+            model.backend.synchronize()
+            at += chunk
+
+    for _ in range(10):  # warm-up: graphs captured, the decoder past its first steps
         feed()
     walls = []
     for _ in range(args.feeds):
@@ -123,6 +142,7 @@ STAMPED = [
     ("voxtral.gpu.launch", None, "launch_graph"),
     ("voxtral.gpu.encoder", None, "launch_graph"),
     ("voxtral.gpu.decoder", None, "launch_graph"),
+    ("voxtral.server", "StreamServer", "step"),
 ]  # fmt: skip
 
 

@@ -1,11 +1,12 @@
 """Where an end-to-end files run spends its time (voxtral bench --files, #15): after the engine's
 warm_up (every graph captured and tuned, as the bench's earlier parts leave it), N files through the
-CLI's path for each value of scheduler.READERS in turn (--rounds times), each row the files report's
+CLI's path for each value of scheduler.READERS and of the interpreter's thread switch interval
+(--switch, ms; sys.setswitchinterval) in turn (--rounds times), each row the files report's
 real-time factor, GPU busy share and stage seconds, with the first seconds of its timeline; then one
 run under cProfile (the thread that drives the engine; reader threads are not profiled), its top
 functions by cumulative and by own time.
 
-    python dev/files_profile.py CHECKPOINT [--files 64] [--readers 2,4] [--rounds 2] [--top 30]
+    python dev/files_profile.py CHECKPOINT [--files 64] [--readers 2,4] [--switch 5] [--rounds 2] [--top 30]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import pstats
 import sys
 from pathlib import Path
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--files", type=int, default=64)
     ap.add_argument("--readers", default="2,4")
+    ap.add_argument("--switch", default="5", help="thread switch intervals to try, ms (Python's default: 5)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--device", default="cuda")
@@ -52,12 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     model.engine.warm_up()
     files_report(model, samples, [args.files])  # first use of the pool's blocks, the output path
-    kept = scheduler.READERS
+    kept, interval = scheduler.READERS, sys.getswitchinterval()
+    readers, switches = [int(v) for v in args.readers.split(",")], [float(v) for v in args.switch.split(",")]
     for r in range(args.rounds):
-        for n in (int(v) for v in args.readers.split(",")):
+        for n, ms in itertools.product(readers, switches):
             scheduler.READERS = n
-            print(f"round {r} READERS={n}: {line(files_report(model, samples, [args.files])[0])}", flush=True)
+            sys.setswitchinterval(ms / 1000)
+            row = line(files_report(model, samples, [args.files])[0])
+            print(f"round {r} READERS={n} switch {ms:g} ms: {row}", flush=True)
     scheduler.READERS = kept
+    sys.setswitchinterval(interval)
     if args.top == 0:  # no profiled run
         return
     prof = cProfile.Profile()

@@ -157,6 +157,23 @@ def _cases():
         )
         return launch, n, nbytes, 0
 
+    def live_split(streams, splits=None, min_keys=None):
+        """An encoder live tick's attention_split: 4 queries of each of `streams` slots at the end of a
+        full window (encoder.LIVE_SPLITS / LIVE_SPLIT_KEYS; None: the launcher's choice)."""
+        t, ring = 4 * streams, W_ENC + 63
+        nbytes = streams * (W_ENC + 3) * HKV_ENC * DH_ENC * 4  # each stream's keys and values once
+        n = _sets(nbytes)
+        kv = caches(n * streams, ring, HKV_ENC, DH_ENC, filled=ring)
+        q, out = _bf16(t, H_ENC, DH_ENC), empty_bf16(t, H_ENC, DH_ENC)
+        ws = ops.attention_workspace(t, H_ENC, HKV_ENC, DH_ENC, splits)
+        pos = i32(np.tile(np.arange(4) + 2 * W_ENC, streams))
+        sl = [i32(np.repeat(np.arange(streams), 4) + i * streams) for i in range(n)]
+        launch = lambda i: ops.attention_split(
+            q, *kv.layer(0), pos, sl[i], W_ENC, n_kv_heads=HKV_ENC, out=out, workspace=ws, splits=splits,
+            min_keys=min_keys,
+        )  # fmt: skip
+        return launch, n, nbytes, 0
+
     def tiled(t, rows):
         r = t + W_ENC  # one slot's ring [R, Hkv, Dh] (the encoder passes layer i of its KVCaches arrays)
         kc, vc, q = _bf16(r, HKV_ENC, DH_ENC), _bf16(r, HKV_ENC, DH_ENC), _bf16(t, H_ENC, DH_ENC)
@@ -247,6 +264,15 @@ def _cases():
             lambda: rope(4, H_ENC, HKV_ENC, DH_ENC, True, W_ENC + 3, THETA_ENC, bf16_in=True),
         ),
         ("attention_split", f"decode ctx=500 W={W_DEC}", lambda: split(500, 1)),
+        *[
+            (
+                "attention_split",
+                f"tick {b}s S={sp or 'auto'} min={mk or 'auto'}",
+                lambda b=b, sp=sp, mk=mk: live_split(b, sp, mk),
+            )
+            for b in (1, 2)
+            for sp, mk in ((None, None), (4, 64), (6, 128), (8, 64), (12, 64), (16, 48))
+        ],  # fmt: skip
         ("attention_split", f"decode ctx=5000 W={W_DEC}", lambda: split(5000, 1)),
         ("attention_split", "decode ctx=5000 B=16", lambda: split(5000, 16)),
         ("attention_tiled", f"encoder T={T_ENC} W={W_ENC} 128 rows", lambda: tiled(T_ENC, 128)),

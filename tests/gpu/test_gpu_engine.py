@@ -132,6 +132,32 @@ def test_decoder_graphs_and_per_slot_memory(gpu, audios):
     assert dec.nbytes() < before and dec.free() == 11
 
 
+def test_narrow_attention_graph_equals_the_wide_one(gpu, audios, monkeypatch):
+    """A bucket under attention_split's wide rule (here 128 rows × 2 kv heads) whose windows fit one split
+    steps through its graph of one split per (row, kv head): bitwise the tokens and logits of the wide
+    graph; a bucket below the rule has no such graph."""
+    import voxtral.gpu.decoder as gpu_decoder
+    from voxtral.gpu import ops
+
+    enc = gpu.backend.encoder(1)
+    embeds = enc.encode([(enc.join(), gpu.trace(audios[1], 1, sample_rate=16000).mel)])[0]
+    assert 128 * gpu.config.decoder.n_kv_heads >= ops.SPLIT_BLOCKS > 64 * gpu.config.decoder.n_kv_heads
+    got = {}
+    for narrow in (False, True):
+        monkeypatch.setattr(gpu_decoder, "NARROW_SPLITS", narrow)
+        dec = gpu.backend.decoder(128)
+        slots = [dec.join(len(embeds)) for _ in range(70)]
+        for s in slots:
+            dec.append_audio(s, embeds)
+        dec.prefill(slots, gpu.schedule.prompt)
+        got[narrow] = dec.step(slots, 5, logits=True)
+        dec.step(slots[:3], 1)  # bucket 4: below the rule
+        assert set(dec._narrow) == ({128} if narrow else set()), dec._narrow
+        assert sorted(dec._graphs) == [4, 128]
+    np.testing.assert_array_equal(got[True][0], got[False][0])
+    np.testing.assert_array_equal(got[True][1], got[False][1])
+
+
 @pytest.mark.parametrize("path", ["fused", "skinny", "skinny-w13", "cuBLAS"])
 def test_both_step_paths_give_the_offline_tokens(gpu, tiny_dir, audios, monkeypatch, path):
     """Whichever path the timing picks, a batch gives the tokens of the offline runs (near-ties aside)."""

@@ -235,6 +235,31 @@ def test_attention_split_vs_numpy(rng, h, hkv, dh, window, rings, queries, split
         assert (split_counters(ws, s, group, dh) == 0).all(), "attention_split left a counter set"
 
 
+# min_keys (the encoder's live split passes, encoder.LIVE_SPLIT_KEYS): a live tick's 4 queries of one slot
+# over a 750-key window (ring 813), 32 queries of 8 slots (the wide rule's grid with short splits), and
+# fewer keys than one split's minimum (one split holds them all)
+@pytest.mark.parametrize("queries,splits,min_keys", [
+    ([(0, 900 + i) for i in range(4)], 8, 64),
+    ([(0, 900 + i) for i in range(4)], 12, 16),
+    ([(c, 800 + 37 * c + i) for c in range(8) for i in range(4)], 4, 128),
+    ([(0, 10 + i) for i in range(4)], 8, 64)])  # fmt: skip
+def test_attention_split_min_keys_vs_numpy(rng, queries, splits, min_keys):
+    h = hkv = 4
+    dh, window = 64, 750
+    n_slots = 1 + max(c for c, _ in queries)
+    caches, host, pos, slot = split_case(rng, hkv, dh, window, (813,) * n_slots, queries)
+    table, ring = slot_table(caches)
+    t = len(queries)
+    ws = ops.attention_workspace(t, h, hkv, dh, splits)
+    for _ in range(2):  # the second launch checks that the first left the counters at 0
+        q_dev, q64 = to_bf16(rng.standard_normal((t, h, dh)) * 2)
+        out = poison_bf16((t, h, dh))
+        ops.attention_split(q_dev, table, ring, cp.asarray(pos), cp.asarray(slot), window, n_kv_heads=hkv,
+                            out=out, workspace=ws, splits=splits, min_keys=min_keys)  # fmt: skip
+        assert_bf16_close(out, split_ref(q64, host, pos, slot, window))
+        assert (split_counters(ws, splits, 1, dh) == 0).all(), "attention_split left a counter set"
+
+
 def test_decoder_layer_on_kv_caches(rng):
     """rope_qkv then attention_split on layer 1 of KVCaches, as a decoder step runs them: open slots of
     different ring lengths (shorter than the window with positions < R_c, and = the window, wrapped),

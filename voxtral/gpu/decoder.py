@@ -58,6 +58,13 @@ SKINNY_PATHS = {
 # blocks fit beside the qkv and wo GEMV blocks on an SM and start before they leave). Prepared 2026-12-03
 # without device time left to time it: dev/step_profile.py --variants shipped,attn-light decides.
 LIGHT_ATTENTION = False
+# A bucket under attention_split's wide rule (≥ ops.SPLIT_BLOCKS (row, kv head) pairs: ops.SPLIT_WIDE
+# splits of ≥ ops.SPLIT_WIDE_MIN_KEYS keys each) whose rows' windows all fit one split steps through a
+# second graph of one split per pair: the same keys in the same order (bitwise the wide graph's output)
+# without the SPLIT_WIDE − 1 blocks per pair that find no keys and leave. H200, full size, B = 64, ctx
+# 400 (dev/step_profile.py variants split-1 / shipped, cuBLAS path): step 3379 against 3420 µs,
+# attention_split 36.7 against 42.2 µs a layer; at ctx 5000 one split loses (12078 against 11203).
+NARROW_SPLITS = True
 RING_ALIGN = 64  # KV ring lengths are multiples of this (or the window)
 LIVE_RING = 1024  # first KV ring of a slot whose length is unknown; it doubles up to the window
 ROW_ARRAYS = ("tokens", "pos", "slot", "history", "h", "x", "qkv", "q", "o", "gu", "u", "logits")
@@ -89,6 +96,7 @@ class DecoderBuffers:
         self.ring = device_array(np.ones(c, np.int32))  # [B] KV ring length per row
         self.schedule = cupy.zeros((4 * cfg.n_layers + 1, 2), np.int32)  # tile counters per GEMV launch site
         self.barrier = cupy.zeros(2, np.uint32)  # decoder_layers' grid-barrier counts (left zero)
+        self.splits = None  # attention_split's splits per (row, kv head): ops.attention_splits
 
     def layer(self, i: int) -> tuple:
         """(cache [B, 2], ring [B]) of layer i, laid out per row (the kernels' tables, slot=None)."""
@@ -97,17 +105,18 @@ class DecoderBuffers:
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in vars(self) if hasattr(getattr(self, n), "nbytes"))
 
-    def rows(self, b: int) -> DecoderBuffers:
+    def rows(self, b: int, splits: int | None = None) -> DecoderBuffers:
         """The first b rows as buffers of batch b (views; audio rings shared; own attention workspace and
-        GEMV tile counters)."""
+        GEMV tile counters). splits: attention_split's splits per (row, kv head) in a step over them
+        (None: ops.attention_splits)."""
         import cupy
 
         view = shallow.copy(self)
         for name in ROW_ARRAYS:
             setattr(view, name, getattr(self, name)[:b])
-        view.batch = b
+        view.batch, view.splits = b, splits
         n_heads, dh = self.q.shape[1], self.q.shape[2]
-        view.workspace = ops.attention_workspace(b, n_heads, self.workspace.shape[1], dh)
+        view.workspace = ops.attention_workspace(b, n_heads, self.workspace.shape[1], dh, splits)
         view.schedule = cupy.zeros((len(self.schedule), 2), np.int32)
         view.barrier = cupy.zeros(2, np.uint32)
         return view
@@ -169,6 +178,7 @@ def layers(
         o = ops.attention_split(
             q, cache, ring, pos, slot, cfg.sliding_window, **dims, out=scratch.o,
             workspace=scratch.workspace, pdl=pdl, early=step, light=fused and LIGHT_ATTENTION,
+            splits=getattr(scratch, "splits", None),
         )  # fmt: skip
         if fused:
             gemv(o.reshape(t, cfg.q_dim), lw.wo, h, epilogue="add", pdl=pdl, config=cfgs["wo"],
@@ -326,6 +336,7 @@ class Decoder:
         self.buckets = buckets(capacity)
         self._graphs: dict[int, object] = {}
         self._views: dict[int, DecoderBuffers] = {}
+        self._narrow: dict[int, object] = {}  # bucket → its graph of one attention split (NARROW_SPLITS)
         self.paths: dict[int, str] = {}  # bucket → the step path its graph takes ("fused" or "cuBLAS")
         self.path_ms: dict[int, dict] = {}  # bucket → {path: median ms of the timed replays}
         self._layout: tuple | None = None  # (slots the device rows serve, KV table version) now
@@ -361,9 +372,11 @@ class Decoder:
         stall its other streams for the capture."""
         with self.cuda_stream:
             for b in self.buckets:
-                if b not in self._graphs:
+                if b not in self._graphs or (self._splits_wide(b) and b not in self._narrow):
                     self._lay_out([], b)
                     self._graph(b)
+                    if self._splits_wide(b):
+                        self._narrow_graph(b)
                     self._layout = None  # the rows served the scratch cache: the next step lays them out
                 if rows is not None and b >= rows:
                     break
@@ -452,7 +465,10 @@ class Decoder:
             if s.fed < s.pos + count:  # fill the ring as far ahead as it holds: once per ~15 rounds
                 pieces += [(i, rows, row) for rows, row in s.take(s.pos + AUDIO_RING)]
         self._fill_rings(pieces)
-        graph = self._graph(self._lay_out(slots))
+        b = self._lay_out(slots)
+        longest = min(self.cfg.sliding_window, max(self.slots[i].pos for i in slots) + count)  # keys
+        narrow = self._splits_wide(b) and longest <= ops.split_min_keys(b, self.cfg.n_kv_heads)
+        graph = self._narrow_graph(b) if narrow else self._graph(b)
         k, buf = len(slots), self.buf
         for j in range(count):
             if inputs is not None:
@@ -539,11 +555,7 @@ class Decoder:
             if b <= SKINNY_ROWS and self._skinny():
                 paths |= SKINNY_PATHS
             paths["cuBLAS"] = frozenset()
-            runs = {
-                p: functools.partial(step, self.weights, self.cfg, view, fused=p in ("fused", "persistent"),
-                                     skinny=names, persistent=tables if p == "persistent" else None)
-                for p, names in paths.items()
-            }  # fmt: skip
+            runs = {p: self._run(view, p, names, tables) for p, names in paths.items()}
             made = {}
             for p, run in runs.items():
                 try:
@@ -557,6 +569,29 @@ class Decoder:
             self.paths[b] = next(p for p, g in made.items() if g is self._graphs[b])
             log.info("decoder bucket %d: %s path %s", b, self.paths[b], self.path_ms[b] or "")
         return self._graphs[b]
+
+    def _run(self, view: DecoderBuffers, path: str, names: frozenset, tables):
+        """A step of `path` over view's rows (what a bucket's graph captures)."""
+        fused, persistent = path in ("fused", "persistent"), tables if path == "persistent" else None
+        return functools.partial(step, self.weights, self.cfg, view, fused=fused, skinny=names,
+                                 persistent=persistent)  # fmt: skip
+
+    def _splits_wide(self, b: int) -> bool:
+        """Whether bucket b's attention takes the wide rule, so that it has a narrow graph (NARROW_SPLITS)."""
+        wide = b * self.cfg.n_kv_heads >= ops.SPLIT_BLOCKS and ops.SPLIT_WIDE > 1
+        return NARROW_SPLITS and wide
+
+    def _narrow_graph(self, b: int):
+        """Bucket b's step on the path its graph takes, with one attention split per (row, kv head): for
+        rows whose windows all fit one split of the wide rule, where it computes what that graph does."""
+        if b not in self._narrow:
+            self._graph(b)
+            path = self.paths[b]
+            view = self.buf.rows(b, splits=1)
+            tables = self._tables if path == "persistent" else None
+            run = self._run(view, path, SKINNY_PATHS.get(path, frozenset()), tables)
+            self._narrow[b] = capture(self.cuda_stream, run, (view.tokens, view.pos, view.history))
+        return self._narrow[b]
 
     @functools.cached_property
     def _tables(self) -> Tables | None:

@@ -53,6 +53,11 @@ LIVE_BUCKETS = (4, 8, 16, 32, 64, 128, 256, 512)  # rows of a live pass replayed
 # 40 positions no longer read the window once per query (split: 51 µs a layer, 1.6 ms of the file).
 LIVE_TILED_MIN_ROWS = 32
 LIVE_TILE_ROWS = 16
+# attention_split's blocks per (query, head) in such a split pass, each taking ≥ LIVE_SPLIT_KEYS of its
+# query's window (None: ops.attention_splits / split_min_keys, tuned for the decoder step: 2 splits of
+# 375 keys at one stream's 4 queries × 32 heads, one block walking all 750 keys at two streams').
+LIVE_SPLITS: int | None = None
+LIVE_SPLIT_KEYS = 64
 # An offline slot's pass also takes the last positions of the call when fewer than TAIL_ROWS would be
 # left after its chunk: a 60 s file's 3 184 positions ran as 3 × 1 024 + a pass of 112 (every layer's
 # weights read again and ~330 kernels for 112 rows); now 1 024, 1 024, 1 136. Its ring holds
@@ -178,7 +183,7 @@ class PassBuffers:
         self.q = cupy.empty((t, c.n_heads, c.head_dim), bf16)
         self.o = cupy.zeros((t, c.n_heads, c.head_dim), bf16)
         if split:
-            self.workspace = ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim)
+            self.workspace = split_workspace(c, t)
         self.gu = cupy.empty((t, 2 * c.hidden_dim), act)
         self.u = cupy.empty((t, c.hidden_dim), bf16)
         self.out = cupy.empty((t, c.dim), bf16)  # the final norm
@@ -192,14 +197,21 @@ class PassBuffers:
         return view
 
 
+def split_workspace(c, t: int):
+    """attention_split's workspace for a live split pass of t rows (LIVE_SPLITS)."""
+    return ops.attention_workspace(t, c.n_heads, c.n_kv_heads, c.head_dim, LIVE_SPLITS)
+
+
 def split_attention(c, pos, slot, workspace=None):
-    """Every row through one attention_split launch (a live pass's short runs)."""
+    """Every row through one attention_split launch (a live pass's short runs; LIVE_SPLITS)."""
+    keys = None if LIVE_SPLITS is None else LIVE_SPLIT_KEYS
 
     def attend(q, cache, ring, i, out):
         w, hkv, pdl = c.sliding_window, c.n_kv_heads, chained(q.shape[0])  # as layer() does
         return ops.attention_split(
-            q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace, pdl=pdl
-        )
+            q, cache, ring, pos, slot, w, n_kv_heads=hkv, out=out, workspace=workspace, pdl=pdl,
+            splits=LIVE_SPLITS, min_keys=keys,
+        )  # fmt: skip
 
     return attend
 
@@ -621,7 +633,7 @@ class Encoder:
             self._buffers[b] = PassBuffers(enc, b, self.capacity, split=not tiled)
         buf = self._buffers[b]
         if not tiled and not hasattr(buf, "workspace"):
-            buf.workspace = ops.attention_workspace(b, enc.n_heads, enc.n_kv_heads, enc.head_dim)
+            buf.workspace = split_workspace(enc, b)
         return buf
 
     def _live_attention(self, b: int, tiled: bool, buf: PassBuffers) -> tuple:

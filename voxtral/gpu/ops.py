@@ -205,7 +205,8 @@ def rope_qkv(qkv, pos, slot, cache, ring, theta: float, *, n_kv_heads: int, head
 
 def attention_split(
     q, cache, ring, pos, slot, window: int, *, n_kv_heads: int, out=None, workspace=None,
-    splits: int | None = None, pdl: bool = False, early: bool = False, light: bool = False,
+    splits: int | None = None, min_keys: int | None = None, pdl: bool = False, early: bool = False,
+    light: bool = False,
 ):  # fmt: skip
     """Sliding-window GQA attention of few queries (the decoder step) q bf16 [T, H, Dh] → bf16 [T, H, Dh].
 
@@ -213,7 +214,9 @@ def attention_split(
     cache [C, 2] / ring [C] points at (voxtral/gpu/kv.py); slot=None: the tables are laid out per query
     (slot t), which spares the kernels a dependent load. workspace is attention_workspace(T, H, Hkv,
     Dh, splits), zeroed once and reusable by any later launch of the same shape (allocated if not
-    given); splits defaults to attention_splits(T, Hkv). pdl: a programmatic dependent launch.
+    given); splits defaults to attention_splits(T, Hkv), min_keys (the fewest keys a split takes: a
+    query's n keys use min(splits, ⌈n / min_keys⌉) splits) to split_min_keys(T, Hkv). pdl: a
+    programmatic dependent launch.
     early: pos and every key but each query's own position were written before the previous kernel on
     the stream (the decoder step), so the first keys load before the PDL wait (same result).
     light: attention_split_light (8 keys a warp step in one register set, ≤ 104 registers, so that its
@@ -242,7 +245,9 @@ def attention_split(
         workspace = attention_workspace(t, h, hkv, dh, splits)
     _check(workspace, "workspace", np.float32, (t, hkv, split_row(splits, group, dh)))
     args = (q, cache, ring, pos, _null_or(slot), workspace, out, np.int32(hkv), np.int32(window))
-    args += (np.int32(split_min_keys(t, hkv)), np.int32(early))
+    min_keys = split_min_keys(t, hkv) if min_keys is None else min_keys
+    assert min_keys >= 1, f"min_keys must be ≥ 1, got {min_keys}"
+    args += (np.int32(min_keys), np.int32(early))
     kernel = _fn("attention.cu", f"attention_split{'_light' if light else ''}<{dh}, {group}>")
     launch(kernel, (splits, hkv, t), (SPLIT_THREADS,), args, pdl=pdl)
     return out
