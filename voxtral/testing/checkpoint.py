@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -187,13 +189,12 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], seed: int,
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     root = np.random.SeedSequence(seed)
-    tmp = path.with_suffix(".partial")
-    with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for (name, shape), seed_seq in zip(shapes.items(), root.spawn(len(shapes)), strict=True):
-            _write_tensor(f, pool, seed_seq, name, shape, row_scales.get(name))
-    tmp.replace(path)
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            f.write(len(text).to_bytes(8, "little"))
+            f.write(text)
+            for (name, shape), seed_seq in zip(shapes.items(), root.spawn(len(shapes)), strict=True):
+                _write_tensor(f, pool, seed_seq, name, shape, row_scales.get(name))
 
 
 def write_checkpoint(
@@ -219,6 +220,18 @@ def write_checkpoint(
 
 
 def _write_text(path: Path, text: str) -> None:
+    with _replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary name beside path to write; renamed to path when the block ends, removed when it
+    raises (Ctrl-C, SIGTERM, a full disk: a full-size checkpoint's 8.9 GB never stay half-written)."""
     tmp = path.with_suffix(".partial")
-    tmp.write_text(text)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
