@@ -73,6 +73,15 @@ def test_list_file_pattern_and_explicit_clips(clips):
     assert "not found" in str(errors[1].error)
 
 
+def test_a_directory_named_in_a_list_is_said_so(clips):
+    """Not "file not found": the directory is there, a list names clips (new-user pass)."""
+    (clips / "sub").mkdir()
+    (clips / "list.lst").write_text("sub\ntwo.wav\n")
+    found, errors = find_clips([str(clips / "list.lst")])
+    assert [p.name for p in found] == ["two.wav"] and len(errors) == 1
+    assert "sub: is a directory (listed in" in str(errors[0].error), errors[0].error
+
+
 def test_a_byte_order_mark_is_not_part_of_a_listed_name_or_a_reference(clips):
     """Windows Notepad starts UTF-8 files with U+FEFF (new-user pass)."""
     (clips / "list.lst").write_text("\ufefftwo.wav\none.wav\n", encoding="utf-8")

@@ -154,6 +154,9 @@ def _check_clip(clip: Path, listed_in: Path | None = None) -> None:
     """AudioError unless the clip exists and has a readable reference with words in it beside it."""
     if not clip.is_file():
         where = f" (listed in {listed_in}, relative to its folder)" if listed_in is not None else ""
+        if clip.is_dir():  # a list names clips, one a line: a directory's clips are its own argument
+            why = "list its clips one a line, or pass the directory as an argument"
+            raise AudioError(f"{clip}: is a directory{where}; {why}")
         raise AudioError(f"{clip}: file not found{where}; check the path")
     if reference_of(clip) == clip:  # a .txt matched by a glob: it would be its own reference
         raise AudioError(f"{clip}: a .txt file is a transcript or a list, not a clip; pass audio files")
