@@ -63,3 +63,20 @@ def test_the_report_names_its_host():
     line = host_line(host)
     assert line.startswith(f"host: {host['cpu']}, {host['cores']} cores, Python loop ")
     assert line.endswith("ns/iteration (host-bound figures scale with it)")
+
+
+def test_the_report_says_what_it_measured(tiny_dir, clip5):
+    """The JSON names the model (or the random size), the delay, the voxtral version, the source commit
+    where there is one, and when it ran (new-user pass: a tiny model's report could not be told from a
+    full one's)."""
+    import datetime
+    from pathlib import Path
+
+    from voxtral.bench.run import BenchOptions, run
+
+    result = run(BenchOptions(model=tiny_dir, audio=Path(clip5), devices=("cpu",), cpu_steps=1, delay_ms=160))
+    assert (result["model"], result["random_weights"], result["delay_ms"]) == (str(tiny_dir), None, 160)
+    assert result["version"] == voxtral.__version__
+    assert result["commit"] is None or len(result["commit"].removesuffix("+dirty")) == 40
+    when = datetime.datetime.fromisoformat(result["date"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 600

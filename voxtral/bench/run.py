@@ -9,7 +9,9 @@ as a share of the GEMM rate. Use a checkpoint with EOS unreachable so every run 
 
 from __future__ import annotations
 
+import datetime
 import json
+import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from .. import audio as audio_io
 from ..config import ModelConfig
 from ..errors import OutputError
@@ -324,6 +327,12 @@ def run(opts: BenchOptions, progress=lambda msg: None) -> dict:
                 add_rooflines(r, cfg)
             reports.append(r)
     result = {
+        "model": None if opts.model is None else str(opts.model),  # None with random_weights
+        "random_weights": opts.random_weights,  # the size generated (EOS unreachable), or None
+        "delay_ms": opts.delay_ms,  # None: the tokenizer's
+        "version": __version__,
+        "commit": source_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "audio": str(opts.audio or default_audio()),
         "audio_s": len(samples) / sr,
         "host": host_info(),
@@ -395,6 +404,24 @@ def table(result: dict) -> str:
     if "cpu_over_gpu" in result:
         lines.append("cpu/gpu: " + ", ".join(f"{k} {v:.0f}x" for k, v in result["cpu_over_gpu"].items()))
     return "\n".join(lines)
+
+
+def source_commit() -> str | None:
+    """The git commit of the voxtral source that runs (a checkout's HEAD, "+dirty" with local changes), or
+    None for an installed package or without git."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        git = ["git", "-C", str(root)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "voxtral", "cuda"],
+                               capture_output=True, text=True, timeout=5)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def write_json(result: dict, path: Path) -> None:
